@@ -1,0 +1,1 @@
+//! Deterministic simulation of a detcd cluster. Built with `--cfg madsim`.
