@@ -48,6 +48,8 @@ pub struct Changer<'a> {
     pub tracker: &'a ProgressTracker,
     /// New members start replicating from here.
     pub last_index: u64,
+    /// The current tick, when new members were last heard from.
+    pub now: u64,
 }
 
 impl Changer<'_> {
@@ -143,7 +145,7 @@ impl Changer<'_> {
         );
         pr.is_learner = is_learner;
         // A new member gets a full election timeout before CheckQuorum counts it absent.
-        pr.recent_active = true;
+        pr.last_active = self.now;
         pr
     }
 
@@ -238,6 +240,7 @@ fn singles(ty: ConfChangeType, ids: &[u64]) -> Vec<ConfChangeSingle> {
 pub fn restore(
     tracker: &mut ProgressTracker,
     last_index: u64,
+    now: u64,
     cs: &ConfState,
 ) -> Result<(), ConfChangeError> {
     tracker.config = TrackerConfig::default();
@@ -265,6 +268,7 @@ pub fn restore(
         let (cfg, prs) = f(&Changer {
             tracker,
             last_index,
+            now,
         })?;
         tracker.config = cfg;
         tracker.progress = prs;
@@ -288,7 +292,7 @@ mod tests {
 
     fn tracker(cs: &ConfState) -> ProgressTracker {
         let mut t = ProgressTracker::new(10, 0);
-        restore(&mut t, 10, cs).unwrap();
+        restore(&mut t, 10, 0, cs).unwrap();
         t
     }
 
@@ -318,6 +322,7 @@ mod tests {
         let c = Changer {
             tracker: &t,
             last_index: 10,
+            now: 0,
         };
         let two = [
             cc(ConfChangeType::ConfChangeAddNode, 4),
@@ -341,6 +346,7 @@ mod tests {
         let c = Changer {
             tracker: &t,
             last_index: 1,
+            now: 0,
         };
         let e = c.simple(&[cc(ConfChangeType::ConfChangeRemoveNode, 1)]);
         assert_eq!(e.unwrap_err().0, "removed all voters");
@@ -358,6 +364,7 @@ mod tests {
         let r = Changer {
             tracker: &t,
             last_index: 5,
+            now: 0,
         }
         .enter_joint(true, &ccs);
         apply(&mut t, r);
@@ -375,6 +382,7 @@ mod tests {
         let c = Changer {
             tracker: &t,
             last_index: 5,
+            now: 0,
         };
         assert!(c.enter_joint(false, &[]).is_err(), "already joint");
         assert!(c.simple(&[]).is_err(), "simple change inside joint");
@@ -397,6 +405,7 @@ mod tests {
         let r = Changer {
             tracker: &t,
             last_index: 3,
+            now: 0,
         }
         .simple(&[cc(ConfChangeType::ConfChangeAddNode, 2)]);
         apply(&mut t, r);

@@ -185,7 +185,7 @@ impl<S: Storage> Raft<S> {
         }
         self.raft_log.restore(snap);
         let mut prs = ProgressTracker::new(self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
-        confchange::restore(&mut prs, self.raft_log.last_index(), &cs)
+        confchange::restore(&mut prs, self.raft_log.last_index(), self.ticks, &cs)
             .unwrap_or_else(|e| panic!("unable to restore config {cs:?}: {e}"));
         self.switch_to_config(prs.config, prs.progress);
         true

@@ -66,7 +66,7 @@ impl<S: Storage> Raft<S> {
     /// The follower needs entries that were compacted: send the snapshot instead.
     fn send_snapshot(&mut self, to: u64) -> bool {
         let pr = &self.prs.progress[&to];
-        if !pr.recent_active {
+        if self.ticks - pr.last_active >= self.cfg.election_tick as u64 {
             // Don't ship a snapshot to a member that may be down.
             return false;
         }
@@ -212,16 +212,11 @@ impl<S: Storage> Raft<S> {
                 return Ok(());
             }
             MessageType::MsgCheckQuorum => {
-                if !self.prs.quorum_active(self.id) {
-                    // Without a quorum this leader cannot commit, and a new leader may
-                    // already exist elsewhere: step down (thesis 6.2).
+                let window = self.cfg.election_tick as u64;
+                if !self.prs.quorum_active(self.id, self.ticks, window) {
+                    // No quorum was heard from for an election timeout: this leader
+                    // cannot commit, and a new one may exist elsewhere (thesis 6.2).
                     self.become_follower(self.term, 0);
-                }
-                let id = self.id;
-                for (&pid, pr) in self.prs.progress.iter_mut() {
-                    if pid != id {
-                        pr.recent_active = false;
-                    }
                 }
                 return Ok(());
             }
@@ -243,17 +238,17 @@ impl<S: Storage> Raft<S> {
             }
             _ => {}
         }
-        let from = m.from;
+        let (from, now) = (m.from, self.ticks);
         let Some(pr) = self.prs.progress.get_mut(&from) else {
             return Ok(());
         };
         match m.r#type() {
             MessageType::MsgAppResp => {
-                pr.recent_active = true;
+                pr.last_active = now;
                 self.handle_append_response(&m);
             }
             MessageType::MsgHeartbeatResp => {
-                pr.recent_active = true;
+                pr.last_active = now;
                 pr.msg_app_flow_paused = false;
                 // Acknowledgements may have been lost: make room to resend.
                 if pr.state == ProgressState::Replicate && pr.ins.full() {
@@ -401,6 +396,7 @@ impl<S: Storage> Raft<S> {
         let changer = Changer {
             tracker: &self.prs,
             last_index: self.raft_log.last_index(),
+            now: self.ticks,
         };
         let (cfg, prs) = if leaves_joint(cc) {
             changer.leave_joint()

@@ -68,6 +68,8 @@ pub struct Raft<S> {
     pub pending_conf_index: u64,
     pub(crate) uncommitted_size: u64,
     pub(crate) election_elapsed: usize,
+    /// Ticks since this member started: the clock of CheckQuorum.
+    pub(crate) ticks: u64,
     pub(crate) heartbeat_elapsed: usize,
     pub(crate) randomized_election_timeout: usize,
     pub(crate) cfg: Config,
@@ -131,13 +133,14 @@ impl<S: Storage> Raft<S> {
             pending_conf_index: 0,
             uncommitted_size: 0,
             election_elapsed: 0,
+            ticks: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: cfg.election_tick,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
         };
         let last = r.raft_log.last_index();
-        confchange::restore(&mut r.prs, last, &cs)?;
+        confchange::restore(&mut r.prs, last, 0, &cs)?;
         r.is_learner = r.prs.progress.get(&r.id).is_some_and(|p| p.is_learner);
         if hs != HardState::default() {
             r.load_state(&hs);
@@ -235,6 +238,8 @@ impl<S: Storage> Raft<S> {
             let is_learner = pr.is_learner;
             *pr = super::tracker::Progress::new(last + 1, ins.clone());
             pr.is_learner = is_learner;
+            // Everyone gets a full election timeout to be heard from.
+            pr.last_active = self.ticks;
             if id == self.id {
                 pr.matched = last;
             }
@@ -282,7 +287,6 @@ impl<S: Storage> Raft<S> {
         self.state = StateRole::Leader;
         if let Some(pr) = self.prs.progress.get_mut(&self.id) {
             pr.become_replicate();
-            pr.recent_active = true;
         }
         // Conservatively assume the tail may hold an unapplied conf change.
         self.pending_conf_index = self.raft_log.last_index();
@@ -295,6 +299,7 @@ impl<S: Storage> Raft<S> {
     }
 
     pub fn tick(&mut self) {
+        self.ticks += 1;
         if self.state == StateRole::Leader {
             self.tick_heartbeat();
         } else {
@@ -313,18 +318,16 @@ impl<S: Storage> Raft<S> {
     fn tick_heartbeat(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.cfg.election_tick {
-            self.election_elapsed = 0;
-            if self.cfg.check_quorum {
-                let _ = self.step(local_msg(MessageType::MsgCheckQuorum));
-            }
-            // A transfer that did not finish within an election timeout is abandoned.
-            if self.state == StateRole::Leader && self.lead_transferee != 0 {
-                self.abort_leader_transfer();
+        if self.cfg.check_quorum {
+            let _ = self.step(local_msg(MessageType::MsgCheckQuorum));
+            if self.state != StateRole::Leader {
+                return;
             }
         }
-        if self.state != StateRole::Leader {
-            return;
+        if self.election_elapsed >= self.cfg.election_tick {
+            self.election_elapsed = 0;
+            // A transfer that did not finish within an election timeout is abandoned.
+            self.abort_leader_transfer();
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
             self.heartbeat_elapsed = 0;

@@ -80,14 +80,20 @@ impl MemStorage {
 
     /// A storage bootstrapped with `voters` as the configuration, at index 1 and term 1.
     pub fn new_with_voters(voters: &[u64]) -> Self {
+        Self::new_with_conf_state(ConfState {
+            voters: voters.to_vec(),
+            ..ConfState::default()
+        })
+    }
+
+    /// A storage bootstrapped with `cs` as the configuration, at index 1 and term 1.
+    /// Members joining later start from [`MemStorage::new`] and receive a snapshot.
+    pub fn new_with_conf_state(cs: ConfState) -> Self {
         let mut s = Self::new();
         let snap = Snapshot {
             data: Vec::new(),
             metadata: Some(SnapshotMetadata {
-                conf_state: Some(ConfState {
-                    voters: voters.to_vec(),
-                    ..ConfState::default()
-                }),
+                conf_state: Some(cs),
                 index: 1,
                 term: 1,
             }),

@@ -1,1 +1,6 @@
+//! Message-level scenario tests in the style of etcd's raft_test, and the randomized
+//! cluster simulation.
 
+mod election;
+mod network;
+mod prevote;

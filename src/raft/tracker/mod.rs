@@ -67,13 +67,14 @@ impl ProgressTracker {
             .committed(|id| self.progress.get(&id).map(|p| p.matched))
     }
 
-    /// Whether a quorum of voters was heard from recently (CheckQuorum).
-    pub fn quorum_active(&self, self_id: u64) -> bool {
+    /// Whether a quorum of voters was heard from within the last `window` ticks
+    /// (CheckQuorum), judged at tick `now`.
+    pub fn quorum_active(&self, self_id: u64, now: u64, window: u64) -> bool {
         let votes = self
             .progress
             .iter()
             .filter(|(_, p)| !p.is_learner)
-            .map(|(&id, p)| (id, id == self_id || p.recent_active))
+            .map(|(&id, p)| (id, id == self_id || now - p.last_active < window))
             .collect();
         self.config.voters.vote_result(&votes) == VoteResult::Won
     }

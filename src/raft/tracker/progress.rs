@@ -23,8 +23,9 @@ pub struct Progress {
     pub state: ProgressState,
     /// In `Snapshot`, the index of the snapshot being sent.
     pub pending_snapshot: u64,
-    /// Heard from since the last CheckQuorum round.
-    pub recent_active: bool,
+    /// The leader's tick at which this member was last heard from (or started being
+    /// tracked); CheckQuorum and snapshot sending look at it.
+    pub last_active: u64,
     /// In `Probe`, an append is outstanding and no more are sent until it is answered.
     pub msg_app_flow_paused: bool,
     pub ins: Inflights,
@@ -38,7 +39,7 @@ impl Progress {
             next_idx,
             state: ProgressState::Probe,
             pending_snapshot: 0,
-            recent_active: false,
+            last_active: 0,
             msg_app_flow_paused: false,
             ins,
             is_learner: false,
