@@ -4,3 +4,4 @@
 mod election;
 mod network;
 mod prevote;
+mod replication;
