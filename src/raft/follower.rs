@@ -43,20 +43,38 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(m.term, m.from);
                 self.handle_snapshot(m);
             }
-            t if t == my_vote_resp => match self.poll(m.from, !m.reject) {
-                VoteResult::Won if self.state == StateRole::PreCandidate => {
-                    self.campaign(CampaignType::Election)
-                }
-                VoteResult::Won => {
-                    self.become_leader();
-                    self.bcast_append();
-                }
-                VoteResult::Lost => self.become_follower(self.term, 0),
-                VoteResult::Pending => {}
-            },
+            t if t == my_vote_resp => {
+                self.learn_commit(&m);
+                self.poll_and_act(m.from, !m.reject);
+            }
             _ => {}
         }
         Ok(())
+    }
+
+    /// A voter's commit index is committed; if our log holds the same entry there,
+    /// log matching makes our whole prefix committed too. This frees a candidate whose
+    /// voters reject its log only because of uncommitted entries while it waits to
+    /// apply a configuration change that would let it win (e.g. a leader that lost its
+    /// unsynced tail in a crash, facing a member it demoted to learner).
+    fn learn_commit(&mut self, m: &Message) {
+        if m.commit > self.raft_log.committed && self.raft_log.match_term(m.commit, m.log_term) {
+            self.raft_log.commit_to(m.commit);
+        }
+    }
+
+    fn poll_and_act(&mut self, from: u64, granted: bool) {
+        match self.poll(from, granted) {
+            VoteResult::Won if self.state == StateRole::PreCandidate => {
+                self.campaign(CampaignType::Election)
+            }
+            VoteResult::Won => {
+                self.become_leader();
+                self.bcast_append();
+            }
+            VoteResult::Lost => self.become_follower(self.term, 0),
+            VoteResult::Pending => {}
+        }
     }
 
     pub(crate) fn step_follower(&mut self, mut m: Message) -> Result<(), Error> {
@@ -156,8 +174,10 @@ impl<S: Storage> Raft<S> {
         self.send(r);
     }
 
-    /// Installs `snap` unless it is stale, excludes this member, or the log already
-    /// holds it (then only the commit index moves).
+    /// Installs `snap` unless it is stale or the log already holds it (then only the
+    /// commit index moves). The snapshot's configuration may predate this member's
+    /// addition: the leader sends its latest snapshot to any member of its current
+    /// configuration, and the entries after the snapshot add this member again.
     pub(crate) fn restore(&mut self, snap: Snapshot) -> bool {
         let (index, term) = (snap_index(&snap), snap_term(&snap));
         if index <= self.raft_log.committed {
@@ -173,12 +193,6 @@ impl<S: Storage> Raft<S> {
             .as_ref()
             .and_then(|m| m.conf_state.clone())
             .unwrap_or_default();
-        let member = [&cs.voters, &cs.learners, &cs.voters_outgoing]
-            .iter()
-            .any(|ids| ids.contains(&self.id));
-        if !member {
-            return false;
-        }
         if self.raft_log.match_term(index, term) {
             self.raft_log.commit_to(index);
             return false;

@@ -414,9 +414,15 @@ impl<S: Storage> Raft<S> {
         let cs = self.prs.conf_state();
         let pr = self.prs.progress.get(&self.id);
         self.is_learner = pr.is_some_and(|p| p.is_learner);
-        if (pr.is_none() || self.is_learner) && self.state == StateRole::Leader {
-            if self.cfg.step_down_on_removal {
-                self.become_follower(self.term, 0);
+        if pr.is_none() || self.is_learner {
+            match self.state {
+                StateRole::Leader if !self.cfg.step_down_on_removal => {}
+                // A removed candidate could otherwise still collect a quorum of the
+                // new configuration and lead a cluster it is not part of.
+                StateRole::Leader | StateRole::Candidate | StateRole::PreCandidate => {
+                    self.become_follower(self.term, 0)
+                }
+                StateRole::Follower => {}
             }
             return cs;
         }

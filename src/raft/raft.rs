@@ -489,11 +489,16 @@ impl<S: Storage> Raft<S> {
             || (self.vote == 0 && self.lead == 0)
             || (t == MessageType::MsgPreVote && m.term > self.term);
         let grant = can_vote && self.raft_log.is_up_to_date(m.index, m.log_term);
+        let committed = self.raft_log.committed;
         let mut r = Message {
             to: m.from,
             // A granted pre-vote answers for the future term the candidate asked about.
             term: if grant { m.term } else { self.term },
             reject: !grant,
+            // Our commit index lets a candidate holding those entries learn that they
+            // are committed (see `step_candidate`).
+            commit: committed,
+            log_term: self.raft_log.term_or_zero(committed),
             ..Message::default()
         };
         r.set_type(vote_resp_type(t));

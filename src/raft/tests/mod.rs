@@ -5,3 +5,5 @@ mod election;
 mod network;
 mod prevote;
 mod replication;
+mod sim;
+mod sim_member;
