@@ -128,7 +128,7 @@ impl<S: Storage> Raft<S> {
         self.bcast_append();
         if self.committed_entry_in_current_term() {
             for m in std::mem::take(&mut self.pending_read_index_messages) {
-                self.respond_read_index(m);
+                self.handle_read_index(m);
             }
         }
     }

@@ -4,6 +4,8 @@
 mod election;
 mod network;
 mod prevote;
+mod read_index;
 mod replication;
 mod sim;
 mod sim_member;
+mod transfer;

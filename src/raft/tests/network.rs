@@ -2,7 +2,7 @@
 //! the message-level scenario tests.
 
 use crate::proto::raftpb::{ConfState, Entry, Message, MessageType};
-use crate::raft::{conf_change_of, Config, MemStorage, RawNode, Ready, StateRole};
+use crate::raft::{conf_change_of, Config, MemStorage, RawNode, ReadState, Ready, StateRole};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub fn config(id: u64) -> Config {
@@ -42,6 +42,7 @@ pub struct Network {
     cut: BTreeSet<(u64, u64)>,
     ignored: BTreeSet<i32>,
     pub applied: BTreeMap<u64, Vec<Entry>>,
+    pub read_states: BTreeMap<u64, Vec<ReadState>>,
     /// Every message delivered, for tests that count round trips.
     pub delivered: Vec<Message>,
 }
@@ -69,6 +70,7 @@ impl Network {
             cut: BTreeSet::new(),
             ignored: BTreeSet::new(),
             applied: BTreeMap::new(),
+            read_states: BTreeMap::new(),
             delivered: Vec::new(),
         }
     }
@@ -94,7 +96,9 @@ impl Network {
         let mut out = Vec::new();
         let node = self.nodes.get_mut(&id).unwrap();
         while node.has_ready() {
-            let rd = node.ready();
+            let mut rd = node.ready();
+            let reads = std::mem::take(&mut rd.read_states);
+            self.read_states.entry(id).or_default().extend(reads);
             let (msgs, applied) = handle_ready(node, rd);
             out.extend(msgs);
             self.applied.entry(id).or_default().extend(applied);
