@@ -2,6 +2,7 @@
 //! cluster simulation.
 
 mod election;
+mod membership;
 mod network;
 mod prevote;
 mod read_index;
