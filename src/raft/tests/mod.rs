@@ -9,4 +9,5 @@ mod read_index;
 mod replication;
 mod sim;
 mod sim_member;
+mod snapshot;
 mod transfer;

@@ -188,8 +188,13 @@ impl Network {
     }
 
     pub fn recover(&mut self) {
-        self.cut.clear();
+        self.recover_links();
         self.ignored.clear();
+    }
+
+    /// Heals partitions but keeps ignoring message types.
+    pub fn recover_links(&mut self) {
+        self.cut.clear();
     }
 
     pub fn leaders(&self) -> Vec<u64> {
