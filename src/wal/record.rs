@@ -112,6 +112,8 @@ pub struct Record {
 pub enum Invalid {
     /// A zeroed header: the records end here.
     End,
+    /// The file ends inside the record: only a lost file extension does that.
+    Truncated { reason: String },
     /// Not a whole record; `extent` is how far the damaged frame reaches (clipped to the data).
     Bad { reason: String, extent: usize },
 }
@@ -126,10 +128,9 @@ pub fn decode(data: &[u8], offset: usize, prev_crc: u32) -> Result<Record, Inval
         if data[offset..].iter().all(|&b| b == 0) {
             return Err(Invalid::End);
         }
-        return Err(bad(
-            format!("header cut short by the end of the file ({})", data.len()),
-            data.len(),
-        ));
+        return Err(Invalid::Truncated {
+            reason: format!("header cut short by the end of the file ({})", data.len()),
+        });
     }
     let word = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
     let (len, len_check, crc) = (word(offset), word(offset + 4), word(offset + 8));
@@ -151,10 +152,9 @@ pub fn decode(data: &[u8], offset: usize, prev_crc: u32) -> Result<Record, Inval
     }
     let end = offset + HEADER + len;
     if end > data.len() {
-        return Err(bad(
-            format!("record of {len} bytes runs past the end of the file"),
-            end,
-        ));
+        return Err(Invalid::Truncated {
+            reason: format!("record of {len} bytes runs past the end of the file"),
+        });
     }
     let typ_byte = data[offset + 12];
     let payload = &data[offset + HEADER..end];
@@ -211,18 +211,28 @@ mod tests {
         let mut data = a.clone();
         let (b, crc_b) = {
             let mut buf = Vec::new();
-            let crc = encode(&mut buf, a.len() as u64, crc_a, RecordType::HardState, |b| {
-                b.extend_from_slice(b"second")
-            });
+            let crc = encode(
+                &mut buf,
+                a.len() as u64,
+                crc_a,
+                RecordType::HardState,
+                |b| b.extend_from_slice(b"second"),
+            );
             (buf, crc)
         };
         data.extend_from_slice(&b);
         let r1 = decode(&data, 0, 7).unwrap();
-        assert_eq!((r1.typ, r1.payload.as_slice(), r1.crc), (RecordType::Entry, &b"first"[..], crc_a));
+        assert_eq!(
+            (r1.typ, r1.payload.as_slice(), r1.crc),
+            (RecordType::Entry, &b"first"[..], crc_a)
+        );
         let r2 = decode(&data, r1.end, r1.crc).unwrap();
         assert_eq!(r2.payload, b"second");
         assert_eq!(r2.crc, crc_b);
-        assert!(matches!(decode(&data, 0, 8), Err(Invalid::Bad { .. })), "chain not checked");
+        assert!(
+            matches!(decode(&data, 0, 8), Err(Invalid::Bad { .. })),
+            "chain not checked"
+        );
     }
 
     /// Masking is what lets a zero sector prove a torn write: zeros in, no zero run out.

@@ -47,11 +47,7 @@ pub struct SegmentRecords {
 /// Decodes the records of a segment's bytes. In the last segment a record that a crash tore
 /// ends the data; anywhere else, and for damage a crash cannot cause, it is an error that
 /// names the file and offset.
-pub fn read_records(
-    path: &Path,
-    data: &[u8],
-    is_last: bool,
-) -> Result<SegmentRecords, WalError> {
+pub fn read_records(path: &Path, data: &[u8], is_last: bool) -> Result<SegmentRecords, WalError> {
     let corrupt = |offset: usize, reason: String| WalError::Corrupt {
         path: path.to_path_buf(),
         offset: offset as u64,
@@ -78,15 +74,23 @@ pub fn read_records(
                     torn_at: None,
                 });
             }
-            Err(Invalid::Bad { reason, extent }) => {
-                if is_last && record::has_zero_sector(data, offset, extent) {
-                    return Ok(SegmentRecords {
-                        records,
-                        end: offset,
-                        torn_at: Some(offset),
-                    });
+            Err(invalid) => {
+                let (torn, reason) = match invalid {
+                    Invalid::End => unreachable!("handled above"),
+                    Invalid::Truncated { reason } => (is_last, reason),
+                    Invalid::Bad { reason, extent } => (
+                        is_last && record::has_zero_sector(data, offset, extent),
+                        reason,
+                    ),
+                };
+                if !torn {
+                    return Err(corrupt(offset, reason));
                 }
-                return Err(corrupt(offset, reason));
+                return Ok(SegmentRecords {
+                    records,
+                    end: offset,
+                    torn_at: Some(offset),
+                });
             }
         }
     }
@@ -104,12 +108,18 @@ mod tests {
         };
         assert_eq!(a.file_name(), "0000000000000002-000000000000001f.wal");
         assert_eq!(SegmentName::parse(&a.file_name()), Some(a));
-        assert_eq!(SegmentName::parse("0000000000000002-000000000000001f.wal.tmp"), None);
+        assert_eq!(
+            SegmentName::parse("0000000000000002-000000000000001f.wal.tmp"),
+            None
+        );
         assert_eq!(SegmentName::parse("2-1f.wal"), None);
         let b = SegmentName {
             seq: 10,
             first_index: 1,
         };
-        assert!(a.file_name() < b.file_name(), "lexical order must be sequence order");
+        assert!(
+            a.file_name() < b.file_name(),
+            "lexical order must be sequence order"
+        );
     }
 }

@@ -115,12 +115,17 @@ fn gaps_are_refused_and_change_nothing() {
     let trace = sim.trace_hash();
     let err = wal.save(None, &[entry(3, 1, 4)]).unwrap_err();
     assert!(matches!(err, WalError::Gap { index: 3, last: 1 }), "{err}");
-    let err = wal.save(None, &[entry(2, 1, 4), entry(4, 1, 4)]).unwrap_err();
+    let err = wal
+        .save(None, &[entry(2, 1, 4), entry(4, 1, 4)])
+        .unwrap_err();
     assert!(matches!(err, WalError::Gap { index: 4, last: 2 }), "{err}");
     assert_eq!(sim.trace_hash(), trace, "a refused save touched the disk");
     wal.save(None, &[entry(2, 1, 4)]).unwrap();
     drop(wal);
-    assert_eq!(indexes(&reopen(&disk, &start()).unwrap().1.entries), vec![1, 2]);
+    assert_eq!(
+        indexes(&reopen(&disk, &start()).unwrap().1.entries),
+        vec![1, 2]
+    );
 }
 
 #[test]
@@ -132,7 +137,11 @@ fn segments_cut_chain_and_carry_the_hard_state() {
         wal.save(Some(&hs(1, i)), std::slice::from_ref(&e)).unwrap();
         all.push(e);
     }
-    assert!(wal.segment_count() >= 3, "only {} segments", wal.segment_count());
+    assert!(
+        wal.segment_count() >= 3,
+        "only {} segments",
+        wal.segment_count()
+    );
     drop(wal);
     let (_, replay) = reopen(&disk, &start()).unwrap();
     assert_eq!(replay.entries, all);
@@ -158,9 +167,16 @@ fn release_keeps_what_a_snapshot_needs() {
     drop(wal);
     let (_, replay) = reopen(&disk, &mark).unwrap();
     assert_eq!(indexes(&replay.entries), (41..=60).collect::<Vec<_>>());
-    assert_eq!(replay.hard_state, hs(1, 60), "hard state lost with old segments");
+    assert_eq!(
+        replay.hard_state,
+        hs(1, 60),
+        "hard state lost with old segments"
+    );
     let err = reopen(&disk, &start()).unwrap_err();
-    assert!(matches!(err, WalError::SnapshotNotFound { index: 0, .. }), "{err}");
+    assert!(
+        matches!(err, WalError::SnapshotNotFound { index: 0, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -184,7 +200,14 @@ fn snapshot_term_must_match() {
     )
     .unwrap_err();
     assert!(
-        matches!(err, WalError::SnapshotMismatch { index: 1, expected: 2, found: 1 }),
+        matches!(
+            err,
+            WalError::SnapshotMismatch {
+                index: 1,
+                expected: 2,
+                found: 1
+            }
+        ),
         "{err}"
     );
 }
@@ -229,9 +252,15 @@ fn bit_flip_in_an_earlier_segment_names_file_and_offset() {
         panic!("expected corruption, got {err}");
     };
     assert_eq!(path, &first);
-    assert!(*offset <= 1000 && 1000 - offset < 300, "offset {offset} is not the damaged record");
+    assert!(
+        *offset <= 1000 && 1000 - offset < 300,
+        "offset {offset} is not the damaged record"
+    );
     let text = err.to_string();
-    assert!(text.contains(&first.display().to_string()) && text.contains("offset"), "{text}");
+    assert!(
+        text.contains(&first.display().to_string()) && text.contains("offset"),
+        "{text}"
+    );
 }
 
 /// Even in the last segment, damage to a record that was written whole is corruption, not
@@ -267,7 +296,10 @@ fn torn_tail_is_truncated_and_writing_continues() {
     let err = wal.save(None, &[entry(2, 1, 3000)]).unwrap_err();
     assert!(matches!(err, WalError::Io { op: "fsync", .. }), "{err}");
     let err = wal.save(None, &[entry(2, 1, 10)]).unwrap_err();
-    assert!(matches!(err, WalError::Failed(_)), "writes continued after a failed fsync: {err}");
+    assert!(
+        matches!(err, WalError::Failed(_)),
+        "writes continued after a failed fsync: {err}"
+    );
     // Keep the first sector of the unsynced record, drop the rest: a torn write.
     let mut torn = false;
     for seed in 0..64 {
@@ -316,7 +348,11 @@ fn failed_preallocation_fails_the_wal() {
     sim.heal();
     drop(wal);
     let (_, replay) = reopen(&disk, &start()).unwrap();
-    assert_eq!(replay.entries, vec![entry(1, 1, 4100)], "the entry was synced before the cut failed");
+    assert_eq!(
+        replay.entries,
+        vec![entry(1, 1, 4100)],
+        "the entry was synced before the cut failed"
+    );
 }
 
 #[test]

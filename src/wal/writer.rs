@@ -64,7 +64,10 @@ fn segment_names(disk: &dyn Disk, dir: &Path) -> Result<Vec<SegmentName>> {
             return Err(WalError::Corrupt {
                 path: dir.join(pair[1].file_name()),
                 offset: 0,
-                reason: format!("segment sequence jumps from {} to {}", pair[0].seq, pair[1].seq),
+                reason: format!(
+                    "segment sequence jumps from {} to {}",
+                    pair[0].seq, pair[1].seq
+                ),
             });
         }
     }
@@ -222,6 +225,9 @@ impl Replayer<'_> {
                     self.last_index = entry.index;
                     self.replay.entries.push(entry);
                 } else {
+                    // An overwrite at or before the snapshot removes everything after it,
+                    // including entries already collected.
+                    self.replay.entries.clear();
                     self.last_index = self.last_index.max(entry.index);
                 }
             }
@@ -243,7 +249,8 @@ impl Wal {
         metadata: Metadata,
         options: WalOptions,
     ) -> Result<Wal> {
-        disk.create_dir_all(dir).map_err(io_err("create dir", dir))?;
+        disk.create_dir_all(dir)
+            .map_err(io_err("create dir", dir))?;
         if !segment_names(disk.as_ref(), dir)?.is_empty() {
             return Err(WalError::AlreadyExists(dir.to_path_buf()));
         }
@@ -323,15 +330,24 @@ impl Wal {
                 reason,
             };
             let Some(seed) = read.records.first().filter(|r| r.typ == RecordType::Seed) else {
-                return Err(corrupt(0, "segment does not start with a seed record".into()));
+                return Err(corrupt(
+                    0,
+                    "segment does not start with a seed record".into(),
+                ));
             };
             if seed.payload.len() != 12 {
-                return Err(corrupt(0, format!("seed of {} bytes, not 12", seed.payload.len())));
+                return Err(corrupt(
+                    0,
+                    format!("seed of {} bytes, not 12", seed.payload.len()),
+                ));
             }
             let seed_prev = u32::from_le_bytes(seed.payload[..4].try_into().expect("4 bytes"));
             let seed_seq = u64::from_le_bytes(seed.payload[4..].try_into().expect("8 bytes"));
             if seed_seq != name.seq {
-                return Err(corrupt(0, format!("seed names sequence {seed_seq}, not {}", name.seq)));
+                return Err(corrupt(
+                    0,
+                    format!("seed names sequence {seed_seq}, not {}", name.seq),
+                ));
             }
             if prev_crc.is_some_and(|p| p != seed_prev) {
                 return Err(corrupt(
@@ -377,7 +393,7 @@ impl Wal {
                 disk,
                 dir: dir.to_path_buf(),
                 options,
-                metadata: replay.metadata.clone(),
+                metadata: replay.metadata,
                 segments,
                 tail: file,
                 offset,
@@ -463,7 +479,7 @@ impl Wal {
         self.crc = crc;
         self.last_index = last;
         if let Some(hs) = hard_state {
-            self.hard_state = hs.clone();
+            self.hard_state = *hs;
         }
         if self.offset >= self.options.segment_size {
             self.cut()?;
@@ -475,7 +491,13 @@ impl Wal {
     pub fn save_snapshot(&mut self, mark: &SnapshotMark) -> Result<()> {
         self.check_writable()?;
         self.buf.clear();
-        let crc = encode_message(&mut self.buf, self.offset, self.crc, RecordType::Snapshot, mark)?;
+        let crc = encode_message(
+            &mut self.buf,
+            self.offset,
+            self.crc,
+            RecordType::Snapshot,
+            mark,
+        )?;
         self.write_buf()?;
         self.crc = crc;
         self.last_index = self.last_index.max(mark.index);
