@@ -333,7 +333,7 @@ fn die_after_fails_everything_until_the_crash() {
         "a dead process read the disk"
     );
     assert!(d.sync_dir(&dir()).is_err());
-    d.crash_with(CrashMode::KeepAll);
+    d.crash_with(CrashMode::DropAll);
     assert!(
         !d.exists(&file("a")),
         "the directory entry was never synced"
