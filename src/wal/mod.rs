@@ -17,6 +17,7 @@
 //! anything is unknown, so the only safe continuation is to reopen and replay.
 
 mod record;
+mod replay;
 mod segment;
 mod writer;
 

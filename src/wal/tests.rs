@@ -392,3 +392,25 @@ fn leftover_temporary_segment_is_removed() {
     reopen(&disk, &start()).unwrap();
     assert!(!disk.exists(&tmp));
 }
+
+#[test]
+fn snapshot_marks_lists_every_mark_without_changing_anything() {
+    let (sim, disk, mut wal) = setup();
+    for i in 1..=30 {
+        wal.save(None, &[entry(i, 1, 200)]).unwrap();
+    }
+    let mark = SnapshotMark {
+        index: 25,
+        term: 1,
+        conf_state: None,
+    };
+    wal.save_snapshot(&mark).unwrap();
+    let trace = sim.trace_hash();
+    let marks = Wal::snapshot_marks(disk.as_ref(), &dir()).unwrap();
+    assert_eq!(marks, vec![SnapshotMark::default(), mark.clone()]);
+    drop(wal);
+    let listed = sim.trace_hash();
+    assert_ne!(trace, listed, "reads are traced too");
+    let (_, replay) = reopen(&disk, &mark).unwrap();
+    assert_eq!(replay.snapshots, vec![mark]);
+}

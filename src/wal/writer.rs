@@ -6,7 +6,8 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::record::{self, RecordType, MAX_PAYLOAD};
-use super::segment::{self, SegmentName, TMP_SUFFIX};
+use super::replay::{read_segments, Replayer, Tail};
+use super::segment::{SegmentName, TMP_SUFFIX};
 use super::{Metadata, Result, SnapshotMark, WalError, WalOptions};
 use crate::proto::raftpb::{Entry, HardState};
 use crate::runtime::{Disk, DiskFile, OpenMode};
@@ -49,7 +50,7 @@ pub struct Replay {
     pub torn_tail: Option<(PathBuf, u64)>,
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WalError {
+pub(super) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WalError {
     let path = path.to_path_buf();
     move |source| WalError::Io { op, path, source }
 }
@@ -161,85 +162,23 @@ impl SegmentHead<'_> {
     }
 }
 
-/// Replay state while records are read.
-struct Replayer<'a> {
-    from: &'a SnapshotMark,
-    replay: Replay,
-    found_snapshot: bool,
-    last_index: u64,
-}
-
-impl Replayer<'_> {
-    fn apply(&mut self, path: &Path, offset: usize, rec: &record::Record) -> Result<()> {
-        let corrupt = |reason: String| WalError::Corrupt {
-            path: path.to_path_buf(),
-            offset: offset as u64,
-            reason,
-        };
-        let decode_err = |what: &str, e: prost::DecodeError| corrupt(format!("bad {what}: {e}"));
-        match rec.typ {
-            RecordType::Seed => return Err(corrupt("seed record inside a segment".into())),
-            RecordType::Metadata => {
-                let m = Metadata::decode(rec.payload.as_slice())
-                    .map_err(|e| decode_err("metadata", e))?;
-                if self.replay.metadata != Metadata::default() && self.replay.metadata != m {
-                    return Err(corrupt(format!(
-                        "metadata {m:?} differs from {:?} earlier in the WAL",
-                        self.replay.metadata
-                    )));
-                }
-                self.replay.metadata = m;
-            }
-            RecordType::HardState => {
-                self.replay.hard_state = HardState::decode(rec.payload.as_slice())
-                    .map_err(|e| decode_err("hard state", e))?;
-            }
-            RecordType::Snapshot => {
-                let mark = SnapshotMark::decode(rec.payload.as_slice())
-                    .map_err(|e| decode_err("snapshot mark", e))?;
-                if mark.index == self.from.index {
-                    if mark.term != self.from.term {
-                        return Err(WalError::SnapshotMismatch {
-                            index: mark.index,
-                            expected: self.from.term,
-                            found: mark.term,
-                        });
-                    }
-                    self.found_snapshot = true;
-                }
-                self.last_index = self.last_index.max(mark.index);
-                self.replay.snapshots.push(mark);
-            }
-            RecordType::Entry => {
-                let entry =
-                    Entry::decode(rec.payload.as_slice()).map_err(|e| decode_err("entry", e))?;
-                if entry.index > self.from.index {
-                    let keep = (entry.index - self.from.index - 1) as usize;
-                    if keep > self.replay.entries.len() {
-                        return Err(WalError::Gap {
-                            index: entry.index,
-                            last: self.from.index + self.replay.entries.len() as u64,
-                        });
-                    }
-                    self.replay.entries.truncate(keep);
-                    self.last_index = entry.index;
-                    self.replay.entries.push(entry);
-                } else {
-                    // An overwrite at or before the snapshot removes everything after it,
-                    // including entries already collected.
-                    self.replay.entries.clear();
-                    self.last_index = self.last_index.max(entry.index);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Wal {
     /// True if `dir` holds a WAL.
     pub fn exists(disk: &dyn Disk, dir: &Path) -> bool {
         disk.exists(dir) && segment_names(disk, dir).is_ok_and(|s| !s.is_empty())
+    }
+
+    /// Every snapshot mark in the WAL, oldest first, without changing anything: what a
+    /// member reads at start to pick the newest snapshot file that the WAL agrees with.
+    pub fn snapshot_marks(disk: &dyn Disk, dir: &Path) -> Result<Vec<SnapshotMark>> {
+        let segments = segment_names(disk, dir)?;
+        if segments.is_empty() {
+            return Err(WalError::NotFound(dir.to_path_buf()));
+        }
+        let from = SnapshotMark::default();
+        let mut replayer = Replayer::new(&from, false);
+        read_segments(disk, dir, &segments, 0, &mut replayer)?;
+        Ok(replayer.replay.snapshots)
     }
 
     /// Creates a WAL in `dir`, which must not hold one yet.
@@ -306,80 +245,22 @@ impl Wal {
                 }),
             };
         };
-        let mut replayer = Replayer {
-            from,
-            replay: Replay::default(),
-            found_snapshot: false,
-            last_index: from.index,
-        };
-        let mut prev_crc = None;
-        let mut tail = None;
-        for (i, name) in segments.iter().enumerate().skip(start) {
-            let is_last = i + 1 == segments.len();
-            let path = dir.join(name.file_name());
-            let file = disk
-                .open(&path, OpenMode::Existing)
-                .map_err(io_err("open", &path))?;
-            let len = file.len().map_err(io_err("stat", &path))?;
-            let mut data = vec![0; len as usize];
-            file.read_at(0, &mut data).map_err(io_err("read", &path))?;
-            let read = segment::read_records(&path, &data, is_last)?;
-            let corrupt = |offset: usize, reason: String| WalError::Corrupt {
-                path: path.clone(),
-                offset: offset as u64,
-                reason,
-            };
-            let Some(seed) = read.records.first().filter(|r| r.typ == RecordType::Seed) else {
-                return Err(corrupt(
-                    0,
-                    "segment does not start with a seed record".into(),
-                ));
-            };
-            if seed.payload.len() != 12 {
-                return Err(corrupt(
-                    0,
-                    format!("seed of {} bytes, not 12", seed.payload.len()),
-                ));
-            }
-            let seed_prev = u32::from_le_bytes(seed.payload[..4].try_into().expect("4 bytes"));
-            let seed_seq = u64::from_le_bytes(seed.payload[4..].try_into().expect("8 bytes"));
-            if seed_seq != name.seq {
-                return Err(corrupt(
-                    0,
-                    format!("seed names sequence {seed_seq}, not {}", name.seq),
-                ));
-            }
-            if prev_crc.is_some_and(|p| p != seed_prev) {
-                return Err(corrupt(
-                    0,
-                    format!(
-                        "chain crc {seed_prev:#010x} does not continue the previous segment's {:#010x}",
-                        prev_crc.unwrap_or_default()
-                    ),
-                ));
-            }
-            let mut offset = seed.end;
-            for rec in &read.records[1..] {
-                replayer.apply(&path, offset, rec)?;
-                offset = rec.end;
-            }
-            prev_crc = Some(read.records.last().expect("seed present").crc);
-            if let Some(at) = read.torn_at {
-                replayer.replay.torn_tail = Some((path.clone(), at as u64));
-            }
-            if is_last {
-                let dirty_tail = data[read.end..].iter().any(|&b| b != 0);
-                tail = Some((file, read.end as u64, dirty_tail, len));
-            }
-        }
+        let mut replayer = Replayer::new(from, true);
+        let tail = read_segments(disk.as_ref(), dir, &segments, start, &mut replayer)?;
         if !replayer.found_snapshot {
             return Err(WalError::SnapshotNotFound {
                 index: from.index,
                 term: from.term,
             });
         }
-        let (file, offset, dirty_tail, len) = tail.expect("the last segment was read");
-        if dirty_tail {
+        let Tail {
+            file,
+            end: offset,
+            dirty,
+            len,
+            crc,
+        } = tail;
+        if dirty {
             // Zero what follows the valid records, so new records land on zeros again and a
             // later tear is recognisable.
             let path = file.path().to_path_buf();
@@ -397,7 +278,7 @@ impl Wal {
                 segments,
                 tail: file,
                 offset,
-                crc: prev_crc.expect("a segment was read"),
+                crc,
                 last_index: replayer.last_index,
                 hard_state: replay.hard_state,
                 buf: Vec::new(),
