@@ -52,7 +52,7 @@ fn range_response_round_trips_through_etcd_client_types() {
         count: 17,
     };
     let decoded = theirs::PbRangeResponse::decode(resp.encode_to_vec().as_slice()).unwrap();
-    let header = decoded.header.clone().unwrap();
+    let header = decoded.header.unwrap();
     assert_eq!(
         (
             header.cluster_id,
