@@ -3,6 +3,8 @@
 //! crate's, and every field of etcd's .proto files (as bundled with `etcd-client`) has the
 //! same number, name and type in ours.
 
+#![cfg(not(madsim))] // etcd-client is a real-network crate; simulated tonic does not encode.
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
