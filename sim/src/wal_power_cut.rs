@@ -31,8 +31,8 @@ pub async fn run(seed: u64) -> Outcome {
     let disk: Arc<dyn Disk> = Arc::new(sim.clone());
     let dir = Path::new("/member/wal");
     let options = WalOptions { segment_size: 8192 };
-    let mut wal = Wal::create(disk.clone(), dir, Metadata::default(), options.clone())
-        .expect("create WAL");
+    let mut wal =
+        Wal::create(disk.clone(), dir, Metadata::default(), options.clone()).expect("create WAL");
     let acknowledged = Arc::new(AtomicU64::new(0));
     let clock = Clock;
     let start = clock.now();

@@ -23,13 +23,20 @@ fn acknowledged_entries_survive_power_cuts() {
     let mut cut_points: Vec<u64> = outcomes.iter().map(|o| o.cut_at_ms).collect();
     cut_points.sort_unstable();
     cut_points.dedup();
-    assert!(cut_points.len() > 50, "the seed barely moves the cut: {cut_points:?}");
+    assert!(
+        cut_points.len() > 50,
+        "the seed barely moves the cut: {cut_points:?}"
+    );
 }
 
 #[test]
 fn same_seed_same_run() {
     for seed in [1, 7, 42, 1234] {
-        assert_eq!(run_seed(seed), run_seed(seed), "seed {seed} is not deterministic");
+        assert_eq!(
+            run_seed(seed),
+            run_seed(seed),
+            "seed {seed} is not deterministic"
+        );
     }
     assert_ne!(run_seed(1).disk_trace, run_seed(2).disk_trace);
 }
