@@ -1,1 +1,34 @@
+//! The seam between detcd and the world: disk, clock and randomness.
+//!
+//! Everything above this module reaches files, time and entropy only through here, so the
+//! same code runs for real (tokio, std::fs) and under the madsim simulator (virtual time,
+//! seeded randomness, [`SimDisk`] with its crash and fault model). `ci/lint-seams` enforces
+//! the rule on the source tree.
 
+mod clock;
+mod disk;
+mod real_disk;
+mod sim_disk;
+
+pub use clock::Clock;
+pub use disk::{Disk, DiskFile, OpenMode};
+pub use real_disk::RealDisk;
+pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// A deterministic random generator for the given seed; the only RNG constructor that code
+/// above the runtime uses.
+pub fn seeded_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// A seed from the environment: virtual under madsim (seeded by the simulation), the OS
+/// otherwise. Use it to pick a seed once, then derive everything from it.
+pub fn entropy_seed() -> u64 {
+    rand::random()
+}
+
+#[cfg(test)]
+mod disk_tests;

@@ -1,0 +1,599 @@
+//! A simulated disk that loses what a real one may lose.
+//!
+//! # Fault model
+//! The state outlives the member that uses it: a member restarts on the same `SimDisk`
+//! after [`SimDisk::crash`], the way a machine comes back after a power cut.
+//!
+//! - Each file has *current* bytes (what reads see) and *durable* bytes (what survives a
+//!   crash). `write_at` and `set_len` change only the current bytes and mark the touched
+//!   512-byte sectors dirty; [`DiskFile::sync`] copies the dirty sectors to the durable bytes.
+//! - Names are the same: creating, renaming or removing a file changes the current names of
+//!   its directory; [`Disk::sync_dir`] makes them durable. Directories themselves are durable
+//!   once created.
+//! - A crash ([`CrashMode`]) picks, by the seeded RNG, per directory whether its unsynced
+//!   name changes survive, and per file whether each dirty sector keeps its new content or
+//!   reverts to the durable one, and whether an unsynced length change survives. A sector is
+//!   never half written. Handles opened before a crash fail afterwards, as a dead process's
+//!   would.
+//! - Injected faults ([`Fault`]): EIO on reads, writes or syncs (a failed sync makes
+//!   nothing durable), ENOSPC past a capacity, and bit flips in durable data, which no retry
+//!   cures. Random EIO can also be drawn from the RNG at a given rate.
+//!
+//! Every operation is folded into [`SimDisk::trace_hash`], so a simulation can prove that
+//! two runs with one seed did the same I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::disk::{parent_dir, Disk, DiskFile, OpenMode};
+
+/// Sector size: the unit in which a crash keeps or drops unsynced data.
+pub const SECTOR: u64 = 512;
+
+const EIO: i32 = 5;
+const ENOSPC: i32 = 28;
+
+/// What a crash does with data and names that were not yet durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Everything unsynced is lost.
+    DropAll,
+    /// Everything unsynced happened to reach the disk.
+    KeepAll,
+    /// Each dirty sector and each directory's changes survive or not, by the RNG.
+    Tear,
+}
+
+/// The kind of operation an injected EIO applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IoOp {
+    Read,
+    Write,
+    Sync,
+}
+
+/// A fault to inject.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// The next `count` operations of kind `op` on files under `path` fail with EIO.
+    Eio { op: IoOp, path: PathBuf, count: u32 },
+    /// Every operation of kind `op` fails with EIO with this probability (0.0 turns it off).
+    RandomEio { op: IoOp, probability: f64 },
+    /// Writes that would make the files' total size exceed `capacity` bytes fail with ENOSPC.
+    NoSpace { capacity: Option<u64> },
+    /// Flips bit `bit` of byte `offset` of `path`, in durable and current data alike.
+    BitFlip { path: PathBuf, offset: u64, bit: u8 },
+    /// After `ops` more operations that change the disk, every operation fails with EIO
+    /// until the next crash: the moment power fails, seen from the process.
+    DieAfter { ops: u64 },
+}
+
+/// A simulated disk; clones share the same state.
+#[derive(Clone, Debug)]
+pub struct SimDisk {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug)]
+struct State {
+    rng: ChaCha8Rng,
+    inodes: BTreeMap<u64, Inode>,
+    next_inode: u64,
+    names: BTreeMap<PathBuf, u64>,
+    durable_names: BTreeMap<PathBuf, u64>,
+    dirs: BTreeSet<PathBuf>,
+    /// Bumped by every crash; handles from an earlier generation are dead.
+    generation: u64,
+    eio: Vec<(IoOp, PathBuf, u32)>,
+    random_eio: BTreeMap<IoOp, f64>,
+    capacity: Option<u64>,
+    die_after: Option<u64>,
+    trace: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+    /// Dirty sector ranges `[start, end)`, disjoint and not adjacent.
+    dirty: BTreeMap<u64, u64>,
+}
+
+#[derive(Debug)]
+struct SimFile {
+    disk: SimDisk,
+    path: PathBuf,
+    inode: u64,
+    generation: u64,
+}
+
+impl SimDisk {
+    /// An empty disk whose crash and fault choices all come from `seed`.
+    pub fn new(seed: u64) -> Self {
+        let mut dirs = BTreeSet::new();
+        dirs.insert(PathBuf::from("/"));
+        dirs.insert(PathBuf::from("."));
+        SimDisk {
+            state: Arc::new(Mutex::new(State {
+                rng: crate::runtime::seeded_rng(seed),
+                inodes: BTreeMap::new(),
+                next_inode: 1,
+                names: BTreeMap::new(),
+                durable_names: BTreeMap::new(),
+                dirs,
+                generation: 0,
+                eio: Vec::new(),
+                random_eio: BTreeMap::new(),
+                capacity: None,
+                die_after: None,
+                trace: 0xcbf2_9ce4_8422_2325,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Power loss: applies `mode` to everything not yet durable and kills open handles.
+    pub fn crash_with(&self, mode: CrashMode) {
+        let mut st = self.lock();
+        st.record(&[b'C', mode as u8]);
+        st.crash(mode);
+    }
+
+    /// Power loss with the mode drawn from the RNG (tearing half of the time).
+    pub fn crash(&self) -> CrashMode {
+        let mut st = self.lock();
+        let mode = match st.rng.random_range(0..4u8) {
+            0 => CrashMode::DropAll,
+            1 => CrashMode::KeepAll,
+            _ => CrashMode::Tear,
+        };
+        st.record(&[b'C', mode as u8]);
+        st.crash(mode);
+        mode
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        let mut st = self.lock();
+        match fault {
+            Fault::Eio { op, path, count } => st.eio.push((op, path, count)),
+            Fault::RandomEio { op, probability } => {
+                assert!(
+                    (0.0..=1.0).contains(&probability),
+                    "probability({probability}) out of [0, 1]"
+                );
+                st.random_eio.insert(op, probability);
+            }
+            Fault::NoSpace { capacity } => st.capacity = capacity,
+            Fault::DieAfter { ops } => st.die_after = Some(ops),
+            Fault::BitFlip { path, offset, bit } => {
+                assert!(bit < 8, "bit({bit}) out of range [0, 8)");
+                let id = *st.names.get(&path).expect("bit flip in a missing file");
+                let inode = st.inodes.get_mut(&id).expect("named inode exists");
+                for data in [&mut inode.durable, &mut inode.current] {
+                    if let Some(byte) = data.get_mut(offset as usize) {
+                        *byte ^= 1 << bit;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes all injected faults.
+    pub fn heal(&self) {
+        let mut st = self.lock();
+        st.eio.clear();
+        st.random_eio.clear();
+        st.capacity = None;
+        st.die_after = None;
+    }
+
+    /// A hash of every operation so far, for determinism checks.
+    pub fn trace_hash(&self) -> u64 {
+        self.lock().trace
+    }
+
+    /// Total bytes of all files as reads see them.
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used()
+    }
+}
+
+impl State {
+    fn record(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.trace ^= u64::from(b);
+            self.trace = self.trace.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn record_op(&mut self, tag: u8, path: &Path, a: u64, b: u64) {
+        self.record(&[tag]);
+        self.record(path.as_os_str().as_encoded_bytes());
+        self.record(&a.to_le_bytes());
+        self.record(&b.to_le_bytes());
+    }
+
+    fn used(&self) -> u64 {
+        self.inodes.values().map(|i| i.current.len() as u64).sum()
+    }
+
+    /// Counts one operation that changes the disk against [`Fault::DieAfter`].
+    fn mutation(&mut self) -> io::Result<()> {
+        match &mut self.die_after {
+            Some(0) => Err(io::Error::from_raw_os_error(EIO)),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn injected_eio(&mut self, op: IoOp, path: &Path) -> io::Result<()> {
+        if op == IoOp::Read && self.die_after == Some(0) {
+            return Err(io::Error::from_raw_os_error(EIO));
+        }
+        if let Some(slot) = self
+            .eio
+            .iter_mut()
+            .find(|(o, p, n)| *o == op && *n > 0 && path.starts_with(p))
+        {
+            slot.2 -= 1;
+            return Err(io::Error::from_raw_os_error(EIO));
+        }
+        if let Some(&p) = self.random_eio.get(&op) {
+            if p > 0.0 && self.rng.random_bool(p) {
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_space(&self, id: u64, new_len: u64) -> io::Result<()> {
+        let Some(capacity) = self.capacity else {
+            return Ok(());
+        };
+        let old_len = self.inodes[&id].current.len() as u64;
+        if new_len > old_len && self.used() + (new_len - old_len) > capacity {
+            return Err(io::Error::from_raw_os_error(ENOSPC));
+        }
+        Ok(())
+    }
+
+    fn require_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.dirs.contains(dir) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no such directory: {}", dir.display()),
+            ))
+        }
+    }
+
+    fn crash(&mut self, mode: CrashMode) {
+        self.generation += 1;
+        self.die_after = None;
+        let dirs: Vec<PathBuf> = self.dirs.iter().cloned().collect();
+        for dir in dirs {
+            let in_dir = |p: &PathBuf| parent_dir(p) == dir;
+            let current: BTreeMap<PathBuf, u64> = self
+                .names
+                .iter()
+                .filter(|(p, _)| in_dir(p))
+                .map(|(p, i)| (p.clone(), *i))
+                .collect();
+            let durable: BTreeMap<PathBuf, u64> = self
+                .durable_names
+                .iter()
+                .filter(|(p, _)| in_dir(p))
+                .map(|(p, i)| (p.clone(), *i))
+                .collect();
+            if current == durable {
+                continue;
+            }
+            let keep = match mode {
+                CrashMode::DropAll => false,
+                CrashMode::KeepAll => true,
+                CrashMode::Tear => self.rng.random_bool(0.5),
+            };
+            let survivor = if keep { current } else { durable };
+            self.names.retain(|p, _| !in_dir(p));
+            self.durable_names.retain(|p, _| !in_dir(p));
+            for (p, i) in survivor {
+                self.names.insert(p.clone(), i);
+                self.durable_names.insert(p, i);
+            }
+        }
+        let live: BTreeSet<u64> = self.names.values().copied().collect();
+        self.inodes.retain(|id, _| live.contains(id));
+        let ids: Vec<u64> = self.inodes.keys().copied().collect();
+        for id in ids {
+            let mut inode = std::mem::take(self.inodes.get_mut(&id).expect("listed inode"));
+            inode.settle(mode, &mut self.rng);
+            self.inodes.insert(id, inode);
+        }
+    }
+}
+
+impl Inode {
+    fn mark_dirty(&mut self, from: u64, to: u64) {
+        if from >= to {
+            return;
+        }
+        let mut start = from / SECTOR;
+        let mut end = to.div_ceil(SECTOR);
+        let overlapping: Vec<(u64, u64)> = self
+            .dirty
+            .range(..=end)
+            .filter(|(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in overlapping {
+            self.dirty.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.dirty.insert(start, end);
+    }
+
+    fn copy_sector(&mut self, sector: u64) {
+        let from = (sector * SECTOR) as usize;
+        let to = (from + SECTOR as usize)
+            .min(self.current.len())
+            .min(self.durable.len());
+        if from < to {
+            self.durable[from..to].copy_from_slice(&self.current[from..to]);
+        }
+    }
+
+    fn sync(&mut self) {
+        self.durable.resize(self.current.len(), 0);
+        for (s, e) in std::mem::take(&mut self.dirty) {
+            for sector in s..e {
+                self.copy_sector(sector);
+            }
+        }
+        assert_eq!(
+            self.durable.len(),
+            self.current.len(),
+            "sync left durable length != current length"
+        );
+    }
+
+    /// Resolves unsynced state after a crash; afterwards current == durable.
+    fn settle(&mut self, mode: CrashMode, rng: &mut ChaCha8Rng) {
+        let new_len = match mode {
+            CrashMode::DropAll => self.durable.len(),
+            CrashMode::KeepAll => self.current.len(),
+            CrashMode::Tear if rng.random_bool(0.5) => self.current.len(),
+            CrashMode::Tear => self.durable.len(),
+        };
+        self.durable.resize(new_len, 0);
+        for (s, e) in std::mem::take(&mut self.dirty) {
+            for sector in s..e {
+                let keep = match mode {
+                    CrashMode::DropAll => false,
+                    CrashMode::KeepAll => true,
+                    CrashMode::Tear => rng.random_bool(0.5),
+                };
+                // A dropped sector keeps its durable content, or zeros past the old end.
+                if keep {
+                    self.copy_sector(sector);
+                }
+            }
+        }
+        self.current = self.durable.clone();
+    }
+}
+
+impl Disk for SimDisk {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn DiskFile>> {
+        let mut st = self.lock();
+        st.record_op(b'O', path, mode as u64, 0);
+        st.mutation()?;
+        st.require_dir(&parent_dir(path))?;
+        let id = match (st.names.get(path).copied(), mode) {
+            (Some(_), OpenMode::CreateNew) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("file exists: {}", path.display()),
+                ))
+            }
+            (Some(id), _) => id,
+            (None, OpenMode::Existing) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no such file: {}", path.display()),
+                ))
+            }
+            (None, _) => {
+                let id = st.next_inode;
+                st.next_inode += 1;
+                st.inodes.insert(id, Inode::default());
+                st.names.insert(path.to_path_buf(), id);
+                id
+            }
+        };
+        Ok(Box::new(SimFile {
+            disk: self.clone(),
+            path: path.to_path_buf(),
+            inode: id,
+            generation: st.generation,
+        }))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.record_op(b'D', path, 0, 0);
+        st.mutation()?;
+        for ancestor in path.ancestors() {
+            if !ancestor.as_os_str().is_empty() {
+                st.dirs.insert(ancestor.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let st = self.lock();
+        st.require_dir(dir)?;
+        let mut names: Vec<String> = st
+            .names
+            .keys()
+            .chain(st.dirs.iter())
+            .filter(|p| p.parent() == Some(dir) && *p != dir)
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.record_op(b'R', from, 0, 0);
+        st.record_op(b'R', to, 0, 0);
+        st.mutation()?;
+        st.require_dir(&parent_dir(to))?;
+        let id = st.names.remove(from).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no such file: {}", from.display()),
+            )
+        })?;
+        st.names.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.record_op(b'X', path, 0, 0);
+        st.mutation()?;
+        st.names.remove(path).map(|_| ()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no such file: {}", path.display()),
+            )
+        })
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let st = self.lock();
+        st.names.contains_key(path) || st.dirs.contains(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.record_op(b'S', dir, 1, 0);
+        st.mutation()?;
+        st.require_dir(dir)?;
+        st.injected_eio(IoOp::Sync, dir)?;
+        let in_dir = |p: &PathBuf| parent_dir(p) == dir;
+        let current: Vec<(PathBuf, u64)> = st
+            .names
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, i)| (p.clone(), *i))
+            .collect();
+        st.durable_names.retain(|p, _| !in_dir(p));
+        st.durable_names.extend(current);
+        Ok(())
+    }
+}
+
+impl SimFile {
+    /// Locks the disk and checks that this handle survived every crash since it was opened.
+    fn live(&self) -> io::Result<MutexGuard<'_, State>> {
+        let st = self.disk.lock();
+        if st.generation != self.generation {
+            return Err(io::Error::other(format!(
+                "{}: handle opened before a crash",
+                self.path.display()
+            )));
+        }
+        Ok(st)
+    }
+}
+
+impl DiskFile for SimFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        let st = self.live()?;
+        Ok(st.inodes[&self.inode].current.len() as u64)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut st = self.live()?;
+        st.record_op(b'r', &self.path, offset, buf.len() as u64);
+        st.injected_eio(IoOp::Read, &self.path)?;
+        let data = &st.inodes[&self.inode].current;
+        let end = offset as usize + buf.len();
+        if end > data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{}: read [{offset}, {end}) past the end ({})",
+                    self.path.display(),
+                    data.len()
+                ),
+            ));
+        }
+        buf.copy_from_slice(&data[offset as usize..end]);
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut st = self.live()?;
+        st.record_op(b'w', &self.path, offset, data.len() as u64);
+        st.mutation()?;
+        st.injected_eio(IoOp::Write, &self.path)?;
+        let end = offset + data.len() as u64;
+        st.check_space(self.inode, end)?;
+        let inode = st.inodes.get_mut(&self.inode).expect("open inode exists");
+        if inode.current.len() < end as usize {
+            inode.current.resize(end as usize, 0);
+        }
+        inode.current[offset as usize..end as usize].copy_from_slice(data);
+        inode.mark_dirty(offset, end);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut st = self.live()?;
+        st.record_op(b'l', &self.path, len, 0);
+        st.mutation()?;
+        st.injected_eio(IoOp::Write, &self.path)?;
+        st.check_space(self.inode, len)?;
+        let inode = st.inodes.get_mut(&self.inode).expect("open inode exists");
+        let old = inode.current.len() as u64;
+        inode.current.resize(len as usize, 0);
+        inode.mark_dirty(old.min(len), old.max(len));
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut st = self.live()?;
+        st.record_op(b's', &self.path, 0, 0);
+        st.mutation()?;
+        st.injected_eio(IoOp::Sync, &self.path)?;
+        st.inodes
+            .get_mut(&self.inode)
+            .expect("open inode exists")
+            .sync();
+        Ok(())
+    }
+}
