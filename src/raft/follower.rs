@@ -113,14 +113,12 @@ impl<S: Storage> Raft<S> {
                 // pre-vote and the lease check (thesis 3.10).
                 self.hup(CampaignType::Transfer);
             }
-            MessageType::MsgReadIndexResp => {
-                if m.entries.len() == 1 {
-                    let request_ctx = std::mem::take(&mut m.entries[0].data);
-                    self.read_states.push(ReadState {
-                        index: m.index,
-                        request_ctx,
-                    });
-                }
+            MessageType::MsgReadIndexResp if m.entries.len() == 1 => {
+                let request_ctx = std::mem::take(&mut m.entries[0].data);
+                self.read_states.push(ReadState {
+                    index: m.index,
+                    request_ctx,
+                });
             }
             _ => {}
         }

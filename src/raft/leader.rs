@@ -270,10 +270,8 @@ impl<S: Storage> Raft<S> {
                 pr.become_probe();
                 pr.msg_app_flow_paused = true;
             }
-            MessageType::MsgUnreachable => {
-                if pr.state == ProgressState::Replicate {
-                    pr.become_probe();
-                }
+            MessageType::MsgUnreachable if pr.state == ProgressState::Replicate => {
+                pr.become_probe();
             }
             MessageType::MsgTransferLeader => {
                 let is_learner = pr.is_learner;

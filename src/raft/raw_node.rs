@@ -218,7 +218,7 @@ impl<S: Storage> RawNode<S> {
         };
         let rd = Ready {
             soft_state: (soft != self.prev_soft_state).then_some(soft),
-            hard_state: (hs != self.prev_hard_state).then(|| hs.clone()),
+            hard_state: (hs != self.prev_hard_state).then_some(hs),
             read_states: std::mem::take(&mut r.read_states),
             entries,
             snapshot,

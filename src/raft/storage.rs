@@ -218,7 +218,7 @@ impl Storage for MemStorage {
             .as_ref()
             .and_then(|m| m.conf_state.clone())
             .unwrap_or_default();
-        Ok((self.hard_state.clone(), cs))
+        Ok((self.hard_state, cs))
     }
 
     fn entries(&self, lo: u64, hi: u64, max_size: u64) -> StorageResult<Vec<Entry>> {

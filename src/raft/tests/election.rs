@@ -83,7 +83,7 @@ fn vote_is_persisted_before_the_reply_is_sent() {
     );
     assert_eq!(rd.persisted_messages.len(), 1);
     assert!(!rd.persisted_messages[0].reject);
-    let hs = rd.hard_state.clone().unwrap();
+    let hs = rd.hard_state.unwrap();
     assert_eq!((hs.term, hs.vote, rd.must_sync), (5, 2, true));
     handle_ready(&mut node, rd);
 
@@ -191,7 +191,7 @@ fn leader_commits_only_entries_of_its_term_by_counting() {
         term: 2,
         ..Entry::default()
     }]);
-    let mut hs = store.hard_state().clone();
+    let mut hs = *store.hard_state();
     hs.term = 2;
     store.set_hard_state(hs);
     let mut r = Raft::new(config(1), store).unwrap();

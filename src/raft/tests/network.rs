@@ -19,7 +19,7 @@ pub fn handle_ready(node: &mut RawNode<MemStorage>, mut rd: Ready) -> (Vec<Messa
     }
     store.append(&rd.entries);
     if let Some(hs) = &rd.hard_state {
-        store.set_hard_state(hs.clone());
+        store.set_hard_state(*hs);
     }
     out.append(&mut rd.persisted_messages);
     let mut applied = Vec::new();

@@ -79,7 +79,7 @@ impl Member {
         let store = self.durable.take().expect("restart of a running member");
         let (sm, index, conf) = snapshot_state(&store);
         (self.sm, self.sm_index, self.conf) = (sm, index, conf);
-        self.durable_hs = store.hard_state().clone();
+        self.durable_hs = *store.hard_state();
         let mut c = Config::new(self.id);
         c.applied = index;
         c.pre_vote = cfg.pre_vote;
@@ -111,8 +111,8 @@ impl Member {
             store.append(&rd.entries);
             if let Some(hs) = &rd.hard_state {
                 check_hard_state(&self.durable_hs, hs);
-                store.set_hard_state(hs.clone());
-                self.durable_hs = hs.clone();
+                store.set_hard_state(*hs);
+                self.durable_hs = *hs;
             }
             out.append(&mut rd.persisted_messages);
             if rd.snapshot.is_some() {
