@@ -39,6 +39,14 @@ pub struct Global {
     pub completeness_checked: BTreeMap<u64, u64>,
     /// Where each proposal was applied.
     pub data_index: BTreeMap<Vec<u8>, u64>,
+    /// How often each fault and feature occurred, to show the run exercised them.
+    pub stats: BTreeMap<&'static str, u64>,
+}
+
+impl Global {
+    pub fn count(&mut self, what: &'static str) {
+        *self.stats.entry(what).or_insert(0) += 1;
+    }
 }
 
 struct Sim {
@@ -102,12 +110,14 @@ impl Sim {
             let (from, to, is_snap) = (m.from, m.to, m.r#type() == MessageType::MsgSnap);
             let lost = !self.connected(from, to) || self.rng.random_bool(self.drop_rate);
             if lost {
+                self.global.count("message lost");
                 if is_snap {
                     self.report_snapshot(from, to, SnapshotStatus::Failure);
                 }
                 continue;
             }
             let copies = if self.rng.random_bool(self.dup_rate) {
+                self.global.count("message duplicated");
                 2
             } else {
                 1
@@ -133,6 +143,9 @@ impl Sim {
         due.shuffle(&mut self.rng);
         for (_, m) in due {
             let (from, to, is_snap) = (m.from, m.to, m.r#type() == MessageType::MsgSnap);
+            if m.r#type() == MessageType::MsgTimeoutNow {
+                self.global.count("leadership transfer");
+            }
             let connected = self.connected(from, to);
             let node = self.members.get_mut(&to).and_then(|m| m.node.as_mut());
             let status = match node {
@@ -158,6 +171,7 @@ impl Sim {
             let (msgs, reads) = member.process(&mut self.global, crash);
             self.send(msgs);
             for rs in reads {
+                self.global.count("read served");
                 let want = self.reads[&rs.request_ctx];
                 assert!(
                     rs.index >= want,
@@ -207,6 +221,9 @@ impl Sim {
                 continue;
             }
             let term = n.raft.term;
+            if !self.global.leaders.contains_key(&term) {
+                self.global.count("leader elected");
+            }
             let prev = *self.global.leaders.entry(term).or_insert(id);
             assert_eq!(prev, id, "two leaders in term {term}");
             // Leader completeness: entries committed in earlier terms are in its log.
@@ -288,6 +305,7 @@ impl Sim {
         } else if r < 0.355 {
             if let Some(id) = self.pick(&live) {
                 self.members.get_mut(&id).unwrap().crash();
+                self.global.count("crash");
             }
         } else if r < 0.37 {
             let down: Vec<u64> = self
@@ -298,6 +316,7 @@ impl Sim {
                 .collect();
             if let Some(id) = self.pick(&down) {
                 self.members.get_mut(&id).unwrap().restart(&self.cfg);
+                self.global.count("restart");
             }
         }
     }
@@ -318,13 +337,21 @@ impl Sim {
     fn partition(&mut self) {
         let mut ids: Vec<u64> = self.members.keys().copied().collect();
         ids.shuffle(&mut self.rng);
-        // Split roughly in half; with four members this is the 2+2 split.
+        // A random split into two sides; with four voters some are 2+2 splits.
         let cut = self.rng.random_range(1..ids.len());
         self.group = ids
             .iter()
             .enumerate()
             .map(|(i, &id)| (id, u8::from(i >= cut)))
             .collect();
+        self.global.count("partition");
+        if let Some(l) = self.leader() {
+            let voters = self.node(l).raft.prs.config.voters.incoming.clone();
+            let side = voters.iter().filter(|id| self.group[id] == 0).count();
+            if voters.len() == 4 && side == 2 {
+                self.global.count("2+2 split");
+            }
+        }
     }
 
     fn conf_change(&mut self) {
@@ -473,13 +500,15 @@ impl Sim {
     }
 }
 
-pub fn run_seed(seed: u64) {
+/// Runs one seed and returns how often each fault and feature occurred.
+pub fn run_seed(seed: u64) -> BTreeMap<&'static str, u64> {
     let mut sim = Sim::new(seed);
     for _ in 0..CHAOS_STEPS {
         sim.step(true);
     }
     sim.heal();
     sim.check_liveness();
+    sim.global.stats
 }
 
 fn run_range(seeds: std::ops::Range<u64>) {
@@ -527,6 +556,42 @@ fn seeds_shard_2() {
 #[test]
 fn seeds_shard_3() {
     shard(3, 4);
+}
+
+#[test]
+fn seeds_exercise_every_fault_and_feature() {
+    if env("DETCD_RAFT_SEED").is_some() {
+        return;
+    }
+    let mut total: BTreeMap<&str, u64> = BTreeMap::new();
+    for seed in 0..100 {
+        for (k, v) in run_seed(seed) {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    let wanted = [
+        "message lost",
+        "message duplicated",
+        "partition",
+        "2+2 split",
+        "crash",
+        "crash mid-ready",
+        "leader lost unsynced entries",
+        "restart",
+        "leader elected",
+        "snapshot installed",
+        "simple change",
+        "joint entered",
+        "joint left",
+        "read served",
+        "leadership transfer",
+    ];
+    for w in wanted {
+        assert!(
+            total.get(w).copied().unwrap_or(0) > 0,
+            "no {w:?} in 100 seeds: {total:?}"
+        );
+    }
 }
 
 #[test]

@@ -3,7 +3,10 @@
 
 use super::sim::Global;
 use crate::proto::raftpb::{ConfState, Entry, HardState, Message};
-use crate::raft::{conf_change_of, Config, MemStorage, RawNode, ReadState, Storage};
+use crate::raft::{
+    conf_change_of, enters_joint, leaves_joint, Config, MemStorage, RawNode, ReadState, StateRole,
+    Storage,
+};
 
 pub struct SimConfig {
     pub seed: u64,
@@ -100,6 +103,10 @@ impl Member {
             let mut rd = node.ready();
             out.append(&mut rd.messages);
             if crash {
+                global.count("crash mid-ready");
+                if node.raft.state == StateRole::Leader && !rd.entries.is_empty() {
+                    global.count("leader lost unsynced entries");
+                }
                 self.crash();
                 break;
             }
@@ -116,6 +123,7 @@ impl Member {
             }
             out.append(&mut rd.persisted_messages);
             if rd.snapshot.is_some() {
+                global.count("snapshot installed");
                 let (sm, index, conf) = snapshot_state(node.store());
                 if let Some(&(_, digest)) = global.applied.get(&index) {
                     assert_eq!(digest, sm, "snapshot at {index} differs from applied state");
@@ -154,6 +162,13 @@ impl Member {
         );
         let node = self.node.as_mut().unwrap();
         if let Some(cc) = conf_change_of(e) {
+            global.count(if leaves_joint(&cc) {
+                "joint left"
+            } else if enters_joint(&cc).is_some() {
+                "joint entered"
+            } else {
+                "simple change"
+            });
             self.conf = node
                 .apply_conf_change(&cc)
                 .expect("committed conf change applies");
