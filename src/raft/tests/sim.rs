@@ -586,6 +586,7 @@ fn seeds_exercise_every_fault_and_feature() {
         "read served",
         "leadership transfer",
     ];
+    eprintln!("faults and features over 100 seeds: {total:?}");
     for w in wanted {
         assert!(
             total.get(w).copied().unwrap_or(0) > 0,
