@@ -98,16 +98,11 @@ fn case(batch: usize, budget: Duration) -> f64 {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` runs this once, briefly.
-    let seconds: f64 = std::env::var("DETCD_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(if std::env::args().any(|a| a == "--bench") {
-            2.0
-        } else {
-            0.05
-        });
-    let budget = Duration::from_secs_f64(seconds);
+    // `cargo bench` passes --bench; `cargo test --benches` runs each case briefly.
+    let full_run = std::env::args().any(|a| a == "--bench");
+    let from_env = std::env::var("DETCD_BENCH_SECONDS").ok();
+    let seconds = from_env.and_then(|s| s.parse::<f64>().ok());
+    let budget = Duration::from_secs_f64(seconds.unwrap_or(if full_run { 2.0 } else { 0.05 }));
     println!("raft: 3 members, in-memory, {PROPOSAL_BYTES}-byte proposals");
     for &batch in BATCHES {
         let rate = case(batch, budget);

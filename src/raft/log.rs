@@ -278,14 +278,7 @@ impl<S: Storage> RaftLog<S> {
 mod tests {
     use super::*;
     use crate::raft::storage::MemStorage;
-
-    fn ent(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            ..Entry::default()
-        }
-    }
+    use crate::raft::tests::ent;
 
     fn ents(terms: &[u64]) -> Vec<Entry> {
         terms

@@ -118,14 +118,7 @@ impl Unstable {
 mod tests {
     use super::*;
     use crate::proto::raftpb::SnapshotMetadata;
-
-    fn ent(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            ..Entry::default()
-        }
-    }
+    use crate::raft::tests::ent;
 
     fn snap(index: u64, term: u64) -> Snapshot {
         Snapshot {

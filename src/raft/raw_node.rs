@@ -95,33 +95,25 @@ impl<S: Storage> RawNode<S> {
 
     /// Proposes `data` for the log.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), Error> {
-        self.propose_entry(Entry {
-            data,
-            ..Entry::default()
-        })
+        self.propose_typed(EntryType::EntryNormal, data)
     }
 
     /// Proposes a configuration change. An empty V2 change leaves a joint configuration.
     pub fn propose_conf_change(&mut self, cc: &ConfChangeV2) -> Result<(), Error> {
-        let mut e = Entry {
-            data: cc.encode_to_vec(),
-            ..Entry::default()
-        };
-        e.set_type(EntryType::EntryConfChangeV2);
-        self.propose_entry(e)
+        self.propose_typed(EntryType::EntryConfChangeV2, cc.encode_to_vec())
     }
 
     /// Proposes a legacy single-member change.
     pub fn propose_conf_change_v1(&mut self, cc: &ConfChange) -> Result<(), Error> {
-        let mut e = Entry {
-            data: cc.encode_to_vec(),
-            ..Entry::default()
-        };
-        e.set_type(EntryType::EntryConfChange);
-        self.propose_entry(e)
+        self.propose_typed(EntryType::EntryConfChange, cc.encode_to_vec())
     }
 
-    fn propose_entry(&mut self, e: Entry) -> Result<(), Error> {
+    fn propose_typed(&mut self, t: EntryType, data: Vec<u8>) -> Result<(), Error> {
+        let mut e = Entry {
+            data,
+            ..Entry::default()
+        };
+        e.set_type(t);
         let mut m = local_msg(MessageType::MsgProp);
         m.from = self.raft.id;
         m.entries = vec![e];

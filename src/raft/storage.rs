@@ -263,14 +263,7 @@ impl Storage for MemStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ent(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            ..Entry::default()
-        }
-    }
+    use crate::raft::tests::ent;
 
     fn storage(ents: &[(u64, u64)]) -> MemStorage {
         let mut s = MemStorage::new();

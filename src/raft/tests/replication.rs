@@ -1,17 +1,10 @@
 //! Log replication (thesis 3.5): log matching, conflict resolution with fast
 //! backtracking, flow control, pipelining, and appends before the leader's fsync.
 
+use super::ent;
 use super::network::{config, Network};
 use crate::proto::raftpb::{Entry, HardState, Message, MessageType};
 use crate::raft::{Config, Error, MemStorage, ProgressState, Raft, RawNode, StateRole};
-
-fn ent(index: u64, term: u64) -> Entry {
-    Entry {
-        index,
-        term,
-        ..Entry::default()
-    }
-}
 
 /// A storage holding the bootstrap entry plus entries 2.. with `terms`, at `term`.
 fn store_with(terms: &[u64], term: u64) -> MemStorage {

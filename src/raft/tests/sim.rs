@@ -184,9 +184,17 @@ impl Sim {
     }
 
     fn live(&self) -> Vec<u64> {
+        self.members_where(true)
+    }
+
+    fn down(&self) -> Vec<u64> {
+        self.members_where(false)
+    }
+
+    fn members_where(&self, running: bool) -> Vec<u64> {
         self.members
             .iter()
-            .filter(|(_, m)| m.node.is_some())
+            .filter(|(_, m)| m.node.is_some() == running)
             .map(|(&id, _)| id)
             .collect()
     }
@@ -308,12 +316,7 @@ impl Sim {
                 self.global.count("crash");
             }
         } else if r < 0.37 {
-            let down: Vec<u64> = self
-                .members
-                .iter()
-                .filter(|(_, m)| m.node.is_none())
-                .map(|(&id, _)| id)
-                .collect();
+            let down = self.down();
             if let Some(id) = self.pick(&down) {
                 self.members.get_mut(&id).unwrap().restart(&self.cfg);
                 self.global.count("restart");
@@ -426,13 +429,7 @@ impl Sim {
         self.group.clear();
         self.drop_rate = 0.0;
         self.dup_rate = 0.0;
-        let down: Vec<u64> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.node.is_none())
-            .map(|(&id, _)| id)
-            .collect();
-        for id in down {
+        for id in self.down() {
             self.members.get_mut(&id).unwrap().restart(&self.cfg);
         }
     }
