@@ -17,6 +17,7 @@ mod membership;
 mod network;
 mod prevote;
 mod read_index;
+mod ready;
 mod replication;
 mod sim;
 mod sim_member;
