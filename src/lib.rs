@@ -7,5 +7,6 @@
 
 pub mod proto;
 pub mod runtime;
+pub mod server;
 pub mod snap;
 pub mod wal;

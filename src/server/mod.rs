@@ -1,0 +1,5 @@
+//! The member: configuration, and (to come) the Raft driver loop, proposals, reads and
+//! membership.
+
+pub mod config;
+pub mod url;
