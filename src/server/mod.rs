@@ -2,4 +2,5 @@
 //! membership.
 
 pub mod config;
+pub mod transport;
 pub mod url;
