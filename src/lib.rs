@@ -8,5 +8,6 @@
 pub mod proto;
 pub mod raft;
 pub mod runtime;
+pub mod server;
 pub mod snap;
 pub mod wal;
