@@ -24,6 +24,9 @@ pub struct Config {
     pub max_inflight_msgs: usize,
     /// Payload bytes in flight per follower (0 = unlimited).
     pub max_inflight_bytes: u64,
+    /// Reads a leader holds while waiting for a commit or a heartbeat round; more are
+    /// refused.
+    pub max_pending_reads: usize,
     /// A leader steps down when it has not heard from a quorum within an election
     /// timeout, and followers ignore votes while they have a live leader.
     pub check_quorum: bool,
@@ -52,6 +55,7 @@ impl Config {
             max_uncommitted_entries_size: 64 * 1024 * 1024,
             max_inflight_msgs: 256,
             max_inflight_bytes: 0,
+            max_pending_reads: 4096,
             check_quorum: true,
             pre_vote: true,
             read_only_option: ReadOnlyOption::Safe,
@@ -71,8 +75,8 @@ impl Config {
         if self.election_tick <= self.heartbeat_tick {
             return Err("election tick must be greater than heartbeat tick".into());
         }
-        if self.max_inflight_msgs == 0 {
-            return Err("max inflight messages must be greater than 0".into());
+        if self.max_inflight_msgs == 0 || self.max_pending_reads == 0 {
+            return Err("max inflight messages and pending reads must be greater than 0".into());
         }
         if self.max_uncommitted_entries_size == 0 || self.max_committed_size_per_ready == 0 {
             return Err("size limits must be greater than 0".into());

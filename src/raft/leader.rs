@@ -128,7 +128,8 @@ impl<S: Storage> Raft<S> {
         self.bcast_append();
         if self.committed_entry_in_current_term() {
             for m in std::mem::take(&mut self.pending_read_index_messages) {
-                self.handle_read_index(m);
+                // These were already counted against the limit.
+                let _ = self.handle_read_index(m);
             }
         }
     }
@@ -161,19 +162,23 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn handle_read_index(&mut self, m: Message) {
+    fn handle_read_index(&mut self, m: Message) -> Result<(), Error> {
         if m.entries.len() != 1 {
-            return;
+            return Ok(());
         }
         if self.prs.is_singleton() {
             self.respond_read_index(m);
-            return;
+            return Ok(());
+        }
+        let pending = self.pending_read_index_messages.len() + self.read_only.pending_read_count();
+        if pending >= self.cfg.max_pending_reads {
+            return Err(Error::ReadIndexDropped);
         }
         // Until it commits an entry of its term the leader may not know the latest
         // commit index (thesis 6.4 step 1).
         if !self.committed_entry_in_current_term() {
             self.pending_read_index_messages.push(m);
-            return;
+            return Ok(());
         }
         match self.read_only.option {
             ReadOnlyOption::Safe => {
@@ -184,6 +189,7 @@ impl<S: Storage> Raft<S> {
             }
             ReadOnlyOption::LeaseBased => self.respond_read_index(m),
         }
+        Ok(())
     }
 
     /// Refuses a conf change while another is unapplied, and joint transitions that do
@@ -232,10 +238,7 @@ impl<S: Storage> Raft<S> {
                 self.bcast_append();
                 return Ok(());
             }
-            MessageType::MsgReadIndex => {
-                self.handle_read_index(m);
-                return Ok(());
-            }
+            MessageType::MsgReadIndex => return self.handle_read_index(m),
             _ => {}
         }
         let (from, now) = (m.from, self.ticks);

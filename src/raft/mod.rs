@@ -54,6 +54,9 @@ pub enum Error {
     /// uncommitted-size limit was reached.
     #[error("raft proposal dropped")]
     ProposalDropped,
+    /// The leader holds `max_pending_reads` unanswered reads already.
+    #[error("raft read index dropped")]
+    ReadIndexDropped,
     #[error("raft: cannot step raft local message")]
     StepLocalMsg,
     #[error("raft: cannot step as peer not found")]

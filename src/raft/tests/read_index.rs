@@ -91,6 +91,18 @@ fn reads_wait_for_the_first_commit_of_the_leaders_term() {
 }
 
 #[test]
+fn pending_reads_are_bounded() {
+    let mut n = leader_network(|c| c.max_pending_reads = 2);
+    n.isolate(1);
+    n.node(1).read_index(b"a".to_vec()).unwrap();
+    n.node(1).read_index(b"b".to_vec()).unwrap();
+    assert_eq!(
+        n.node(1).read_index(b"c".to_vec()),
+        Err(crate::raft::Error::ReadIndexDropped)
+    );
+}
+
+#[test]
 fn lease_based_reads_skip_the_heartbeat_round_and_need_check_quorum() {
     let mut n = leader_network(|c| c.read_only_option = ReadOnlyOption::LeaseBased);
     n.ignore(MessageType::MsgHeartbeatResp);
