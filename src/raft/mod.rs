@@ -17,7 +17,20 @@
 //! 5. Call [`RawNode::advance`] with the Ready. Only then may `ready` be called again.
 //!
 //! A leader counts its own log toward a quorum only after `advance` reports it durable.
-//! The durable log is read through [`Storage`]; [`MemStorage`] serves tests.
+//! The durable log is read through [`Storage`]; [`MemStorage`] serves tests. The
+//! transport reports failures with [`RawNode::report_unreachable`] and the outcome of
+//! each snapshot it streams with [`RawNode::report_snapshot`].
+//!
+//! Where this differs from etcd-io/raft, and why:
+//! - CheckQuorum looks at a sliding window: a leader steps down once a quorum has been
+//!   silent for an election timeout, not at the end of the following fixed window.
+//! - A rejecting voter's commit index travels in its vote response; a candidate whose
+//!   log holds that entry learns it is committed (otherwise a leader that lost its
+//!   unsynced tail could wait forever to apply a change it needs in order to win).
+//! - A candidate removed or demoted by an applied change steps down, so it cannot win
+//!   with the votes of the new configuration.
+//! - A follower installs a snapshot whose configuration predates its own addition; the
+//!   entries after the snapshot add it again.
 
 mod confchange;
 mod config;

@@ -181,10 +181,6 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    pub fn election_timeout(&self) -> usize {
-        self.cfg.election_tick
-    }
-
     /// Queues `m` for sending, in the bucket its meaning requires.
     pub(crate) fn send(&mut self, mut m: Message) {
         m.from = self.id;
@@ -404,7 +400,7 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn poll(&mut self, id: u64, granted: bool) -> VoteResult {
         self.prs.record_vote(id, granted);
-        self.prs.tally_votes().2
+        self.prs.vote_result()
     }
 
     /// The entry point for every message, local or from a peer.

@@ -92,14 +92,9 @@ impl ProgressTracker {
         self.votes.entry(id).or_insert(granted);
     }
 
-    pub fn tally_votes(&self) -> (usize, usize, VoteResult) {
-        let granted = self.votes.values().filter(|&&v| v).count();
-        let rejected = self.votes.len() - granted;
-        (
-            granted,
-            rejected,
-            self.config.voters.vote_result(&self.votes),
-        )
+    /// The outcome of the election so far.
+    pub fn vote_result(&self) -> VoteResult {
+        self.config.voters.vote_result(&self.votes)
     }
 
     pub fn conf_state(&self) -> ConfState {
