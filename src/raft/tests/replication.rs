@@ -278,3 +278,67 @@ fn follower_answers_stale_appends_with_its_commit_index() {
     let resp = &r.msgs_after_persist[0];
     assert_eq!((resp.reject, resp.index), (false, 3));
 }
+
+#[test]
+fn heartbeats_never_advertise_a_commit_beyond_the_followers_match() {
+    // A follower must not commit an index it may not hold (etcd's TestBcastBeat).
+    let mut r = leader(|_| {});
+    for i in 0..3 {
+        propose(&mut r, &[i]).unwrap();
+    }
+    r.on_persisted(5, r.term);
+    let mut ack = msg(MessageType::MsgAppResp, 2, 1, r.term);
+    ack.index = r.raft_log.last_index();
+    r.step(ack).unwrap();
+    let committed = r.raft_log.committed;
+    assert_eq!(committed, 5);
+    r.msgs.clear();
+    r.step(msg(MessageType::MsgBeat, 1, 1, 0)).unwrap();
+    let commits: Vec<(u64, u64)> = r
+        .msgs
+        .iter()
+        .filter(|m| m.r#type() == MessageType::MsgHeartbeat)
+        .map(|m| (m.to, m.commit))
+        .collect();
+    assert_eq!(commits, vec![(2, 5), (3, 0)]);
+}
+
+#[test]
+fn leader_steps_down_on_a_response_from_a_higher_term() {
+    let mut r = leader(|_| {});
+    let term = r.term;
+    r.step(msg(MessageType::MsgAppResp, 2, 1, term + 3))
+        .unwrap();
+    assert_eq!(
+        (r.state, r.term, r.lead),
+        (StateRole::Follower, term + 3, 0)
+    );
+}
+
+#[test]
+fn unreachable_follower_falls_back_to_probing() {
+    let mut r = leader(|_| {});
+    let mut ack = msg(MessageType::MsgAppResp, 2, 1, r.term);
+    ack.index = 2;
+    r.step(ack).unwrap();
+    assert_eq!(r.prs.progress[&2].state, ProgressState::Replicate);
+    r.step(msg(MessageType::MsgUnreachable, 2, 1, 0)).unwrap();
+    assert_eq!(r.prs.progress[&2].state, ProgressState::Probe);
+}
+
+#[test]
+fn stale_leader_is_told_the_current_term() {
+    // With CheckQuorum or PreVote a partitioned old leader may never see a higher-term
+    // vote request, so appends from it are answered to make it step down.
+    let mut r = Raft::new(config(2), store_with(&[], 5)).unwrap();
+    let mut app = msg(MessageType::MsgApp, 1, 2, 3);
+    app.index = 1;
+    app.log_term = 1;
+    r.step(app).unwrap();
+    let resp = &r.msgs_after_persist[0];
+    assert_eq!(
+        (resp.r#type(), resp.term, resp.to),
+        (MessageType::MsgAppResp, 5, 1)
+    );
+    assert_eq!(r.term, 5);
+}
