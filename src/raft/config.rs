@@ -36,8 +36,6 @@ pub struct Config {
     pub read_only_option: ReadOnlyOption,
     /// Followers drop proposals instead of forwarding them to the leader.
     pub disable_proposal_forwarding: bool,
-    /// A leader that removes or demotes itself steps down.
-    pub step_down_on_removal: bool,
     /// Seed of the randomized election timeout.
     pub seed: u64,
 }
@@ -60,7 +58,6 @@ impl Config {
             pre_vote: true,
             read_only_option: ReadOnlyOption::Safe,
             disable_proposal_forwarding: false,
-            step_down_on_removal: true,
             seed: id,
         }
     }

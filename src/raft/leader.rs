@@ -416,14 +416,11 @@ impl<S: Storage> Raft<S> {
         let pr = self.prs.progress.get(&self.id);
         self.is_learner = pr.is_some_and(|p| p.is_learner);
         if pr.is_none() || self.is_learner {
-            match self.state {
-                StateRole::Leader if !self.cfg.step_down_on_removal => {}
-                // A removed candidate could otherwise still collect a quorum of the
-                // new configuration and lead a cluster it is not part of.
-                StateRole::Leader | StateRole::Candidate | StateRole::PreCandidate => {
-                    self.become_follower(self.term, 0)
-                }
-                StateRole::Follower => {}
+            // A removed or demoted leader steps down (etcd's StepDownOnRemoval), and a
+            // removed candidate could otherwise still collect a quorum of the new
+            // configuration and lead a cluster it is not part of.
+            if self.state != StateRole::Follower {
+                self.become_follower(self.term, 0);
             }
             return cs;
         }
