@@ -240,10 +240,18 @@ fn leader_sends_appends_before_its_own_fsync_and_commits_only_durable_quorums() 
 
 #[test]
 fn uncommitted_size_limit_drops_proposals_until_commit() {
-    let mut r = leader(|c| c.max_uncommitted_entries_size = 10);
-    propose(&mut r, &[0; 6]).unwrap();
-    assert_eq!(propose(&mut r, &[0; 6]), Err(Error::ProposalDropped));
-    assert_eq!(r.uncommitted_size, 6);
+    let mut n = Network::with(&[1], &[], |c| c.max_uncommitted_entries_size = 10);
+    n.campaign(1);
+    let node = n.node(1);
+    node.propose(vec![0; 6]).unwrap();
+    assert_eq!(node.propose(vec![0; 6]), Err(Error::ProposalDropped));
+    assert_eq!(node.raft.uncommitted_size, 6);
+    n.flush(1);
+    assert_eq!(
+        n.nodes[&1].raft.uncommitted_size, 0,
+        "applied entries free the budget"
+    );
+    n.node(1).propose(vec![0; 6]).unwrap();
 }
 
 #[test]
