@@ -6,6 +6,7 @@
 //! that the same code runs on tokio or under the madsim simulator.
 
 pub mod proto;
+pub mod raft;
 pub mod runtime;
 pub mod server;
 pub mod snap;
