@@ -2,5 +2,6 @@
 //! membership.
 
 pub mod config;
+pub mod member;
 pub mod transport;
 pub mod url;
