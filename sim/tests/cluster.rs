@@ -53,7 +53,10 @@ async fn converged(c: &SimCluster, acked: &[Vec<u8>], deadline: Duration) -> Res
     }
 }
 
-async fn scenario(seed: u64) -> (Vec<Vec<(u64, Vec<u8>)>>, Vec<u64>) {
+/// What each member applied, and each member's disk trace.
+type Observed = (Vec<Vec<(u64, Vec<u8>)>>, Vec<u64>);
+
+async fn scenario(seed: u64) -> Observed {
     let c = SimCluster::start(3, seed);
     c.wait_leader(Duration::from_secs(10))
         .await
@@ -83,7 +86,7 @@ async fn scenario(seed: u64) -> (Vec<Vec<(u64, Vec<u8>)>>, Vec<u64>) {
     ((0..3).map(|i| c.applied(i)).collect(), c.disk_trace())
 }
 
-fn run(seed: u64) -> (Vec<Vec<(u64, Vec<u8>)>>, Vec<u64>) {
+fn run(seed: u64) -> Observed {
     Runtime::with_seed_and_config(seed, Config::default()).block_on(scenario(seed))
 }
 
