@@ -5,6 +5,8 @@
 //! `runtime`, the seam through which every disk, clock and randomness access passes so
 //! that the same code runs on tokio or under the madsim simulator.
 
+pub mod backend;
+pub mod mvcc;
 pub mod proto;
 pub mod runtime;
 pub mod snap;

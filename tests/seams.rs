@@ -12,11 +12,26 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("Instant::now", "time comes from runtime::Clock"),
     ("SystemTime::now", "time comes from runtime::Clock"),
     ("std::thread", "work runs on tasks; madsim forbids threads"),
-    ("thread_rng", "randomness comes from a seed (runtime::seeded_rng)"),
-    ("rand::rng(", "randomness comes from a seed (runtime::seeded_rng)"),
-    ("rand::random", "randomness comes from a seed (runtime::seeded_rng)"),
-    ("OsRng", "randomness comes from a seed (runtime::seeded_rng)"),
-    ("getrandom", "randomness comes from a seed (runtime::seeded_rng)"),
+    (
+        "thread_rng",
+        "randomness comes from a seed (runtime::seeded_rng)",
+    ),
+    (
+        "rand::rng(",
+        "randomness comes from a seed (runtime::seeded_rng)",
+    ),
+    (
+        "rand::random",
+        "randomness comes from a seed (runtime::seeded_rng)",
+    ),
+    (
+        "OsRng",
+        "randomness comes from a seed (runtime::seeded_rng)",
+    ),
+    (
+        "getrandom",
+        "randomness comes from a seed (runtime::seeded_rng)",
+    ),
 ];
 
 /// Binaries are the process boundary: they read files named on the command line and time

@@ -34,7 +34,11 @@ fn unsynced_writes_are_lost_and_synced_ones_kept() {
     f.write_at(0, b"durable").unwrap();
     f.sync().unwrap();
     f.write_at(7, b" pending").unwrap();
-    assert_eq!(read_all(&d, &file("a")), b"durable pending", "reads see unsynced data");
+    assert_eq!(
+        read_all(&d, &file("a")),
+        b"durable pending",
+        "reads see unsynced data"
+    );
     d.crash_with(CrashMode::DropAll);
     assert_eq!(read_all(&d, &file("a")), b"durable");
 }
@@ -58,10 +62,12 @@ fn tear_keeps_or_drops_whole_sectors() {
     for seed in 0..64 {
         let d = disk(seed);
         let f = d.open(&file("a"), OpenMode::CreateNew).unwrap();
-        f.write_at(0, &vec![0xAA; (sectors * SECTOR) as usize]).unwrap();
+        f.write_at(0, &vec![0xAA; (sectors * SECTOR) as usize])
+            .unwrap();
         f.sync().unwrap();
         d.sync_dir(&dir()).unwrap();
-        f.write_at(0, &vec![0x55; (sectors * SECTOR) as usize]).unwrap();
+        f.write_at(0, &vec![0x55; (sectors * SECTOR) as usize])
+            .unwrap();
         d.crash_with(CrashMode::Tear);
         let data = read_all(&d, &file("a"));
         assert_eq!(data.len() as u64, sectors * SECTOR);
@@ -99,7 +105,10 @@ fn file_not_synced_in_its_directory_vanishes() {
     f.write_at(0, b"x").unwrap();
     f.sync().unwrap();
     d.crash_with(CrashMode::DropAll);
-    assert!(!d.exists(&file("a")), "an unsynced directory entry survived");
+    assert!(
+        !d.exists(&file("a")),
+        "an unsynced directory entry survived"
+    );
 
     let f = d.open(&file("b"), OpenMode::CreateNew).unwrap();
     f.write_at(0, b"y").unwrap();
@@ -123,7 +132,11 @@ fn unsynced_rename_and_remove_revert() {
 
     d.remove(&file("tmp")).unwrap();
     d.crash_with(CrashMode::DropAll);
-    assert_eq!(read_all(&d, &file("tmp")), b"x", "unsynced removal was durable");
+    assert_eq!(
+        read_all(&d, &file("tmp")),
+        b"x",
+        "unsynced removal was durable"
+    );
     d.remove(&file("tmp")).unwrap();
     d.sync_dir(&dir()).unwrap();
     d.crash_with(CrashMode::DropAll);
@@ -154,7 +167,11 @@ fn injected_eio_fails_the_counted_operations_only() {
     assert_eq!(f.write_at(0, b"x").unwrap_err().raw_os_error(), Some(5));
     assert!(f.write_at(0, b"x").is_err());
     f.write_at(0, b"ok").unwrap();
-    assert_eq!(read_all(&d, &file("a")), b"ok", "a failed write changed the file");
+    assert_eq!(
+        read_all(&d, &file("a")),
+        b"ok",
+        "a failed write changed the file"
+    );
 
     d.inject(Fault::Eio {
         op: IoOp::Sync,
@@ -163,7 +180,11 @@ fn injected_eio_fails_the_counted_operations_only() {
     });
     assert!(f.sync().is_err());
     d.crash_with(CrashMode::DropAll);
-    assert_eq!(read_all(&d, &file("a")), b"", "a failed sync made data durable");
+    assert_eq!(
+        read_all(&d, &file("a")),
+        b"",
+        "a failed sync made data durable"
+    );
 
     let f = d.open(&file("a"), OpenMode::Existing).unwrap();
     d.inject(Fault::Eio {
@@ -184,7 +205,10 @@ fn random_eio_follows_its_rate() {
         probability: 0.25,
     });
     let failures = (0..1000).filter(|_| f.write_at(0, b"x").is_err()).count();
-    assert!((150..350).contains(&failures), "{failures} of 1000 writes failed");
+    assert!(
+        (150..350).contains(&failures),
+        "{failures} of 1000 writes failed"
+    );
     d.heal();
     f.write_at(0, b"x").unwrap();
 }
@@ -254,13 +278,19 @@ fn same_seed_same_trace_and_content() {
         (d.trace_hash(), read_all(&d, &file("a")))
     };
     assert_eq!(run(42), run(42));
-    assert_ne!(run(42).0, run(43).0, "the crash mode did not reach the trace");
+    assert_ne!(
+        run(42).0,
+        run(43).0,
+        "the crash mode did not reach the trace"
+    );
 }
 
 #[test]
 fn opening_in_a_missing_directory_fails() {
     let d = SimDisk::new(1);
-    let err = d.open(Path::new("/nowhere/a"), OpenMode::Create).unwrap_err();
+    let err = d
+        .open(Path::new("/nowhere/a"), OpenMode::Create)
+        .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
 

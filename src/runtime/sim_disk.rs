@@ -132,7 +132,9 @@ impl SimDisk {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Power loss: applies `mode` to everything not yet durable and kills open handles.
@@ -324,7 +326,9 @@ impl Inode {
 
     fn copy_sector(&mut self, sector: u64) {
         let from = (sector * SECTOR) as usize;
-        let to = (from + SECTOR as usize).min(self.current.len()).min(self.durable.len());
+        let to = (from + SECTOR as usize)
+            .min(self.current.len())
+            .min(self.durable.len());
         if from < to {
             self.durable[from..to].copy_from_slice(&self.current[from..to]);
         }
