@@ -32,6 +32,7 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
 }
 
 /// An open file. Offsets are absolute; there is no cursor.
+#[allow(clippy::len_without_is_empty)] // a file length is an I/O call, not a container size
 pub trait DiskFile: Send + Sync + std::fmt::Debug {
     fn path(&self) -> &Path;
     fn len(&self) -> io::Result<u64>;

@@ -319,3 +319,24 @@ fn real_disk_round_trip() {
     d.remove(&sub.join("b")).unwrap();
     assert!(!d.exists(&sub.join("b")));
 }
+
+#[test]
+fn die_after_fails_everything_until_the_crash() {
+    let d = disk(1);
+    let f = d.open(&file("a"), OpenMode::CreateNew).unwrap();
+    d.inject(Fault::DieAfter { ops: 2 });
+    f.write_at(0, b"one").unwrap();
+    f.sync().unwrap();
+    assert!(f.write_at(3, b"two").is_err());
+    assert!(
+        f.read_at(0, &mut [0; 3]).is_err(),
+        "a dead process read the disk"
+    );
+    assert!(d.sync_dir(&dir()).is_err());
+    d.crash_with(CrashMode::DropAll);
+    assert!(
+        !d.exists(&file("a")),
+        "the directory entry was never synced"
+    );
+    d.open(&file("b"), OpenMode::CreateNew).unwrap();
+}

@@ -68,6 +68,9 @@ pub enum Fault {
     NoSpace { capacity: Option<u64> },
     /// Flips bit `bit` of byte `offset` of `path`, in durable and current data alike.
     BitFlip { path: PathBuf, offset: u64, bit: u8 },
+    /// After `ops` more operations that change the disk, every operation fails with EIO
+    /// until the next crash: the moment power fails, seen from the process.
+    DieAfter { ops: u64 },
 }
 
 /// A simulated disk; clones share the same state.
@@ -89,6 +92,7 @@ struct State {
     eio: Vec<(IoOp, PathBuf, u32)>,
     random_eio: BTreeMap<IoOp, f64>,
     capacity: Option<u64>,
+    die_after: Option<u64>,
     trace: u64,
 }
 
@@ -126,6 +130,7 @@ impl SimDisk {
                 eio: Vec::new(),
                 random_eio: BTreeMap::new(),
                 capacity: None,
+                die_after: None,
                 trace: 0xcbf2_9ce4_8422_2325,
             })),
         }
@@ -169,6 +174,7 @@ impl SimDisk {
                 st.random_eio.insert(op, probability);
             }
             Fault::NoSpace { capacity } => st.capacity = capacity,
+            Fault::DieAfter { ops } => st.die_after = Some(ops),
             Fault::BitFlip { path, offset, bit } => {
                 assert!(bit < 8, "bit({bit}) out of range [0, 8)");
                 let id = *st.names.get(&path).expect("bit flip in a missing file");
@@ -188,6 +194,7 @@ impl SimDisk {
         st.eio.clear();
         st.random_eio.clear();
         st.capacity = None;
+        st.die_after = None;
     }
 
     /// A hash of every operation so far, for determinism checks.
@@ -220,7 +227,22 @@ impl State {
         self.inodes.values().map(|i| i.current.len() as u64).sum()
     }
 
+    /// Counts one operation that changes the disk against [`Fault::DieAfter`].
+    fn mutation(&mut self) -> io::Result<()> {
+        match &mut self.die_after {
+            Some(0) => Err(io::Error::from_raw_os_error(EIO)),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn injected_eio(&mut self, op: IoOp, path: &Path) -> io::Result<()> {
+        if op == IoOp::Read && self.die_after == Some(0) {
+            return Err(io::Error::from_raw_os_error(EIO));
+        }
         if let Some(slot) = self
             .eio
             .iter_mut()
@@ -261,6 +283,7 @@ impl State {
 
     fn crash(&mut self, mode: CrashMode) {
         self.generation += 1;
+        self.die_after = None;
         let dirs: Vec<PathBuf> = self.dirs.iter().cloned().collect();
         for dir in dirs {
             let in_dir = |p: &PathBuf| parent_dir(p) == dir;
@@ -378,6 +401,7 @@ impl Disk for SimDisk {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn DiskFile>> {
         let mut st = self.lock();
         st.record_op(b'O', path, mode as u64, 0);
+        st.mutation()?;
         st.require_dir(&parent_dir(path))?;
         let id = match (st.names.get(path).copied(), mode) {
             (Some(_), OpenMode::CreateNew) => {
@@ -412,6 +436,7 @@ impl Disk for SimDisk {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
         st.record_op(b'D', path, 0, 0);
+        st.mutation()?;
         for ancestor in path.ancestors() {
             if !ancestor.as_os_str().is_empty() {
                 st.dirs.insert(ancestor.to_path_buf());
@@ -439,6 +464,7 @@ impl Disk for SimDisk {
         let mut st = self.lock();
         st.record_op(b'R', from, 0, 0);
         st.record_op(b'R', to, 0, 0);
+        st.mutation()?;
         st.require_dir(&parent_dir(to))?;
         let id = st.names.remove(from).ok_or_else(|| {
             io::Error::new(
@@ -453,6 +479,7 @@ impl Disk for SimDisk {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
         st.record_op(b'X', path, 0, 0);
+        st.mutation()?;
         st.names.remove(path).map(|_| ()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -469,6 +496,7 @@ impl Disk for SimDisk {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.lock();
         st.record_op(b'S', dir, 1, 0);
+        st.mutation()?;
         st.require_dir(dir)?;
         st.injected_eio(IoOp::Sync, dir)?;
         let in_dir = |p: &PathBuf| parent_dir(p) == dir;
@@ -531,6 +559,7 @@ impl DiskFile for SimFile {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut st = self.live()?;
         st.record_op(b'w', &self.path, offset, data.len() as u64);
+        st.mutation()?;
         st.injected_eio(IoOp::Write, &self.path)?;
         let end = offset + data.len() as u64;
         st.check_space(self.inode, end)?;
@@ -546,6 +575,7 @@ impl DiskFile for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut st = self.live()?;
         st.record_op(b'l', &self.path, len, 0);
+        st.mutation()?;
         st.injected_eio(IoOp::Write, &self.path)?;
         st.check_space(self.inode, len)?;
         let inode = st.inodes.get_mut(&self.inode).expect("open inode exists");
@@ -558,6 +588,7 @@ impl DiskFile for SimFile {
     fn sync(&self) -> io::Result<()> {
         let mut st = self.live()?;
         st.record_op(b's', &self.path, 0, 0);
+        st.mutation()?;
         st.injected_eio(IoOp::Sync, &self.path)?;
         st.inodes
             .get_mut(&self.inode)
