@@ -97,12 +97,16 @@ impl Model {
                 ..Default::default()
             });
         }
-        kvs.retain(|kv| {
-            !(req.max_mod_revision != 0 && kv.mod_revision > req.max_mod_revision)
-                && !(req.min_mod_revision != 0 && kv.mod_revision < req.min_mod_revision)
-                && !(req.min_create_revision != 0 && kv.create_revision < req.min_create_revision)
-                && !(req.max_create_revision != 0 && kv.create_revision > req.max_create_revision)
-        });
+        let drop = |kv: &KeyValue| {
+            let outside = |bound: i64, v: i64, below: bool| {
+                bound != 0 && if below { v < bound } else { v > bound }
+            };
+            outside(req.max_mod_revision, kv.mod_revision, false)
+                || outside(req.min_mod_revision, kv.mod_revision, true)
+                || outside(req.min_create_revision, kv.create_revision, true)
+                || outside(req.max_create_revision, kv.create_revision, false)
+        };
+        kvs.retain(|kv| !drop(kv));
         let target = req.sort_target;
         let descend = req.sort_order == 2;
         if req.sort_order != 0 || target != 0 {
@@ -607,7 +611,7 @@ fn op_in_txn() -> impl Strategy<Value = RequestOp> {
             }
         });
     prop_oneof![
-        3 => put().prop_map(|p| Request::RequestPut(p)),
+        3 => put().prop_map(Request::RequestPut),
         2 => delete(false).prop_map(Request::RequestDeleteRange),
         2 => range().prop_map(Request::RequestRange),
         1 => nested.prop_map(Request::RequestTxn),
