@@ -667,6 +667,8 @@ fn run(ops: Vec<Op>) {
     let mut index = 0;
     let err = |e: detcd::mvcc::Error| e.to_string();
     for (i, op) in ops.into_iter().enumerate() {
+        index += 1;
+        store.begin_entry(index).unwrap();
         let cur = model.rev;
         let ctx = format!("op {i}: {op:?}");
         match op {
@@ -728,8 +730,6 @@ fn run(ops: Vec<Op>) {
                 index = store.consistent_index();
             }
         }
-        index += 1;
-        store.applied(index).unwrap();
         assert_eq!(store.rev(), model.rev, "{ctx}");
         assert_eq!(
             store.hash_kv(0).unwrap().hash,

@@ -43,9 +43,10 @@ pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 /// The redb database and its open write transaction.
 pub struct Backend {
-    db: Database,
-    /// Invariant: `Some` except inside [`Backend::commit`].
+    /// Invariant: `Some` except inside [`Backend::commit`]. Declared before `db` so that
+    /// it drops (aborts) first.
     tx: Option<WriteTransaction>,
+    db: Database,
     file: std::sync::Arc<dyn crate::runtime::DiskFile>,
 }
 

@@ -64,6 +64,8 @@ pub struct KvStore {
     /// Physical removal still to do for the last compaction.
     pub(super) compaction: Option<Compaction>,
     consistent_index: u64,
+    /// Invariant: `committed_index <= consistent_index`.
+    committed_index: u64,
     uncommitted: usize,
     nospace: bool,
     pub(super) cfg: Config,
@@ -110,6 +112,7 @@ impl KvStore {
             compact_rev: finished,
             compaction: None,
             consistent_index,
+            committed_index: consistent_index,
             uncommitted: 0,
             nospace,
             cfg,
@@ -140,20 +143,22 @@ impl KvStore {
         self.consistent_index
     }
 
-    /// Records that log entry `index` has been applied, in the same backend transaction as
-    /// its writes, and commits when the batch is full. Entries must come in order.
-    pub fn applied(&mut self, index: u64) -> Result<()> {
+    /// Starts applying log entry `index`: every backend commit from now on carries it as
+    /// the consistent index, atomically with the entry's effects, so a restart resumes
+    /// after it. Commits the previous batch first when it is full. Entries must come in
+    /// order; call it for every entry, even one that changes nothing.
+    pub fn begin_entry(&mut self, index: u64) -> Result<()> {
         assert!(
             index > self.consistent_index,
-            "applied({index}) not after consistent index({})",
+            "begin_entry({index}) not after consistent index({})",
             self.consistent_index
         );
-        put_u64(self.backend.tx(), META, CONSISTENT_INDEX, index)?;
-        self.consistent_index = index;
-        self.uncommitted += 1;
         if self.uncommitted >= self.cfg.batch_limit {
             self.commit()?;
         }
+        put_u64(self.backend.tx(), META, CONSISTENT_INDEX, index)?;
+        self.consistent_index = index;
+        self.uncommitted += 1;
         Ok(())
     }
 
@@ -161,7 +166,13 @@ impl KvStore {
     pub fn commit(&mut self) -> Result<()> {
         self.backend.commit()?;
         self.uncommitted = 0;
+        self.committed_index = self.consistent_index;
         Ok(())
+    }
+
+    /// The consistent index of the last commit: entries up to it survive a crash.
+    pub fn committed_index(&self) -> u64 {
+        self.committed_index
     }
 
     /// Rejects requests larger than `max_request_bytes`.
