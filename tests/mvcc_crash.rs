@@ -84,7 +84,7 @@ fn apply(store: &mut KvStore, entry: &Entry, index: u64) -> Result<(), detcd::mv
         Entry::Compact(back) => store
             .compact(&CompactionRequest {
                 revision: store.rev() - back,
-                physical: index % 2 == 0,
+                physical: index.is_multiple_of(2),
             })
             .map(drop),
     };
