@@ -15,7 +15,8 @@ use super::tree_index::TreeIndex;
 use crate::backend::{be, get_u64, put_u64, Backend, KEY, META};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{HashKvResponse, RangeRequest, RangeResponse, ResponseHeader};
-use crate::proto::mvccpb::KeyValue;
+use crate::proto::mvccpb::event::EventType;
+use crate::proto::mvccpb::{Event, KeyValue};
 use crate::runtime::Disk;
 
 const CONSISTENT_INDEX: &[u8] = b"consistent_index";
@@ -319,6 +320,42 @@ impl KvStore {
     /// A hash of the whole backend but the per-member metadata (etcd's Hash).
     pub fn hash(&self) -> Result<u32> {
         Ok(self.backend.hash()?)
+    }
+
+    /// The changes of main revisions `from..=to` in revision order, as watch events (from
+    /// the backend, so compacted history is gone: callers check `compact_rev` first).
+    pub fn history(&self, from: i64, to: i64) -> Result<Vec<Event>> {
+        let table = self.backend.tx().open_table(KEY).map_err(be)?;
+        let (lo, hi) = (Revision::start_key(from), Revision::start_key(to + 1));
+        let mut events = Vec::new();
+        for entry in table.range(lo.as_slice()..hi.as_slice()).map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let (rev, tombstone) = Revision::from_key(k.value());
+            let mut kv = decode(v.value());
+            let kind = if tombstone {
+                kv.mod_revision = rev.main;
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            events.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv: None,
+            });
+        }
+        Ok(events)
+    }
+
+    /// The value `key` had just before `rev`, if that is still readable.
+    pub fn value_before(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+        if rev - 1 < self.compact_rev {
+            return Ok(None);
+        }
+        match self.index.get(key, rev - 1) {
+            Some(state) => Ok(Some(self.read_kv(state.modified)?)),
+            None => Ok(None),
+        }
     }
 
     /// The backend, for the lease and auth stores that share it.

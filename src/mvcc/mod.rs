@@ -13,11 +13,16 @@ mod kvstore_compact;
 mod kvstore_txn;
 pub mod revision;
 pub mod tree_index;
+mod watchable_store;
+mod watcher;
+mod watcher_group;
 
 pub use error::Error;
 pub use key_range::KeyRange;
 pub use kvstore::{Config, KvStore};
+pub use kvstore_txn::Events;
 pub use revision::Revision;
+pub use watchable_store::{WatchConfig, WatchableStore, NO_WATCH_ID};
 
 /// Tells the store which leases exist, so a put can reject an unknown one. The lessor
 /// implements it; closures do too.
