@@ -6,6 +6,7 @@
 //! that the same code runs on tokio or under the madsim simulator.
 
 pub mod backend;
+pub mod lease;
 pub mod mvcc;
 pub mod proto;
 pub mod runtime;

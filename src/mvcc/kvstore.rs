@@ -369,7 +369,8 @@ impl KvStore {
     }
 }
 
-pub(super) fn header(revision: i64) -> ResponseHeader {
+/// A response header with only the revision; the API layer adds the rest.
+pub fn header(revision: i64) -> ResponseHeader {
     ResponseHeader {
         revision,
         ..Default::default()

@@ -246,6 +246,16 @@ impl KvStore {
         Ok((resp, txn.end()))
     }
 
+    /// Deletes `keys` in one revision, with no request limits: a lease revoke, which
+    /// etcd applies as one raw write transaction however many keys the lease holds.
+    pub fn delete_keys(&mut self, keys: &[Vec<u8>]) -> Result<Events> {
+        let mut txn = TxnWrite::begin(self);
+        for key in keys {
+            txn.delete_range(&KeyRange::Single(key.clone()))?;
+        }
+        Ok(txn.end())
+    }
+
     /// A txn: compares (of every nested txn too) are evaluated first against the state
     /// before the txn, then the chosen branches run as one write transaction.
     pub fn txn(

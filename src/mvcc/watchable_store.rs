@@ -95,12 +95,22 @@ impl WatchableStore {
         &self.kv
     }
 
-    /// Runs a write on the KV store and hands its events to the synced watchers. Every
-    /// write goes through here (or [`WatchableStore::notify`]) so that watchers miss none.
-    pub fn write<R>(&mut self, f: impl FnOnce(&mut KvStore) -> Result<(R, Events)>) -> Result<R> {
+    /// The shared backend, for the lease and auth tables (not for key writes, which must
+    /// go through [`WatchableStore::write`]).
+    pub fn backend(&mut self) -> &mut crate::backend::Backend {
+        self.kv.backend()
+    }
+
+    /// Runs a write on the KV store and hands its events to the synced watchers; returns
+    /// them too, for the lessor to attach and detach keys. Every key write goes through
+    /// here so that watchers miss none.
+    pub fn write<R>(
+        &mut self,
+        f: impl FnOnce(&mut KvStore) -> Result<(R, Events)>,
+    ) -> Result<(R, Events)> {
         let (r, events) = f(&mut self.kv)?;
-        self.notify(events)?;
-        Ok(r)
+        self.notify(&events)?;
+        Ok((r, events))
     }
 
     /// Opens a stream; the receiver yields its responses.
@@ -210,7 +220,7 @@ impl WatchableStore {
     }
 
     /// Hands the events of one write (all of one revision) to the synced watchers.
-    pub fn notify(&mut self, events: Events) -> Result<()> {
+    fn notify(&mut self, events: &Events) -> Result<()> {
         let Some(rev) = events
             .first()
             .map(|e| e.kv.as_ref().expect("events carry a kv").mod_revision)
@@ -218,7 +228,7 @@ impl WatchableStore {
             return Ok(());
         };
         let mut targets = BTreeSet::new();
-        for ev in &events {
+        for ev in events {
             self.synced.matching(
                 &ev.kv.as_ref().expect("events carry a kv").key,
                 &mut targets,
