@@ -8,10 +8,10 @@
 //! log so that a new leader does not hand every lease a fresh TTL. Followers keep leases
 //! forever until a revoke arrives.
 
-mod lease;
+mod record;
 mod lessor;
 
-pub use lease::Lease;
+pub use record::Lease;
 pub use lessor::{Lessor, LessorConfig};
 
 /// Errors of the lease layer, etcd's messages.
