@@ -8,11 +8,11 @@
 //! log so that a new leader does not hand every lease a fresh TTL. Followers keep leases
 //! forever until a revoke arrives.
 
-mod record;
 mod lessor;
+mod record;
 
-pub use record::Lease;
 pub use lessor::{Lessor, LessorConfig};
+pub use record::Lease;
 
 /// Errors of the lease layer, etcd's messages.
 #[derive(Debug, thiserror::Error)]
