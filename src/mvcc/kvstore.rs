@@ -243,10 +243,7 @@ impl KvStore {
             req.limit as usize + 1
         };
         let (found, count) = self.index.range(&range, at, fetch);
-        let mut kvs = Vec::with_capacity(found.len());
-        for (_, state) in found {
-            kvs.push(self.read_kv(state.modified)?);
-        }
+        let mut kvs = self.read_kvs(found.iter().map(|(_, state)| state.modified))?;
         kvs.retain(|kv| {
             (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
                 && kv.mod_revision >= req.min_mod_revision
@@ -284,10 +281,20 @@ impl KvStore {
 
     /// The value stored at `rev`, which the index says is a put.
     pub(super) fn read_kv(&self, rev: Revision) -> Result<KeyValue> {
+        Ok(self.read_kvs([rev])?.pop().expect("one revision read"))
+    }
+
+    /// The values stored at `revs`, which the index says are puts; one table open for all.
+    fn read_kvs(&self, revs: impl IntoIterator<Item = Revision>) -> Result<Vec<KeyValue>> {
         let table = self.backend.tx().open_table(KEY).map_err(be)?;
-        let v = table.get(rev.to_key(false).as_slice()).map_err(be)?;
-        let v = v.unwrap_or_else(|| panic!("index names revision {rev} that the backend lacks"));
-        Ok(decode(v.value()))
+        let mut out = Vec::new();
+        for rev in revs {
+            let v = table.get(rev.to_key(false).as_slice()).map_err(be)?;
+            let v =
+                v.unwrap_or_else(|| panic!("index names revision {rev} that the backend lacks"));
+            out.push(decode(v.value()));
+        }
+        Ok(out)
     }
 
     /// etcd's HashKV: a crc32 of every revision up to `rev` (0: current) that compaction
