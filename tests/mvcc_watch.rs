@@ -45,14 +45,13 @@ impl Harness {
             value: value.into(),
             ..Default::default()
         };
-        let log = &mut self.log;
-        self.store
-            .write(|kv| {
-                let (r, evs) = kv.put(&req, &no_leases)?;
-                log.extend(evs.iter().cloned());
-                Ok((r, evs))
-            })
-            .unwrap();
+        self.record(|kv| kv.put(&req, &no_leases).map(|r| r.1));
+    }
+
+    /// Runs a write through the watchable store and logs the events the KV store reported.
+    fn record(&mut self, f: impl FnOnce(&mut KvStore) -> detcd::mvcc::error::Result<Vec<Event>>) {
+        let ((), events) = self.store.write(|kv| Ok(((), f(kv)?))).unwrap();
+        self.log.extend(events);
     }
 
     fn delete(&mut self, key: &str, end: &str) {
@@ -61,14 +60,7 @@ impl Harness {
             range_end: end.into(),
             ..Default::default()
         };
-        let log = &mut self.log;
-        self.store
-            .write(|kv| {
-                let (r, evs) = kv.delete_range(&req)?;
-                log.extend(evs.iter().cloned());
-                Ok((r, evs))
-            })
-            .unwrap();
+        self.record(|kv| kv.delete_range(&req).map(|r| r.1));
     }
 
     fn txn_puts(&mut self, keys: &[&str]) {
@@ -86,14 +78,7 @@ impl Harness {
             success: ops,
             ..Default::default()
         };
-        let log = &mut self.log;
-        self.store
-            .write(|kv| {
-                let (r, evs) = kv.txn(&req, &no_leases)?;
-                log.extend(evs.iter().cloned());
-                Ok((r, evs))
-            })
-            .unwrap();
+        self.record(|kv| kv.txn(&req, &no_leases).map(|r| r.1));
     }
 
     fn watch(&mut self, stream: u64, key: &str, end: &str, start: i64) -> i64 {

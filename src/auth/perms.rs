@@ -86,22 +86,26 @@ pub fn check_put(
     req: &PutRequest,
     check: &dyn Fn(&KeyRange, PermType) -> Result<()>,
 ) -> Result<()> {
-    let range = KeyRange::Single(req.key.clone());
-    if req.prev_kv {
-        check(&range, PermType::Read)?;
-    }
-    check(&range, PermType::Write)
+    check_write(&KeyRange::Single(req.key.clone()), req.prev_kv, check)
 }
 
 pub fn check_delete(
     req: &DeleteRangeRequest,
     check: &dyn Fn(&KeyRange, PermType) -> Result<()>,
 ) -> Result<()> {
-    let range = KeyRange::new(&req.key, &req.range_end);
-    if req.prev_kv {
-        check(&range, PermType::Read)?;
+    check_write(&KeyRange::new(&req.key, &req.range_end), req.prev_kv, check)
+}
+
+/// A write needs write permission, and read permission too when it returns prev_kv.
+fn check_write(
+    range: &KeyRange,
+    prev_kv: bool,
+    check: &dyn Fn(&KeyRange, PermType) -> Result<()>,
+) -> Result<()> {
+    if prev_kv {
+        check(range, PermType::Read)?;
     }
-    check(&range, PermType::Write)
+    check(range, PermType::Write)
 }
 
 pub fn check_txn(
@@ -137,16 +141,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn key() -> impl Strategy<Value = Vec<u8>> {
-        prop::collection::vec(0u8..3, 0..3)
-    }
+    use crate::mvcc::key_range::arb_range;
 
     fn range() -> impl Strategy<Value = KeyRange> {
-        (key(), key(), 0..3u8).prop_map(|(a, b, kind)| match kind {
-            0 => KeyRange::Single(a),
-            1 => KeyRange::Between(a, b),
-            _ => KeyRange::From(a),
-        })
+        arb_range(vec![0, 1, 2])
     }
 
     proptest! {

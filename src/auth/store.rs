@@ -64,6 +64,20 @@ fn store<M: Message>(backend: &Backend, table: Table, name: &str, m: Option<&M>)
     Ok(())
 }
 
+/// Changes the user or role `name` in memory and in the backend.
+fn update<M: Message>(
+    map: &mut BTreeMap<String, M>,
+    backend: &Backend,
+    table: Table,
+    name: &str,
+    missing: Error,
+    f: impl FnOnce(&mut M) -> Result<()>,
+) -> Result<()> {
+    let m = map.get_mut(name).ok_or(missing)?;
+    f(m)?;
+    store(backend, table, name, Some(&*m))
+}
+
 impl AuthStore {
     pub fn open(backend: &Backend, token_ttl: Duration) -> Result<Self> {
         Ok(AuthStore {
@@ -225,9 +239,14 @@ impl AuthStore {
         name: &str,
         f: impl FnOnce(&mut User) -> Result<()>,
     ) -> Result<()> {
-        let user = self.users.get_mut(name).ok_or(Error::UserNotFound)?;
-        f(user)?;
-        store(backend, AUTH_USERS, name, Some(&*user))?;
+        update(
+            &mut self.users,
+            backend,
+            AUTH_USERS,
+            name,
+            Error::UserNotFound,
+            f,
+        )?;
         self.bump(backend)
     }
 
@@ -313,9 +332,14 @@ impl AuthStore {
         name: &str,
         f: impl FnOnce(&mut Role) -> Result<()>,
     ) -> Result<()> {
-        let role = self.roles.get_mut(name).ok_or(Error::RoleNotFound)?;
-        f(role)?;
-        store(backend, AUTH_ROLES, name, Some(&*role))?;
+        update(
+            &mut self.roles,
+            backend,
+            AUTH_ROLES,
+            name,
+            Error::RoleNotFound,
+            f,
+        )?;
         self.bump(backend)
     }
 

@@ -23,6 +23,13 @@ fn open(disk: &SimDisk) -> (WatchableStore, Lessor) {
     (store, lessor)
 }
 
+/// Commits, drops everything and opens again from the disk, as a restarted member does.
+fn restart(disk: &SimDisk, mut store: WatchableStore, lessor: Lessor) -> (WatchableStore, Lessor) {
+    store.backend().commit().unwrap();
+    drop((store, lessor));
+    open(disk)
+}
+
 fn grant(store: &mut WatchableStore, lessor: &mut Lessor, id: i64, ttl: i64, now: Duration) -> i64 {
     lessor
         .grant(store, &LeaseGrantRequest { id, ttl }, now)
@@ -204,10 +211,8 @@ fn checkpoints_stop_leader_changes_from_extending_leases() {
             secs(60),
         )
         .unwrap();
-    store.backend().commit().unwrap();
-    drop((store, lessor));
     // The new leader restarts from the backend and takes over at 61.
-    let (mut store, mut lessor) = open(&disk);
+    let (mut store, mut lessor) = restart(&disk, store, lessor);
     lessor.promote(secs(61), Duration::ZERO);
     assert!(lessor.expired(secs(100)).is_empty());
     assert_eq!(
@@ -226,7 +231,7 @@ fn leases_and_attachments_survive_restart() {
     let id = grant(&mut store, &mut lessor, 5, 30, secs(0));
     put(&mut store, &mut lessor, "x", id);
     put(&mut store, &mut lessor, "y", id);
-    store.backend().commit().unwrap();
+    let (store, lessor) = restart(&disk, store, lessor);
     drop((store, lessor));
     disk.crash();
     let (store, mut lessor) = open(&disk);

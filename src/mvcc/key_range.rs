@@ -71,6 +71,18 @@ impl KeyRange {
     }
 }
 
+/// Ranges over keys of up to two bytes from `alphabet`, for property tests.
+#[cfg(test)]
+pub(crate) fn arb_range(alphabet: Vec<u8>) -> impl proptest::strategy::Strategy<Value = KeyRange> {
+    use proptest::prelude::*;
+    let key = prop::collection::vec(prop::sample::select(alphabet), 0..3);
+    (key.clone(), key, 0..3u8).prop_map(|(a, b, kind)| match kind {
+        0 => KeyRange::Single(a),
+        1 => KeyRange::Between(a, b),
+        _ => KeyRange::From(a),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,11 +93,7 @@ mod tests {
     }
 
     fn range() -> impl Strategy<Value = KeyRange> {
-        (small_key(), small_key(), 0..3u8).prop_map(|(a, b, kind)| match kind {
-            0 => KeyRange::Single(a),
-            1 => KeyRange::Between(a, b),
-            _ => KeyRange::From(a),
-        })
+        arb_range(vec![0, 1, 0xfe, 0xff])
     }
 
     proptest! {

@@ -5,7 +5,7 @@
 //! The API takes and returns etcd's request and response types; headers carry only the
 //! revision, the API layer adds cluster, member and term.
 
-mod error;
+pub mod error;
 pub mod key_index;
 pub mod key_range;
 pub mod kvstore;
