@@ -453,6 +453,8 @@ enum Op {
         physical: bool,
     },
     CompactionStep,
+    /// HashKV `rev_back` revisions below the current one.
+    HashKv(i64),
     Commit,
     Reopen,
     Crash(u8),
@@ -640,6 +642,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => txn().prop_map(Op::Txn),
         1 => (-1..4i64, any::<bool>()).prop_map(|(rev_back, physical)| Op::Compact { rev_back, physical }),
         1 => Just(Op::CompactionStep),
+        1 => (-1..5i64).prop_map(Op::HashKv),
         1 => Just(Op::Commit),
         1 => Just(Op::Reopen),
         1 => any::<u8>().prop_map(Op::Crash),
@@ -709,6 +712,22 @@ fn run(ops: Vec<Op>) {
                     durable = model.clone();
                 }
                 store.compaction_step().unwrap();
+            }
+            Op::HashKv(back) => {
+                let got = store
+                    .hash_kv(cur - back)
+                    .map(|r| (r.hash, r.compact_revision, r.hash_revision))
+                    .map_err(err);
+                let at = if cur - back > 0 { cur - back } else { cur };
+                let readable = model.range(
+                    &RangeRequest {
+                        revision: cur - back,
+                        ..Default::default()
+                    },
+                    cur,
+                );
+                let want = readable.map(|_| (model.hash_kv(at), model.compact, at));
+                assert_eq!(got, want, "{ctx}");
             }
             Op::Commit => {
                 store.commit().unwrap();
