@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/etcd/v3lockpb/v3lock.proto",
     "proto/detcd/raftpb.proto",
     "proto/detcd/walpb.proto",
+    "proto/detcd/peerpb.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,5 +11,6 @@ pub mod lease;
 pub mod mvcc;
 pub mod proto;
 pub mod runtime;
+pub mod server;
 pub mod snap;
 pub mod wal;

@@ -23,3 +23,6 @@ pub mod raftpb {
 pub mod walpb {
     tonic::include_proto!("walpb");
 }
+pub mod peerpb {
+    tonic::include_proto!("peerpb");
+}

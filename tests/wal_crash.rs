@@ -244,11 +244,33 @@ fn env_u64(name: &str) -> Option<u64> {
     })
 }
 
+/// Seeds that once failed, from `scenarios/wal_crash.toml`.
+fn regression_seeds() -> Vec<u64> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/wal_crash.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    let entries = doc["regression"]
+        .as_array()
+        .expect("[[regression]] entries");
+    entries
+        .iter()
+        .map(|e| {
+            assert!(
+                e.get("found").is_some_and(|f| f.is_str()),
+                "{e}: say what it found"
+            );
+            e["seed"].as_integer().expect("integer seed") as u64
+        })
+        .collect()
+}
+
 #[test]
 fn wal_recovers_exactly_the_acknowledged_prefix() {
     let seeds: Vec<u64> = match env_u64("DETCD_WAL_SEED") {
         Some(seed) => vec![seed],
-        None => (0..env_u64("DETCD_WAL_SEEDS").unwrap_or(1000)).collect(),
+        None => (0..env_u64("DETCD_WAL_SEEDS").unwrap_or(1000))
+            .chain(regression_seeds())
+            .collect(),
     };
     let mut crashes = 0;
     for &seed in &seeds {

@@ -307,6 +307,14 @@ fn real_disk_round_trip() {
     f.sync().unwrap();
     d.sync_dir(&sub).unwrap();
     assert_eq!(read_all(&d, &path), b"\0\0\0\0tail");
+    f.set_len(4096).unwrap();
+    let mut grown = vec![1; 4096];
+    f.read_at(0, &mut grown).unwrap();
+    assert_eq!(&grown[..8], b"\0\0\0\0tail");
+    assert!(
+        grown[8..].iter().all(|&b| b == 0),
+        "preallocated space must read as zeros"
+    );
     f.set_len(2).unwrap();
     assert_eq!(f.len().unwrap(), 2);
     let mut buf = [0; 4];

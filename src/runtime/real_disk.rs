@@ -1,5 +1,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -82,11 +83,31 @@ impl DiskFile for RealFile {
         self.file.write_all_at(data, offset)
     }
 
+    /// Growing allocates the blocks (fallocate) rather than leaving a hole, so that later
+    /// writes into the range do not allocate, and their fdatasync has no metadata to flush.
     fn set_len(&self, len: u64) -> io::Result<()> {
+        let old = self.len()?;
+        if len > old && allocate(&self.file, old, len - old).is_ok() {
+            return Ok(());
+        }
         self.file.set_len(len)
     }
 
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+}
+
+/// fallocate(2) with mode 0: allocates `[offset, offset + len)` and extends the file size.
+fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: the descriptor is owned by `file` and open for the duration of the call.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

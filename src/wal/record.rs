@@ -11,8 +11,10 @@
 //!
 //! Masking makes a written record never contain a 512-byte run of zeros, so a zeroed
 //! sector inside a record proves the record was never completely written (a torn write
-//! into preallocated space) rather than damaged after it was written. Four zero bytes
-//! where a header should be mark the end of the records.
+//! into preallocated space) rather than damaged after it was written. Every write ends
+//! with a pad record at a sector boundary, so no write shares a sector with data written
+//! before it: a dropped sector is always a whole sector of zeros. A zeroed header marks
+//! the end of the records.
 
 use crc32fast::Hasher;
 
@@ -32,6 +34,8 @@ pub enum RecordType {
     Entry = 3,
     HardState = 4,
     Snapshot = 5,
+    /// Filler that ends a write at a sector boundary; carries nothing.
+    Pad = 6,
 }
 
 impl RecordType {
@@ -42,6 +46,7 @@ impl RecordType {
             3 => RecordType::Entry,
             4 => RecordType::HardState,
             5 => RecordType::Snapshot,
+            6 => RecordType::Pad,
             _ => return None,
         })
     }
@@ -95,6 +100,24 @@ pub fn encode(
     buf[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
     buf[start + 12] = typ as u8;
     crc
+}
+
+/// Appends a [`RecordType::Pad`] record so that `buf`, written at `base`, ends on a sector
+/// boundary; returns the new chain crc. Each write then fills whole sectors that held only
+/// zeros, so a sector a crash drops reads as zeros and gives the tear away.
+pub fn pad_to_sector(buf: &mut Vec<u8>, base: u64, prev_crc: u32) -> u32 {
+    let sector = crate::runtime::SECTOR as usize;
+    let end = base as usize + buf.len();
+    let mut gap = (sector - end % sector) % sector;
+    if gap == 0 {
+        return prev_crc;
+    }
+    if gap < HEADER {
+        gap += sector;
+    }
+    encode(buf, base, prev_crc, RecordType::Pad, |b| {
+        b.resize(b.len() + gap - HEADER, 0)
+    })
 }
 
 /// One decoded record.
@@ -261,6 +284,35 @@ mod tests {
                 decode(&data, 0, 1).is_err(),
                 "flip of bit {bit} was not detected"
             );
+        }
+    }
+
+    /// Every write must end on a sector boundary, whatever its start and length.
+    #[test]
+    fn padding_ends_on_a_sector_boundary_and_decodes() {
+        for base in [0u64, 512, 1024] {
+            for len in [0usize, 1, 498, 499, 500, 511, 512, 700] {
+                let mut buf = Vec::new();
+                let crc = encode(&mut buf, base, 9, RecordType::Entry, |b| {
+                    b.resize(b.len() + len, 1)
+                });
+                let end_crc = pad_to_sector(&mut buf, base, crc);
+                assert_eq!(
+                    (base as usize + buf.len()) % 512,
+                    0,
+                    "base {base} len {len}"
+                );
+                let mut data = vec![0; base as usize];
+                data.extend_from_slice(&buf);
+                let first = decode(&data, base as usize, 9).unwrap();
+                if first.end < data.len() {
+                    let pad = decode(&data, first.end, first.crc).unwrap();
+                    assert_eq!(
+                        (pad.typ, pad.crc, pad.end),
+                        (RecordType::Pad, end_crc, data.len())
+                    );
+                }
+            }
         }
     }
 

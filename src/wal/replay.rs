@@ -54,6 +54,7 @@ impl<'a> Replayer<'a> {
         let decode_err = |what: &str, e: prost::DecodeError| corrupt(format!("bad {what}: {e}"));
         match rec.typ {
             RecordType::Seed => return Err(corrupt("seed record inside a segment".into())),
+            RecordType::Pad => {}
             RecordType::Metadata => {
                 let m = Metadata::decode(rec.payload.as_slice())
                     .map_err(|e| decode_err("metadata", e))?;

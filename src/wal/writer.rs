@@ -10,7 +10,7 @@ use super::replay::{read_segments, Replayer, Tail};
 use super::segment::{SegmentName, TMP_SUFFIX};
 use super::{Metadata, Result, SnapshotMark, WalError, WalOptions};
 use crate::proto::raftpb::{Entry, HardState};
-use crate::runtime::{Disk, DiskFile, OpenMode};
+use crate::runtime::{Disk, DiskFile, OpenMode, SECTOR};
 
 /// An open WAL, positioned to append after the last valid record.
 #[derive(Debug)]
@@ -145,6 +145,7 @@ impl SegmentHead<'_> {
         if let Some(mark) = self.snapshot {
             crc = encode_message(&mut buf, 0, crc, RecordType::Snapshot, mark)?;
         }
+        crc = record::pad_to_sector(&mut buf, 0, crc);
         let file = disk
             .open(&tmp, OpenMode::CreateNew)
             .map_err(io_err("create", &tmp))?;
@@ -255,18 +256,28 @@ impl Wal {
         }
         let Tail {
             file,
-            end: offset,
+            end: mut offset,
             dirty,
             len,
-            crc,
+            mut crc,
         } = tail;
+        let path = file.path().to_path_buf();
         if dirty {
             // Zero what follows the valid records, so new records land on zeros again and a
             // later tear is recognisable.
-            let path = file.path().to_path_buf();
             file.set_len(offset).map_err(io_err("truncate", &path))?;
             file.set_len(len).map_err(io_err("truncate", &path))?;
             file.sync().map_err(io_err("fsync", &path))?;
+        }
+        if offset % SECTOR != 0 {
+            // A torn write left the records ending mid-sector: pad, so the next write
+            // starts on a sector of its own.
+            let mut pad = Vec::new();
+            crc = record::pad_to_sector(&mut pad, offset, crc);
+            file.write_at(offset, &pad)
+                .map_err(io_err("write", &path))?;
+            file.sync().map_err(io_err("fsync", &path))?;
+            offset += pad.len() as u64;
         }
         let replay = replayer.replay;
         Ok((
@@ -356,6 +367,7 @@ impl Wal {
         if let Some(hs) = hard_state {
             crc = encode_message(&mut self.buf, self.offset, crc, RecordType::HardState, hs)?;
         }
+        crc = record::pad_to_sector(&mut self.buf, self.offset, crc);
         self.write_buf()?;
         self.crc = crc;
         self.last_index = last;
@@ -379,6 +391,7 @@ impl Wal {
             RecordType::Snapshot,
             mark,
         )?;
+        let crc = record::pad_to_sector(&mut self.buf, self.offset, crc);
         self.write_buf()?;
         self.crc = crc;
         self.last_index = self.last_index.max(mark.index);

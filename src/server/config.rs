@@ -1,0 +1,325 @@
+//! The member's configuration: etcd's server flags (and their `ETCD_*` environment forms),
+//! checked with etcd's rules and messages, and the member and cluster IDs derived from them
+//! exactly as etcd derives them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use sha1::{Digest, Sha1};
+
+use super::url::Url;
+
+/// Elections slower than this make a cluster unavailable for too long after a failure.
+pub const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
+/// The backend quota when `--quota-backend-bytes` is 0.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
+
+/// The command line, as etcd spells it.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "detcd",
+    version,
+    about = "An etcd-compatible key-value store member"
+)]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory [default: ${name}.detcd].
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// List of URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: String,
+    /// List of this member's client URLs to advertise to the public.
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: String,
+    /// List of URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping, as name=url pairs
+    /// [default: ${name}=${initial-advertise-peer-urls}].
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new",
+          value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).
+    #[arg(
+        long,
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub quota_backend_bytes: i64,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: u64,
+}
+
+impl Flags {
+    /// Parses `args` (program name first). As etcd does, a flag given both on the command
+    /// line and in the environment is an error rather than a silent override.
+    pub fn parse_from<I, T>(args: I) -> Result<Flags, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Flags::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let shadowed = cmd.get_arguments().find_map(|arg| {
+            let env = arg.get_env()?;
+            (matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
+                && std::env::var_os(env).is_some())
+            .then(|| env.to_string_lossy().into_owned())
+        });
+        if let Some(env) = shadowed {
+            return Err(cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "conflicting environment variable {env:?} is shadowed by corresponding \
+                     command-line flag (either unset environment variable or disable flag)"
+                ),
+            ));
+        }
+        Flags::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
+}
+
+/// Whether the member starts a new cluster or joins an existing one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// One member of the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialMember {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<Url>,
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<Url>,
+    pub advertise_client_urls: Vec<Url>,
+    pub listen_peer_urls: Vec<Url>,
+    pub initial_advertise_peer_urls: Vec<Url>,
+    /// Sorted by member ID.
+    pub initial_cluster: Vec<InitialMember>,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
+    pub snapshot_count: u64,
+    pub quota_backend_bytes: u64,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub max_request_bytes: u64,
+}
+
+fn urls(flag: &str, value: &str) -> Result<Vec<Url>, String> {
+    Url::parse_list(value).map_err(|e| format!("invalid --{flag}: {e}"))
+}
+
+/// etcd's member ID: the first 8 bytes (big-endian) of sha1(sorted peer URLs ++ token).
+pub fn member_id(peer_urls: &[Url], token: &str) -> u64 {
+    let mut strs: Vec<String> = peer_urls.iter().map(Url::to_string).collect();
+    strs.sort();
+    let mut h = Sha1::new();
+    h.update(strs.concat().as_bytes());
+    h.update(token.as_bytes());
+    u64::from_be_bytes(h.finalize()[..8].try_into().expect("sha1 has 20 bytes"))
+}
+
+/// etcd's cluster ID: the first 8 bytes of sha1 over the sorted member IDs, big-endian.
+pub fn cluster_id(member_ids: &[u64]) -> u64 {
+    let mut ids = member_ids.to_vec();
+    ids.sort_unstable();
+    let mut h = Sha1::new();
+    for id in ids {
+        h.update(id.to_be_bytes());
+    }
+    u64::from_be_bytes(h.finalize()[..8].try_into().expect("sha1 has 20 bytes"))
+}
+
+/// Parses `name=url,name=url,...`; a name may repeat to give a member several URLs.
+fn parse_initial_cluster(value: &str, token: &str) -> Result<Vec<InitialMember>, String> {
+    let mut by_name: BTreeMap<String, Vec<Url>> = BTreeMap::new();
+    for pair in value.split(',').map(str::trim) {
+        let (name, url) = pair
+            .split_once('=')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| {
+                format!("invalid --initial-cluster entry {pair:?}: expected name=url")
+            })?;
+        let url = Url::parse(url).map_err(|e| format!("invalid --initial-cluster: {e}"))?;
+        by_name.entry(name.to_string()).or_default().push(url);
+    }
+    let mut members: Vec<InitialMember> = by_name
+        .into_iter()
+        .map(|(name, peer_urls)| InitialMember {
+            id: member_id(&peer_urls, token),
+            name,
+            peer_urls,
+        })
+        .collect();
+    members.sort_by_key(|m| m.id);
+    for pair in members.windows(2) {
+        if pair[0].id == pair[1].id {
+            return Err(format!(
+                "--initial-cluster members {:?} and {:?} have the same peer URLs",
+                pair[0].name, pair[1].name
+            ));
+        }
+    }
+    Ok(members)
+}
+
+impl ServerConfig {
+    pub fn from_flags(f: &Flags) -> Result<ServerConfig, String> {
+        if f.election_timeout < 5 * f.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                f.election_timeout, f.heartbeat_interval
+            ));
+        }
+        if f.election_timeout > MAX_ELECTION_TIMEOUT_MS {
+            return Err(format!(
+                "--election-timeout[{}ms] is too long, and should be set less than {MAX_ELECTION_TIMEOUT_MS}ms",
+                f.election_timeout
+            ));
+        }
+        if f.heartbeat_interval == 0 {
+            return Err("--heartbeat-interval must be at least 1ms".into());
+        }
+        let quota_backend_bytes = match f.quota_backend_bytes {
+            q if q < 0 => return Err(format!("--quota-backend-bytes[{q}] must not be negative")),
+            0 => DEFAULT_QUOTA_BACKEND_BYTES,
+            q => q as u64,
+        };
+        let initial_advertise_peer_urls = urls(
+            "initial-advertise-peer-urls",
+            &f.initial_advertise_peer_urls,
+        )?;
+        let initial_cluster_value = f.initial_cluster.clone().unwrap_or_else(|| {
+            initial_advertise_peer_urls
+                .iter()
+                .map(|u| format!("{}={u}", f.name))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let initial_cluster =
+            parse_initial_cluster(&initial_cluster_value, &f.initial_cluster_token)?;
+        let me = initial_cluster
+            .iter()
+            .find(|m| m.name == f.name)
+            .ok_or_else(|| {
+                format!(
+                    "couldn't find local name {:?} in the initial cluster configuration",
+                    f.name
+                )
+            })?;
+        let mut mine: Vec<String> = me.peer_urls.iter().map(Url::to_string).collect();
+        let mut advertised: Vec<String> = initial_advertise_peer_urls
+            .iter()
+            .map(Url::to_string)
+            .collect();
+        mine.sort();
+        advertised.sort();
+        if mine != advertised {
+            return Err(format!(
+                "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
+                f.name,
+                mine.join(","),
+                advertised.join(",")
+            ));
+        }
+        Ok(ServerConfig {
+            name: f.name.clone(),
+            data_dir: f
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.detcd", f.name))),
+            listen_client_urls: urls("listen-client-urls", &f.listen_client_urls)?,
+            advertise_client_urls: urls("advertise-client-urls", &f.advertise_client_urls)?,
+            listen_peer_urls: urls("listen-peer-urls", &f.listen_peer_urls)?,
+            initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state: match f.initial_cluster_state.as_str() {
+                "existing" => ClusterState::Existing,
+                _ => ClusterState::New,
+            },
+            initial_cluster_token: f.initial_cluster_token.clone(),
+            snapshot_count: f.snapshot_count,
+            quota_backend_bytes,
+            heartbeat_interval: Duration::from_millis(f.heartbeat_interval),
+            election_timeout: Duration::from_millis(f.election_timeout),
+            max_request_bytes: f.max_request_bytes,
+        })
+    }
+
+    /// This member's ID.
+    pub fn member_id(&self) -> u64 {
+        member_id(
+            &self.initial_advertise_peer_urls,
+            &self.initial_cluster_token,
+        )
+    }
+
+    /// The ID of the cluster the initial configuration describes.
+    pub fn cluster_id(&self) -> u64 {
+        let ids: Vec<u64> = self.initial_cluster.iter().map(|m| m.id).collect();
+        cluster_id(&ids)
+    }
+
+    /// Raft ticks per election timeout, with one tick per heartbeat interval.
+    pub fn election_ticks(&self) -> usize {
+        (self.election_timeout.as_millis() / self.heartbeat_interval.as_millis()) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+use super::*;
+
+fn parse(args: &[&str]) -> Result<ServerConfig, String> {
+    let mut argv = vec!["detcd"];
+    argv.extend_from_slice(args);
+    let flags = Flags::try_parse_from(argv).map_err(|e| e.to_string())?;
+    ServerConfig::from_flags(&flags)
+}
+
+/// A bare etcd names itself "default" and gets member 8e9e05c52164694d in cluster
+/// cdf818194e3a8c32; deriving IDs the same way gives detcd the same ones.
+#[test]
+fn defaults_match_etcd() {
+    let c = parse(&[]).unwrap();
+    assert_eq!(c.name, "default");
+    assert_eq!(c.data_dir, PathBuf::from("default.detcd"));
+    assert_eq!(c.listen_client_urls[0].to_string(), "http://localhost:2379");
+    assert_eq!(c.listen_peer_urls[0].to_string(), "http://localhost:2380");
+    assert_eq!(c.initial_cluster.len(), 1);
+    assert_eq!(c.initial_cluster_state, ClusterState::New);
+    assert_eq!(format!("{:x}", c.member_id()), "8e9e05c52164694d");
+    assert_eq!(format!("{:x}", c.cluster_id()), "cdf818194e3a8c32");
+    assert_eq!(c.quota_backend_bytes, 2 << 30);
+    assert_eq!(c.max_request_bytes, 1_572_864);
+    assert_eq!(c.snapshot_count, 100_000);
+    assert_eq!(c.election_ticks(), 10);
+}
+
+#[test]
+fn three_member_cluster() {
+    let cluster = "a=http://127.0.0.1:12380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380";
+    let c = parse(&[
+        "--name",
+        "b",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:22380",
+        "--initial-cluster",
+        cluster,
+        "--initial-cluster-token",
+        "tok",
+        "--data-dir",
+        "/tmp/b",
+    ])
+    .unwrap();
+    assert_eq!(c.initial_cluster.len(), 3);
+    let b = c.initial_cluster.iter().find(|m| m.name == "b").unwrap();
+    assert_eq!(b.id, c.member_id());
+    assert!(c.initial_cluster.windows(2).all(|w| w[0].id < w[1].id));
+    let a = parse(&[
+        "--name",
+        "a",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:12380",
+        "--initial-cluster",
+        cluster,
+        "--initial-cluster-token",
+        "tok",
+    ])
+    .unwrap();
+    assert_eq!(
+        a.cluster_id(),
+        c.cluster_id(),
+        "members disagree on the cluster ID"
+    );
+    assert_ne!(a.member_id(), c.member_id());
+}
+
+#[test]
+fn name_defaults_the_initial_cluster() {
+    let c = parse(&["--name", "n1"]).unwrap();
+    assert_eq!(c.initial_cluster[0].name, "n1");
+    assert_eq!(c.data_dir, PathBuf::from("n1.detcd"));
+}
+
+#[test]
+fn bad_configurations_get_etcds_messages() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--election-timeout", "400"],
+            "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]",
+        ),
+        (
+            &["--election-timeout", "60000", "--heartbeat-interval", "1000"],
+            "--election-timeout[60000ms] is too long, and should be set less than 50000ms",
+        ),
+        (
+            &["--initial-cluster", "other=http://localhost:2380"],
+            r#"couldn't find local name "default" in the initial cluster configuration"#,
+        ),
+        (
+            &["--initial-cluster", "default=http://localhost:9999"],
+            "--initial-cluster has default=http://localhost:9999 but missing from --initial-advertise-peer-urls=http://localhost:2380",
+        ),
+        (
+            &["--listen-client-urls", "localhost:2379"],
+            "invalid --listen-client-urls: URL scheme must be http, https, unix, or unixs: localhost:2379",
+        ),
+        (
+            &["--initial-cluster", "default"],
+            r#"invalid --initial-cluster entry "default": expected name=url"#,
+        ),
+        (
+            &["--quota-backend-bytes", "-1"],
+            "--quota-backend-bytes[-1] must not be negative",
+        ),
+    ];
+    for (args, message) in cases {
+        assert_eq!(parse(args).unwrap_err(), *message, "args {args:?}");
+    }
+}
+
+#[test]
+fn malformed_flags_are_refused_by_the_parser() {
+    for args in [
+        &["--initial-cluster-state", "old"][..],
+        &["--snapshot-count", "many"],
+        &["--no-such-flag"],
+    ] {
+        assert!(parse(args).is_err(), "accepted {args:?}");
+    }
+}

@@ -1,0 +1,253 @@
+//! The peer transport: Raft messages between members, one gRPC client stream per peer.
+//!
+//! Sending never blocks the member loop: each peer has a bounded queue drained by its own
+//! task, which connects, streams, and on failure reports the peer unreachable, drops what
+//! is queued (Raft resends; stale appends would be refused anyway), backs off and
+//! reconnects. Receiving hands messages to the member loop through a bounded queue, and
+//! refuses streams from another cluster. The same code runs on tokio and under madsim.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::proto::peerpb::peer_client::PeerClient;
+use crate::proto::peerpb::peer_server::Peer;
+pub use crate::proto::peerpb::peer_server::PeerServer;
+use crate::proto::peerpb::{PeerMessage, StreamResponse};
+use crate::proto::raftpb::Message;
+use crate::runtime::Clock;
+
+/// Messages queued for one peer; past this, new ones are dropped and the peer is reported
+/// unreachable.
+pub const PEER_QUEUE_LEN: usize = 4096;
+/// Messages in flight on one stream.
+const STREAM_WINDOW: usize = 256;
+/// Events waiting for the member loop; they are advisory, so overflow drops them.
+const EVENT_QUEUE_LEN: usize = 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the transport reports besides delivering messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// Messages to this member were lost; Raft should fall back to probing it.
+    Unreachable(u64),
+}
+
+/// The sending side, shared by the member loop.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    member_id: u64,
+    cluster_id: u64,
+    links: Arc<Mutex<BTreeMap<u64, Link>>>,
+    events: mpsc::Sender<PeerEvent>,
+}
+
+#[derive(Debug)]
+struct Link {
+    url: String,
+    queue: mpsc::Sender<Message>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Transport {
+    /// A transport for `member_id` in `cluster_id`, and the receiver of its events.
+    pub fn new(member_id: u64, cluster_id: u64) -> (Transport, mpsc::Receiver<PeerEvent>) {
+        let (events, rx) = mpsc::channel(EVENT_QUEUE_LEN);
+        let transport = Transport {
+            member_id,
+            cluster_id,
+            links: Arc::new(Mutex::new(BTreeMap::new())),
+            events,
+        };
+        (transport, rx)
+    }
+
+    fn links(&self) -> MutexGuard<'_, BTreeMap<u64, Link>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts (or, if its URL changed, restarts) the link to peer `id` at `url`.
+    pub fn add_peer(&self, id: u64, url: &str) {
+        assert_ne!(id, self.member_id, "a member is not its own peer");
+        let mut links = self.links();
+        if links.get(&id).is_some_and(|l| l.url == url) {
+            return;
+        }
+        let (queue, rx) = mpsc::channel(PEER_QUEUE_LEN);
+        let task = tokio::spawn(run_link(
+            id,
+            url.to_string(),
+            self.cluster_id,
+            rx,
+            self.events.clone(),
+        ));
+        links.insert(
+            id,
+            Link {
+                url: url.to_string(),
+                queue,
+                task,
+            },
+        );
+    }
+
+    pub fn remove_peer(&self, id: u64) {
+        self.links().remove(&id);
+    }
+
+    /// IDs of the peers with a link, ascending.
+    pub fn peers(&self) -> Vec<u64> {
+        self.links().keys().copied().collect()
+    }
+
+    /// Queues `msg` for its recipient. Returns false if it was dropped (unknown peer or
+    /// full queue); a full queue also reports the peer unreachable.
+    pub fn send(&self, msg: Message) -> bool {
+        let to = msg.to;
+        let queued = match self.links().get(&to) {
+            Some(link) => link.queue.try_send(msg).is_ok(),
+            None => return false,
+        };
+        if !queued {
+            let _ = self.events.try_send(PeerEvent::Unreachable(to));
+        }
+        queued
+    }
+
+    /// The receiving service, delivering accepted messages to `inbound`; serve it wrapped
+    /// in [`PeerServer::new`].
+    pub fn service(&self, inbound: mpsc::Sender<Message>) -> PeerService {
+        PeerService {
+            member_id: self.member_id,
+            cluster_id: self.cluster_id,
+            inbound,
+        }
+    }
+}
+
+/// Why a stream to a peer stopped.
+enum Stopped {
+    /// The transport dropped the link: stop for good.
+    Removed,
+    /// The connection or stream failed: reconnect.
+    Failed,
+}
+
+async fn run_link(
+    to: u64,
+    url: String,
+    cluster_id: u64,
+    mut queue: mpsc::Receiver<Message>,
+    events: mpsc::Sender<PeerEvent>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let connected = match Endpoint::from_shared(url.clone()) {
+            Ok(endpoint) => endpoint
+                .connect_timeout(CONNECT_TIMEOUT)
+                .connect()
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        if let Some(channel) = connected {
+            backoff = BACKOFF_MIN;
+            match stream_to(PeerClient::new(channel), cluster_id, &mut queue).await {
+                Stopped::Removed => return,
+                Stopped::Failed => {}
+            }
+        }
+        tracing::debug!(peer = format_args!("{to:x}"), %url, "peer unreachable");
+        let _ = events.try_send(PeerEvent::Unreachable(to));
+        while queue.try_recv().is_ok() {}
+        Clock.sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Forwards `queue` onto one stream until the stream fails or the link is removed.
+async fn stream_to(
+    mut client: PeerClient<tonic::transport::Channel>,
+    cluster_id: u64,
+    queue: &mut mpsc::Receiver<Message>,
+) -> Stopped {
+    let (tx, rx) = mpsc::channel::<Message>(STREAM_WINDOW);
+    let outbound =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }).map(
+            move |message| PeerMessage {
+                cluster_id,
+                message: Some(message),
+            },
+        );
+    // The call runs as its own task so that a full window never stalls it.
+    let mut call = tokio::spawn(async move { client.stream(Request::new(outbound)).await });
+    loop {
+        tokio::select! {
+            _ = &mut call => return Stopped::Failed,
+            msg = queue.recv() => match msg {
+                None => {
+                    call.abort();
+                    return Stopped::Removed;
+                }
+                Some(m) => {
+                    if tx.send(m).await.is_err() {
+                        return Stopped::Failed;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Receives Raft messages from peers.
+#[derive(Debug)]
+pub struct PeerService {
+    member_id: u64,
+    cluster_id: u64,
+    inbound: mpsc::Sender<Message>,
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn stream(
+        &self,
+        request: Request<Streaming<PeerMessage>>,
+    ) -> Result<Response<StreamResponse>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(pm) = stream.message().await? {
+            if pm.cluster_id != self.cluster_id {
+                return Err(Status::failed_precondition(format!(
+                    "cluster ID mismatch: member {:x} is in cluster {:x}, the sender in {:x}",
+                    self.member_id, self.cluster_id, pm.cluster_id
+                )));
+            }
+            let Some(message) = pm.message else {
+                return Err(Status::invalid_argument(
+                    "peer message without a Raft message",
+                ));
+            };
+            if message.to != self.member_id {
+                return Err(Status::invalid_argument(format!(
+                    "message for member {:x} delivered to member {:x}",
+                    message.to, self.member_id
+                )));
+            }
+            // A full queue means the member loop is behind; dropping is safe, Raft resends.
+            let _ = self.inbound.try_send(message);
+        }
+        Ok(Response::new(StreamResponse {}))
+    }
+}
