@@ -56,10 +56,16 @@ fn measure(name: &str, n: usize, mut op: impl FnMut(usize)) {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this once, small.
+    let default_keys = if std::env::args().any(|a| a == "--bench") {
+        100_000
+    } else {
+        1_000
+    };
     let keys: usize = std::env::var("DETCD_BENCH_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(default_keys);
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let heap_before = LIVE.load(Ordering::Relaxed);
     let mut store = KvStore::open(&RealDisk, &dir.path().join("db"), Config::default()).unwrap();
