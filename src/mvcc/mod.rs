@@ -11,6 +11,7 @@ pub mod key_range;
 pub mod kvstore;
 mod kvstore_compact;
 mod kvstore_txn;
+mod request_check;
 pub mod revision;
 pub mod tree_index;
 mod watchable_store;
