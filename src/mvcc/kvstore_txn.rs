@@ -124,6 +124,12 @@ impl<'a> TxnWrite<'a> {
         if !self.changes.is_empty() {
             self.s.current_rev = self.begin_rev + 1;
         }
+        assert!(
+            self.s.current_rev >= self.s.compact_rev,
+            "revision {} below compaction {}",
+            self.s.current_rev,
+            self.s.compact_rev
+        );
         self.changes
     }
 

@@ -4,6 +4,20 @@
 //!
 //! The API takes and returns etcd's request and response types; headers carry only the
 //! revision, the API layer adds cluster, member and term.
+//!
+//! How the server drives the state machine (one task, in log order):
+//! 1. For each committed entry: [`KvStore::begin_entry`] with its index, then the request
+//!    through [`WatchableStore::write`] (key writes), [`crate::lease::Lessor`] or
+//!    [`crate::auth::AuthStore`]; hand the events of every write to
+//!    [`crate::lease::Lessor::observe`]. Skip entries at or below
+//!    [`KvStore::consistent_index`] after a restart: they are already applied.
+//! 2. Every `batch_interval`: [`KvStore::commit`]; between entries, while
+//!    [`KvStore::compaction_pending`]: [`KvStore::compaction_step`].
+//! 3. Every 100 ms: [`WatchableStore::sync_watchers`]; every progress interval:
+//!    [`WatchableStore::progress_notify`].
+//! 4. On the leader: propose revokes for [`crate::lease::Lessor::expired`] and checkpoints
+//!    from [`crate::lease::Lessor::checkpoints`]; before proposing a write, check
+//!    [`KvStore::quota_available`] and propose the NOSPACE alarm when it fails.
 
 pub mod error;
 pub mod key_index;
