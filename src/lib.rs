@@ -5,6 +5,10 @@
 //! `runtime`, the seam through which every disk, clock and randomness access passes so
 //! that the same code runs on tokio or under the madsim simulator.
 
+pub mod auth;
+pub mod backend;
+pub mod lease;
+pub mod mvcc;
 pub mod proto;
 pub mod raft;
 pub mod runtime;

@@ -1,0 +1,144 @@
+//! The backend: redb (a copy-on-write B-tree, like etcd's bbolt) over [`runtime::Disk`], so
+//! the simulator's crashes and faults reach it.
+//!
+//! One write transaction stays open between commits and serves reads too, so the state
+//! machine reads its own uncommitted writes (etcd's read buffer does the same job). Applies
+//! are grouped: [`Backend::commit`] ends a batch durably and opens the next. A crash loses
+//! whole uncommitted batches and nothing else: redb's commit is atomic and its header
+//! checksums reject torn writes.
+//!
+//! [`runtime::Disk`]: crate::runtime::Disk
+
+mod disk_backend;
+mod layout;
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
+
+use crate::runtime::{Disk, OpenMode};
+
+pub use disk_backend::DiskBackend;
+use layout::{create_tables, HASHED};
+pub use layout::{get_u64, put_u64, Table, AUTH, AUTH_ROLES, AUTH_USERS, KEY, LEASE, META};
+
+/// A backend failure: the disk or redb. The state machine cannot go on after one.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("backend io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Converts any redb error kind.
+pub(crate) fn be<E: Into<redb::Error>>(e: E) -> BackendError {
+    BackendError::Redb(e.into())
+}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// redb's page cache; bounded so that memory per member stays predictable.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// The redb database and its open write transaction.
+pub struct Backend {
+    /// Invariant: `Some` except inside [`Backend::commit`]. Declared before `db` so that
+    /// it drops (aborts) first.
+    tx: Option<WriteTransaction>,
+    db: Database,
+    file: std::sync::Arc<dyn crate::runtime::DiskFile>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("file", &self.file.path())
+            .finish()
+    }
+}
+
+impl Backend {
+    /// Opens (or creates) the database file at `path` and makes sure every table exists.
+    pub fn open(disk: &dyn Disk, path: &Path) -> Result<Self> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        disk.create_dir_all(dir)?;
+        let existed = disk.exists(path);
+        let file: std::sync::Arc<dyn crate::runtime::DiskFile> =
+            std::sync::Arc::from(disk.open(path, OpenMode::Create)?);
+        if !existed {
+            disk.sync_dir(dir)?;
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(DEFAULT_CACHE_BYTES)
+            .create_with_backend(DiskBackend::new(file.clone()))
+            .map_err(be)?;
+        let mut backend = Backend { db, tx: None, file };
+        backend.begin()?;
+        create_tables(backend.tx())?;
+        backend.commit()?;
+        Ok(backend)
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        assert!(self.tx.is_none(), "begin with a write transaction open");
+        let mut tx = self.db.begin_write().map_err(be)?;
+        tx.set_durability(Durability::Immediate).map_err(be)?;
+        self.tx = Some(tx);
+        Ok(())
+    }
+
+    /// The open transaction: reads see every write made since open, committed or not.
+    pub fn tx(&self) -> &WriteTransaction {
+        self.tx
+            .as_ref()
+            .expect("a write transaction is always open")
+    }
+
+    /// Makes everything written so far durable, atomically, and opens the next batch.
+    pub fn commit(&mut self) -> Result<()> {
+        let tx = self.tx.take().expect("a write transaction is always open");
+        tx.commit().map_err(be)?;
+        self.begin()
+    }
+
+    /// Bytes of the database file, for the space quota.
+    pub fn size(&self) -> Result<u64> {
+        Ok(self.file.len()?)
+    }
+
+    /// A crc32 of every table but `meta` (whose consistent index differs between members
+    /// that applied the same entries in different batches).
+    pub fn hash(&self) -> Result<u32> {
+        let tx = self.tx();
+        let mut h = crc32fast::Hasher::new();
+        for def in HASHED {
+            h.update(def.name().as_bytes());
+            let table = tx.open_table(def).map_err(be)?;
+            for entry in table.iter().map_err(be)? {
+                let (k, v) = entry.map_err(be)?;
+                h.update(k.value());
+                h.update(v.value());
+            }
+        }
+        Ok(h.finalize())
+    }
+
+    /// Checks redb's own invariants; for tests after a crash.
+    pub fn check_integrity(&mut self) -> Result<bool> {
+        let tx = self.tx.take().expect("a write transaction is always open");
+        tx.abort().map_err(be)?;
+        let ok = self.db.check_integrity().map_err(be)?;
+        self.begin()?;
+        Ok(ok)
+    }
+
+    /// A read-only snapshot of the last commit, for readers that must not see a batch in
+    /// progress.
+    pub fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        self.db.begin_read().map_err(be)
+    }
+}

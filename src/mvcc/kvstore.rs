@@ -1,0 +1,413 @@
+//! The store: the in-memory [`TreeIndex`] over the backend's `key` table, the current and
+//! compacted revisions, and the consistent index of the last applied log entry.
+
+use std::path::Path;
+use std::time::Duration;
+
+use prost::Message;
+use redb::ReadableTable;
+
+use super::error::{Error, Result};
+use super::key_range::KeyRange;
+use super::kvstore_compact::Compaction;
+use super::revision::Revision;
+use super::tree_index::TreeIndex;
+use crate::backend::{be, get_u64, put_u64, Backend, KEY, META};
+use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::proto::etcdserverpb::{HashKvResponse, RangeRequest, RangeResponse, ResponseHeader};
+use crate::proto::mvccpb::event::EventType;
+use crate::proto::mvccpb::{Event, KeyValue};
+use crate::runtime::Disk;
+
+const CONSISTENT_INDEX: &[u8] = b"consistent_index";
+const NOSPACE_ALARM: &[u8] = b"alarm_nospace";
+
+/// Limits and batching; the defaults are etcd's.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Applied entries per backend commit (etcd's backend batch limit).
+    pub batch_limit: usize,
+    /// How long the server lets a batch stay open before it calls [`KvStore::commit`].
+    pub batch_interval: Duration,
+    /// Largest encoded request accepted (etcd's `--max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// Most compares or operations per txn branch (etcd's `--max-txn-ops`).
+    pub max_txn_ops: usize,
+    /// Backend size beyond which writes raise the NOSPACE alarm (`--quota-backend-bytes`).
+    pub quota_bytes: u64,
+    /// Revisions removed per backend commit by compaction, so writes interleave.
+    pub compaction_batch_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            batch_limit: 10_000,
+            batch_interval: Duration::from_millis(100),
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            quota_bytes: 2 << 30,
+            compaction_batch_limit: 1000,
+        }
+    }
+}
+
+/// The multi-version store. Applies run one at a time, in log order (`&mut self`).
+#[derive(Debug)]
+pub struct KvStore {
+    pub(super) backend: Backend,
+    pub(super) index: TreeIndex,
+    /// The revision of the last write transaction; 1 for an empty store, as in etcd.
+    /// Invariant: `current_rev >= compact_rev`.
+    pub(super) current_rev: i64,
+    /// Reads below this revision fail; -1 before the first compaction.
+    pub(super) compact_rev: i64,
+    /// Physical removal still to do for the last compaction.
+    pub(super) compaction: Option<Compaction>,
+    consistent_index: u64,
+    /// Invariant: `committed_index <= consistent_index`.
+    committed_index: u64,
+    uncommitted: usize,
+    nospace: bool,
+    pub(super) cfg: Config,
+}
+
+impl KvStore {
+    /// Opens the store at `path`, rebuilding the index from the backend and finishing a
+    /// compaction that a crash interrupted.
+    pub fn open(disk: &dyn Disk, path: &Path, cfg: Config) -> Result<Self> {
+        assert!(
+            cfg.batch_limit > 0 && cfg.compaction_batch_limit > 0,
+            "zero batch limit: {cfg:?}"
+        );
+        let backend = Backend::open(disk, path)?;
+        let mut index = TreeIndex::default();
+        let mut last_main = 1;
+        {
+            let table = backend.tx().open_table(KEY).map_err(be)?;
+            for entry in table.iter().map_err(be)? {
+                let (k, v) = entry.map_err(be)?;
+                let (rev, tombstone) = Revision::from_key(k.value());
+                let kv = decode(v.value());
+                if tombstone {
+                    index.restore_tombstone(&kv.key, rev);
+                } else {
+                    index.restore(
+                        &kv.key,
+                        rev,
+                        Revision::new(kv.create_revision, 0),
+                        kv.version,
+                    );
+                }
+                last_main = last_main.max(rev.main);
+            }
+        }
+        let tx = backend.tx();
+        let consistent_index = get_u64(tx, META, CONSISTENT_INDEX)?;
+        let nospace = get_u64(tx, META, NOSPACE_ALARM)? != 0;
+        let (scheduled, finished) = super::kvstore_compact::progress(tx)?;
+        let mut store = KvStore {
+            backend,
+            index,
+            current_rev: last_main.max(scheduled),
+            compact_rev: finished,
+            compaction: None,
+            consistent_index,
+            committed_index: consistent_index,
+            uncommitted: 0,
+            nospace,
+            cfg,
+        };
+        if scheduled > finished {
+            store.schedule_compaction(scheduled)?;
+            store.finish_compaction()?;
+        }
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The revision of the last write.
+    pub fn rev(&self) -> i64 {
+        self.current_rev
+    }
+
+    /// The revision below which history is gone (-1: never compacted).
+    pub fn compact_rev(&self) -> i64 {
+        self.compact_rev
+    }
+
+    /// The index of the last log entry whose effects are in the store.
+    pub fn consistent_index(&self) -> u64 {
+        self.consistent_index
+    }
+
+    /// Starts applying log entry `index`: every backend commit from now on carries it as
+    /// the consistent index, atomically with the entry's effects, so a restart resumes
+    /// after it. Commits the previous batch first when it is full. Entries must come in
+    /// order; call it for every entry, even one that changes nothing.
+    pub fn begin_entry(&mut self, index: u64) -> Result<()> {
+        assert!(
+            index > self.consistent_index,
+            "begin_entry({index}) not after consistent index({})",
+            self.consistent_index
+        );
+        if self.uncommitted >= self.cfg.batch_limit {
+            self.commit()?;
+        }
+        put_u64(self.backend.tx(), META, CONSISTENT_INDEX, index)?;
+        self.consistent_index = index;
+        self.uncommitted += 1;
+        Ok(())
+    }
+
+    /// Makes every applied entry durable; the server calls it each batch interval.
+    pub fn commit(&mut self) -> Result<()> {
+        self.backend.commit()?;
+        self.uncommitted = 0;
+        self.committed_index = self.consistent_index;
+        Ok(())
+    }
+
+    /// The consistent index of the last commit: entries up to it survive a crash.
+    pub fn committed_index(&self) -> u64 {
+        self.committed_index
+    }
+
+    /// Rejects requests larger than `max_request_bytes`.
+    pub fn check_size(&self, encoded_len: usize) -> Result<()> {
+        if encoded_len > self.cfg.max_request_bytes {
+            return Err(Error::RequestTooLarge);
+        }
+        Ok(())
+    }
+
+    /// Whether a write of `cost` bytes fits the quota; the server checks before proposing
+    /// and, when it does not, proposes the NOSPACE alarm (so every member agrees on it).
+    pub fn quota_available(&self, cost: u64) -> Result<bool> {
+        Ok(self.backend.size()? + cost <= self.cfg.quota_bytes)
+    }
+
+    /// Raises or clears the NOSPACE alarm, as applied from the log. While raised, puts fail
+    /// with [`Error::NoSpace`]; deletes and compaction still work, to make room.
+    pub fn set_nospace(&mut self, raised: bool) -> Result<()> {
+        put_u64(self.backend.tx(), META, NOSPACE_ALARM, raised as u64)?;
+        self.nospace = raised;
+        Ok(())
+    }
+
+    pub fn nospace(&self) -> bool {
+        self.nospace
+    }
+
+    pub(super) fn check_space(&self) -> Result<()> {
+        if self.nospace {
+            return Err(Error::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// A read at the current revision.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.check_size(req.encoded_len())?;
+        self.range_at(req, self.current_rev)
+    }
+
+    /// Range as etcd's applier runs it, with `cur` the revision the reader sees.
+    pub(super) fn range_at(&self, req: &RangeRequest, cur: i64) -> Result<RangeResponse> {
+        let at = self.read_rev(req.revision, cur)?;
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let header = Some(header(cur));
+        if req.count_only {
+            let (_, count) = self.index.range(&range, at, 1);
+            return Ok(RangeResponse {
+                header,
+                count: count as i64,
+                ..Default::default()
+            });
+        }
+        let sort_order = match SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None) {
+            SortOrder::None if req.sort_target != SortTarget::Key as i32 => SortOrder::Ascend,
+            order => order,
+        };
+        let filtered = req.min_mod_revision != 0
+            || req.max_mod_revision != 0
+            || req.min_create_revision != 0
+            || req.max_create_revision != 0;
+        // Sorting and filtering need every key; otherwise one extra shows `more`.
+        let fetch = if sort_order != SortOrder::None || filtered || req.limit <= 0 {
+            0
+        } else {
+            req.limit as usize + 1
+        };
+        let (found, count) = self.index.range(&range, at, fetch);
+        let mut kvs = self.read_kvs(found.iter().map(|(_, state)| state.modified))?;
+        kvs.retain(|kv| {
+            (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+                && kv.mod_revision >= req.min_mod_revision
+                && kv.create_revision >= req.min_create_revision
+                && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+        });
+        sort_kvs(&mut kvs, sort_order, req.sort_target);
+        let mut more = false;
+        if req.limit > 0 && kvs.len() > req.limit as usize {
+            kvs.truncate(req.limit as usize);
+            more = true;
+        }
+        if req.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
+        Ok(RangeResponse {
+            header,
+            kvs,
+            more,
+            count: count as i64,
+        })
+    }
+
+    /// The revision a read of `requested` (0: current) sees, or why it cannot.
+    pub(super) fn read_rev(&self, requested: i64, cur: i64) -> Result<i64> {
+        if requested > cur {
+            return Err(Error::FutureRev);
+        }
+        let at = if requested <= 0 { cur } else { requested };
+        if at < self.compact_rev {
+            return Err(Error::Compacted);
+        }
+        Ok(at)
+    }
+
+    /// The value stored at `rev`, which the index says is a put.
+    pub(super) fn read_kv(&self, rev: Revision) -> Result<KeyValue> {
+        Ok(self.read_kvs([rev])?.pop().expect("one revision read"))
+    }
+
+    /// The values stored at `revs`, which the index says are puts; one table open for all.
+    fn read_kvs(&self, revs: impl IntoIterator<Item = Revision>) -> Result<Vec<KeyValue>> {
+        let table = self.backend.tx().open_table(KEY).map_err(be)?;
+        let mut out = Vec::new();
+        for rev in revs {
+            let v = table.get(rev.to_key(false).as_slice()).map_err(be)?;
+            let v =
+                v.unwrap_or_else(|| panic!("index names revision {rev} that the backend lacks"));
+            out.push(decode(v.value()));
+        }
+        Ok(out)
+    }
+
+    /// etcd's HashKV: a crc32 of every revision up to `rev` (0: current) that compaction
+    /// keeps, so members that applied the same log agree whether or not their physical
+    /// compaction has finished.
+    pub fn hash_kv(&self, rev: i64) -> Result<HashKvResponse> {
+        let at = self.read_rev(rev, self.current_rev)?;
+        let keep = self.index.keep(self.compact_rev);
+        let mut h = crc32fast::Hasher::new();
+        h.update(b"key");
+        let table = self.backend.tx().open_table(KEY).map_err(be)?;
+        let upper = Revision::start_key(at + 1);
+        for entry in table.range(..upper.as_slice()).map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let (r, _) = Revision::from_key(k.value());
+            if r.main <= self.compact_rev && !keep.contains(&r) {
+                continue;
+            }
+            h.update(k.value());
+            h.update(v.value());
+        }
+        Ok(HashKvResponse {
+            header: Some(header(self.current_rev)),
+            hash: h.finalize(),
+            compact_revision: self.compact_rev,
+            hash_revision: at,
+        })
+    }
+
+    /// A hash of the whole backend but the per-member metadata (etcd's Hash).
+    pub fn hash(&self) -> Result<u32> {
+        Ok(self.backend.hash()?)
+    }
+
+    /// The changes of main revisions `from..=to` in revision order, as watch events (from
+    /// the backend, so compacted history is gone: callers check `compact_rev` first).
+    pub fn history(&self, from: i64, to: i64) -> Result<Vec<Event>> {
+        let table = self.backend.tx().open_table(KEY).map_err(be)?;
+        let (lo, hi) = (Revision::start_key(from), Revision::start_key(to + 1));
+        let mut events = Vec::new();
+        for entry in table.range(lo.as_slice()..hi.as_slice()).map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let (rev, tombstone) = Revision::from_key(k.value());
+            let mut kv = decode(v.value());
+            let kind = if tombstone {
+                kv.mod_revision = rev.main;
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            events.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv: None,
+            });
+        }
+        Ok(events)
+    }
+
+    /// The value `key` had just before `rev`, if that is still readable.
+    pub fn value_before(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+        if rev - 1 < self.compact_rev {
+            return Ok(None);
+        }
+        match self.index.get(key, rev - 1) {
+            Some(state) => Ok(Some(self.read_kv(state.modified)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The backend, for the lease and auth stores that share it.
+    pub fn backend(&mut self) -> &mut Backend {
+        &mut self.backend
+    }
+
+    /// Keys with history in memory, for memory accounting.
+    pub fn key_count(&self) -> usize {
+        self.index.len()
+    }
+}
+
+/// A response header with only the revision; the API layer adds the rest.
+pub fn header(revision: i64) -> ResponseHeader {
+    ResponseHeader {
+        revision,
+        ..Default::default()
+    }
+}
+
+pub(super) fn decode(bytes: &[u8]) -> KeyValue {
+    KeyValue::decode(bytes)
+        .unwrap_or_else(|e| panic!("undecodable value of {} bytes: {e}", bytes.len()))
+}
+
+/// etcd sorts by the target and reverses for descending order; ties keep key order here
+/// (etcd's sort is not stable, so any order of ties is etcd-compatible).
+fn sort_kvs(kvs: &mut [KeyValue], order: SortOrder, target: i32) {
+    if order == SortOrder::None {
+        return;
+    }
+    let target = SortTarget::try_from(target).unwrap_or(SortTarget::Key);
+    let key = |kv: &KeyValue| -> (i64, Vec<u8>) {
+        match target {
+            SortTarget::Key => (0, kv.key.clone()),
+            SortTarget::Version => (kv.version, Vec::new()),
+            SortTarget::Create => (kv.create_revision, Vec::new()),
+            SortTarget::Mod => (kv.mod_revision, Vec::new()),
+            SortTarget::Value => (0, kv.value.clone()),
+        }
+    };
+    if order == SortOrder::Descend {
+        kvs.sort_by_key(|kv| std::cmp::Reverse(key(kv)));
+    } else {
+        kvs.sort_by_key(key);
+    }
+}

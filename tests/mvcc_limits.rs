@@ -1,0 +1,239 @@
+//! etcd's request limits and alarms on the MVCC store, each with etcd's exact message:
+//! clients (etcdctl, clientv3) match on these strings.
+
+use std::path::Path;
+
+use detcd::mvcc::{no_leases, Config, KvStore};
+use detcd::proto::etcdserverpb::request_op::Request;
+use detcd::proto::etcdserverpb::*;
+use detcd::runtime::SimDisk;
+
+fn store(cfg: Config) -> KvStore {
+    KvStore::open(&SimDisk::new(1), Path::new("/db"), cfg).unwrap()
+}
+
+fn put(key: &str) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    }
+}
+
+fn op(r: Request) -> RequestOp {
+    RequestOp { request: Some(r) }
+}
+
+fn txn_err(s: &mut KvStore, t: TxnRequest) -> String {
+    s.txn(&t, &no_leases).unwrap_err().to_string()
+}
+
+#[test]
+fn txn_ops_are_limited() {
+    let mut s = store(Config {
+        max_txn_ops: 2,
+        ..Config::default()
+    });
+    let ops = (0..3)
+        .map(|i| op(Request::RequestPut(put(&format!("k{i}")))))
+        .collect();
+    let err = txn_err(
+        &mut s,
+        TxnRequest {
+            success: ops,
+            ..Default::default()
+        },
+    );
+    assert_eq!(err, "etcdserver: too many operations in txn request");
+}
+
+#[test]
+fn a_txn_may_not_write_a_key_twice() {
+    let mut s = store(Config::default());
+    let twice = TxnRequest {
+        success: vec![
+            op(Request::RequestPut(put("a"))),
+            op(Request::RequestPut(put("a"))),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        txn_err(&mut s, twice),
+        "etcdserver: duplicate key given in txn request"
+    );
+    let put_and_delete = TxnRequest {
+        failure: vec![
+            op(Request::RequestPut(put("b"))),
+            op(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: b"a".to_vec(),
+                range_end: b"c".to_vec(),
+                ..Default::default()
+            })),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        txn_err(&mut s, put_and_delete),
+        "etcdserver: duplicate key given in txn request"
+    );
+    // The branches of a nested txn exclude each other: both may put the same key.
+    let nested = TxnRequest {
+        success: vec![op(Request::RequestPut(put("a")))],
+        failure: vec![op(Request::RequestPut(put("a")))],
+        ..Default::default()
+    };
+    let ok = TxnRequest {
+        success: vec![op(Request::RequestTxn(nested))],
+        ..Default::default()
+    };
+    assert!(s.txn(&ok, &no_leases).is_ok());
+    // But the nested puts may not repeat one of the enclosing branch.
+    let nested = TxnRequest {
+        success: vec![op(Request::RequestPut(put("a")))],
+        ..Default::default()
+    };
+    let bad = TxnRequest {
+        success: vec![
+            op(Request::RequestPut(put("a"))),
+            op(Request::RequestTxn(nested)),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        txn_err(&mut s, bad),
+        "etcdserver: duplicate key given in txn request"
+    );
+}
+
+#[test]
+fn requests_are_limited_in_size() {
+    let mut s = store(Config {
+        max_request_bytes: 100,
+        ..Config::default()
+    });
+    let big = PutRequest {
+        key: b"k".to_vec(),
+        value: vec![0; 200],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.put(&big, &no_leases).unwrap_err().to_string(),
+        "etcdserver: request is too large"
+    );
+    assert_eq!(s.rev(), 1, "a rejected request takes no revision");
+}
+
+#[test]
+fn nospace_rejects_puts_but_not_deletes_until_cleared() {
+    let mut s = store(Config {
+        quota_bytes: 1,
+        ..Config::default()
+    });
+    s.put(&put("a"), &no_leases).unwrap();
+    assert!(
+        !s.quota_available(1).unwrap(),
+        "a 1-byte quota is exceeded by any database"
+    );
+    s.set_nospace(true).unwrap();
+    assert_eq!(
+        s.put(&put("b"), &no_leases).unwrap_err().to_string(),
+        "etcdserver: mvcc: database space exceeded"
+    );
+    let txn = TxnRequest {
+        success: vec![op(Request::RequestPut(put("b")))],
+        ..Default::default()
+    };
+    assert_eq!(
+        txn_err(&mut s, txn),
+        "etcdserver: mvcc: database space exceeded"
+    );
+    let del = DeleteRangeRequest {
+        key: b"a".to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(s.delete_range(&del).unwrap().0.deleted, 1);
+    s.set_nospace(false).unwrap();
+    s.put(&put("b"), &no_leases).unwrap();
+}
+
+#[test]
+fn reads_name_compacted_and_future_revisions() {
+    let mut s = store(Config::default());
+    for k in ["a", "b", "c"] {
+        s.put(&put(k), &no_leases).unwrap();
+    }
+    s.compact(&CompactionRequest {
+        revision: 3,
+        physical: true,
+    })
+    .unwrap();
+    let at = |rev| RangeRequest {
+        key: b"a".to_vec(),
+        revision: rev,
+        ..Default::default()
+    };
+    assert_eq!(
+        s.range(&at(2)).unwrap_err().to_string(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    assert_eq!(
+        s.range(&at(5)).unwrap_err().to_string(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
+    assert_eq!(
+        s.range(&at(3)).unwrap().kvs.len(),
+        1,
+        "the compaction revision itself stays readable"
+    );
+    let again = s
+        .compact(&CompactionRequest {
+            revision: 3,
+            physical: false,
+        })
+        .unwrap_err();
+    assert_eq!(
+        again.to_string(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+}
+
+#[test]
+fn leases_must_exist_and_ignore_flags_need_the_key() {
+    let mut s = store(Config::default());
+    let with_lease = PutRequest {
+        lease: 7,
+        ..put("a")
+    };
+    assert_eq!(
+        s.put(&with_lease, &no_leases).unwrap_err().to_string(),
+        "etcdserver: requested lease not found"
+    );
+    assert_eq!(
+        s.put(&with_lease, &|id| id == 7)
+            .unwrap()
+            .0
+            .header
+            .unwrap()
+            .revision,
+        2
+    );
+    let keep_value = PutRequest {
+        key: b"b".to_vec(),
+        ignore_value: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        s.put(&keep_value, &no_leases).unwrap_err().to_string(),
+        "etcdserver: key not found"
+    );
+    let keep_lease = PutRequest {
+        ignore_lease: true,
+        ..put("a")
+    };
+    let (_, events) = s.put(&keep_lease, &no_leases).unwrap();
+    assert_eq!(
+        events[0].kv.as_ref().unwrap().lease,
+        7,
+        "ignore_lease keeps the attached lease"
+    );
+}
