@@ -36,6 +36,16 @@ const BOOTSTRAP: SnapshotMark = SnapshotMark {
 pub trait StateMachine: Send + 'static {
     /// Applies the payload of the entry at `index`; the result goes to the proposer.
     fn apply(&mut self, index: u64, payload: &[u8]) -> Vec<u8>;
+
+    /// Called after the committed entries of one Ready are applied: a place to commit
+    /// them to disk together.
+    fn end_batch(&mut self) {}
+
+    /// The index of the last entry whose effects are durable in the state machine; after
+    /// a restart Raft hands over only the entries after it.
+    fn applied_index(&self) -> u64 {
+        0
+    }
 }
 
 /// Why a proposal has no result. The messages are etcd's.
@@ -187,7 +197,9 @@ pub fn start<S: StateMachine>(
         wal.save_snapshot(&BOOTSTRAP)?;
         wal
     };
+    let applied = sm.applied_index().max(BOOTSTRAP.index);
     let mut raft_cfg = raft::Config::new(cfg.id);
+    raft_cfg.applied = applied;
     raft_cfg.election_tick = cfg.election_ticks;
     raft_cfg.heartbeat_tick = cfg.heartbeat_ticks;
     raft_cfg.seed = cfg.seed;
@@ -202,7 +214,7 @@ pub fn start<S: StateMachine>(
         ids: RequestIds::new(cfg.id),
         waiters: BTreeMap::new(),
         status: status_tx,
-        applied: BOOTSTRAP.index,
+        applied,
     };
     let task = tokio::spawn(member.run(cfg.tick, proposals, inbound, events));
     let handle = MemberHandle {
@@ -296,6 +308,9 @@ impl<S: StateMachine> Member<S> {
         }
         for e in &rd.committed_entries {
             self.apply(e)?;
+        }
+        if !rd.committed_entries.is_empty() {
+            self.sm.end_batch();
         }
         let hs = self.node.store().hard_state();
         let leader = self.node.raft.lead;
