@@ -15,8 +15,10 @@ use super::member::{self, MemberConfig, MemberError};
 use super::transport::{PeerServer, Transport};
 use super::url::Url;
 use crate::api::kv::KvService;
+use crate::api::maintenance::MaintenanceService;
 use crate::mvcc::{self, KvStore};
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::runtime::Disk;
 use crate::wal::WalOptions;
 
@@ -113,6 +115,12 @@ pub async fn run(
     let peers = tonic::transport::Server::builder()
         .add_service(PeerServer::new(peer_service))
         .serve(peer_addr);
+    let maintenance = MaintenanceService {
+        member: handle.clone(),
+        store: store.clone(),
+        cluster_id,
+        member_id,
+    };
     let kv = KvService {
         member: handle,
         store,
@@ -125,6 +133,7 @@ pub async fn run(
             KvServer::new(kv)
                 .max_decoding_message_size(cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES),
         )
+        .add_service(MaintenanceServer::new(maintenance))
         .serve_with_shutdown(client_addr, shutdown);
     tracing::info!(
         member = format_args!("{member_id:x}"),
