@@ -183,6 +183,8 @@ fn etcdctl_output_matches_etcd() {
         (&["del", "a/2"], None),
         (&["del", "a/", "--prefix", "--prev-kv"], None),
         (&["del", "nothing"], None),
+        (&["get", "z", "a"], None),
+        (&["del", "z", "a"], None),
         (&["txn"], Some(TXN_SUCCESS)),
         (&["txn"], Some(TXN_FAILURE)),
         (&["get", "foo", "--rev=1000"], None),

@@ -139,6 +139,24 @@ async fn kv_api_and_kill_9_recovery() {
     let big = vec![b'x'; 1_600_000];
     let err = c.put("big", big, None).await.unwrap_err();
     assert_eq!(error_message(err), "etcdserver: request is too large");
+    let many: Vec<TxnOp> = (0..129)
+        .map(|i| TxnOp::put(format!("m{i}"), "v", None))
+        .collect();
+    let err = c.txn(Txn::new().and_then(many)).await.unwrap_err();
+    assert_eq!(
+        error_message(err),
+        "etcdserver: too many operations in txn request"
+    );
+    let err = c.put("", "v", None).await.unwrap_err();
+    assert_eq!(error_message(err), "etcdserver: key is not provided");
+    let backwards = c
+        .get("z", Some(GetOptions::new().with_range("a")))
+        .await
+        .unwrap();
+    assert!(
+        backwards.kvs().is_empty(),
+        "a range whose end precedes its key is empty in etcd"
+    );
     let err = c
         .put("leased", "v", Some(PutOptions::new().with_lease(42)))
         .await
@@ -182,4 +200,35 @@ async fn kv_api_and_kill_9_recovery() {
         "etcdserver: mvcc: required revision has been compacted",
         "the compaction was lost"
     );
+}
+
+/// Bad flags end the process with etcd's message and a failure status, before it opens or
+/// creates anything.
+#[test]
+fn malformed_flags_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("never");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--election-timeout", "300"],
+            "--election-timeout[300ms] should be at least as 5 times as --heartbeat-interval[100ms]",
+        ),
+        (
+            &["--listen-client-urls", "127.0.0.1:2379"],
+            "URL scheme must be http, https, unix, or unixs: 127.0.0.1:2379",
+        ),
+        (&["--initial-cluster-state", "old"], "invalid value 'old'"),
+        (&["--bogus"], "unexpected argument '--bogus'"),
+    ];
+    for (args, message) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_detcd"))
+            .args(["--data-dir", data.to_str().unwrap()])
+            .args(*args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!data.exists(), "{args:?} created the data directory");
+    }
 }
