@@ -103,6 +103,23 @@ impl MemStorage {
         s
     }
 
+    /// Rebuilds the log after a restart from its durable copies: the newest snapshot
+    /// and what the WAL replayed after it (etcd's arrangement: the WAL is durable,
+    /// this is what Raft reads).
+    pub fn from_durable(
+        snapshot: Option<Snapshot>,
+        hard_state: HardState,
+        entries: &[Entry],
+    ) -> StorageResult<Self> {
+        let mut s = Self::new();
+        if let Some(snap) = snapshot {
+            s.apply_snapshot(snap)?;
+        }
+        s.append(entries);
+        s.hard_state = hard_state;
+        Ok(s)
+    }
+
     fn offset(&self) -> u64 {
         self.ents[0].index
     }

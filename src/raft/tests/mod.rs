@@ -14,7 +14,7 @@ pub fn ent(index: u64, term: u64) -> Entry {
 
 mod election;
 mod membership;
-mod network;
+pub(crate) mod network;
 mod prevote;
 mod read_index;
 mod ready;
@@ -23,3 +23,4 @@ mod sim;
 mod sim_member;
 mod snapshot;
 mod transfer;
+mod wal_restart;

@@ -12,7 +12,7 @@ use super::sim_member::{Member, SimConfig};
 use crate::proto::raftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Message, MessageType,
 };
-use crate::raft::{SnapshotStatus, StateRole};
+use crate::raft::{Config, SnapshotStatus, StateRole};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -72,13 +72,21 @@ impl Sim {
     fn new(seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let n = rng.random_range(3..=7u64);
-        let cfg = SimConfig {
-            seed,
-            pre_vote: rng.random_bool(0.8),
-            check_quorum: rng.random_bool(0.8),
-            max_inflight_msgs: rng.random_range(1..=8),
-            max_size_per_msg: rng.random_range(1..=64),
+        // Small limits so that flow control and size bounds are exercised.
+        let mut raft = Config::new(1);
+        raft.pre_vote = rng.random_bool(0.8);
+        raft.check_quorum = rng.random_bool(0.8);
+        raft.heartbeat_tick = rng.random_range(1..=3);
+        raft.max_inflight_msgs = rng.random_range(1..=8);
+        raft.max_inflight_bytes = if rng.random_bool(0.5) {
+            0
+        } else {
+            rng.random_range(8..=256)
         };
+        raft.max_size_per_msg = rng.random_range(1..=64);
+        raft.max_committed_size_per_ready = rng.random_range(1..=256);
+        raft.max_uncommitted_entries_size = rng.random_range(16..=1024);
+        let cfg = SimConfig { seed, raft };
         let voters: Vec<u64> = (1..=n).collect();
         let members = voters
             .iter()
@@ -455,7 +463,9 @@ impl Sim {
             pending.insert(self.next_data.to_be_bytes().to_vec());
         }
         let start = self.now;
-        let mut proposed_to = None;
+        // Proposals the current leader accepted; a new leader gets the rest again.
+        let mut accepted_by = None;
+        let mut accepted: BTreeSet<Vec<u8>> = BTreeSet::new();
         loop {
             assert!(
                 self.now - start < COMMIT_BOUND,
@@ -467,12 +477,16 @@ impl Sim {
                 continue;
             };
             let term = self.node(l).raft.term;
-            if proposed_to != Some((l, term)) {
-                // (Re-)propose to each new leader: a proposal may die with the old one,
-                // and a leader transferring leadership drops proposals.
-                let node = self.node(l);
-                if pending.iter().all(|d| node.propose(d.clone()).is_ok()) {
-                    proposed_to = Some((l, term));
+            if accepted_by != Some((l, term)) {
+                // A proposal may die with the old leader.
+                accepted_by = Some((l, term));
+                accepted.clear();
+            }
+            for d in pending.difference(&accepted.clone()) {
+                // A leader refuses proposals while transferring leadership or over its
+                // uncommitted-size budget; retry those.
+                if self.node(l).propose(d.clone()).is_ok() {
+                    accepted.insert(d.clone());
                 }
             }
             self.step(false);

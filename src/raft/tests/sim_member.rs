@@ -10,10 +10,8 @@ use crate::raft::{
 
 pub struct SimConfig {
     pub seed: u64,
-    pub pre_vote: bool,
-    pub check_quorum: bool,
-    pub max_inflight_msgs: usize,
-    pub max_size_per_msg: u64,
+    /// Every member's configuration but its id, applied index and seed.
+    pub raft: Config,
 }
 
 pub struct Member {
@@ -83,12 +81,9 @@ impl Member {
         let (sm, index, conf) = snapshot_state(&store);
         (self.sm, self.sm_index, self.conf) = (sm, index, conf);
         self.durable_hs = *store.hard_state();
-        let mut c = Config::new(self.id);
+        let mut c = cfg.raft.clone();
+        c.id = self.id;
         c.applied = index;
-        c.pre_vote = cfg.pre_vote;
-        c.check_quorum = cfg.check_quorum;
-        c.max_inflight_msgs = cfg.max_inflight_msgs;
-        c.max_size_per_msg = cfg.max_size_per_msg;
         c.seed = mix(mix(cfg.seed, self.id), self.restarts);
         self.restarts += 1;
         self.node = Some(RawNode::new(c, store).expect("restart from durable state"));
@@ -173,7 +168,7 @@ impl Member {
                 .apply_conf_change(&cc)
                 .expect("committed conf change applies");
         } else if !e.data.is_empty() {
-            global.data_index.insert(e.data.clone(), e.index);
+            global.data_index.entry(e.data.clone()).or_insert(e.index);
         }
     }
 
