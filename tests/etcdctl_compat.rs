@@ -68,8 +68,15 @@ fn start(program: &str, data_dir: &Path) -> (Process, String) {
     (Process(child), client)
 }
 
+/// Runs etcdctl; a `watch` never ends by itself, so it runs for one second (timeout(1)).
 fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new("etcdctl");
+    let mut cmd = if args.first() == Some(&"watch") {
+        let mut c = Command::new("timeout");
+        c.args(["1", "etcdctl"]);
+        c
+    } else {
+        Command::new("etcdctl")
+    };
     cmd.env("ETCDCTL_API", "3")
         .args(["--endpoints", endpoint, "--command-timeout", "5s"])
         .args(args)
@@ -188,8 +195,11 @@ fn etcdctl_output_matches_etcd() {
         (&["txn"], Some(TXN_SUCCESS)),
         (&["txn"], Some(TXN_FAILURE)),
         (&["get", "foo", "--rev=1000"], None),
+        (&["watch", "foo", "--rev=1", "--prev-kv"], None),
+        (&["watch", "a/", "--prefix", "--rev=4", "-w", "json"], None),
         (&["compaction", "5"], None),
         (&["get", "foo", "--rev=3"], None),
+        (&["watch", "foo", "--rev=2"], None),
         (&["compaction", "4"], None),
         (&["get", "foo", "-w", "json"], None),
     ];

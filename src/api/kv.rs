@@ -28,7 +28,7 @@ pub struct KvService {
 impl KvService {
     /// Completes a header the store filled with its revision.
     fn header(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
-        let revision = header.map_or_else(|| lock(&self.store).rev(), |h| h.revision);
+        let revision = header.map_or_else(|| lock(&self.store).kv().rev(), |h| h.revision);
         Some(ResponseHeader {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
@@ -78,6 +78,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         let mut resp = if req.serializable {
             lock(&self.store)
+                .kv()
                 .range(&req)
                 .map_err(|e| status(e.to_string()))?
         } else {

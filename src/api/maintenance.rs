@@ -51,7 +51,7 @@ impl Maintenance for MaintenanceService {
         let (revision, db_size) = {
             let mut store = lock(&self.store);
             let size = store.backend().size().map_err(|e| status(e.to_string()))?;
-            (store.rev(), size as i64)
+            (store.kv().rev(), size as i64)
         };
         Ok(Response::new(StatusResponse {
             header: self.header(revision),
@@ -75,9 +75,9 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         let store = lock(&self.store);
-        let hash = store.hash().map_err(|e| status(e.to_string()))?;
+        let hash = store.kv().hash().map_err(|e| status(e.to_string()))?;
         Ok(Response::new(HashResponse {
-            header: self.header(store.rev()),
+            header: self.header(store.kv().rev()),
             hash,
         }))
     }
@@ -88,9 +88,10 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<HashKvResponse>, Status> {
         let store = lock(&self.store);
         let mut resp = store
+            .kv()
             .hash_kv(request.into_inner().revision)
             .map_err(|e| status(e.to_string()))?;
-        resp.header = self.header(store.rev());
+        resp.header = self.header(store.kv().rev());
         Ok(Response::new(resp))
     }
 

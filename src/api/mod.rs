@@ -4,3 +4,4 @@
 pub mod errors;
 pub mod kv;
 pub mod maintenance;
+pub mod watch;

@@ -16,9 +16,11 @@ use super::transport::{PeerServer, Transport};
 use super::url::Url;
 use crate::api::kv::KvService;
 use crate::api::maintenance::MaintenanceService;
-use crate::mvcc::{self, KvStore};
+use crate::api::watch::WatchService;
+use crate::mvcc::{self, KvStore, WatchConfig, WatchableStore};
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::runtime::Disk;
 use crate::wal::WalOptions;
 
@@ -28,6 +30,10 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 const INBOUND_QUEUE_LEN: usize = 8192;
 /// How long a client request waits for its entry to apply (etcd: 5 s plus election time).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+/// How often unsynced and victim watchers are moved forward (etcd: 100 ms).
+const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// How often watchers that asked for it get a progress notification (etcd: 10 min).
+const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -78,11 +84,8 @@ pub async fn run(
         quota_bytes: cfg.quota_backend_bytes,
         ..mvcc::Config::default()
     };
-    let store = Arc::new(Mutex::new(KvStore::open(
-        disk.as_ref(),
-        &snap_dir.join("db"),
-        store_cfg,
-    )?));
+    let kv = KvStore::open(disk.as_ref(), &snap_dir.join("db"), store_cfg)?;
+    let store = Arc::new(Mutex::new(WatchableStore::new(kv, WatchConfig::default())));
     let member_id = cfg.member_id();
     let cluster_id = cfg.cluster_id();
     let (transport, events) = Transport::new(member_id, cluster_id);
@@ -115,6 +118,13 @@ pub async fn run(
     let peers = tonic::transport::Server::builder()
         .add_service(PeerServer::new(peer_service))
         .serve(peer_addr);
+    tokio::spawn(sync_watchers(store.clone()));
+    let watch = WatchService {
+        member: handle.clone(),
+        store: store.clone(),
+        cluster_id,
+        member_id,
+    };
     let maintenance = MaintenanceService {
         member: handle.clone(),
         store: store.clone(),
@@ -133,6 +143,7 @@ pub async fn run(
             KvServer::new(kv)
                 .max_decoding_message_size(cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES),
         )
+        .add_service(WatchServer::new(watch))
         .add_service(MaintenanceServer::new(maintenance))
         .serve_with_shutdown(client_addr, shutdown);
     tracing::info!(
@@ -156,5 +167,22 @@ pub async fn run(
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(BootError::Stopped(e.to_string())),
         },
+    }
+}
+
+/// Moves lagging watchers forward, and sends progress notifications, on their intervals.
+async fn sync_watchers(store: crate::server::kv_apply::SharedStore) {
+    let per_progress =
+        (WATCH_PROGRESS_INTERVAL.as_millis() / WATCH_SYNC_INTERVAL.as_millis()) as u64;
+    let mut ticker = tokio::time::interval(WATCH_SYNC_INTERVAL);
+    for round in 1u64.. {
+        ticker.tick().await;
+        let mut st = crate::server::kv_apply::lock(&store);
+        if let Err(e) = st.sync_watchers() {
+            panic!("watch sync failed reading the backend: {e}");
+        }
+        if round % per_progress == 0 {
+            st.progress_notify();
+        }
     }
 }

@@ -6,15 +6,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use prost::Message;
 
 use super::member::StateMachine;
-use crate::mvcc::{self, KvStore};
+use crate::mvcc::{self, KvStore, WatchableStore};
 use crate::proto::internalpb::internal_raft_request::Request;
 use crate::proto::internalpb::internal_raft_response::Response;
 use crate::proto::internalpb::{InternalRaftRequest, InternalRaftResponse};
 
-/// The MVCC store, shared by the apply loop (writes) and the API (serializable reads).
-pub type SharedStore = Arc<Mutex<KvStore>>;
+/// The MVCC store with its watchers, shared by the apply loop (writes) and the API
+/// (serializable reads, watch streams).
+pub type SharedStore = Arc<Mutex<WatchableStore>>;
 
-pub fn lock(store: &SharedStore) -> MutexGuard<'_, KvStore> {
+pub fn lock(store: &SharedStore) -> MutexGuard<'_, WatchableStore> {
     store.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -29,15 +30,26 @@ impl KvApplier {
     }
 }
 
-fn run(store: &mut KvStore, request: Request) -> mvcc::error::Result<Response> {
+/// Runs one request; key writes go through the watchable store so watchers see them.
+fn run(store: &mut WatchableStore, request: Request) -> mvcc::error::Result<Response> {
     let none = mvcc::no_leases;
     Ok(match request {
-        Request::Range(r) => Response::Range(store.range(&r)?),
-        Request::Put(r) => Response::Put(store.put(&r, &none)?.0),
-        Request::DeleteRange(r) => Response::DeleteRange(store.delete_range(&r)?.0),
-        Request::Txn(r) => Response::Txn(store.txn(&r, &none)?.0),
-        Request::Compaction(r) => Response::Compaction(store.compact(&r)?),
+        Request::Range(r) => Response::Range(store.kv().range(&r)?),
+        Request::Put(r) => Response::Put(store.write(|kv| kv.put(&r, &none))?.0),
+        Request::DeleteRange(r) => Response::DeleteRange(store.write(|kv| kv.delete_range(&r))?.0),
+        Request::Txn(r) => Response::Txn(store.write(|kv| kv.txn(&r, &none))?.0),
+        Request::Compaction(r) => {
+            Response::Compaction(store.write(|kv| Ok((kv.compact(&r)?, Vec::new())))?.0)
+        }
     })
+}
+
+/// Runs `f` on the KV store for its side effects on the backend, outside any key write.
+fn on_kv<R>(
+    store: &mut WatchableStore,
+    f: impl FnOnce(&mut KvStore) -> mvcc::error::Result<R>,
+) -> mvcc::error::Result<R> {
+    Ok(store.write(|kv| Ok((f(kv)?, Vec::new())))?.0)
 }
 
 impl StateMachine for KvApplier {
@@ -47,7 +59,7 @@ impl StateMachine for KvApplier {
             Ok(InternalRaftRequest {
                 request: Some(request),
             }) => {
-                if let Err(e) = store.begin_entry(index) {
+                if let Err(e) = on_kv(&mut store, |kv| kv.begin_entry(index)) {
                     panic!("backend failed to start entry {index}: {e}");
                 }
                 match run(&mut store, request) {
@@ -68,18 +80,19 @@ impl StateMachine for KvApplier {
 
     fn end_batch(&mut self) {
         let mut store = lock(&self.store);
-        if let Err(e) = store.commit() {
-            panic!("backend commit failed: {e}");
-        }
-        while store.compaction_pending() {
-            match store.compaction_step() {
-                Ok(_) => {}
-                Err(e) => panic!("compaction failed: {e}"),
+        let committed = on_kv(&mut store, |kv| {
+            kv.commit()?;
+            while kv.compaction_pending() {
+                kv.compaction_step()?;
             }
+            Ok(())
+        });
+        if let Err(e) = committed {
+            panic!("backend commit failed: {e}");
         }
     }
 
     fn applied_index(&self) -> u64 {
-        lock(&self.store).consistent_index()
+        lock(&self.store).kv().consistent_index()
     }
 }
