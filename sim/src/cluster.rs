@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use detcd::runtime::{Disk, SimDisk};
+use detcd::runtime::{Clock, Disk, SimDisk};
 use detcd::server::member::{self, MemberConfig, MemberHandle, StateMachine};
 use detcd::server::transport::{PeerServer, Transport};
 use detcd::wal::WalOptions;
@@ -95,7 +95,7 @@ impl SimCluster {
 
     /// The leader's Raft ID once every member runs and agrees on it, polling virtual time.
     pub async fn wait_leader(&self, deadline: Duration) -> Option<u64> {
-        let start = tokio::time::Instant::now();
+        let start = Clock.now();
         while start.elapsed() < deadline {
             let handles: Vec<MemberHandle> =
                 self.members.lock().unwrap().values().cloned().collect();

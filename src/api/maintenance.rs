@@ -3,38 +3,21 @@
 
 use tonic::{Request, Response, Status};
 
+use super::context::Context;
 use super::errors::status;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
     DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
-use crate::server::kv_apply::{lock, SharedStore};
-use crate::server::member::MemberHandle;
+use crate::server::kv_apply::lock;
 
 /// The etcd API version detcd reports (etcdctl shows it in `endpoint status`).
 pub const SERVER_VERSION: &str = "3.5.0";
 
 #[derive(Clone)]
-pub struct MaintenanceService {
-    pub member: MemberHandle,
-    pub store: SharedStore,
-    pub cluster_id: u64,
-    pub member_id: u64,
-}
-
-impl MaintenanceService {
-    fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        Some(ResponseHeader {
-            cluster_id: self.cluster_id,
-            member_id: self.member_id,
-            revision,
-            raft_term: self.member.status().term,
-        })
-    }
-}
+pub struct MaintenanceService(pub Context);
 
 fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!("detcd: {what} is not served yet"))
@@ -47,14 +30,14 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let st = self.member.status();
+        let st = self.0.member.status();
         let (revision, db_size) = {
-            let mut store = lock(&self.store);
+            let mut store = lock(&self.0.store);
             let size = store.backend().size().map_err(|e| status(e.to_string()))?;
             (store.kv().rev(), size as i64)
         };
         Ok(Response::new(StatusResponse {
-            header: self.header(revision),
+            header: self.0.header(Some(revision)),
             version: SERVER_VERSION.to_string(),
             db_size,
             leader: st.leader,
@@ -74,10 +57,10 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        let store = lock(&self.store);
+        let store = lock(&self.0.store);
         let hash = store.kv().hash().map_err(|e| status(e.to_string()))?;
         Ok(Response::new(HashResponse {
-            header: self.header(store.kv().rev()),
+            header: self.0.header(Some(store.kv().rev())),
             hash,
         }))
     }
@@ -86,12 +69,12 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        let store = lock(&self.store);
+        let store = lock(&self.0.store);
         let mut resp = store
             .kv()
             .hash_kv(request.into_inner().revision)
             .map_err(|e| status(e.to_string()))?;
-        resp.header = self.header(store.kv().rev());
+        resp.header = self.0.header(Some(store.kv().rev()));
         Ok(Response::new(resp))
     }
 

@@ -1,7 +1,9 @@
 //! The gRPC services clients call. They translate requests and responses and map errors
 //! to etcd's gRPC codes; the work happens in `server`.
 
+pub mod context;
 pub mod errors;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;

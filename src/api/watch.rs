@@ -9,23 +9,18 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::context::Context;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
-use crate::proto::etcdserverpb::{ResponseHeader, WatchRequest, WatchResponse};
+use crate::proto::etcdserverpb::{WatchRequest, WatchResponse};
 use crate::server::kv_apply::{lock, SharedStore};
-use crate::server::member::MemberHandle;
 
 /// Replies to create and cancel requests not yet sent; a client that sends this many
 /// requests without reading responses loses its stream.
 const CONTROL_QUEUE_LEN: usize = 1024;
 
 #[derive(Clone)]
-pub struct WatchService {
-    pub member: MemberHandle,
-    pub store: SharedStore,
-    pub cluster_id: u64,
-    pub member_id: u64,
-}
+pub struct WatchService(pub Context);
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
@@ -66,32 +61,27 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (stream, events) = lock(&self.store).new_stream();
+        let (stream, events) = lock(&self.0.store).new_stream();
         let (control, replies) = mpsc::channel(CONTROL_QUEUE_LEN);
         tokio::spawn(read_requests(
-            self.store.clone(),
+            self.0.store.clone(),
             stream,
             request.into_inner(),
             control,
         ));
-        let service = self.clone();
+        let ctx = self.0.clone();
         let out = futures::stream::unfold(
-            (replies, events, service),
-            |(mut replies, mut events, service)| async move {
+            (replies, events, ctx),
+            |(mut replies, mut events, ctx)| async move {
                 let mut resp = tokio::select! {
                     biased;
                     Some(r) = replies.recv() => r,
                     Some(r) = events.recv() => r,
                     else => return None,
                 };
-                let revision = resp.header.map_or(0, |h| h.revision);
-                resp.header = Some(ResponseHeader {
-                    cluster_id: service.cluster_id,
-                    member_id: service.member_id,
-                    revision,
-                    raft_term: service.member.status().term,
-                });
-                Some((Ok(resp), (replies, events, service)))
+                // Never the store's revision: taking its lock here could wait on a write.
+                resp.header = ctx.header(Some(resp.header.map_or(0, |h| h.revision)));
+                Some((Ok(resp), (replies, events, ctx)))
             },
         );
         Ok(Response::new(Box::pin(out)))

@@ -10,17 +10,23 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::config::ServerConfig;
-use super::kv_apply::KvApplier;
+use super::kv_apply::{lock, KvApplier, LeaseClock};
 use super::member::{self, MemberConfig, MemberError};
 use super::transport::{PeerServer, Transport};
 use super::url::Url;
+use crate::api::context::Context;
 use crate::api::kv::KvService;
+use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
+use crate::lease::{Lessor, LessorConfig};
 use crate::mvcc::{self, KvStore, WatchConfig, WatchableStore};
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::etcdserverpb::{LeaseCheckpointRequest, LeaseRevokeRequest};
+use crate::proto::internalpb::internal_raft_request::Request as Internal;
 use crate::runtime::Disk;
 use crate::wal::WalOptions;
 
@@ -34,6 +40,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How often watchers that asked for it get a progress notification (etcd: 10 min).
 const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
+/// How often the leader looks for expired leases (etcd: 500 ms).
+const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the leader checkpoints remaining TTLs (etcd's default, 5 min). Applying a
+/// checkpoint restarts the leader's countdown from the rounded-up remainder, so checking
+/// point often would keep short leases alive.
+const LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
+
+/// etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds, rounded up.
+fn min_lease_ttl(election_timeout: Duration) -> i64 {
+    (election_timeout.as_millis() as u64 * 3 / 2).div_ceil(1000) as i64
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -85,7 +102,16 @@ pub async fn run(
         ..mvcc::Config::default()
     };
     let kv = KvStore::open(disk.as_ref(), &snap_dir.join("db"), store_cfg)?;
-    let store = Arc::new(Mutex::new(WatchableStore::new(kv, WatchConfig::default())));
+    let mut watchable = WatchableStore::new(kv, WatchConfig::default());
+    let lessor_cfg = LessorConfig {
+        min_ttl: min_lease_ttl(cfg.election_timeout),
+        ..LessorConfig::default()
+    };
+    let lessor = Arc::new(Mutex::new(
+        Lessor::open(&mut watchable, lessor_cfg).map_err(|e| BootError::Stopped(e.to_string()))?,
+    ));
+    let store = Arc::new(Mutex::new(watchable));
+    let clock = LeaseClock::new();
     let member_id = cfg.member_id();
     let cluster_id = cfg.cluster_id();
     let (transport, events) = Transport::new(member_id, cluster_id);
@@ -112,39 +138,31 @@ pub async fn run(
         transport,
         inbound_rx,
         events,
-        KvApplier::new(store.clone()),
+        KvApplier::new(store.clone(), lessor.clone(), clock),
     )?;
     let peer_addr = bind_addr(&cfg.listen_peer_urls[0])?;
     let peers = tonic::transport::Server::builder()
         .add_service(PeerServer::new(peer_service))
         .serve(peer_addr);
     tokio::spawn(sync_watchers(store.clone()));
-    let watch = WatchService {
-        member: handle.clone(),
-        store: store.clone(),
-        cluster_id,
-        member_id,
-    };
-    let maintenance = MaintenanceService {
-        member: handle.clone(),
-        store: store.clone(),
-        cluster_id,
-        member_id,
-    };
-    let kv = KvService {
+    let ctx = Context {
         member: handle,
         store,
+        lessor,
+        clock,
         cluster_id,
         member_id,
     };
+    tokio::spawn(expire_leases(ctx.clone(), cfg.election_timeout));
     let client_addr = bind_addr(&cfg.listen_client_urls[0])?;
     let clients = tonic::transport::Server::builder()
         .add_service(
-            KvServer::new(kv)
+            KvServer::new(KvService(ctx.clone()))
                 .max_decoding_message_size(cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES),
         )
-        .add_service(WatchServer::new(watch))
-        .add_service(MaintenanceServer::new(maintenance))
+        .add_service(WatchServer::new(WatchService(ctx.clone())))
+        .add_service(LeaseServer::new(LeaseService(ctx.clone())))
+        .add_service(MaintenanceServer::new(MaintenanceService(ctx)))
         .serve_with_shutdown(client_addr, shutdown);
     tracing::info!(
         member = format_args!("{member_id:x}"),
@@ -183,6 +201,61 @@ async fn sync_watchers(store: crate::server::kv_apply::SharedStore) {
         }
         if round % per_progress == 0 {
             st.progress_notify();
+        }
+    }
+}
+
+/// The leader's lease duties: becoming the primary lessor (extending every lease by an
+/// election timeout, as etcd does, so none expires during the handover), proposing revokes
+/// for expired leases and checkpoints of remaining TTLs; stepping down when not leader.
+async fn expire_leases(ctx: Context, election_timeout: Duration) {
+    let per_checkpoint =
+        (LEASE_CHECKPOINT_INTERVAL.as_millis() / LEASE_CHECK_INTERVAL.as_millis()) as u64;
+    let mut ticker = tokio::time::interval(LEASE_CHECK_INTERVAL);
+    let mut status = ctx.member.status_changes();
+    for round in 1u64.. {
+        // A new leader takes over the leases at once, not at the next tick.
+        tokio::select! {
+            _ = ticker.tick() => {}
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let now = ctx.clock.now();
+        let (expired, checkpoints) = {
+            let mut lessor = lock(&ctx.lessor);
+            if !ctx.member.status().is_leader {
+                if lessor.is_primary() {
+                    lessor.demote();
+                }
+                continue;
+            }
+            if !lessor.is_primary() {
+                lessor.promote(now, election_timeout);
+            }
+            let checkpoints = if round % per_checkpoint == 0 {
+                lessor.checkpoints(now)
+            } else {
+                Vec::new()
+            };
+            (lessor.expired(now), checkpoints)
+        };
+        for id in expired {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let _ = ctx
+                    .propose(Internal::LeaseRevoke(LeaseRevokeRequest { id }))
+                    .await;
+            });
+        }
+        if !checkpoints.is_empty() {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let request = LeaseCheckpointRequest { checkpoints };
+                let _ = ctx.propose(Internal::LeaseCheckpoint(request)).await;
+            });
         }
     }
 }

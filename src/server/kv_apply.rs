@@ -1,50 +1,131 @@
-//! Applies committed client requests to the MVCC store, and turns what they return into
-//! the bytes a proposer waits for.
+//! Applies committed client requests to the MVCC store and the lessor, and turns what they
+//! return into the bytes a proposer waits for.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use prost::Message;
+use tokio::time::Instant;
 
 use super::member::StateMachine;
+use crate::lease::{self, Lessor};
 use crate::mvcc::{self, KvStore, WatchableStore};
+use crate::proto::etcdserverpb::LeaseCheckpointResponse;
 use crate::proto::internalpb::internal_raft_request::Request;
 use crate::proto::internalpb::internal_raft_response::Response;
 use crate::proto::internalpb::{InternalRaftRequest, InternalRaftResponse};
+use crate::runtime::Clock;
 
 /// The MVCC store with its watchers, shared by the apply loop (writes) and the API
-/// (serializable reads, watch streams).
+/// (serializable reads, watch streams). Lock order: store, then lessor.
 pub type SharedStore = Arc<Mutex<WatchableStore>>;
+/// The leases; see [`SharedStore`] for the lock order.
+pub type SharedLessor = Arc<Mutex<Lessor>>;
 
-pub fn lock(store: &SharedStore) -> MutexGuard<'_, WatchableStore> {
-    store.lock().unwrap_or_else(|p| p.into_inner())
+pub fn lock<T>(shared: &Arc<Mutex<T>>) -> MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The state machine of a KV member.
-pub struct KvApplier {
-    store: SharedStore,
+/// The lessor's notion of now: time since the member started, on the runtime clock.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseClock {
+    start: Instant,
 }
 
-impl KvApplier {
-    pub fn new(store: SharedStore) -> Self {
-        KvApplier { store }
+impl LeaseClock {
+    pub fn new() -> Self {
+        LeaseClock { start: Clock.now() }
+    }
+
+    pub fn now(&self) -> Duration {
+        Clock.now() - self.start
     }
 }
 
-/// Runs one request; key writes go through the watchable store so watchers see them.
-fn run(store: &mut WatchableStore, request: Request) -> mvcc::error::Result<Response> {
-    let none = mvcc::no_leases;
+impl Default for LeaseClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The state machine of a member: keys, watchers and leases.
+pub struct KvApplier {
+    store: SharedStore,
+    lessor: SharedLessor,
+    clock: LeaseClock,
+}
+
+impl KvApplier {
+    pub fn new(store: SharedStore, lessor: SharedLessor, clock: LeaseClock) -> Self {
+        KvApplier {
+            store,
+            lessor,
+            clock,
+        }
+    }
+}
+
+/// Why an entry failed: a client error (answered) or a backend failure (fatal).
+enum Failure {
+    Client(String),
+    Backend(String),
+}
+
+impl From<mvcc::Error> for Failure {
+    fn from(e: mvcc::Error) -> Self {
+        match e {
+            mvcc::Error::Backend(b) => Failure::Backend(b.to_string()),
+            other => Failure::Client(other.to_string()),
+        }
+    }
+}
+
+impl From<lease::Error> for Failure {
+    fn from(e: lease::Error) -> Self {
+        match e {
+            lease::Error::Mvcc(m) => m.into(),
+            lease::Error::Backend(b) => Failure::Backend(b.to_string()),
+            other => Failure::Client(other.to_string()),
+        }
+    }
+}
+
+/// Runs one request; key writes go through the watchable store so watchers see them, and
+/// their events reach the lessor so keys attach to and detach from leases.
+fn run(
+    store: &mut WatchableStore,
+    lessor: &mut Lessor,
+    request: Request,
+    now: Duration,
+) -> Result<Response, Failure> {
     Ok(match request {
         Request::Range(r) => Response::Range(store.kv().range(&r)?),
-        Request::Put(r) => Response::Put(store.write(|kv| kv.put(&r, &none))?.0),
-        Request::DeleteRange(r) => Response::DeleteRange(store.write(|kv| kv.delete_range(&r))?.0),
-        Request::Txn(r) => Response::Txn(store.write(|kv| kv.txn(&r, &none))?.0),
-        Request::Compaction(r) => {
-            Response::Compaction(store.write(|kv| Ok((kv.compact(&r)?, Vec::new())))?.0)
+        Request::Put(r) => {
+            let (resp, events) = store.write(|kv| kv.put(&r, &*lessor))?;
+            lessor.observe(&events);
+            Response::Put(resp)
+        }
+        Request::DeleteRange(r) => {
+            let (resp, events) = store.write(|kv| kv.delete_range(&r))?;
+            lessor.observe(&events);
+            Response::DeleteRange(resp)
+        }
+        Request::Txn(r) => {
+            let (resp, events) = store.write(|kv| kv.txn(&r, &*lessor))?;
+            lessor.observe(&events);
+            Response::Txn(resp)
+        }
+        Request::Compaction(r) => Response::Compaction(on_kv(store, |kv| kv.compact(&r))?),
+        Request::LeaseGrant(r) => Response::LeaseGrant(lessor.grant(store, &r, now)?),
+        Request::LeaseRevoke(r) => Response::LeaseRevoke(lessor.revoke(store, r.id)?),
+        Request::LeaseCheckpoint(r) => {
+            lessor.apply_checkpoint(store, &r, now)?;
+            Response::LeaseCheckpoint(LeaseCheckpointResponse { header: None })
         }
     })
 }
 
-/// Runs `f` on the KV store for its side effects on the backend, outside any key write.
+/// Runs `f` on the KV store for its effect on the backend, outside any key write.
 fn on_kv<R>(
     store: &mut WatchableStore,
     f: impl FnOnce(&mut KvStore) -> mvcc::error::Result<R>,
@@ -55,6 +136,7 @@ fn on_kv<R>(
 impl StateMachine for KvApplier {
     fn apply(&mut self, index: u64, payload: &[u8]) -> Vec<u8> {
         let mut store = lock(&self.store);
+        let mut lessor = lock(&self.lessor);
         let response = match InternalRaftRequest::decode(payload) {
             Ok(InternalRaftRequest {
                 request: Some(request),
@@ -62,12 +144,12 @@ impl StateMachine for KvApplier {
                 if let Err(e) = on_kv(&mut store, |kv| kv.begin_entry(index)) {
                     panic!("backend failed to start entry {index}: {e}");
                 }
-                match run(&mut store, request) {
+                match run(&mut store, &mut lessor, request, self.clock.now()) {
                     Ok(r) => r,
-                    Err(mvcc::Error::Backend(e)) => {
+                    Err(Failure::Client(message)) => Response::Error(message),
+                    Err(Failure::Backend(e)) => {
                         panic!("backend failed applying entry {index}: {e}")
                     }
-                    Err(e) => Response::Error(e.to_string()),
                 }
             }
             _ => Response::Error(format!("etcdserver: malformed log entry {index}")),

@@ -121,6 +121,11 @@ impl MemberHandle {
     pub fn status(&self) -> MemberStatus {
         *self.status.borrow()
     }
+
+    /// A receiver that wakes whenever the status changes.
+    pub fn status_changes(&self) -> watch::Receiver<MemberStatus> {
+        self.status.clone()
+    }
 }
 
 /// Errors that stop the member: its durable state can no longer be trusted to advance.
@@ -314,12 +319,17 @@ impl<S: StateMachine> Member<S> {
         }
         let hs = self.node.store().hard_state();
         let leader = self.node.raft.lead;
-        self.status.send_replace(MemberStatus {
+        let status = MemberStatus {
             leader,
             is_leader: self.node.raft.state == StateRole::Leader,
             term: hs.term,
             commit: hs.commit,
             applied: self.applied,
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
         });
         self.node.advance(rd);
         Ok(())
