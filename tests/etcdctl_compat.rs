@@ -5,27 +5,12 @@
 
 #![cfg(not(madsim))]
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::Member;
 
 fn on_path(program: &str) -> bool {
     Command::new(program)
@@ -34,38 +19,6 @@ fn on_path(program: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok()
-}
-
-/// Starts `program` (etcd or detcd) as a single member; returns it and its endpoint.
-fn start(program: &str, data_dir: &Path) -> (Process, String) {
-    let client = format!("http://127.0.0.1:{}", free_port());
-    let peer = format!("http://127.0.0.1:{}", free_port());
-    let child = Command::new(program)
-        .args([
-            "--name",
-            "default",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ])
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("default={peer}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    (Process(child), client)
 }
 
 /// Runs etcdctl; a `watch` never ends by itself, so it runs for one second (timeout(1)).
@@ -155,8 +108,11 @@ fn etcdctl_output_matches_etcd() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_etcd, etcd_url) = start("etcd", &dir.path().join("etcd"));
-    let (_detcd, detcd_url) = start(env!("CARGO_BIN_EXE_detcd"), &dir.path().join("detcd"));
+    let etcd = Member::new("etcd", dir.path());
+    let detcd = Member::new("detcd", dir.path());
+    let _etcd = etcd.spawn("etcd", None);
+    let _detcd = detcd.start(None);
+    let (etcd_url, detcd_url) = (etcd.client_url(), detcd.client_url());
     wait_ready(&etcd_url);
     wait_ready(&detcd_url);
 

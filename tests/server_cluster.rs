@@ -4,63 +4,12 @@
 
 #![cfg(not(madsim))]
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{initial_cluster, Member};
 use etcd_client::{Client, GetOptions};
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Node {
-    name: String,
-    data_dir: PathBuf,
-    client_port: u16,
-    peer_port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(node: &Node, initial_cluster: &str) -> Process {
-    let client = format!("http://127.0.0.1:{}", node.client_port);
-    let peer = format!("http://127.0.0.1:{}", node.peer_port);
-    let child = Command::new(env!("CARGO_BIN_EXE_detcd"))
-        .args(["--name", &node.name])
-        .args(["--data-dir", node.data_dir.to_str().unwrap()])
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", initial_cluster])
-        .args(["--initial-cluster-token", "cluster-test"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    Process(child)
-}
 
 async fn connect(port: u16) -> Option<Client> {
     Client::connect([format!("http://127.0.0.1:{port}")], None)
@@ -99,23 +48,14 @@ async fn member_id(port: u16) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<Node> = ["a", "b", "c"]
+    let nodes: Vec<Member> = ["a", "b", "c"]
         .iter()
-        .map(|name| Node {
-            name: name.to_string(),
-            data_dir: dir.path().join(name),
-            client_port: free_port(),
-            peer_port: free_port(),
-        })
+        .map(|name| Member::new(name, dir.path()))
         .collect();
-    let initial_cluster = nodes
+    let cluster = initial_cluster(&nodes);
+    let mut procs: Vec<_> = nodes
         .iter()
-        .map(|n| format!("{}=http://127.0.0.1:{}", n.name, n.peer_port))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut procs: Vec<Option<Process>> = nodes
-        .iter()
-        .map(|n| Some(start(n, &initial_cluster)))
+        .map(|n| Some(n.start(Some(&cluster))))
         .collect();
 
     let ports: Vec<u16> = nodes.iter().map(|n| n.client_port).collect();
@@ -192,7 +132,7 @@ async fn leader_kill_loses_no_acknowledged_write() {
     }
 
     // The killed member comes back from its data directory and converges.
-    procs[victim] = Some(start(&nodes[victim], &initial_cluster));
+    procs[victim] = Some(nodes[victim].start(Some(&cluster)));
     let revision = all.header().unwrap().revision();
     let expected = c.hash_kv(revision).await.unwrap().hash();
     poll(

@@ -3,76 +3,19 @@
 
 #![cfg(not(madsim))]
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(dir: &Path, client_port: u16, peer_port: u16) -> (Process, Client) {
-    let client = format!("http://127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_detcd"))
-        .args(["--data-dir", dir.to_str().unwrap()])
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let process = Process(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut c) = Client::connect([client.clone()], None).await {
-            if c.put("ready", "", None).await.is_ok() {
-                return (process, c);
-            }
-        }
-        assert!(Instant::now() < deadline, "detcd did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn message(e: etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
-        other => other.to_string(),
-    }
-}
+use common::{grpc_message as message, ready_client, Member};
+use etcd_client::{LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
 
 #[tokio::test]
 async fn lease_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
-    let (client_port, peer_port) = (free_port(), free_port());
-    let (member, mut c) = start(dir.path(), client_port, peer_port).await;
+    let node = Member::new("default", dir.path());
+    let member = node.start(None);
+    let mut c = ready_client(node.client_port).await;
 
     let long = c.lease_grant(100, None).await.unwrap();
     assert_eq!(long.ttl(), 100);
@@ -140,7 +83,8 @@ async fn lease_lifecycle() {
 
     // Leases are durable: after kill -9 the remaining one is still there.
     drop(member);
-    let (_member, mut c) = start(dir.path(), client_port, peer_port).await;
+    let _member = node.start(None);
+    let mut c = ready_client(node.client_port).await;
     let listed: Vec<i64> = c
         .leases()
         .await

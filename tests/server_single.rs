@@ -3,77 +3,19 @@
 
 #![cfg(not(madsim))]
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use std::process::Command;
 
-/// Kills the member when the test ends, however it ends.
-struct Member(Child);
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(data_dir: &Path, client: u16, peer: u16) -> Member {
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new(env!("CARGO_BIN_EXE_detcd"))
-        .args(["--data-dir", data_dir.to_str().unwrap()])
-        .args(["--listen-client-urls", &client_url])
-        .args(["--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    Member(child)
-}
-
-/// Connects and waits until a write succeeds (a leader exists), polling until a deadline.
-async fn ready_client(port: u16) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut c) = Client::connect([format!("http://127.0.0.1:{port}")], None).await {
-            if c.put("__ready", "", None).await.is_ok() {
-                return c;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "detcd did not become ready on port {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn error_message(e: etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
-        other => other.to_string(),
-    }
-}
+use common::{grpc_message as error_message, ready_client, Member};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
 #[tokio::test]
 async fn kv_api_and_kill_9_recovery() {
     let dir = tempfile::tempdir().unwrap();
-    let (client_port, peer_port) = (free_port(), free_port());
-    let member = start(dir.path(), client_port, peer_port);
-    let mut c = ready_client(client_port).await;
+    let node = Member::new("default", dir.path());
+    let member = node.start(None);
+    let mut c = ready_client(node.client_port).await;
 
     let put = c.put("k", "v1", None).await.unwrap();
     let rev1 = put.header().unwrap().revision();
@@ -181,8 +123,8 @@ async fn kv_api_and_kill_9_recovery() {
 
     // Every acknowledged write must survive kill -9.
     drop(member);
-    let _member = start(dir.path(), client_port, peer_port);
-    let mut c = ready_client(client_port).await;
+    let _member = node.start(None);
+    let mut c = ready_client(node.client_port).await;
     let got = c.get("k", None).await.unwrap();
     assert_eq!(got.kvs()[0].value(), b"v3");
     assert!(c

@@ -3,67 +3,19 @@
 
 #![cfg(not(madsim))]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use etcd_client::{Client, EventType, WatchOptions};
+use std::time::Duration;
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn single_member(dir: &std::path::Path) -> (Process, Client) {
-    let client = format!("http://127.0.0.1:{}", free_port());
-    let peer = format!("http://127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_detcd"))
-        .args(["--data-dir", dir.to_str().unwrap()])
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let process = Process(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut c) = Client::connect([client.clone()], None).await {
-            if c.put("ready", "", None).await.is_ok() {
-                return (process, c);
-            }
-        }
-        assert!(Instant::now() < deadline, "detcd did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::{ready_client, Member};
+use etcd_client::{EventType, WatchOptions};
 
 #[tokio::test]
 async fn watch_live_history_cancel_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let (_member, mut c) = single_member(dir.path()).await;
+    let node = Member::new("default", dir.path());
+    let _member = node.start(None);
+    let mut c = ready_client(node.client_port).await;
     let first = c
         .put("w/a", "1", None)
         .await

@@ -72,3 +72,18 @@ macro_rules! expect_applied {
     };
 }
 pub(crate) use expect_applied;
+
+/// Proposes `$request` as `Internal::$variant`, and answers with the applied response of
+/// the same variant, its header completed: the whole body of a write RPC.
+macro_rules! propose_rpc {
+    ($ctx:expr, $variant:ident, $request:expr) => {{
+        let request = $crate::proto::internalpb::internal_raft_request::Request::$variant(
+            $request.into_inner(),
+        );
+        let applied = $ctx.propose(request).await?;
+        let mut resp = $crate::api::context::expect_applied!(applied, $variant);
+        resp.header = $ctx.complete(resp.header);
+        Ok(tonic::Response::new(resp))
+    }};
+}
+pub(crate) use propose_rpc;

@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::context::{expect_applied, Context};
+use super::context::{expect_applied, propose_rpc, Context};
 use super::errors::status;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::{
@@ -37,42 +37,24 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let applied = self.0.propose(Internal::Put(request.into_inner())).await?;
-        let mut resp = expect_applied!(applied, Put);
-        resp.header = self.0.complete(resp.header);
-        Ok(Response::new(resp))
+        propose_rpc!(self.0, Put, request)
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let applied = self
-            .0
-            .propose(Internal::DeleteRange(request.into_inner()))
-            .await?;
-        let mut resp = expect_applied!(applied, DeleteRange);
-        resp.header = self.0.complete(resp.header);
-        Ok(Response::new(resp))
+        propose_rpc!(self.0, DeleteRange, request)
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let applied = self.0.propose(Internal::Txn(request.into_inner())).await?;
-        let mut resp = expect_applied!(applied, Txn);
-        resp.header = self.0.complete(resp.header);
-        Ok(Response::new(resp))
+        propose_rpc!(self.0, Txn, request)
     }
 
     async fn compact(
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let applied = self
-            .0
-            .propose(Internal::Compaction(request.into_inner()))
-            .await?;
-        let mut resp = expect_applied!(applied, Compaction);
-        resp.header = self.0.complete(resp.header);
-        Ok(Response::new(resp))
+        propose_rpc!(self.0, Compaction, request)
     }
 }

@@ -7,7 +7,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::context::{expect_applied, Context};
+use super::context::{propose_rpc, Context};
 use super::errors::status;
 use crate::lease;
 use crate::proto::etcdserverpb::lease_server::Lease;
@@ -69,26 +69,14 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let applied = self
-            .0
-            .propose(Internal::LeaseGrant(request.into_inner()))
-            .await?;
-        let mut resp = expect_applied!(applied, LeaseGrant);
-        resp.header = self.0.complete(resp.header);
-        Ok(Response::new(resp))
+        propose_rpc!(self.0, LeaseGrant, request)
     }
 
     async fn lease_revoke(
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let applied = self
-            .0
-            .propose(Internal::LeaseRevoke(request.into_inner()))
-            .await?;
-        let mut resp = expect_applied!(applied, LeaseRevoke);
-        resp.header = self.0.complete(resp.header);
-        Ok(Response::new(resp))
+        propose_rpc!(self.0, LeaseRevoke, request)
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;

@@ -1,0 +1,117 @@
+//! Helpers for tests that run real member processes (detcd, or etcd for comparison).
+//! Each test binary uses a different subset of them.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+
+/// A member process, killed (kill -9) when dropped, however the test ends.
+pub struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How to start one member: its name, data directory and loopback ports.
+pub struct Member {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+impl Member {
+    /// A member on fresh ports, with its data under `dir`.
+    pub fn new(name: &str, dir: &Path) -> Member {
+        Member {
+            name: name.to_string(),
+            data_dir: dir.join(name),
+            client_port: free_port(),
+            peer_port: free_port(),
+        }
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// Starts `program` with etcd's flags for this member; `initial_cluster` defaults to
+    /// this member alone.
+    pub fn spawn(&self, program: &str, initial_cluster: Option<&str>) -> Process {
+        let own = format!("{}={}", self.name, self.peer_url());
+        let child = Command::new(program)
+            .args(["--name", &self.name])
+            .args(["--data-dir", self.data_dir.to_str().unwrap()])
+            .args(["--listen-client-urls", &self.client_url()])
+            .args(["--advertise-client-urls", &self.client_url()])
+            .args(["--listen-peer-urls", &self.peer_url()])
+            .args(["--initial-advertise-peer-urls", &self.peer_url()])
+            .args(["--initial-cluster", initial_cluster.unwrap_or(&own)])
+            .args(["--initial-cluster-token", "detcd-test"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Process(child)
+    }
+
+    /// Starts detcd for this member.
+    pub fn start(&self, initial_cluster: Option<&str>) -> Process {
+        self.spawn(env!("CARGO_BIN_EXE_detcd"), initial_cluster)
+    }
+}
+
+/// `name=peer-url,...` for `members`.
+pub fn initial_cluster(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A client of the member on `port` once a write succeeds there (a leader exists),
+/// polling until a deadline.
+pub async fn ready_client(port: u16) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = Client::connect([format!("http://127.0.0.1:{port}")], None).await {
+            if c.put("__ready", "", None).await.is_ok() {
+                return c;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no member became ready on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The server's message in a client error.
+pub fn grpc_message(e: etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
+        other => other.to_string(),
+    }
+}
