@@ -5,6 +5,7 @@
 //! `runtime`, the seam through which every disk, clock and randomness access passes so
 //! that the same code runs on tokio or under the madsim simulator.
 
+pub mod check;
 pub mod proto;
 pub mod runtime;
 pub mod snap;

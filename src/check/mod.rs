@@ -1,0 +1,123 @@
+//! Linearizability checking of client histories (see `shared/HISTORY.md`).
+//!
+//! [`linearizable`] splits a history per key where the model allows it and runs a
+//! Wing–Gong–Lowe search on each part; [`watch`] checks recorded watch streams. The library
+//! reads no clock and starts no thread, so the simulator can call it: time limits come in as
+//! a [`Budget`].
+
+pub mod brute;
+pub mod budget;
+pub mod gen;
+pub mod history;
+pub mod html;
+pub mod jepsen;
+pub mod model;
+pub mod partition;
+pub mod report;
+pub mod watch;
+pub mod wgl;
+
+pub use budget::{Budget, Meter};
+pub use history::{parse, History, ParseError};
+pub use model::Model;
+pub use report::Report;
+
+use model::{Etcd, Kv, Register, SeqModel};
+use partition::Partition;
+use wgl::Outcome;
+
+/// Settings of one check.
+#[derive(Debug)]
+pub struct Options {
+    pub budget: Budget,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            budget: Budget::Unlimited,
+        }
+    }
+}
+
+/// The answer of a check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Linearizable,
+    NotLinearizable(Box<Report>),
+    /// The budget ran out first; says nothing either way.
+    Unknown {
+        /// The partition being searched when it ran out.
+        key: Option<String>,
+        steps: u64,
+    },
+}
+
+impl Verdict {
+    /// The word the binary prints.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Linearizable => "linearizable",
+            Verdict::NotLinearizable(_) => "not linearizable",
+            Verdict::Unknown { .. } => "unknown",
+        }
+    }
+}
+
+/// Rejects histories with operations the model does not define.
+fn validate(h: &History, model: Model) -> Result<(), ParseError> {
+    match h.ops.iter().find(|op| !model.supports(op.call)) {
+        Some(op) => Err(ParseError::new(
+            op.line,
+            format!(
+                "model {} has no {}",
+                model.name(),
+                history::call_name(op.call)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks one partition with one model.
+fn check_part<M: SeqModel>(
+    h: &History,
+    kind: Model,
+    model: &M,
+    p: &Partition,
+    meter: &mut Meter,
+) -> Option<Verdict> {
+    let key = p.key.map(|k| h.keys[k as usize].clone());
+    match wgl::search(h, model, &p.ops, meter) {
+        Outcome::Linearizable => None,
+        Outcome::NotLinearizable(f) => Some(Verdict::NotLinearizable(Box::new(Report::new(
+            h, kind, model, key, &f,
+        )))),
+        Outcome::Unknown => Some(Verdict::Unknown {
+            key,
+            steps: meter.steps(),
+        }),
+    }
+}
+
+/// Checks `h` against `model`; an error names an operation the model does not define.
+///
+/// A failing partition decides "not linearizable" even when another ran out of budget.
+pub fn linearizable(h: &History, model: Model, options: Options) -> Result<Verdict, ParseError> {
+    validate(h, model)?;
+    let mut meter = Meter::new(options.budget);
+    let mut unknown = None;
+    for p in partition::partitions(h, model) {
+        let verdict = match model {
+            Model::Register => check_part(h, model, &Register, &p, &mut meter),
+            Model::Kv => check_part(h, model, &Kv, &p, &mut meter),
+            Model::Etcd => check_part(h, model, &Etcd, &p, &mut meter),
+        };
+        match verdict {
+            Some(v @ Verdict::NotLinearizable(_)) => return Ok(v),
+            Some(v) => unknown = unknown.or(Some(v)),
+            None => {}
+        }
+    }
+    Ok(unknown.unwrap_or(Verdict::Linearizable))
+}

@@ -1,0 +1,162 @@
+//! Sequential specifications the search checks histories against.
+//!
+//! `register` and `kv` describe one key and are checked per key (P-compositionality);
+//! `etcd` spans all keys through the global revision and is checked as a whole.
+
+pub mod etcd;
+mod kv;
+mod register;
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+pub use etcd::{Etcd, EtcdState};
+pub use kv::{Kv, KvState};
+pub use register::Register;
+
+use super::history::{Call, History, Op, Status, Val};
+
+/// Why an operation's recorded outcome is impossible in a state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// A value field disagrees: the history says `observed`, the state holds `actual`.
+    Value {
+        field: &'static str,
+        observed: Val,
+        actual: Val,
+    },
+    /// A number field (revision, version) disagrees.
+    Number {
+        field: &'static str,
+        observed: u64,
+        actual: u64,
+    },
+}
+
+impl Mismatch {
+    /// Readable explanation, with values spelled out.
+    pub fn explain(&self, h: &History) -> String {
+        match *self {
+            Mismatch::Value {
+                field,
+                observed,
+                actual,
+            } => {
+                format!(
+                    "{field} {} but the key holds {}",
+                    h.show(observed),
+                    h.show(actual)
+                )
+            }
+            Mismatch::Number {
+                field,
+                observed,
+                actual,
+            } => {
+                format!("{field} {observed} but the model has {actual}")
+            }
+        }
+    }
+}
+
+/// Checks that a reported value equals the model's.
+pub fn same_value(field: &'static str, observed: Val, actual: Val) -> Result<(), Mismatch> {
+    if observed == actual {
+        Ok(())
+    } else {
+        Err(Mismatch::Value {
+            field,
+            observed,
+            actual,
+        })
+    }
+}
+
+/// Checks a reported number, if the history has one, against the model's.
+pub fn same_number(
+    field: &'static str,
+    observed: Option<u64>,
+    actual: u64,
+) -> Result<(), Mismatch> {
+    match observed {
+        Some(n) if n != actual => Err(Mismatch::Number {
+            field,
+            observed: n,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Checks what a `get` returned, if it completed `ok`.
+pub fn check_read(op: &Op, actual: Val) -> Result<(), Mismatch> {
+    if op.status == Status::Ok {
+        same_value("read", op.out.value, actual)
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a `cas` precondition.
+pub fn check_expect(expect: Val, actual: Val) -> Result<(), Mismatch> {
+    same_value("expected", expect, actual)
+}
+
+/// A sequential object: a state and the effect of each operation on it.
+pub trait SeqModel {
+    /// Must be cheap to clone and hash: the search memoizes on it.
+    type State: Clone + Eq + Hash + Debug;
+
+    fn init(&self) -> Self::State;
+
+    /// The state after `op`, or why `op`'s recorded outcome is impossible in `state`.
+    fn step(&self, state: &Self::State, op: &Op) -> Result<Self::State, Mismatch>;
+
+    /// Readable form of a state.
+    fn show(&self, state: &Self::State, h: &History) -> String;
+}
+
+/// The models the checker offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Model {
+    /// Read / write / cas per key: the Jepsen etcd register workload.
+    Register,
+    /// Get / put / delete / cas per key, checking returned values and versions.
+    Kv,
+    /// All keys under one revision counter: revisions, mod_revisions and versions must fit
+    /// one total order.
+    Etcd,
+}
+
+impl Model {
+    pub const ALL: [Model; 3] = [Model::Register, Model::Kv, Model::Etcd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Register => "register",
+            Model::Kv => "kv",
+            Model::Etcd => "etcd",
+        }
+    }
+
+    /// Whether the history may be checked key by key.
+    pub fn per_key(self) -> bool {
+        self != Model::Etcd
+    }
+
+    /// Whether the model defines `call`.
+    pub fn supports(self, call: Call) -> bool {
+        self != Model::Register || call != Call::Delete
+    }
+}
+
+impl std::str::FromStr for Model {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Model::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown model {s:?} (register, kv or etcd)"))
+    }
+}

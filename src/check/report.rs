@@ -1,0 +1,121 @@
+//! Explaining a "not linearizable" verdict: the window of operations no order could get
+//! past, the states the search reached before it, and why each candidate failed there.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::history::History;
+use super::model::{Model, SeqModel};
+use super::wgl::Failure;
+
+/// One state the search was stuck in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub state: String,
+    /// The operations linearized last before `state`, oldest first.
+    pub after: Vec<usize>,
+    /// Each candidate operation and why it could not come next.
+    pub outcomes: Vec<(usize, String)>,
+}
+
+/// The smallest failing window found, self-contained (operations already described).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub model: Model,
+    /// The partition's key, for per-key models.
+    pub key: Option<String>,
+    /// The operation whose completion no order could get past.
+    pub blocking: usize,
+    /// The operations in the window (history indices, invocation order): the blocking one
+    /// and those invoked before it returned that were left to linearize.
+    pub window: Vec<usize>,
+    pub tried: Vec<Attempt>,
+    /// Description of every operation named above.
+    pub ops: BTreeMap<usize, String>,
+}
+
+/// What a candidate that the model accepts ran into.
+const EXPLORED: &str = "possible here, but every order continuing from it fails";
+
+impl Report {
+    pub fn new<M: SeqModel>(
+        h: &History,
+        kind: Model,
+        model: &M,
+        key: Option<String>,
+        f: &Failure<M::State>,
+    ) -> Report {
+        let mut window: Vec<usize> = f
+            .stuck
+            .iter()
+            .flat_map(|s| s.candidates.iter().copied())
+            .collect();
+        window.push(f.blocking);
+        window.sort_unstable_by_key(|&i| h.ops[i].invoke);
+        window.dedup();
+        let tried: Vec<Attempt> = f
+            .stuck
+            .iter()
+            .map(|s| Attempt {
+                state: model.show(&s.state, h),
+                after: s.after.clone(),
+                outcomes: s
+                    .candidates
+                    .iter()
+                    .map(|&i| {
+                        let why = model
+                            .step(&s.state, &h.ops[i])
+                            .map_or_else(|m| m.explain(h), |_| EXPLORED.into());
+                        (i, why)
+                    })
+                    .collect(),
+            })
+            .collect();
+        let named = tried.iter().flat_map(|a| a.after.iter()).chain(&window);
+        let ops = named.map(|&i| (i, h.describe(i))).collect();
+        Report {
+            model: kind,
+            key,
+            blocking: f.blocking,
+            window,
+            tried,
+            ops,
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = self
+            .key
+            .as_ref()
+            .map_or(String::new(), |k| format!(" on key {k}"));
+        writeln!(
+            f,
+            "model {}{key}: no order of these {} operations is legal:",
+            self.model.name(),
+            self.window.len()
+        )?;
+        for i in &self.window {
+            writeln!(f, "  {}", self.ops[i])?;
+        }
+        writeln!(
+            f,
+            "{} must take effect before it returns, but in every state reached:",
+            self.ops[&self.blocking]
+        )?;
+        for (n, a) in self.tried.iter().enumerate() {
+            writeln!(f, "state {}: {}", n + 1, a.state)?;
+            if !a.after.is_empty() {
+                writeln!(f, "  reached after:")?;
+                for i in &a.after {
+                    writeln!(f, "    {}", self.ops[i])?;
+                }
+            }
+            for (i, why) in &a.outcomes {
+                writeln!(f, "  #{i} next: {why}")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! Wing–Gong–Lowe search for a linearization of one partition of a history.
+//!
+//! The invocations and completions of the partition's operations form a doubly linked list
+//! in time order. The search walks it: at an invocation it tries to linearize that operation
+//! next (apply it to the model, lift it out of the list); at a completion it has found an
+//! operation that returned before it could be linearized and backtracks. Configurations
+//! (linearized set, model state) already explored are memoized, so each is expanded once.
+//!
+//! Operations without a completion in the partition (`info`, missing) are invocations with no
+//! completion entry: the search may linearize them at any point after they were invoked, and
+//! succeeds once every `ok` operation is linearized, which leaves the rest out ("never").
+
+use std::collections::HashSet;
+
+use super::budget::Meter;
+use super::history::{Call, History, Status};
+use super::model::SeqModel;
+
+/// Most distinct states kept to explain a failure.
+pub const MAX_FAILURE_STATES: usize = 8;
+/// Most linearized operations shown before each failing state.
+pub const MAX_CONTEXT_OPS: usize = 6;
+
+/// One configuration the search could not extend past the blocking operation.
+#[derive(Clone, Debug)]
+pub struct Stuck<S> {
+    pub state: S,
+    /// The last operations linearized to reach `state`, oldest first (history indices).
+    pub after: Vec<usize>,
+    /// Operations invoked before the blocking completion and not linearized (history indices).
+    pub candidates: Vec<usize>,
+}
+
+/// Where the search got furthest before running out of orders.
+#[derive(Clone, Debug)]
+pub struct Failure<S> {
+    /// The operation (history index) whose completion no order got past.
+    pub blocking: usize,
+    pub stuck: Vec<Stuck<S>>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Outcome<S> {
+    Linearizable,
+    NotLinearizable(Failure<S>),
+    /// The budget ran out.
+    Unknown,
+}
+
+/// Whether the search must consider operation `i` at all: failed operations did not take
+/// effect and reads with an unknown outcome observed nothing.
+pub fn relevant(h: &History, i: usize) -> bool {
+    let op = &h.ops[i];
+    match op.status {
+        Status::Ok => true,
+        Status::Fail => false,
+        Status::Info => op.call != Call::Get,
+    }
+}
+
+/// 128 pseudo-random bits for operation `i` (splitmix64), for set fingerprints.
+fn zobrist(i: usize) -> u128 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let seed = (i as u64)
+        .wrapping_mul(2)
+        .wrapping_add(1)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (u128::from(mix(seed)) << 64) | u128::from(mix(seed ^ 0x5851_f42d_4c95_7f2d))
+}
+
+/// Sentinel node before the first entry.
+const HEAD: usize = 0;
+
+/// The time-ordered entry list, with lift/unlift (dancing links).
+struct Entries {
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    /// Node -> (partition-local operation, whether the node is the invocation).
+    node: Vec<(usize, bool)>,
+    call_node: Vec<usize>,
+    /// `None` for operations without a completion.
+    return_node: Vec<Option<usize>>,
+}
+
+impl Entries {
+    fn new(h: &History, ops: &[usize]) -> Entries {
+        let mut events: Vec<(usize, usize, bool)> = Vec::with_capacity(2 * ops.len());
+        for (j, &i) in ops.iter().enumerate() {
+            let op = &h.ops[i];
+            events.push((op.invoke, j, true));
+            if op.status == Status::Ok {
+                let complete = op.complete.expect("an ok operation has a completion");
+                assert!(
+                    complete > op.invoke,
+                    "op {i} completes at {complete} before its invoke {}",
+                    op.invoke
+                );
+                events.push((complete, j, false));
+            }
+        }
+        events.sort_unstable();
+        let n = events.len();
+        let mut e = Entries {
+            next: (1..=n + 1).collect(),
+            prev: (0..=n).map(|k| k.wrapping_sub(1)).collect(),
+            node: Vec::with_capacity(n + 1),
+            call_node: vec![0; ops.len()],
+            return_node: vec![None; ops.len()],
+        };
+        e.node.push((usize::MAX, false));
+        for (k, &(_, j, is_call)) in events.iter().enumerate() {
+            e.node.push((j, is_call));
+            if is_call {
+                e.call_node[j] = k + 1;
+            } else {
+                e.return_node[j] = Some(k + 1);
+            }
+        }
+        e
+    }
+
+    fn unlink(&mut self, x: usize) {
+        let (p, n) = (self.prev[x], self.next[x]);
+        self.next[p] = n;
+        if n < self.prev.len() {
+            self.prev[n] = p;
+        }
+    }
+
+    fn relink(&mut self, x: usize) {
+        let (p, n) = (self.prev[x], self.next[x]);
+        self.next[p] = x;
+        if n < self.prev.len() {
+            self.prev[n] = x;
+        }
+    }
+
+    fn lift(&mut self, j: usize) {
+        self.unlink(self.call_node[j]);
+        if let Some(r) = self.return_node[j] {
+            self.unlink(r);
+        }
+    }
+
+    fn unlift(&mut self, j: usize) {
+        if let Some(r) = self.return_node[j] {
+            self.relink(r);
+        }
+        self.relink(self.call_node[j]);
+    }
+
+    /// Whether `node` is past the last entry.
+    fn end(&self, node: usize) -> bool {
+        node >= self.prev.len()
+    }
+
+    /// Operations whose invocation is still listed before `stop`.
+    fn calls_before(&self, stop: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut node = self.next[HEAD];
+        while node != stop {
+            let (j, is_call) = self.node[node];
+            if is_call {
+                out.push(j);
+            }
+            node = self.next[node];
+        }
+        out
+    }
+}
+
+/// Searches for a linearization of `ops` (history indices in invocation order, all relevant).
+pub fn search<M: SeqModel>(
+    h: &History,
+    model: &M,
+    ops: &[usize],
+    meter: &mut Meter,
+) -> Outcome<M::State> {
+    let mut list = Entries::new(h, ops);
+    let required = |j: usize| h.ops[ops[j]].status == Status::Ok;
+    let mut remaining = (0..ops.len()).filter(|&j| required(j)).count();
+    let mut state = model.init();
+    let mut linearized: u128 = 0;
+    let mut stack: Vec<(usize, M::State)> = Vec::new();
+    let mut seen: HashSet<(u128, M::State)> = HashSet::new();
+    let mut failure: Option<Failure<M::State>> = None;
+    let mut node = list.next[HEAD];
+    while remaining > 0 {
+        if meter.exhausted() {
+            return Outcome::Unknown;
+        }
+        assert!(
+            !list.end(node),
+            "{remaining} ok operations left but the list is exhausted"
+        );
+        let (j, is_call) = list.node[node];
+        if is_call {
+            if let Ok(next) = model.step(&state, &h.ops[ops[j]]) {
+                let set = linearized ^ zobrist(j);
+                if seen.insert((set, next.clone())) {
+                    stack.push((j, std::mem::replace(&mut state, next)));
+                    linearized = set;
+                    list.lift(j);
+                    remaining -= usize::from(required(j));
+                    node = list.next[HEAD];
+                    continue;
+                }
+            }
+            node = list.next[node];
+            continue;
+        }
+        note_stuck(&mut failure, h, ops, &list, node, &state, &stack);
+        let Some((k, before)) = stack.pop() else {
+            return Outcome::NotLinearizable(failure.expect("noted before giving up"));
+        };
+        state = before;
+        linearized ^= zobrist(k);
+        list.unlift(k);
+        remaining += usize::from(required(k));
+        node = list.next[list.call_node[k]];
+    }
+    Outcome::Linearizable
+}
+
+/// Records the configuration stuck at completion node `stop` if it got at least as far as
+/// any before.
+fn note_stuck<S: Clone + Eq>(
+    failure: &mut Option<Failure<S>>,
+    h: &History,
+    ops: &[usize],
+    list: &Entries,
+    stop: usize,
+    state: &S,
+    stack: &[(usize, S)],
+) {
+    let blocking = ops[list.node[stop].0];
+    let position = |i: usize| h.ops[i].complete;
+    match failure {
+        Some(f) if position(f.blocking) > position(blocking) => return,
+        Some(f) if f.blocking == blocking => {
+            if f.stuck.len() >= MAX_FAILURE_STATES || f.stuck.iter().any(|s| s.state == *state) {
+                return;
+            }
+        }
+        _ => {
+            *failure = Some(Failure {
+                blocking,
+                stuck: Vec::new(),
+            })
+        }
+    }
+    let f = failure.as_mut().expect("set above");
+    let context = stack.len().saturating_sub(MAX_CONTEXT_OPS);
+    f.stuck.push(Stuck {
+        state: state.clone(),
+        after: stack[context..].iter().map(|&(j, _)| ops[j]).collect(),
+        candidates: list
+            .calls_before(stop)
+            .into_iter()
+            .map(|j| ops[j])
+            .collect(),
+    });
+}
