@@ -388,10 +388,19 @@ pub fn parse(reader: impl Read) -> Result<History, ParseError> {
     parse_str(&text)
 }
 
+/// Whether `text` is a Jepsen log rather than JSON Lines (its first non-blank line is not a
+/// JSON object).
+pub fn is_jepsen(text: &str) -> bool {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|first| !first.trim_start().starts_with('{'))
+}
+
 /// [`parse`] for text already in memory.
 pub fn parse_str(text: &str) -> Result<History, ParseError> {
-    match text.lines().find(|l| !l.trim().is_empty()) {
-        Some(first) if !first.trim_start().starts_with('{') => super::jepsen::parse(text),
-        _ => parse_jsonl(text),
+    if is_jepsen(text) {
+        super::jepsen::parse(text)
+    } else {
+        parse_jsonl(text)
     }
 }

@@ -26,8 +26,9 @@ pub struct Report {
     pub key: Option<String>,
     /// The operation whose completion no order could get past.
     pub blocking: usize,
-    /// The operations in the window (history indices, invocation order): the blocking one
-    /// and those invoked before it returned that were left to linearize.
+    /// The operations in the window (history indices, invocation order): the blocking one,
+    /// those invoked before it returned that were left to linearize, and the last ones
+    /// linearized before each stuck state.
     pub window: Vec<usize>,
     pub tried: Vec<Attempt>,
     /// Description of every operation named above.
@@ -48,7 +49,7 @@ impl Report {
         let mut window: Vec<usize> = f
             .stuck
             .iter()
-            .flat_map(|s| s.candidates.iter().copied())
+            .flat_map(|s| s.after.iter().chain(&s.candidates).copied())
             .collect();
         window.push(f.blocking);
         window.sort_unstable_by_key(|&i| h.ops[i].invoke);
@@ -71,8 +72,7 @@ impl Report {
                     .collect(),
             })
             .collect();
-        let named = tried.iter().flat_map(|a| a.after.iter()).chain(&window);
-        let ops = named.map(|&i| (i, h.describe(i))).collect();
+        let ops = window.iter().map(|&i| (i, h.describe(i))).collect();
         Report {
             model: kind,
             key,
@@ -89,10 +89,10 @@ impl fmt::Display for Report {
         let key = self
             .key
             .as_ref()
-            .map_or(String::new(), |k| format!(" on key {k}"));
+            .map_or(String::new(), |k| format!(", key {k}"));
         writeln!(
             f,
-            "model {}{key}: no order of these {} operations is legal:",
+            "model {}{key}: window of {} operations:",
             self.model.name(),
             self.window.len()
         )?;
@@ -101,17 +101,18 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "{} must take effect before it returns, but in every state reached:",
+            "{} returned before it could take effect; in every state reached before it:",
             self.ops[&self.blocking]
         )?;
         for (n, a) in self.tried.iter().enumerate() {
-            writeln!(f, "state {}: {}", n + 1, a.state)?;
-            if !a.after.is_empty() {
-                writeln!(f, "  reached after:")?;
-                for i in &a.after {
-                    writeln!(f, "    {}", self.ops[i])?;
-                }
-            }
+            let after: Vec<String> = a.after.iter().map(|i| format!("#{i}")).collect();
+            writeln!(
+                f,
+                "state {}: {} (after {})",
+                n + 1,
+                a.state,
+                after.join(", ")
+            )?;
             for (i, why) in &a.outcomes {
                 writeln!(f, "  #{i} next: {why}")?;
             }
