@@ -47,7 +47,7 @@ impl Meter {
             || match &self.budget {
                 Budget::Unlimited => false,
                 Budget::Steps(n) => self.steps > *n,
-                Budget::Deadline(up) => self.steps % DEADLINE_POLL_STEPS == 0 && up(),
+                Budget::Deadline(up) => self.steps.is_multiple_of(DEADLINE_POLL_STEPS) && up(),
             };
         self.out
     }

@@ -1,10 +1,11 @@
 //! Jepsen register logs: the `jepsen.util` lines of a read / write / cas workload on one key.
 //!
 //! ```text
-//! INFO  jepsen.util - 3	:invoke	:cas	[3 0]
-//! INFO  jepsen.util - 3	:fail	:cas	[3 0]
-//! INFO  jepsen.util - 1	:info	:read	:timed-out
+//! INFO  jepsen.util - 3 :invoke :cas [3 0]
+//! INFO  jepsen.util - 3 :fail :cas [3 0]
+//! INFO  jepsen.util - 1 :info :read :timed-out
 //! ```
+//! (fields separated by tabs in Jepsen's output; any whitespace is accepted).
 //! Lines from other loggers and from the `:nemesis` process are skipped. Values are integers
 //! or `nil`; a keyword in a completion's value position is an error description.
 
