@@ -13,12 +13,21 @@ const KEYS: usize = 100;
 const SEED: u64 = 1;
 
 fn main() {
-    println!("{:<9} {:>7} {:<17} {:>10} {:>10}  verdict", "model", "ops", "history", "parse ms", "check ms");
-    for (model, workload) in [(Model::Register, Workload::Register), (Model::Kv, Workload::Kv)] {
+    println!(
+        "{:<9} {:>7} {:<17} {:>10} {:>10}  verdict",
+        "model", "ops", "history", "parse ms", "check ms"
+    );
+    for (model, workload) in [
+        (Model::Register, Workload::Register),
+        (Model::Kv, Workload::Kv),
+    ] {
         for ops in SIZES {
             let anomalies = std::iter::once(None).chain(Anomaly::ALL.map(Some));
             for anomaly in anomalies {
-                let cfg = GenConfig { anomaly, ..GenConfig::new(SEED, ops, KEYS, workload) };
+                let cfg = GenConfig {
+                    anomaly,
+                    ..GenConfig::new(SEED, ops, KEYS, workload)
+                };
                 let text: String = generate(&cfg)
                     .iter()
                     .map(|e| serde_json::to_string(e).expect("events serialize") + "\n")
@@ -27,7 +36,8 @@ fn main() {
                 let h = parse_str(&text).expect("generated histories parse");
                 let parsed = started.elapsed();
                 let started = Instant::now();
-                let v = linearizable(&h, model, Options::default()).expect("generated operations fit");
+                let v =
+                    linearizable(&h, model, Options::default()).expect("generated operations fit");
                 let checked = started.elapsed();
                 let name = anomaly.map_or("correct".to_string(), |a| format!("{a:?}"));
                 println!(

@@ -33,9 +33,19 @@ fn random_history(seed: u64, model: Model) -> Vec<Event> {
         let Some(call) = slot.take() else {
             if remaining > 0 {
                 remaining -= 1;
-                let fs: &[&str] = if model == Model::Register { &["get", "put", "cas"] } else { &["get", "put", "cas", "delete"] };
+                let fs: &[&str] = if model == Model::Register {
+                    &["get", "put", "cas"]
+                } else {
+                    &["get", "put", "cas", "delete"]
+                };
                 let f = fs[rng.random_range(0..fs.len())];
-                let mut e = Event { process: *process, kind: "invoke".into(), f: f.into(), key: Some(format!("k{}", rng.random_range(0..2))), ..Event::default() };
+                let mut e = Event {
+                    process: *process,
+                    kind: "invoke".into(),
+                    f: f.into(),
+                    key: Some(format!("k{}", rng.random_range(0..2))),
+                    ..Event::default()
+                };
                 if f == "put" || f == "cas" {
                     e.value = Some(POOL[rng.random_range(0..POOL.len())].into());
                 }
@@ -54,7 +64,11 @@ fn random_history(seed: u64, model: Model) -> Vec<Event> {
         if kind == "none" {
             continue;
         }
-        let mut e = Event { kind: kind.into(), revision: small_number(&mut rng), ..call };
+        let mut e = Event {
+            kind: kind.into(),
+            revision: small_number(&mut rng),
+            ..call
+        };
         if e.f == "get" {
             e.value = maybe_value(&mut rng);
             (e.mod_revision, e.version) = (small_number(&mut rng), small_number(&mut rng));
@@ -84,7 +98,17 @@ proptest! {
 #[test]
 fn random_histories_exercise_both_verdicts() {
     for model in Model::ALL {
-        let good = (0..400u64).filter(|&s| brute::linearizable(&from_events(&random_history(s, model)).expect("well formed"), model)).count();
-        assert!((40..=360).contains(&good), "{model:?}: {good} of 400 linearizable");
+        let good = (0..400u64)
+            .filter(|&s| {
+                brute::linearizable(
+                    &from_events(&random_history(s, model)).expect("well formed"),
+                    model,
+                )
+            })
+            .count();
+        assert!(
+            (40..=360).contains(&good),
+            "{model:?}: {good} of 400 linearizable"
+        );
     }
 }
