@@ -57,3 +57,33 @@ impl Meter {
         self.steps
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    #[test]
+    fn a_step_budget_allows_exactly_that_many_steps() {
+        let mut m = Meter::new(Budget::Steps(3));
+        assert_eq!(
+            (0..5).map(|_| m.exhausted()).collect::<Vec<_>>(),
+            [false, false, false, true, true]
+        );
+    }
+
+    #[test]
+    fn a_deadline_is_polled_every_few_steps_and_stays_spent() {
+        let polls = Rc::new(Cell::new(0u64));
+        let counter = Rc::clone(&polls);
+        let mut m = Meter::new(Budget::Deadline(Box::new(move || {
+            counter.set(counter.get() + 1);
+            counter.get() >= 2
+        })));
+        let spent_at = (1..).find(|_| m.exhausted()).expect("the deadline comes");
+        assert_eq!(spent_at, 2 * DEADLINE_POLL_STEPS);
+        assert!(m.exhausted(), "stays spent without polling again");
+        assert_eq!(polls.get(), 2);
+    }
+}

@@ -107,6 +107,21 @@ struct Flight {
     done: Option<Event>,
 }
 
+impl Flight {
+    /// An event of this operation on key number `key`, with its arguments.
+    fn event(&self, process: u64, kind: &str, key: usize) -> Event {
+        Event {
+            process,
+            kind: kind.into(),
+            f: self.f.into(),
+            key: Some(format!("k{key}")),
+            value: self.value.clone(),
+            expect: self.expect.clone(),
+            ..Event::default()
+        }
+    }
+}
+
 struct Sim {
     rng: ChaCha8Rng,
     cfg: GenConfig,
@@ -162,16 +177,7 @@ impl Sim {
         if roll >= 100 - delete_share {
             (flight.f, flight.value, flight.expect) = ("delete", None, None);
         }
-        let e = Event {
-            process,
-            kind: "invoke".into(),
-            f: flight.f.into(),
-            key: Some(format!("k{key}")),
-            value: flight.value.clone(),
-            expect: flight.expect.clone(),
-            ..Event::default()
-        };
-        let invoke = self.emit(e);
+        let invoke = self.emit(flight.event(process, "invoke", key));
         self.tracks.push(Track {
             key,
             invoke,
@@ -187,15 +193,7 @@ impl Sim {
     fn apply(&mut self, process: u64, flight: &mut Flight) {
         let key = self.tracks[flight.track].key;
         let (current, writes) = &mut self.store[key];
-        let mut done = Event {
-            process,
-            kind: "ok".into(),
-            f: flight.f.into(),
-            key: Some(format!("k{key}")),
-            value: flight.value.clone(),
-            expect: flight.expect.clone(),
-            ..Event::default()
-        };
+        let mut done = flight.event(process, "ok", key);
         let writes_now = match flight.f {
             "get" => {
                 self.tracks[flight.track].observed = writes.last().copied();

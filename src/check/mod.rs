@@ -121,3 +121,44 @@ pub fn linearizable(h: &History, model: Model, options: Options) -> Result<Verdi
     }
     Ok(unknown.unwrap_or(Verdict::Linearizable))
 }
+
+/// Compact histories for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::history::{from_events, Event, History};
+
+    /// One event per line: `process type f key [value|nil] [expect=V|nil] [rev=N] [mod=N]
+    /// [ver=N]`, e.g. `2 ok get k1 v1 ver=3` or `1 invoke cas k1 v2 expect=nil`.
+    pub fn history(spec: &str) -> History {
+        let events: Vec<Event> = spec
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(event)
+            .collect();
+        from_events(&events).expect("test history is well formed")
+    }
+
+    fn event(line: &str) -> Event {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        let value = |s: &str| (s != "nil").then(|| s.to_string());
+        let mut e = Event {
+            process: t[0].parse().expect("process number"),
+            kind: t[1].into(),
+            f: t[2].into(),
+            key: Some(t[3].into()),
+            ..Event::default()
+        };
+        for word in &t[4..] {
+            let number = |s: &str| Some(s.parse::<u64>().expect("a number"));
+            match word.split_once('=') {
+                Some(("expect", v)) => e.expect = Some(value(v)),
+                Some(("rev", n)) => e.revision = number(n),
+                Some(("mod", n)) => e.mod_revision = number(n),
+                Some(("ver", n)) => e.version = number(n),
+                Some((other, _)) => panic!("unknown field {other}"),
+                None => e.value = value(word),
+            }
+        }
+        e
+    }
+}

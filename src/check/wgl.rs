@@ -265,3 +265,79 @@ fn note_stuck<S: Clone + Eq>(
             .collect(),
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::budget::Budget;
+    use crate::check::model::Register;
+    use crate::check::testing::history;
+
+    fn run(spec: &str) -> Outcome<crate::check::history::Val> {
+        let h = history(spec);
+        let ops: Vec<usize> = (0..h.ops.len()).filter(|&i| relevant(&h, i)).collect();
+        search(&h, &Register, &ops, &mut Meter::new(Budget::Unlimited))
+    }
+
+    #[test]
+    fn concurrent_operations_may_take_effect_in_either_order() {
+        let out = run("1 invoke put k v1\n2 invoke put k v2\n3 invoke get k\n1 ok put k\n2 ok put k\n3 ok get k v1");
+        assert!(matches!(out, Outcome::Linearizable), "{out:?}");
+    }
+
+    #[test]
+    fn an_operation_that_returned_first_must_take_effect_first() {
+        let out = run("1 invoke put k v1\n1 ok put k\n2 invoke put k v2\n2 ok put k\n3 invoke get k\n3 ok get k v1");
+        let Outcome::NotLinearizable(f) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(f.blocking, 2, "the read is what no order gets past");
+        assert_eq!(
+            f.stuck.len(),
+            1,
+            "only one state is reachable before the read: {f:?}"
+        );
+        assert_eq!(f.stuck[0].after, vec![0, 1]);
+        assert_eq!(f.stuck[0].candidates, vec![2]);
+    }
+
+    #[test]
+    fn an_info_write_may_happen_late_or_never() {
+        let late = "1 invoke put k v1\n1 info put k\n2 invoke get k\n2 ok get k nil\n2 invoke get k\n2 ok get k v1";
+        assert!(matches!(run(late), Outcome::Linearizable));
+        let never = "1 invoke put k v1\n1 info put k\n2 invoke get k\n2 ok get k nil";
+        assert!(matches!(run(never), Outcome::Linearizable));
+        let missing = "1 invoke put k v1\n2 invoke get k\n2 ok get k v1";
+        assert!(
+            matches!(run(missing), Outcome::Linearizable),
+            "a missing completion is info"
+        );
+    }
+
+    #[test]
+    fn failed_operations_and_info_reads_are_left_out() {
+        let h = history("1 invoke put k v1\n1 fail put k\n2 invoke get k\n2 info get k\n3 invoke get k\n3 ok get k nil");
+        assert_eq!(
+            (0..3).filter(|&i| relevant(&h, i)).collect::<Vec<_>>(),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn the_search_stops_when_the_budget_is_spent() {
+        let h = history("1 invoke put k v1\n1 ok put k\n2 invoke get k\n2 ok get k v1");
+        let mut meter = Meter::new(Budget::Steps(1));
+        assert!(matches!(
+            search(&h, &Register, &[0, 1], &mut meter),
+            Outcome::Unknown
+        ));
+    }
+
+    #[test]
+    fn fingerprints_of_operations_differ() {
+        let mut seen: Vec<u128> = (0..10_000).map(zobrist).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 10_000);
+    }
+}
