@@ -188,3 +188,32 @@ fn failure_report_names_the_window_and_why_each_candidate_failed() {
         "the 4 window operations are outlined"
     );
 }
+
+#[test]
+fn watch_streams_are_checked_against_the_history() {
+    let arg = |name: &str| path(name).to_str().expect("utf-8 path").to_string();
+    let history = arg("etcd_ok.jsonl");
+    let ok = run(&[
+        "--model",
+        "etcd",
+        &history,
+        "--watch",
+        &arg("watch_etcd_ok.jsonl"),
+    ]);
+    assert_eq!(ok.0, 0, "{}", ok.1);
+    let (code, stdout, _) = run(&[
+        "--model",
+        "etcd",
+        &history,
+        "--watch",
+        &arg("watch_etcd_gap.jsonl"),
+    ]);
+    assert_eq!(
+        code, 1,
+        "k1 at revision 3 was acknowledged but never delivered: {stdout}"
+    );
+    assert!(
+        stdout.contains("line 2: watch 1 not reliable: k1 at revision 3"),
+        "{stdout}"
+    );
+}

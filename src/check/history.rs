@@ -404,3 +404,67 @@ pub fn parse_str(text: &str) -> Result<History, ParseError> {
         parse_jsonl(text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ParseError {
+        parse_str(text).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let put =
+            r#"{"index":0,"process":1,"type":"invoke","f":"put","key":"k","value":"a","time":0}"#;
+        assert_eq!(
+            err(&format!("{put}\n\n{put}")).line,
+            3,
+            "blank lines count, and one op in flight per process"
+        );
+        assert_eq!(err(&format!("{put}\nnot json")).line, 2);
+        let e = err(r#"{"index":0,"process":1,"type":"invoke","f":"txn","key":"k","time":0}"#);
+        assert_eq!((e.line, e.msg.as_str()), (1, r#"unsupported f "txn""#));
+        let e = err(&format!(
+            "{put}\n{}",
+            r#"{"index":1,"process":1,"type":"ok","f":"get","key":"k","time":1}"#
+        ));
+        assert!(e.msg.contains("does not match"), "{e}");
+        let e = err(
+            r#"{"index":0,"process":1,"type":"invoke","f":"cas","key":"k","value":"b","time":0}"#,
+        );
+        assert_eq!(e.msg, "cas without expect");
+    }
+
+    #[test]
+    fn null_expect_means_absent_key_and_missing_completions_are_info() {
+        let h = parse_str(r#"{"index":0,"process":1,"type":"invoke","f":"cas","key":"k","expect":null,"value":"b","time":5}"#)
+            .expect("valid");
+        let op = &h.ops[0];
+        assert_eq!(
+            op.call,
+            Call::Cas {
+                expect: None,
+                value: 0
+            }
+        );
+        assert_eq!(
+            (op.status, op.complete, op.invoke_time),
+            (Status::Info, None, 5)
+        );
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let e = Event {
+            kind: "invoke".into(),
+            f: "cas".into(),
+            key: Some("k".into()),
+            expect: Some(None),
+            ..Event::default()
+        };
+        let text = serde_json::to_string(&e).expect("serializes");
+        assert!(text.contains(r#""expect":null"#), "{text}");
+        assert_eq!(serde_json::from_str::<Event>(&text).expect("parses"), e);
+    }
+}

@@ -122,3 +122,50 @@ pub fn parse(text: &str) -> Result<History, ParseError> {
     }
     Ok(b.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::history::{Call, Status};
+
+    #[test]
+    fn vectors_are_one_token() {
+        assert_eq!(
+            tokens(" 3\t:invoke\t:cas\t[3 0]  x"),
+            ["3", ":invoke", ":cas", "[3 0]", "x"]
+        );
+    }
+
+    #[test]
+    fn reads_writes_cas_and_errors() {
+        let log = "INFO  jepsen.util - 1\t:invoke\t:cas\t[nil 2]\n\
+                   INFO  jepsen.util - :nemesis\t:info\t:start\tnil\n\
+                   INFO  jepsen.util - 1\t:info\t:cas\t:timed-out\n\
+                   INFO  jepsen.util - 2\t:invoke\t:read\tnil\n\
+                   INFO  jepsen.util - 2\t:ok\t:read\t7\n";
+        let h = parse(log).expect("valid log");
+        assert_eq!(h.ops.len(), 2);
+        assert_eq!(
+            h.ops[0].call,
+            Call::Cas {
+                expect: None,
+                value: 0
+            }
+        );
+        assert_eq!(
+            (h.ops[0].status, h.ops[0].error.as_deref()),
+            (Status::Info, Some("timed-out"))
+        );
+        assert_eq!(
+            (h.ops[1].out.value, h.values[1].as_str(), h.ops[1].line),
+            (Some(1), "7", 4)
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_with_their_number() {
+        let e = parse("junk\nINFO  jepsen.util - 1\t:invoke\t:cas\t[1]\n").expect_err("bad cas");
+        assert_eq!(e.line, 2, "{e}");
+        assert_eq!(parse("nothing here\n").expect_err("no operations").line, 0);
+    }
+}

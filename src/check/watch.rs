@@ -11,9 +11,10 @@
 //! deleted the key).
 //!
 //! Guarantees checked (etcd's watch API): ordered (revisions never go back), unique (no event
-//! twice), atomic (a revision is not split across responses), reliable and resumable (no
-//! event of the watched range missing between the start revision and the last revision
-//! received, as known from the history and every other stream), and agreement with the
+//! twice), atomic (a revision is not split across responses), reliable (no event of the
+//! watched range missing between the start revision and the last revision received, as known
+//! from the history and every other stream; "resumable" when it is missing before the first
+//! event of a stream that started at a revision), and agreement with the
 //! history (values written at a revision, and `prev_kv` being the previous write of the key).
 
 use std::collections::BTreeMap;
@@ -22,6 +23,9 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::history::{Call, History, ParseError, Status};
+
+/// Name of the guarantee that events match the history.
+const AGREE: &str = "in agreement with the history";
 
 /// Most events one stream file may hold.
 pub const MAX_WATCH_EVENTS: usize = 10_000_000;
@@ -161,8 +165,22 @@ pub fn check(h: &History, responses: &[Response]) -> Vec<Violation> {
     for r in responses {
         streams.entry(r.watch).or_default().push(r);
     }
+    // Every history operation writes one key, so a revision it made belongs to that key.
+    let owners: BTreeMap<u64, (String, String)> = facts
+        .iter()
+        .map(|((key, rev), f)| (*rev, (key.clone(), f.source.clone())))
+        .collect();
     for r in responses {
+        let mut disagree = |msg: String| {
+            out.push(Violation {
+                watch: r.watch,
+                line: r.line,
+                guarantee: AGREE,
+                msg,
+            });
+        };
         for e in &r.events {
+            let (key, rev) = (&e.kv.key, e.kv.mod_revision);
             let value = if e.kind == "delete" {
                 None
             } else {
@@ -172,20 +190,19 @@ pub fn check(h: &History, responses: &[Response]) -> Vec<Violation> {
                 value,
                 source: format!("watch {} line {}", r.watch, r.line),
             };
+            if let Some((owner, source)) = owners.get(&rev).filter(|(k, _)| k != key) {
+                disagree(format!(
+                    "{key} at revision {rev}, but {source} made revision {rev} on {owner}"
+                ));
+            }
             let known = facts
-                .entry((e.kv.key.clone(), e.kv.mod_revision))
+                .entry((key.clone(), rev))
                 .or_insert_with(|| fact.clone());
             if known.value != fact.value {
-                let msg = format!(
-                    "{} at revision {} is {:?}, but {} says {:?}",
-                    e.kv.key, e.kv.mod_revision, fact.value, known.source, known.value
-                );
-                out.push(Violation {
-                    watch: r.watch,
-                    line: r.line,
-                    guarantee: "in agreement with the history",
-                    msg,
-                });
+                disagree(format!(
+                    "{key} at revision {rev} is {:?}, but {} says {:?}",
+                    fact.value, known.source, known.value
+                ));
             }
         }
     }
@@ -243,11 +260,7 @@ fn check_stream(watch: u64, stream: &[&Response], facts: &Facts, out: &mut Vec<V
                 );
             }
             if !first.watches(&key) {
-                push(
-                    r.line,
-                    "in agreement with the history",
-                    format!("{key} is outside the watched range"),
-                );
+                push(r.line, AGREE, format!("{key} is outside the watched range"));
             }
             if let Some(line) = seen.insert((key.clone(), rev), r.line) {
                 push(
@@ -259,7 +272,7 @@ fn check_stream(watch: u64, stream: &[&Response], facts: &Facts, out: &mut Vec<V
             if let Some(prev) = &e.prev_kv {
                 check_prev(&key, rev, prev, facts)
                     .into_iter()
-                    .for_each(|msg| push(r.line, "in agreement with the history", msg));
+                    .for_each(|msg| push(r.line, AGREE, msg));
             }
             last_rev = last_rev.max(rev);
         }
@@ -271,11 +284,8 @@ fn check_stream(watch: u64, stream: &[&Response], facts: &Facts, out: &mut Vec<V
             && first.watches(key)
             && !seen.contains_key(&(key.clone(), *rev));
         if missing {
-            let guarantee = if first.start_revision > 0 {
-                "resumable"
-            } else {
-                "reliable"
-            };
+            let resumed = first.start_revision > 0 && seen.keys().all(|(_, r)| r > rev);
+            let guarantee = if resumed { "resumable" } else { "reliable" };
             push(
                 end,
                 guarantee,
@@ -311,4 +321,110 @@ fn check_prev(key: &str, rev: u64, prev: &Kv, facts: &Facts) -> Option<String> {
             prev.mod_revision, f.source
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::testing::history;
+
+    /// k1=a at 2, k1=b at 3, k2=c at 4.
+    fn writes() -> History {
+        history(
+            "1 invoke put k1 a\n1 ok put k1 rev=2\n1 invoke put k1 b\n1 ok put k1 rev=3\n\
+             1 invoke put k2 c\n1 ok put k2 rev=4",
+        )
+    }
+
+    /// A response of stream 1 over [k1, k9) from `start`; events `key@rev=value[/prev@rev]`.
+    fn response(start: u64, events: &str) -> String {
+        let events: Vec<String> = events
+            .split_whitespace()
+            .map(|e| {
+                let (kv, prev) = e.split_once('/').map_or((e, None), |(a, b)| (a, Some(b)));
+                let (key, rest) = kv.split_once('@').expect("key@rev=value");
+                let (rev, value) = rest.split_once('=').expect("rev=value");
+                let prev = prev.map_or(String::new(), |p| {
+                    let (v, r) = p.split_once('@').expect("value@rev");
+                    format!(r#","prev_kv":{{"key":"{key}","value":"{v}","mod_revision":{r}}}"#)
+                });
+                format!(r#"{{"type":"put","kv":{{"key":"{key}","value":"{value}","mod_revision":{rev}}}{prev}}}"#)
+            })
+            .collect();
+        format!(
+            r#"{{"watch":1,"key":"k1","range_end":"k9","start_revision":{start},"events":[{}]}}"#,
+            events.join(",")
+        )
+    }
+
+    /// The guarantees `responses` break, in order.
+    fn broken(start: u64, responses: &[&str]) -> Vec<&'static str> {
+        let text: Vec<String> = responses.iter().map(|r| response(start, r)).collect();
+        let stream = parse(&text.join("\n")).expect("valid stream");
+        check(&writes(), &stream)
+            .into_iter()
+            .map(|v| v.guarantee)
+            .collect()
+    }
+
+    #[test]
+    fn a_faithful_stream_breaks_nothing() {
+        assert_eq!(
+            broken(1, &["k1@2=a", "k1@3=b/a@2 k2@4=c"]),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            broken(3, &["k1@3=b k2@4=c"]),
+            Vec::<&str>::new(),
+            "resumed at 3"
+        );
+    }
+
+    #[test]
+    fn each_guarantee_is_checked() {
+        assert_eq!(broken(1, &["k1@3=b k1@2=a k2@4=c"]), ["ordered"]);
+        assert_eq!(
+            broken(1, &["k1@2=a", "k1@2=a k1@3=b k2@4=c"]),
+            ["atomic", "unique"]
+        );
+        assert_eq!(
+            broken(1, &["k1@2=a", "k2@4=c"]),
+            ["reliable"],
+            "k1@3 is missing"
+        );
+        assert_eq!(
+            broken(3, &["k1@2=a k1@3=b k2@4=c"]),
+            ["resumable"],
+            "before the start"
+        );
+        assert_eq!(
+            broken(4, &["k2@4=c"]),
+            Vec::<&str>::new(),
+            "nothing missing from 4 on"
+        );
+        assert_eq!(
+            broken(1, &["k1@2=a k1@3=z k2@4=c"]),
+            ["in agreement with the history"]
+        );
+        assert_eq!(
+            broken(1, &["k1@2=a k1@3=b/x@2 k2@4=c"]),
+            ["in agreement with the history"]
+        );
+        assert_eq!(
+            broken(1, &["k1@2=a k1@3=b k2@4=c/a@2"]),
+            Vec::<&str>::new(),
+            "k2 has no write before 4 on record, so any prev_kv not contradicted passes"
+        );
+        let wrong = [
+            "in agreement with the history",
+            "in agreement with the history",
+            "reliable",
+            "reliable",
+        ];
+        assert_eq!(
+            broken(1, &["k1@2=a k1@4=b/a@1"]),
+            wrong,
+            "4 is k2's, prev_kv skips 2, 3 and 4 missing"
+        );
+    }
 }

@@ -160,3 +160,62 @@ impl std::str::FromStr for Model {
             .ok_or_else(|| format!("unknown model {s:?} (register, kv or etcd)"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::testing::history;
+
+    /// Applies every operation of `spec` in order, returning the first mismatch.
+    fn replay<M: SeqModel>(model: &M, spec: &str) -> Result<M::State, String> {
+        let h = history(spec);
+        h.ops.iter().try_fold(model.init(), |s, op| {
+            model.step(&s, op).map_err(|m| m.explain(&h))
+        })
+    }
+
+    #[test]
+    fn etcd_counts_one_revision_per_change() {
+        let ok = "1 invoke put a x\n1 ok put a rev=2\n1 invoke delete b\n1 ok delete b rev=2\n\
+                  1 invoke put a y\n1 ok put a rev=3\n1 invoke get a\n1 ok get a y rev=3 mod=3 ver=2\n\
+                  1 invoke delete a\n1 ok delete a rev=4\n1 invoke get a\n1 ok get a nil rev=4";
+        let s = replay(&Etcd, ok).expect("a legal sequence");
+        assert_eq!((s.revision, s.keys.len()), (4, 0));
+        let stale =
+            "1 invoke put a x\n1 ok put a rev=2\n1 invoke get a\n1 ok get a x rev=2 mod=2 ver=2";
+        assert_eq!(
+            replay(&Etcd, stale).expect_err("version"),
+            "version 2 but the model has 1"
+        );
+    }
+
+    #[test]
+    fn kv_versions_restart_after_delete() {
+        let spec = "1 invoke put a x\n1 ok put a\n1 invoke delete a\n1 ok delete a\n1 invoke put a y\n1 ok put a\n\
+                    1 invoke get a\n1 ok get a y ver=1";
+        assert_eq!(
+            replay(&Kv, spec).expect("legal"),
+            KvState {
+                value: Some(1),
+                version: 1
+            }
+        );
+    }
+
+    #[test]
+    fn register_cas_needs_the_expected_value() {
+        let spec = "1 invoke cas a y expect=nil\n1 ok cas a\n1 invoke cas a z expect=x\n1 ok cas a";
+        assert_eq!(
+            replay(&Register, spec).expect_err("x is not there"),
+            "expected x but the key holds y"
+        );
+    }
+
+    #[test]
+    fn model_names_parse_back() {
+        for m in Model::ALL {
+            assert_eq!(m.name().parse::<Model>(), Ok(m));
+        }
+        assert!("nope".parse::<Model>().is_err());
+    }
+}
