@@ -89,7 +89,8 @@ pub enum Call {
     Cas { expect: Val, value: Id },
 }
 
-/// Results a completion reported; `None` when the field was absent.
+/// Results an `ok` completion reported; `None` when the field was absent (always, for
+/// other completions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Output {
     /// For `get`: the value read (`None`: the key did not exist).
@@ -275,13 +276,16 @@ impl Builder {
         op.complete = Some(pos);
         op.complete_time = Some(e.time);
         op.error.clone_from(&e.error);
-        op.out = Output {
-            value,
-            revision: e.revision,
-            mod_revision: e.mod_revision,
-            create_revision: e.create_revision,
-            version: e.version,
-        };
+        // Only an `ok` completion reports results; whatever else says is not checked.
+        if status == Status::Ok {
+            op.out = Output {
+                value,
+                revision: e.revision,
+                mod_revision: e.mod_revision,
+                create_revision: e.create_revision,
+                version: e.version,
+            };
+        }
         Ok(())
     }
 

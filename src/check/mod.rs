@@ -14,6 +14,7 @@ pub mod jepsen;
 pub mod model;
 pub mod partition;
 pub mod report;
+pub mod symmetry;
 pub mod watch;
 pub mod wgl;
 

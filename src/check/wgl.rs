@@ -9,12 +9,15 @@
 //! Operations without a completion in the partition (`info`, missing) are invocations with no
 //! completion entry: the search may linearize them at any point after they were invoked, and
 //! succeeds once every `ok` operation is linearized, which leaves the rest out ("never").
+//! Interchangeable `info` operations are tried in invocation order only (see
+//! [`symmetry`]).
 
 use std::collections::HashSet;
 
 use super::budget::Meter;
 use super::history::{Call, History, Status};
 use super::model::SeqModel;
+use super::symmetry;
 
 /// Most distinct states kept to explain a failure.
 pub const MAX_FAILURE_STATES: usize = 8;
@@ -188,6 +191,8 @@ pub fn search<M: SeqModel>(
     let mut stack: Vec<(usize, M::State)> = Vec::new();
     let mut seen: HashSet<(u128, M::State)> = HashSet::new();
     let mut failure: Option<Failure<M::State>> = None;
+    let gate = symmetry::gates(h, ops);
+    let mut applied = vec![false; ops.len()];
     let mut node = list.next[HEAD];
     while remaining > 0 {
         if meter.exhausted() {
@@ -198,18 +203,22 @@ pub fn search<M: SeqModel>(
             "{remaining} ok operations left but the list is exhausted"
         );
         let (j, is_call) = list.node[node];
-        if is_call {
+        let open = gate[j].is_none_or(|g| applied[g]);
+        if is_call && open {
             if let Ok(next) = model.step(&state, &h.ops[ops[j]]) {
                 let set = linearized ^ zobrist(j);
                 if seen.insert((set, next.clone())) {
                     stack.push((j, std::mem::replace(&mut state, next)));
                     linearized = set;
+                    applied[j] = true;
                     list.lift(j);
                     remaining -= usize::from(required(j));
                     node = list.next[HEAD];
                     continue;
                 }
             }
+        }
+        if is_call {
             node = list.next[node];
             continue;
         }
@@ -219,6 +228,7 @@ pub fn search<M: SeqModel>(
         };
         state = before;
         linearized ^= zobrist(k);
+        applied[k] = false;
         list.unlift(k);
         remaining += usize::from(required(k));
         node = list.next[list.call_node[k]];
