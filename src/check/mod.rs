@@ -10,11 +10,11 @@ pub mod budget;
 pub mod gen;
 pub mod history;
 pub mod html;
+pub mod info;
 pub mod jepsen;
 pub mod model;
 pub mod partition;
 pub mod report;
-pub mod symmetry;
 pub mod watch;
 pub mod wgl;
 

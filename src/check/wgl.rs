@@ -10,14 +10,14 @@
 //! completion entry: the search may linearize them at any point after they were invoked, and
 //! succeeds once every `ok` operation is linearized, which leaves the rest out ("never").
 //! Interchangeable `info` operations are tried in invocation order only (see
-//! [`symmetry`]).
+//! [`info`]).
 
 use std::collections::HashSet;
 
 use super::budget::Meter;
 use super::history::{Call, History, Status};
+use super::info;
 use super::model::SeqModel;
-use super::symmetry;
 
 /// Most distinct states kept to explain a failure.
 pub const MAX_FAILURE_STATES: usize = 8;
@@ -39,6 +39,9 @@ pub struct Stuck<S> {
 pub struct Failure<S> {
     /// The operation (history index) whose completion no order got past.
     pub blocking: usize,
+    /// The event position by which `blocking` had to take effect: its completion, or for an
+    /// `info` write, the completion of the first operation that observed its value.
+    pub at: usize,
     pub stuck: Vec<Stuck<S>>,
 }
 
@@ -87,22 +90,23 @@ struct Entries {
     call_node: Vec<usize>,
     /// `None` for operations without a completion.
     return_node: Vec<Option<usize>>,
+    /// Event position by which each operation must have taken effect (its completion node).
+    deadline: Vec<Option<usize>>,
 }
 
 impl Entries {
-    fn new(h: &History, ops: &[usize]) -> Entries {
+    fn new(h: &History, ops: &[usize], deadline: &[Option<usize>]) -> Entries {
         let mut events: Vec<(usize, usize, bool)> = Vec::with_capacity(2 * ops.len());
         for (j, &i) in ops.iter().enumerate() {
             let op = &h.ops[i];
             events.push((op.invoke, j, true));
-            if op.status == Status::Ok {
-                let complete = op.complete.expect("an ok operation has a completion");
+            if let Some(by) = deadline[j] {
                 assert!(
-                    complete > op.invoke,
-                    "op {i} completes at {complete} before its invoke {}",
+                    by > op.invoke,
+                    "op {i} must take effect by {by}, before its invoke {}",
                     op.invoke
                 );
-                events.push((complete, j, false));
+                events.push((by, j, false));
             }
         }
         events.sort_unstable();
@@ -113,6 +117,7 @@ impl Entries {
             node: Vec::with_capacity(n + 1),
             call_node: vec![0; ops.len()],
             return_node: vec![None; ops.len()],
+            deadline: deadline.to_vec(),
         };
         e.node.push((usize::MAX, false));
         for (k, &(_, j, is_call)) in events.iter().enumerate() {
@@ -183,15 +188,16 @@ pub fn search<M: SeqModel>(
     ops: &[usize],
     meter: &mut Meter,
 ) -> Outcome<M::State> {
-    let mut list = Entries::new(h, ops);
-    let required = |j: usize| h.ops[ops[j]].status == Status::Ok;
+    let deadline = info::deadlines(h, ops);
+    let mut list = Entries::new(h, ops, &deadline);
+    let required = |j: usize| deadline[j].is_some();
     let mut remaining = (0..ops.len()).filter(|&j| required(j)).count();
     let mut state = model.init();
     let mut linearized: u128 = 0;
     let mut stack: Vec<(usize, M::State)> = Vec::new();
     let mut seen: HashSet<(u128, M::State)> = HashSet::new();
     let mut failure: Option<Failure<M::State>> = None;
-    let gate = symmetry::gates(h, ops);
+    let gate = info::gates(h, ops);
     let mut applied = vec![false; ops.len()];
     let mut node = list.next[HEAD];
     while remaining > 0 {
@@ -222,7 +228,7 @@ pub fn search<M: SeqModel>(
             node = list.next[node];
             continue;
         }
-        note_stuck(&mut failure, h, ops, &list, node, &state, &stack);
+        note_stuck(&mut failure, ops, &list, node, &state, &stack);
         let Some((k, before)) = stack.pop() else {
             return Outcome::NotLinearizable(failure.expect("noted before giving up"));
         };
@@ -240,17 +246,19 @@ pub fn search<M: SeqModel>(
 /// any before.
 fn note_stuck<S: Clone + Eq>(
     failure: &mut Option<Failure<S>>,
-    h: &History,
     ops: &[usize],
     list: &Entries,
     stop: usize,
     state: &S,
     stack: &[(usize, S)],
 ) {
-    let blocking = ops[list.node[stop].0];
-    let position = |i: usize| h.ops[i].complete;
+    let (j, _) = list.node[stop];
+    let (blocking, at) = (
+        ops[j],
+        list.deadline[j].expect("completion nodes have a deadline"),
+    );
     match failure {
-        Some(f) if position(f.blocking) > position(blocking) => return,
+        Some(f) if f.at > at => return,
         Some(f) if f.blocking == blocking => {
             if f.stuck.len() >= MAX_FAILURE_STATES || f.stuck.iter().any(|s| s.state == *state) {
                 return;
@@ -259,6 +267,7 @@ fn note_stuck<S: Clone + Eq>(
         _ => {
             *failure = Some(Failure {
                 blocking,
+                at,
                 stuck: Vec::new(),
             })
         }
