@@ -7,6 +7,7 @@
 
 pub mod brute;
 pub mod budget;
+pub mod fingerprint;
 pub mod gen;
 pub mod history;
 pub mod html;

@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 
 use super::budget::Meter;
+use super::fingerprint;
 use super::history::{Call, History, Status};
 use super::info;
 use super::model::SeqModel;
@@ -64,18 +65,9 @@ pub fn relevant(h: &History, i: usize) -> bool {
     }
 }
 
-/// 128 pseudo-random bits for operation `i` (splitmix64), for set fingerprints.
+/// 128 pseudo-random bits for operation `i`, for set fingerprints (XOR of members).
 fn zobrist(i: usize) -> u128 {
-    let mix = |mut z: u64| {
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let seed = (i as u64)
-        .wrapping_mul(2)
-        .wrapping_add(1)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (u128::from(mix(seed)) << 64) | u128::from(mix(seed ^ 0x5851_f42d_4c95_7f2d))
+    fingerprint::of(&[i as u64])
 }
 
 /// Sentinel node before the first entry.
@@ -195,7 +187,7 @@ pub fn search<M: SeqModel>(
     let mut state = model.init();
     let mut linearized: u128 = 0;
     let mut stack: Vec<(usize, M::State)> = Vec::new();
-    let mut seen: HashSet<(u128, M::State)> = HashSet::new();
+    let mut seen: HashSet<(u128, M::Key)> = HashSet::new();
     let mut failure: Option<Failure<M::State>> = None;
     let gate = info::gates(h, ops);
     let mut applied = vec![false; ops.len()];
@@ -213,7 +205,7 @@ pub fn search<M: SeqModel>(
         if is_call && open {
             if let Ok(next) = model.step(&state, &h.ops[ops[j]]) {
                 let set = linearized ^ zobrist(j);
-                if seen.insert((set, next.clone())) {
+                if seen.insert((set, model.key(&next))) {
                     stack.push((j, std::mem::replace(&mut state, next)));
                     linearized = set;
                     applied[j] = true;

@@ -4,8 +4,10 @@
 //! operations and prune the search at once.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use super::{check_expect, check_read, same_number, History, Mismatch, Op, SeqModel};
+use crate::check::fingerprint;
 use crate::check::history::{Call, Id};
 
 /// Revision of an empty store.
@@ -23,37 +25,80 @@ pub struct Rec {
     pub version: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Invariant: `fingerprint` is the XOR of [`Rec::fingerprint`] over `keys`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EtcdState {
     pub revision: u64,
-    pub keys: BTreeMap<Id, Rec>,
+    /// Shared between states until a write changes it.
+    pub keys: Rc<BTreeMap<Id, Rec>>,
+    pub fingerprint: u128,
+}
+
+impl Rec {
+    fn fingerprint(&self, key: Id) -> u128 {
+        let r = self;
+        fingerprint::of(&[
+            u64::from(key),
+            u64::from(r.value),
+            r.create_revision,
+            r.mod_revision,
+            r.version,
+        ])
+    }
 }
 
 impl EtcdState {
+    /// The state with `key` set to `rec` (or removed), one revision later.
+    fn write(&self, key: Id, rec: Option<Rec>) -> EtcdState {
+        let mut keys = (*self.keys).clone();
+        let old = match rec {
+            Some(r) => keys.insert(key, r),
+            None => keys.remove(&key),
+        };
+        let fingerprint = [old, rec]
+            .iter()
+            .flatten()
+            .fold(self.fingerprint, |f, r| f ^ r.fingerprint(key));
+        EtcdState {
+            revision: self.revision + 1,
+            keys: Rc::new(keys),
+            fingerprint,
+        }
+    }
+
     fn put(&self, key: Id, value: Id) -> EtcdState {
         let revision = self.revision + 1;
-        let mut keys = self.keys.clone();
-        let rec = keys.entry(key).or_insert(Rec {
+        let old = self.keys.get(&key);
+        let rec = Rec {
             value,
-            create_revision: revision,
-            mod_revision: 0,
-            version: 0,
-        });
-        rec.value = value;
-        rec.mod_revision = revision;
-        rec.version += 1;
-        EtcdState { revision, keys }
+            create_revision: old.map_or(revision, |r| r.create_revision),
+            mod_revision: revision,
+            version: old.map_or(0, |r| r.version) + 1,
+        };
+        self.write(key, Some(rec))
     }
 }
 
 impl SeqModel for Etcd {
     type State = EtcdState;
+    type Key = (u64, u128);
 
     fn init(&self) -> EtcdState {
         EtcdState {
             revision: INITIAL_REVISION,
-            keys: BTreeMap::new(),
+            keys: Rc::new(BTreeMap::new()),
+            fingerprint: 0,
         }
+    }
+
+    fn key(&self, s: &EtcdState) -> (u64, u128) {
+        debug_assert_eq!(
+            s.fingerprint,
+            s.keys.iter().fold(0, |f, (k, r)| f ^ r.fingerprint(*k)),
+            "fingerprint out of date at revision {}",
+            s.revision
+        );
+        (s.revision, s.fingerprint)
     }
 
     fn step(&self, s: &EtcdState, op: &Op) -> Result<EtcdState, Mismatch> {
@@ -71,14 +116,7 @@ impl SeqModel for Etcd {
             }
             Call::Put { value } => s.put(op.key, value),
             Call::Delete if rec.is_none() => s.clone(),
-            Call::Delete => {
-                let mut keys = s.keys.clone();
-                keys.remove(&op.key);
-                EtcdState {
-                    revision: s.revision + 1,
-                    keys,
-                }
-            }
+            Call::Delete => s.write(op.key, None),
             Call::Cas { expect, value } => {
                 check_expect(expect, rec.map(|r| r.value))?;
                 s.put(op.key, value)

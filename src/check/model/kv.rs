@@ -25,9 +25,14 @@ impl KvState {
 
 impl SeqModel for Kv {
     type State = KvState;
+    type Key = KvState;
 
     fn init(&self) -> KvState {
         KvState::default()
+    }
+
+    fn key(&self, state: &KvState) -> KvState {
+        *state
     }
 
     fn step(&self, s: &KvState, op: &Op) -> Result<KvState, Mismatch> {

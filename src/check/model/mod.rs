@@ -104,10 +104,15 @@ pub fn check_expect(expect: Val, actual: Val) -> Result<(), Mismatch> {
 
 /// A sequential object: a state and the effect of each operation on it.
 pub trait SeqModel {
-    /// Must be cheap to clone and hash: the search memoizes on it.
-    type State: Clone + Eq + Hash + Debug;
+    /// Cloned at each step of the search.
+    type State: Clone + Eq + Debug;
+    /// What the search memoizes a state by: the state itself when small, else a
+    /// fingerprint.
+    type Key: Eq + Hash;
 
     fn init(&self) -> Self::State;
+
+    fn key(&self, state: &Self::State) -> Self::Key;
 
     /// The state after `op`, or why `op`'s recorded outcome is impossible in `state`.
     fn step(&self, state: &Self::State, op: &Op) -> Result<Self::State, Mismatch>;

@@ -8,9 +8,14 @@ pub struct Register;
 
 impl SeqModel for Register {
     type State = Val;
+    type Key = Val;
 
     fn init(&self) -> Val {
         None
+    }
+
+    fn key(&self, state: &Val) -> Val {
+        *state
     }
 
     fn step(&self, state: &Val, op: &Op) -> Result<Val, Mismatch> {
