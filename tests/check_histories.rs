@@ -217,3 +217,18 @@ fn watch_streams_are_checked_against_the_history() {
         "{stdout}"
     );
 }
+
+#[test]
+fn an_info_write_that_was_read_is_explained_by_its_reader() {
+    let p = path("info_read_but_impossible.jsonl");
+    let (code, stdout, _) = run(&["--model", "register", p.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("had to take effect before #1 returned, as that read its value"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("#0 next: expected x but the key holds nil"),
+        "{stdout}"
+    );
+}

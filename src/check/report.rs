@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::history::History;
+use super::history::{History, Status};
 use super::model::{Model, SeqModel};
 use super::wgl::Failure;
 
@@ -30,6 +30,9 @@ pub struct Report {
     /// those invoked before it returned that were left to linearize, and the last ones
     /// linearized before each stuck state.
     pub window: Vec<usize>,
+    /// For an `info` blocking operation: the operation that read its value, before whose
+    /// completion it had to take effect.
+    pub observer: Option<usize>,
     pub tried: Vec<Attempt>,
     /// Description of every operation named above.
     pub ops: BTreeMap<usize, String>,
@@ -52,6 +55,11 @@ impl Report {
             .flat_map(|s| s.after.iter().chain(&s.candidates).copied())
             .collect();
         window.push(f.blocking);
+        // An `info` write blocks when the first operation that read its value returned.
+        let observer = (h.ops[f.blocking].status == Status::Info)
+            .then(|| h.ops.iter().position(|op| op.complete == Some(f.at)))
+            .flatten();
+        window.extend(observer);
         window.sort_unstable_by_key(|&i| h.ops[i].invoke);
         window.dedup();
         let tried: Vec<Attempt> = f
@@ -77,6 +85,7 @@ impl Report {
             model: kind,
             key,
             blocking: f.blocking,
+            observer,
             window,
             tried,
             ops,
@@ -99,20 +108,23 @@ impl fmt::Display for Report {
         for i in &self.window {
             writeln!(f, "  {}", self.ops[i])?;
         }
+        let why = match self.observer {
+            Some(o) => format!("had to take effect before #{o} returned, as that read its value"),
+            None => "returned before it could take effect".to_string(),
+        };
         writeln!(
             f,
-            "{} returned before it could take effect; in every state reached before it:",
+            "{} {why}; in every state reached before it:",
             self.ops[&self.blocking]
         )?;
         for (n, a) in self.tried.iter().enumerate() {
             let after: Vec<String> = a.after.iter().map(|i| format!("#{i}")).collect();
-            writeln!(
-                f,
-                "state {}: {} (after {})",
-                n + 1,
-                a.state,
-                after.join(", ")
-            )?;
+            let after = if after.is_empty() {
+                "initial".to_string()
+            } else {
+                format!("after {}", after.join(", "))
+            };
+            writeln!(f, "state {}: {} ({after})", n + 1, a.state,)?;
             for (i, why) in &a.outcomes {
                 writeln!(f, "  #{i} next: {why}")?;
             }
