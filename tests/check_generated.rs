@@ -99,3 +99,36 @@ fn a_spent_budget_gives_unknown_never_a_wrong_verdict() {
         "expired deadline: {v:?}"
     );
 }
+
+#[test]
+fn any_budget_gives_the_right_verdict_or_unknown() {
+    for anomaly in [
+        None,
+        Some(Anomaly::StaleRead),
+        Some(Anomaly::LostWrite),
+        Some(Anomaly::DuplicatedWrite),
+    ] {
+        let cfg = GenConfig {
+            anomaly,
+            crash_per_mille: 20,
+            ..GenConfig::new(11, 600, 3, Workload::Kv)
+        };
+        let h = from_events(&generate(&cfg)).expect("well formed");
+        for steps in (0..14).map(|e| 1u64 << e) {
+            let v = linearizable(
+                &h,
+                Model::Kv,
+                Options {
+                    budget: Budget::Steps(steps),
+                },
+            )
+            .expect("kv");
+            let right = match v {
+                Verdict::Linearizable => anomaly.is_none(),
+                Verdict::NotLinearizable(_) => anomaly.is_some(),
+                Verdict::Unknown { .. } => true,
+            };
+            assert!(right, "{anomaly:?} with {steps} steps: {v:?}");
+        }
+    }
+}

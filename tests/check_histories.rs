@@ -232,3 +232,39 @@ fn an_info_write_that_was_read_is_explained_by_its_reader() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_time_limit_gives_unknown_and_exit_3() {
+    let cfg = detcd::check::gen::GenConfig::new(5, 3000, 2, detcd::check::gen::Workload::Kv);
+    let text: String = detcd::check::gen::generate(&cfg)
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("serializes") + "\n")
+        .collect();
+    let file = std::env::temp_dir().join(format!("detcd-check-limit-{}.jsonl", std::process::id()));
+    std::fs::write(&file, text).expect("write the history");
+    let (code, stdout, _) = run(&["--time-limit", "0", file.to_str().expect("utf-8 path")]);
+    std::fs::remove_file(&file).expect("remove the history");
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout.contains("time limit of 0s reached") && stdout.contains("\nunknown ("),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_page_is_well_formed() {
+    let p = path("register_stale_read.jsonl");
+    let h = parse(std::fs::File::open(&p).expect("test data exists")).expect("parses");
+    let v = linearizable(&h, Model::Register, Options::default()).expect("register");
+    let page = detcd::check::html::render(&h, &v, "a <title> & more");
+    let svg = &page[page.find("<svg").expect("an svg")..page.find("</svg>").expect("closed") + 6];
+    assert_eq!(
+        svg.matches("<rect").count(),
+        1 + h.ops.len(),
+        "the window band and one box per operation"
+    );
+    assert!(
+        page.contains("a &lt;title&gt; &amp; more"),
+        "text is escaped"
+    );
+}
