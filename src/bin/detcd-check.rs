@@ -15,7 +15,9 @@ use detcd::check::{html, linearizable, watch, Budget, Model, Options, Verdict};
 #[derive(Parser)]
 #[command(
     version,
-    about = "Checks a client history (JSON Lines or a Jepsen register log) for linearizability"
+    about = "Checks a client history (JSON Lines or a Jepsen register log) for linearizability",
+    after_help = "Exit status: 0 linearizable, 1 not linearizable (or a watch stream broke a \
+                  guarantee), 2 unreadable input, 3 unknown (time limit reached)."
 )]
 struct Args {
     /// The history file; `-` reads standard input.

@@ -4,12 +4,14 @@
 //! in time order. The search walks it: at an invocation it tries to linearize that operation
 //! next (apply it to the model, lift it out of the list); at a completion it has found an
 //! operation that returned before it could be linearized and backtracks. Configurations
-//! (linearized set, model state) already explored are memoized, so each is expanded once.
+//! (linearized set, model state) already explored are memoized, so each is expanded once;
+//! the set is kept as a 128-bit fingerprint (XOR of one random value per member).
 //!
-//! Operations without a completion in the partition (`info`, missing) are invocations with no
-//! completion entry: the search may linearize them at any point after they were invoked, and
-//! succeeds once every `ok` operation is linearized, which leaves the rest out ("never").
-//! Interchangeable `info` operations are tried in invocation order only (see
+//! An `ok` operation's completion entry is its completion. An `info` (or missing) one has
+//! none, so it may be linearized at any point after its invocation, or never: the search
+//! succeeds once every operation with a completion entry is linearized. The exception is an
+//! `info` write whose value an `ok` operation read: it gets that reader's completion as its
+//! own, and interchangeable `info` operations are tried in invocation order only (both in
 //! [`info`]).
 
 use std::collections::HashSet;
