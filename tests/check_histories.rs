@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use detcd::check::gen::{generate, jepsen_log, Anomaly, GenConfig, Workload};
 use detcd::check::{linearizable, parse, Model, Options, Verdict};
 
 fn path(name: &str) -> PathBuf {
@@ -233,17 +234,55 @@ fn an_info_write_that_was_read_is_explained_by_its_reader() {
     );
 }
 
-#[test]
-fn the_time_limit_gives_unknown_and_exit_3() {
-    let cfg = detcd::check::gen::GenConfig::new(5, 3000, 2, detcd::check::gen::Workload::Kv);
-    let text: String = detcd::check::gen::generate(&cfg)
+/// Writes `text` to a temporary file, runs the binary on it with `args` first, and removes it.
+fn run_text(text: &str, name: &str, args: &[&str]) -> (i32, String, String) {
+    let file = std::env::temp_dir().join(format!("detcd-check-{}-{name}", std::process::id()));
+    std::fs::write(&file, text).expect("write the history");
+    let mut all = args.to_vec();
+    all.push(file.to_str().expect("utf-8 path"));
+    let out = run(&all);
+    std::fs::remove_file(&file).expect("remove the history");
+    out
+}
+
+fn jsonl(cfg: &GenConfig) -> String {
+    generate(cfg)
         .iter()
         .map(|e| serde_json::to_string(e).expect("serializes") + "\n")
-        .collect();
-    let file = std::env::temp_dir().join(format!("detcd-check-limit-{}.jsonl", std::process::id()));
-    std::fs::write(&file, text).expect("write the history");
-    let (code, stdout, _) = run(&["--time-limit", "0", file.to_str().expect("utf-8 path")]);
-    std::fs::remove_file(&file).expect("remove the history");
+        .collect()
+}
+
+#[test]
+fn the_binary_finds_every_injected_anomaly_in_json_and_jepsen_form() {
+    for anomaly in [
+        None,
+        Some(Anomaly::StaleRead),
+        Some(Anomaly::LostWrite),
+        Some(Anomaly::DuplicatedWrite),
+    ] {
+        let want = if anomaly.is_some() { 1 } else { 0 };
+        let kv = GenConfig {
+            anomaly,
+            ..GenConfig::new(9, 2000, 10, Workload::Kv)
+        };
+        let (code, stdout, _) = run_text(&jsonl(&kv), "kv.jsonl", &[]);
+        assert_eq!(code, want, "kv {anomaly:?}: {stdout}");
+        let register = GenConfig {
+            anomaly,
+            ..GenConfig::new(9, 500, 1, Workload::Register)
+        };
+        let (code, stdout, _) = run_text(&jepsen_log(&generate(&register)), "r.log", &[]);
+        assert_eq!(code, want, "jepsen {anomaly:?}: {stdout}");
+    }
+}
+
+#[test]
+fn the_time_limit_gives_unknown_and_exit_3() {
+    let (code, stdout, _) = run_text(
+        &jsonl(&GenConfig::new(5, 3000, 2, Workload::Kv)),
+        "limit.jsonl",
+        &["--time-limit", "0"],
+    );
     assert_eq!(code, 3, "{stdout}");
     assert!(
         stdout.contains("time limit of 0s reached") && stdout.contains("\nunknown ("),
