@@ -23,7 +23,7 @@ fn run(label: &str, model: Model, base: GenConfig) {
     if !filter.is_none_or(|f| format!("{} {label}", model.name()).contains(&f)) {
         return;
     }
-    for anomaly in std::iter::once(None).chain(Anomaly::ALL.map(Some)) {
+    for anomaly in Anomaly::OR_NONE {
         let cfg = GenConfig { anomaly, ..base };
         let text: String = generate(&cfg)
             .iter()

@@ -3,7 +3,7 @@
 //! (the generator only injects where real-time order makes it certain).
 
 use detcd::check::gen::{generate, jepsen_log, Anomaly, GenConfig, Workload};
-use detcd::check::history::{from_events, parse_str};
+use detcd::check::history::{from_events, parse_str, History};
 use detcd::check::{linearizable, Budget, Model, Options, Verdict};
 
 fn verdict(cfg: &GenConfig, model: Model) -> Verdict {
@@ -53,12 +53,7 @@ fn every_injected_anomaly_is_found_under_every_model() {
 
 #[test]
 fn jepsen_logs_of_generated_registers_get_the_right_verdict() {
-    for anomaly in [
-        None,
-        Some(Anomaly::StaleRead),
-        Some(Anomaly::LostWrite),
-        Some(Anomaly::DuplicatedWrite),
-    ] {
+    for anomaly in Anomaly::OR_NONE {
         let mut cfg = GenConfig::new(7, 300, 1, Workload::Register);
         cfg.anomaly = anomaly;
         let h = parse_str(&jepsen_log(&generate(&cfg))).expect("the log parses");
@@ -71,29 +66,19 @@ fn jepsen_logs_of_generated_registers_get_the_right_verdict() {
     }
 }
 
+fn kv_with(h: &History, budget: Budget) -> Verdict {
+    linearizable(h, Model::Kv, Options { budget }).expect("kv operations")
+}
+
 #[test]
 fn a_spent_budget_gives_unknown_never_a_wrong_verdict() {
     let cfg = GenConfig::new(3, 2000, 2, Workload::Kv);
     let h = from_events(&generate(&cfg)).expect("well formed");
     for steps in [0, 1, 10, 100, 1000] {
-        let v = linearizable(
-            &h,
-            Model::Kv,
-            Options {
-                budget: Budget::Steps(steps),
-            },
-        )
-        .expect("kv");
+        let v = kv_with(&h, Budget::Steps(steps));
         assert!(matches!(v, Verdict::Unknown { .. }), "{steps} steps: {v:?}");
     }
-    let v = linearizable(
-        &h,
-        Model::Kv,
-        Options {
-            budget: Budget::Deadline(Box::new(|| true)),
-        },
-    )
-    .expect("kv");
+    let v = kv_with(&h, Budget::Deadline(Box::new(|| true)));
     assert!(
         matches!(v, Verdict::Unknown { .. }),
         "expired deadline: {v:?}"
@@ -102,12 +87,7 @@ fn a_spent_budget_gives_unknown_never_a_wrong_verdict() {
 
 #[test]
 fn any_budget_gives_the_right_verdict_or_unknown() {
-    for anomaly in [
-        None,
-        Some(Anomaly::StaleRead),
-        Some(Anomaly::LostWrite),
-        Some(Anomaly::DuplicatedWrite),
-    ] {
+    for anomaly in Anomaly::OR_NONE {
         let cfg = GenConfig {
             anomaly,
             crash_per_mille: 20,
@@ -115,14 +95,7 @@ fn any_budget_gives_the_right_verdict_or_unknown() {
         };
         let h = from_events(&generate(&cfg)).expect("well formed");
         for steps in (0..14).map(|e| 1u64 << e) {
-            let v = linearizable(
-                &h,
-                Model::Kv,
-                Options {
-                    budget: Budget::Steps(steps),
-                },
-            )
-            .expect("kv");
+            let v = kv_with(&h, Budget::Steps(steps));
             let right = match v {
                 Verdict::Linearizable => anomaly.is_none(),
                 Verdict::NotLinearizable(_) => anomaly.is_some(),

@@ -254,12 +254,7 @@ fn jsonl(cfg: &GenConfig) -> String {
 
 #[test]
 fn the_binary_finds_every_injected_anomaly_in_json_and_jepsen_form() {
-    for anomaly in [
-        None,
-        Some(Anomaly::StaleRead),
-        Some(Anomaly::LostWrite),
-        Some(Anomaly::DuplicatedWrite),
-    ] {
+    for anomaly in Anomaly::OR_NONE {
         let want = if anomaly.is_some() { 1 } else { 0 };
         let kv = GenConfig {
             anomaly,

@@ -44,6 +44,13 @@ impl Anomaly {
         Anomaly::LostWrite,
         Anomaly::DuplicatedWrite,
     ];
+    /// Each anomaly, and none (first): the cases a checker test runs.
+    pub const OR_NONE: [Option<Anomaly>; 4] = [
+        None,
+        Some(Anomaly::StaleRead),
+        Some(Anomaly::LostWrite),
+        Some(Anomaly::DuplicatedWrite),
+    ];
 }
 
 /// Everything that decides a generated history.
