@@ -25,7 +25,7 @@ pub struct Rec {
     pub version: u64,
 }
 
-/// Invariant: `fingerprint` is the XOR of [`Rec::fingerprint`] over `keys`.
+/// Invariant: `fingerprint` is the XOR of `Rec::fingerprint` over `keys`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EtcdState {
     pub revision: u64,
