@@ -45,6 +45,25 @@ pub fn gates(h: &History, ops: &[usize]) -> Vec<Option<usize>> {
         .collect()
 }
 
+/// Numbers the classes of interchangeable optional operations (those without a deadline),
+/// from the chains [`gates`] made: `Some(class)` per optional operation, `None` for required
+/// ones.
+pub fn classes(gate: &[Option<usize>], deadline: &[Option<usize>]) -> Vec<Option<usize>> {
+    let mut class: Vec<Option<usize>> = Vec::with_capacity(gate.len());
+    let mut next = 0;
+    for (j, g) in gate.iter().enumerate() {
+        class.push(match (deadline[j], g) {
+            (Some(_), _) => None,
+            (None, Some(g)) => class[*g],
+            (None, None) => {
+                next += 1;
+                Some(next - 1)
+            }
+        });
+    }
+    class
+}
+
 /// (key, value) pairs that operations of `ops` read or expect.
 fn observed(h: &History, ops: &[usize]) -> BTreeSet<(Id, Val)> {
     ops.iter()

@@ -30,6 +30,7 @@ pub mod history;
 pub mod html;
 pub mod info;
 pub mod jepsen;
+pub mod memo;
 pub mod model;
 pub mod partition;
 pub mod report;

@@ -4,8 +4,8 @@
 //! in time order. The search walks it: at an invocation it tries to linearize that operation
 //! next (apply it to the model, lift it out of the list); at a completion it has found an
 //! operation that returned before it could be linearized and backtracks. Configurations
-//! (linearized set, model state) already explored are memoized, so each is expanded once;
-//! the set is kept as a 128-bit fingerprint (XOR of one random value per member).
+//! (linearized set, model state) already explored are memoized, so each is expanded once,
+//! and one that an explored configuration subsumes is not expanded at all ([`super::memo`]).
 //!
 //! An `ok` operation's completion entry is its completion. An `info` (or missing) one has
 //! none, so it may be linearized at any point after its invocation, or never: the search
@@ -14,12 +14,10 @@
 //! own, and interchangeable `info` operations are tried in invocation order only (both in
 //! [`info`]).
 
-use std::collections::HashSet;
-
 use super::budget::Meter;
-use super::fingerprint;
 use super::history::{Call, History, Status};
 use super::info;
+use super::memo::Memo;
 use super::model::SeqModel;
 
 /// Most distinct states kept to explain a failure.
@@ -65,11 +63,6 @@ pub fn relevant(h: &History, i: usize) -> bool {
         Status::Fail => false,
         Status::Info => op.call != Call::Get,
     }
-}
-
-/// 128 pseudo-random bits for operation `i`, for set fingerprints (XOR of members).
-fn zobrist(i: usize) -> u128 {
-    fingerprint::of(&[i as u64])
 }
 
 /// Sentinel node before the first entry.
@@ -187,11 +180,10 @@ pub fn search<M: SeqModel>(
     let required = |j: usize| deadline[j].is_some();
     let mut remaining = (0..ops.len()).filter(|&j| required(j)).count();
     let mut state = model.init();
-    let mut linearized: u128 = 0;
     let mut stack: Vec<(usize, M::State)> = Vec::new();
-    let mut seen: HashSet<(u128, M::Key)> = HashSet::new();
     let mut failure: Option<Failure<M::State>> = None;
     let gate = info::gates(h, ops);
+    let mut memo = Memo::new(info::classes(&gate, &deadline));
     let mut applied = vec![false; ops.len()];
     let mut node = list.next[HEAD];
     while remaining > 0 {
@@ -206,10 +198,8 @@ pub fn search<M: SeqModel>(
         let open = gate[j].is_none_or(|g| applied[g]);
         if is_call && open {
             if let Ok(next) = model.step(&state, &h.ops[ops[j]]) {
-                let set = linearized ^ zobrist(j);
-                if seen.insert((set, model.key(&next))) {
+                if memo.enter(j, model.key(&next)) {
                     stack.push((j, std::mem::replace(&mut state, next)));
-                    linearized = set;
                     applied[j] = true;
                     list.lift(j);
                     remaining -= usize::from(required(j));
@@ -227,7 +217,7 @@ pub fn search<M: SeqModel>(
             return Outcome::NotLinearizable(failure.expect("noted before giving up"));
         };
         state = before;
-        linearized ^= zobrist(k);
+        memo.leave(k);
         applied[k] = false;
         list.unlift(k);
         remaining += usize::from(required(k));
@@ -344,13 +334,5 @@ mod tests {
             search(&h, &Register, &[0, 1], &mut meter),
             Outcome::Unknown
         ));
-    }
-
-    #[test]
-    fn fingerprints_of_operations_differ() {
-        let mut seen: Vec<u128> = (0..10_000).map(zobrist).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        assert_eq!(seen.len(), 10_000);
     }
 }

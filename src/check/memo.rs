@@ -1,0 +1,80 @@
+//! The configurations the search has explored, with subsumption.
+//!
+//! A configuration is the set of required operations linearized (as a fingerprint), the
+//! model state, and how many members of each class of interchangeable optional (`info`)
+//! operations were applied ([`super::info::gates`] makes those a prefix of each class). One
+//! explored configuration subsumes another with the same required set and state whose
+//! counts are all at least as high: the second has fewer options left, so whatever it can
+//! reach, the first can too (renaming class members, which are interchangeable). The search
+//! expands every configuration it records, so skipping subsumed ones keeps it complete:
+//! a goal reachable from a skipped configuration is reachable, in no more steps, from the
+//! one that subsumed it.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use super::fingerprint;
+
+/// Explored configurations and the current one's set and counts.
+pub struct Memo<K> {
+    seen: HashMap<(u128, K), Vec<Box<[u32]>>>,
+    /// Partition-local operation -> its class, for optional operations.
+    class: Vec<Option<usize>>,
+    counts: Vec<u32>,
+    /// Fingerprint of the required operations linearized: XOR of one value per member.
+    required: u128,
+}
+
+/// 128 pseudo-random bits for operation `j`.
+fn member(j: usize) -> u128 {
+    fingerprint::of(&[j as u64])
+}
+
+impl<K: Eq + Hash> Memo<K> {
+    /// `class[j]` is `Some` for optional operations; classes are numbered from 0.
+    pub fn new(class: Vec<Option<usize>>) -> Memo<K> {
+        let classes = class.iter().flatten().max().map_or(0, |c| c + 1);
+        Memo {
+            seen: HashMap::new(),
+            class,
+            counts: vec![0; classes],
+            required: 0,
+        }
+    }
+
+    /// Moves to the configuration after linearizing `j` into a state with key `key`, unless
+    /// an explored configuration subsumes it (then nothing changes and it returns false).
+    pub fn enter(&mut self, j: usize, key: K) -> bool {
+        self.toggle(j, true);
+        let counts = &self.counts;
+        let explored = self.seen.entry((self.required, key)).or_default();
+        let subsumed = explored
+            .iter()
+            .any(|e| e.iter().zip(counts).all(|(a, b)| a <= b));
+        if subsumed {
+            self.toggle(j, false);
+            return false;
+        }
+        explored.push(counts.clone().into_boxed_slice());
+        true
+    }
+
+    /// Moves back from the configuration after linearizing `j`.
+    pub fn leave(&mut self, j: usize) {
+        self.toggle(j, false);
+    }
+
+    fn toggle(&mut self, j: usize, on: bool) {
+        match self.class[j] {
+            Some(c) if on => self.counts[c] += 1,
+            Some(c) => {
+                assert!(
+                    self.counts[c] > 0,
+                    "class {c} of op {j} has no member applied"
+                );
+                self.counts[c] -= 1;
+            }
+            None => self.required ^= member(j),
+        }
+    }
+}
