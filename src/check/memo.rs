@@ -10,14 +10,20 @@
 //! a goal reachable from a skipped configuration is reachable, in no more steps, from the
 //! one that subsumed it.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::Hash;
 
 use super::fingerprint;
 
+/// Members applied per class of optional operations.
+type Counts = Box<[u32]>;
+
 /// Explored configurations and the current one's set and counts.
 pub struct Memo<K> {
-    seen: HashMap<(u128, K), Vec<Box<[u32]>>>,
+    /// (required set, state key) -> the class counts explored there: the first inline, so
+    /// that partitions without optional operations allocate nothing more per entry.
+    seen: HashMap<(u128, K), (Counts, Vec<Counts>)>,
     /// Partition-local operation -> its class, for optional operations.
     class: Vec<Option<usize>>,
     counts: Vec<u32>,
@@ -47,16 +53,25 @@ impl<K: Eq + Hash> Memo<K> {
     pub fn enter(&mut self, j: usize, key: K) -> bool {
         self.toggle(j, true);
         let counts = &self.counts;
-        let explored = self.seen.entry((self.required, key)).or_default();
-        let subsumed = explored
-            .iter()
-            .any(|e| e.iter().zip(counts).all(|(a, b)| a <= b));
-        if subsumed {
+        let fresh = match self.seen.entry((self.required, key)) {
+            Entry::Vacant(v) => {
+                v.insert((counts.clone().into_boxed_slice(), Vec::new()));
+                true
+            }
+            Entry::Occupied(mut o) => {
+                let (first, more) = o.get_mut();
+                let at_most = |e: &[u32]| e.iter().zip(counts).all(|(a, b)| a <= b);
+                let subsumed = at_most(first) || more.iter().any(|e| at_most(e));
+                if !subsumed {
+                    more.push(counts.clone().into_boxed_slice());
+                }
+                !subsumed
+            }
+        };
+        if !fresh {
             self.toggle(j, false);
-            return false;
         }
-        explored.push(counts.clone().into_boxed_slice());
-        true
+        fresh
     }
 
     /// Moves back from the configuration after linearizing `j`.

@@ -185,6 +185,10 @@ pub fn search<M: SeqModel>(
     let gate = info::gates(h, ops);
     let mut memo = Memo::new(info::classes(&gate, &deadline));
     let mut applied = vec![false; ops.len()];
+    // Each configuration is scanned twice up to the first completion: for required
+    // operations, then for optional ones, so that configurations with fewer optional
+    // operations applied come first and subsume the others.
+    let mut optional_pass = false;
     let mut node = list.next[HEAD];
     while remaining > 0 {
         if meter.exhausted() {
@@ -195,7 +199,7 @@ pub fn search<M: SeqModel>(
             "{remaining} ok operations left but the list is exhausted"
         );
         let (j, is_call) = list.node[node];
-        let open = gate[j].is_none_or(|g| applied[g]);
+        let open = optional_pass != required(j) && gate[j].is_none_or(|g| applied[g]);
         if is_call && open {
             if let Ok(next) = model.step(&state, &h.ops[ops[j]]) {
                 if memo.enter(j, model.key(&next)) {
@@ -203,13 +207,17 @@ pub fn search<M: SeqModel>(
                     applied[j] = true;
                     list.lift(j);
                     remaining -= usize::from(required(j));
-                    node = list.next[HEAD];
+                    (node, optional_pass) = (list.next[HEAD], false);
                     continue;
                 }
             }
         }
         if is_call {
             node = list.next[node];
+            continue;
+        }
+        if !optional_pass {
+            (node, optional_pass) = (list.next[HEAD], true);
             continue;
         }
         note_stuck(&mut failure, ops, &list, node, &state, &stack);
@@ -221,7 +229,7 @@ pub fn search<M: SeqModel>(
         applied[k] = false;
         list.unlift(k);
         remaining += usize::from(required(k));
-        node = list.next[list.call_node[k]];
+        (node, optional_pass) = (list.next[list.call_node[k]], !required(k));
     }
     Outcome::Linearizable
 }
