@@ -20,7 +20,7 @@
 //! Known limit: the search is exponential in the worst case. A failing single-key history
 //! whose versions are checked (kv model) with many pending `info` operations is the slow
 //! shape: the search must exhaust every configuration before the failure, and each pending
-//! operation multiplies them (benchmark: 5,000 operations on one key, about 2 s).
+//! operation multiplies them (benchmark: 5,000 operations on one key, a few seconds).
 
 pub mod brute;
 pub mod budget;
