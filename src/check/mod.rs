@@ -1,0 +1,184 @@
+//! Linearizability checking of client histories (see `shared/HISTORY.md`).
+//!
+//! [`linearizable`] splits a history per key where the model allows it ([`partition`]),
+//! narrows what `info` operations may do ([`info`]) and runs a Wing–Gong–Lowe search on
+//! each part ([`wgl`]); a failure comes back as a [`Report`] naming the window of operations
+//! no order gets past and why each candidate failed in each state reached. [`watch`] checks
+//! recorded watch streams against the history; [`html`] draws a check. [`gen`] makes
+//! histories of a simulated store, with injected anomalies, and [`brute`] is the naive
+//! checker the fast one is tested against.
+//!
+//! The library reads no clock and starts no thread, so the simulator can call it; time
+//! limits come in as a [`Budget`]:
+//!
+//! ```text
+//! let h = check::parse(reader)?;                       // Err(ParseError { line, msg })
+//! let budget = Budget::Steps(10_000_000);              // or Budget::Deadline(Box::new(..))
+//! match check::linearizable(&h, Model::Kv, Options { budget })? { .. }
+//! ```
+//!
+//! Known limit: the search is exponential in the worst case. A failing single-key history
+//! whose versions are checked (kv model) with many pending `info` operations is the slow
+//! shape: the search must exhaust every configuration before the failure, and each pending
+//! operation multiplies them (benchmark: 5,000 operations on one key, a few seconds).
+
+pub mod brute;
+pub mod budget;
+pub mod fingerprint;
+pub mod gen;
+pub mod history;
+pub mod html;
+pub mod info;
+pub mod jepsen;
+pub mod memo;
+pub mod model;
+pub mod partition;
+pub mod report;
+pub mod watch;
+pub mod wgl;
+
+pub use budget::{Budget, Meter};
+pub use history::{parse, History, ParseError};
+pub use model::Model;
+pub use report::Report;
+
+use model::{Etcd, Kv, Register, SeqModel};
+use partition::Partition;
+use wgl::Outcome;
+
+/// Settings of one check.
+#[derive(Debug)]
+pub struct Options {
+    pub budget: Budget,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            budget: Budget::Unlimited,
+        }
+    }
+}
+
+/// The answer of a check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Linearizable,
+    NotLinearizable(Box<Report>),
+    /// The budget ran out first; says nothing either way.
+    Unknown {
+        /// The partition being searched when it ran out.
+        key: Option<String>,
+        steps: u64,
+    },
+}
+
+impl Verdict {
+    /// The word the binary prints.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Linearizable => "linearizable",
+            Verdict::NotLinearizable(_) => "not linearizable",
+            Verdict::Unknown { .. } => "unknown",
+        }
+    }
+}
+
+/// Rejects histories with operations the model does not define.
+fn validate(h: &History, model: Model) -> Result<(), ParseError> {
+    match h.ops.iter().find(|op| !model.supports(op.call)) {
+        Some(op) => Err(ParseError::new(
+            op.line,
+            format!(
+                "model {} has no {}",
+                model.name(),
+                history::call_name(op.call)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks one partition with one model.
+fn check_part<M: SeqModel>(
+    h: &History,
+    kind: Model,
+    model: &M,
+    p: &Partition,
+    meter: &mut Meter,
+) -> Option<Verdict> {
+    let key = p.key.map(|k| h.keys[k as usize].clone());
+    match wgl::search(h, model, &p.ops, meter) {
+        Outcome::Linearizable => None,
+        Outcome::NotLinearizable(f) => Some(Verdict::NotLinearizable(Box::new(Report::new(
+            h, kind, model, key, &f,
+        )))),
+        Outcome::Unknown => Some(Verdict::Unknown {
+            key,
+            steps: meter.steps(),
+        }),
+    }
+}
+
+/// Checks `h` against `model`; an error names an operation the model does not define.
+///
+/// A failing partition decides "not linearizable" even when another ran out of budget.
+pub fn linearizable(h: &History, model: Model, options: Options) -> Result<Verdict, ParseError> {
+    validate(h, model)?;
+    let mut meter = Meter::new(options.budget);
+    let mut unknown = None;
+    for p in partition::partitions(h, model) {
+        let verdict = match model {
+            Model::Register => check_part(h, model, &Register, &p, &mut meter),
+            Model::Kv => check_part(h, model, &Kv, &p, &mut meter),
+            Model::Etcd => check_part(h, model, &Etcd, &p, &mut meter),
+        };
+        match verdict {
+            Some(v @ Verdict::NotLinearizable(_)) => return Ok(v),
+            Some(v) => unknown = unknown.or(Some(v)),
+            None => {}
+        }
+    }
+    Ok(unknown.unwrap_or(Verdict::Linearizable))
+}
+
+/// Compact histories for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::history::{from_events, Event, History};
+
+    /// One event per line: `process type f key [value|nil] [expect=V|nil] [rev=N] [mod=N]
+    /// [ver=N]`, e.g. `2 ok get k1 v1 ver=3` or `1 invoke cas k1 v2 expect=nil`.
+    pub fn history(spec: &str) -> History {
+        let events: Vec<Event> = spec
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(event)
+            .collect();
+        from_events(&events).expect("test history is well formed")
+    }
+
+    fn event(line: &str) -> Event {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        let value = |s: &str| (s != "nil").then(|| s.to_string());
+        let mut e = Event {
+            process: t[0].parse().expect("process number"),
+            kind: t[1].into(),
+            f: t[2].into(),
+            key: Some(t[3].into()),
+            ..Event::default()
+        };
+        for word in &t[4..] {
+            let number = |s: &str| Some(s.parse::<u64>().expect("a number"));
+            match word.split_once('=') {
+                Some(("expect", v)) => e.expect = Some(value(v)),
+                Some(("rev", n)) => e.revision = number(n),
+                Some(("mod", n)) => e.mod_revision = number(n),
+                Some(("ver", n)) => e.version = number(n),
+                Some((other, _)) => panic!("unknown field {other}"),
+                None => e.value = value(word),
+            }
+        }
+        e
+    }
+}

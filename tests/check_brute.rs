@@ -1,0 +1,117 @@
+//! The fast checker (per-key partitions, WGL search with memoization) must agree with the
+//! brute-force one (every order of the whole history) on small random histories: random
+//! operations, random results, random outcomes (ok, fail, info, no completion), values from a
+//! small pool so that the same value is often written twice.
+
+use detcd::check::brute;
+use detcd::check::history::{from_events, Event};
+use detcd::check::{linearizable, Model, Options, Verdict};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const PROCESSES: u64 = 3;
+const POOL: [&str; 3] = ["a", "b", "c"];
+/// Completion types drawn from ("none": no completion); info-heavy histories exercise the
+/// rules that narrow `info` operations.
+const MOSTLY_OK: [&str; 7] = ["ok", "ok", "ok", "ok", "fail", "info", "none"];
+const INFO_HEAVY: [&str; 7] = ["ok", "ok", "info", "info", "fail", "info", "none"];
+
+fn maybe_value(rng: &mut ChaCha8Rng) -> Option<String> {
+    let i = rng.random_range(0..=POOL.len());
+    POOL.get(i).map(|v| v.to_string())
+}
+
+fn small_number(rng: &mut ChaCha8Rng) -> Option<u64> {
+    rng.random_bool(0.5).then(|| rng.random_range(0..5))
+}
+
+/// A random history of at most `brute::MAX_BRUTE_OPS` operations.
+fn random_history(seed: u64, model: Model, info_heavy: bool) -> Vec<Event> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut remaining = rng.random_range(1..=brute::MAX_BRUTE_OPS);
+    let mut slots: Vec<(u64, Option<Event>)> = (0..PROCESSES).map(|p| (p, None)).collect();
+    let mut events = Vec::new();
+    while remaining > 0 || slots.iter().any(|s| s.1.is_some()) {
+        let (process, slot) = &mut slots[rng.random_range(0..PROCESSES as usize)];
+        let Some(call) = slot.take() else {
+            if remaining > 0 {
+                remaining -= 1;
+                let fs: &[&str] = if model == Model::Register {
+                    &["get", "put", "cas"]
+                } else {
+                    &["get", "put", "cas", "delete"]
+                };
+                let f = fs[rng.random_range(0..fs.len())];
+                let mut e = Event {
+                    process: *process,
+                    kind: "invoke".into(),
+                    f: f.into(),
+                    key: Some(format!("k{}", rng.random_range(0..2))),
+                    ..Event::default()
+                };
+                if f == "put" || f == "cas" {
+                    e.value = Some(POOL[rng.random_range(0..POOL.len())].into());
+                }
+                if f == "cas" {
+                    e.expect = Some(maybe_value(&mut rng));
+                }
+                events.push(e.clone());
+                *slot = Some(e);
+            }
+            continue;
+        };
+        let kinds = if info_heavy { INFO_HEAVY } else { MOSTLY_OK };
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        if kind == "none" || kind == "info" {
+            *process += PROCESSES;
+        }
+        if kind == "none" {
+            continue;
+        }
+        let mut e = Event {
+            kind: kind.into(),
+            revision: small_number(&mut rng),
+            ..call
+        };
+        if e.f == "get" {
+            e.value = maybe_value(&mut rng);
+            (e.mod_revision, e.version) = (small_number(&mut rng), small_number(&mut rng));
+        }
+        events.push(e);
+    }
+    for (i, e) in events.iter_mut().enumerate() {
+        (e.index, e.time) = (i as u64, i as u64);
+    }
+    events
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn fast_and_brute_force_checkers_agree(seed in any::<u64>(), m in 0..3usize, info_heavy in any::<bool>()) {
+        let model = Model::ALL[m];
+        let events = random_history(seed, model, info_heavy);
+        let h = from_events(&events).expect("well formed");
+        let fast = linearizable(&h, model, Options::default()).expect("supported operations");
+        prop_assert_eq!(fast == Verdict::Linearizable, brute::linearizable(&h, model), "seed {} model {:?} info-heavy {}: {:?}", seed, model, info_heavy, fast);
+    }
+}
+
+/// The comparison above only means something if the random histories go both ways.
+#[test]
+fn random_histories_exercise_both_verdicts() {
+    for (model, info_heavy) in Model::ALL.into_iter().flat_map(|m| [(m, false), (m, true)]) {
+        let good = (0..400u64)
+            .filter(|&s| {
+                let h = from_events(&random_history(s, model, info_heavy)).expect("well formed");
+                brute::linearizable(&h, model)
+            })
+            .count();
+        assert!(
+            (40..=360).contains(&good),
+            "{model:?} info-heavy {info_heavy}: {good} of 400 linearizable"
+        );
+    }
+}
