@@ -15,7 +15,11 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=proto");
+    // Each file, not the directory: cargo compares a directory's own mtime, which an edit
+    // inside a subdirectory does not change.
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
     let descriptors = protox::compile(PROTOS, ["proto/etcd", "proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out_dir.join("detcd_descriptor.bin");

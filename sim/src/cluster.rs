@@ -2,7 +2,7 @@
 //! with the controls a fault schedule needs: partition, kill, power cut, restart.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,8 +11,8 @@ use detcd::runtime::{Clock, Disk, SimDisk};
 use detcd::server::member::{self, MemberConfig, MemberHandle, StateMachine};
 use detcd::server::transport::{PeerServer, Transport};
 use detcd::wal::WalOptions;
-use madsim::net::NetSim;
-use madsim::runtime::{Handle, NodeHandle};
+
+use crate::nodes::{member_ip, Nodes};
 use tokio::sync::mpsc;
 
 const PEER_PORT: u16 = 2380;
@@ -31,14 +31,9 @@ impl StateMachine for Recorder {
     }
 }
 
-fn ip(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1))
-}
-
 /// A running simulated cluster. Member `i` (0-based) has Raft ID `i + 1`.
 pub struct SimCluster {
-    nodes: Vec<NodeHandle>,
-    disks: Vec<SimDisk>,
+    nodes: Nodes,
     members: Arc<Mutex<BTreeMap<u64, MemberHandle>>>,
     applied: Vec<Arc<Mutex<AppliedLog>>>,
 }
@@ -46,39 +41,18 @@ pub struct SimCluster {
 impl SimCluster {
     /// Starts `size` members; call inside a madsim runtime.
     pub fn start(size: usize, seed: u64) -> SimCluster {
-        let handle = Handle::current();
         let voters: Vec<u64> = (1..=size as u64).collect();
         let members = Arc::new(Mutex::new(BTreeMap::new()));
-        let mut nodes = Vec::new();
-        let mut disks = Vec::new();
-        let mut applied = Vec::new();
-        for i in 0..size {
-            let id = i as u64 + 1;
-            let disk = SimDisk::new(seed.wrapping_mul(31).wrapping_add(id));
-            let log: Arc<Mutex<AppliedLog>> = Arc::new(Mutex::new(AppliedLog::default()));
-            let (disk2, log2, members2, voters2) =
-                (disk.clone(), log.clone(), members.clone(), voters.clone());
-            let node = handle
-                .create_node()
-                .name(format!("member-{id}"))
-                .ip(ip(i))
-                .init(move || {
-                    let (disk, log, members, voters) = (
-                        disk2.clone(),
-                        log2.clone(),
-                        members2.clone(),
-                        voters2.clone(),
-                    );
-                    async move { run_member(id, seed, voters, disk, log, members).await }
-                })
-                .build();
-            nodes.push(node);
-            disks.push(disk);
-            applied.push(log);
-        }
+        let applied: Vec<Arc<Mutex<AppliedLog>>> = (0..size)
+            .map(|_| Arc::new(Mutex::new(AppliedLog::default())))
+            .collect();
+        let (logs, registry) = (applied.clone(), members.clone());
+        let nodes = Nodes::start(size, seed, move |i, disk| {
+            let (log, members, voters) = (logs[i].clone(), registry.clone(), voters.clone());
+            run_member(i as u64 + 1, seed, voters, disk, log, members)
+        });
         SimCluster {
             nodes,
-            disks,
             members,
             applied,
         }
@@ -114,27 +88,22 @@ impl SimCluster {
         self.applied[i].lock().unwrap().lock().unwrap().clone()
     }
 
-    /// Cuts member `i` off the network, both ways.
     pub fn isolate(&self, i: usize) {
-        NetSim::current().clog_node(self.nodes[i].id());
+        self.nodes.isolate(i);
     }
 
     pub fn heal(&self, i: usize) {
-        NetSim::current().unclog_node(self.nodes[i].id());
+        self.nodes.heal(i);
     }
 
-    /// Power failure of member `i`: its process dies, its disk loses what was not synced,
-    /// and it boots again from what survived.
+    /// Power failure of member `i`, then restart from its disk.
     pub fn power_cut(&self, i: usize) {
         self.members.lock().unwrap().remove(&(i as u64 + 1));
-        Handle::current().kill(self.nodes[i].id());
-        self.disks[i].crash();
-        Handle::current().restart(self.nodes[i].id());
+        self.nodes.power_cut(i);
     }
 
-    /// Hash of every disk operation of every member.
     pub fn disk_trace(&self) -> Vec<u64> {
-        self.disks.iter().map(SimDisk::trace_hash).collect()
+        self.nodes.disk_trace()
     }
 }
 
@@ -152,12 +121,12 @@ async fn run_member(
     for &peer in voters.iter().filter(|&&p| p != id) {
         transport.add_peer(
             peer,
-            &format!("http://{}:{PEER_PORT}", ip(peer as usize - 1)),
+            &format!("http://{}:{PEER_PORT}", member_ip(peer as usize - 1)),
         );
     }
     let (inbound, inbound_rx) = mpsc::channel(8192);
     let service = transport.service(inbound);
-    let addr = SocketAddr::new(ip(id as usize - 1), PEER_PORT);
+    let addr = SocketAddr::new(member_ip(id as usize - 1), PEER_PORT);
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(PeerServer::new(service))

@@ -10,4 +10,5 @@
 #![cfg(madsim)]
 
 pub mod cluster;
+pub mod nodes;
 pub mod wal_power_cut;
