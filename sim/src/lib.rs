@@ -10,5 +10,6 @@
 #![cfg(madsim)]
 
 pub mod cluster;
+pub mod kv_cluster;
 pub mod nodes;
 pub mod wal_power_cut;
