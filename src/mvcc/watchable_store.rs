@@ -95,6 +95,12 @@ impl WatchableStore {
         &self.kv
     }
 
+    /// The KV store for what is not a key write: entries, commits, compaction, alarms.
+    /// Key writes go through [`WatchableStore::write`], or watchers would miss them.
+    pub fn kv_mut(&mut self) -> &mut KvStore {
+        &mut self.kv
+    }
+
     /// The shared backend, for the lease and auth tables (not for key writes, which must
     /// go through [`WatchableStore::write`]).
     pub fn backend(&mut self) -> &mut crate::backend::Backend {
