@@ -444,3 +444,39 @@ fn random_workloads_keep_every_guarantee() {
         }
     }
 }
+
+/// A client that goes away closes its stream's receiver; the next send finds out and drops
+/// the stream's watchers, wherever that happens (live notify, victim retry, catch-up).
+#[test]
+fn closed_streams_drop_their_watchers() {
+    let mut h = Harness::new(1);
+    let (victim, victim_rx) = h.store.new_stream();
+    h.watch(victim, "k", "", 0);
+    h.watch(victim, "k", "\0", 0);
+    h.put("k", "1");
+    h.put("k", "2");
+    assert_eq!(
+        h.store.watcher_counts(),
+        (0, 0, 2),
+        "a one-response buffer made both victims"
+    );
+    let (live, live_rx) = h.store.new_stream();
+    let (behind, behind_rx) = h.store.new_stream();
+    for (s, start) in [(live, 0), (behind, 1)] {
+        h.watch(s, "k", "", start);
+        h.watch(s, "a", "\0", start);
+    }
+    drop((live_rx, behind_rx, victim_rx));
+    h.put("k", "3");
+    assert_eq!(
+        h.store.watcher_counts(),
+        (0, 2, 2),
+        "notify dropped the live stream"
+    );
+    h.store.sync_watchers().unwrap();
+    assert_eq!(
+        h.store.watcher_counts(),
+        (0, 0, 0),
+        "the sync pass dropped the others"
+    );
+}

@@ -241,7 +241,10 @@ impl WatchableStore {
             );
         }
         for key in targets {
-            let w = &self.watchers[&key];
+            // A closed stream found while sending drops its watchers, later targets too.
+            let Some(w) = self.watchers.get(&key) else {
+                continue;
+            };
             let evs: Vec<Event> = events.iter().filter(|e| w.wants(e)).cloned().collect();
             if !evs.is_empty() {
                 self.send_events(key, evs, rev, rev)?;
@@ -283,9 +286,10 @@ impl WatchableStore {
             vec![resp]
         };
         let pending = self.push(key, resps.into());
+        // Gone if its stream turned out closed.
         let Some(w) = self.watchers.get_mut(&key) else {
             return Ok(());
-        }; // stream closed
+        };
         assert!(
             through + 1 > w.next_rev,
             "watcher {key:?} would go back from {} to {}",
@@ -357,7 +361,10 @@ impl WatchableStore {
     /// `max_revisions_per_sync` revisions. Returns whether any watcher is still behind.
     pub fn sync_watchers(&mut self) -> Result<bool> {
         for key in std::mem::take(&mut self.victims) {
-            let w = self.watchers.get_mut(&key).expect("victims are watchers");
+            let Some(w) = self.watchers.get_mut(&key) else {
+                continue;
+            }; // stream closed
+
             let Sync::Victim(pending) = std::mem::replace(&mut w.sync, Sync::Unsynced) else {
                 unreachable!("victim set holds victims only")
             };
@@ -381,17 +388,23 @@ impl WatchableStore {
         let compact = self.kv.compact_rev();
         let mut live = Vec::new();
         for key in batch {
-            if self.watchers[&key].next_rev < compact {
+            let Some(w) = self.watchers.get(&key) else {
+                continue;
+            }; // stream closed
+            if w.next_rev < compact {
                 self.send_compacted(key, compact);
             } else {
                 live.push(key);
             }
         }
+        live.retain(|k| self.watchers.contains_key(k));
         if let Some(from) = live.iter().map(|k| self.watchers[k].next_rev).min() {
             let to = cur.min(from + self.cfg.max_revisions_per_sync - 1);
             let history = self.kv.history(from, to)?;
             for key in live {
-                let w = &self.watchers[&key];
+                let Some(w) = self.watchers.get(&key) else {
+                    continue;
+                }; // stream closed
                 let evs: Vec<Event> = history.iter().filter(|e| w.wants(e)).cloned().collect();
                 if evs.is_empty() {
                     // A watcher that starts later than this window stays where it is.
