@@ -61,6 +61,8 @@ impl KeyIndex {
         let g = self.generations.last_mut().expect("never empty");
         if g.revs.is_empty() {
             g.created = rev;
+            // Most keys are written once: room for one revision, not the default four.
+            g.revs.reserve_exact(1);
         }
         g.revs.push(rev);
         g.ver += 1;
