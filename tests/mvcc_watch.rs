@@ -289,6 +289,7 @@ fn progress_bookmarks_resume_exactly() {
     };
     let id = h.store.watch(s, &req).watch_id;
     h.put("k", "1");
+    h.store.progress_notify(); // elided: an event just went out
     h.put("other", "x");
     assert!(h.store.request_progress(s), "all watchers synced");
     h.store.progress_notify();

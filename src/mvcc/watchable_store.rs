@@ -290,6 +290,7 @@ impl WatchableStore {
         let Some(w) = self.watchers.get_mut(&key) else {
             return Ok(());
         };
+        w.sent_since_progress = true;
         assert!(
             through + 1 > w.next_rev,
             "watcher {key:?} would go back from {} to {}",
@@ -464,19 +465,24 @@ impl WatchableStore {
 
     /// Periodic progress notification (the server's progress interval): each synced
     /// watcher that asked for it gets an empty response at the current revision, a
-    /// bookmark it can resume from. Dropped when the buffer is full, as in etcd.
+    /// bookmark it can resume from, unless events went out to it since the last tick.
+    /// Dropped when the buffer is full, as in etcd.
     pub fn progress_notify(&mut self) {
         let cur = self.kv.rev();
-        for ((stream, id), w) in &self.watchers {
-            if w.progress_notify && matches!(w.sync, Sync::Synced) {
-                if let Some(s) = self.streams.get(stream) {
-                    let resp = WatchResponse {
-                        header: Some(header(cur)),
-                        watch_id: *id,
-                        ..Default::default()
-                    };
-                    let _dropped_when_full = s.tx.try_send(resp);
-                }
+        for ((stream, id), w) in self.watchers.iter_mut() {
+            if !w.progress_notify || !matches!(w.sync, Sync::Synced) {
+                continue;
+            }
+            if std::mem::take(&mut w.sent_since_progress) {
+                continue;
+            }
+            if let Some(s) = self.streams.get(stream) {
+                let resp = WatchResponse {
+                    header: Some(header(cur)),
+                    watch_id: *id,
+                    ..Default::default()
+                };
+                let _dropped_when_full = s.tx.try_send(resp);
             }
         }
     }
