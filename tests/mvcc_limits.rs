@@ -237,3 +237,32 @@ fn leases_must_exist_and_ignore_flags_need_the_key() {
         "ignore_lease keeps the attached lease"
     );
 }
+
+/// etcd sorts by a target given without an order only within what the limit fetched
+/// (limit + 1 keys, in key order): a client sees that, so it is reproduced.
+#[test]
+fn sort_target_without_order_sorts_the_limited_keys() {
+    let mut s = store(Config::default());
+    for (k, versions) in [("a", 3), ("b", 2), ("c", 1)] {
+        for _ in 0..versions {
+            s.put(&put(k), &no_leases).unwrap();
+        }
+    }
+    let req = |order| RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        limit: 1,
+        sort_target: range_request::SortTarget::Version as i32,
+        sort_order: order as i32,
+        ..Default::default()
+    };
+    let first = |r: RangeResponse| (String::from_utf8(r.kvs[0].key.clone()).unwrap(), r.more);
+    assert_eq!(
+        first(s.range(&req(range_request::SortOrder::None)).unwrap()),
+        ("b".into(), true)
+    );
+    assert_eq!(
+        first(s.range(&req(range_request::SortOrder::Ascend)).unwrap()),
+        ("c".into(), true)
+    );
+}
