@@ -147,6 +147,22 @@ fn nospace_rejects_puts_but_not_deletes_until_cleared() {
         txn_err(&mut s, txn),
         "etcdserver: mvcc: database space exceeded"
     );
+    // A put on a branch that would not run still counts, as in etcd.
+    let unrun = TxnRequest {
+        compare: vec![Compare {
+            key: b"a".to_vec(),
+            ..Default::default()
+        }],
+        success: vec![op(Request::RequestRange(RangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        }))],
+        failure: vec![op(Request::RequestPut(put("b")))],
+    };
+    assert_eq!(
+        txn_err(&mut s, unrun),
+        "etcdserver: mvcc: database space exceeded"
+    );
     let del = DeleteRangeRequest {
         key: b"a".to_vec(),
         ..Default::default()
