@@ -147,17 +147,18 @@ fn nospace_rejects_puts_but_not_deletes_until_cleared() {
         txn_err(&mut s, txn),
         "etcdserver: mvcc: database space exceeded"
     );
-    // A put on a branch that would not run still counts, as in etcd.
+    // A put on a branch that would not run still counts, as in etcd: "a" exists, so the
+    // compare (version 0) fails and only the read would run.
     let unrun = TxnRequest {
         compare: vec![Compare {
             key: b"a".to_vec(),
             ..Default::default()
         }],
-        success: vec![op(Request::RequestRange(RangeRequest {
+        success: vec![op(Request::RequestPut(put("b")))],
+        failure: vec![op(Request::RequestRange(RangeRequest {
             key: b"a".to_vec(),
             ..Default::default()
         }))],
-        failure: vec![op(Request::RequestPut(put("b")))],
     };
     assert_eq!(
         txn_err(&mut s, unrun),
