@@ -435,14 +435,16 @@ impl AuthStore {
         )
     }
 
-    /// A lease revoke deletes the lease's keys: the caller needs write on every one.
-    pub fn check_lease_revoke<'a>(
+    /// Lease requests act on the lease's keys: a revoke deletes them (`Write` on every
+    /// one), a time-to-live with keys lists them (`Read`).
+    pub fn check_lease_keys<'a>(
         &self,
         info: Option<&AuthInfo>,
         keys: impl IntoIterator<Item = &'a Vec<u8>>,
+        want: PermType,
     ) -> Result<()> {
         for k in keys {
-            self.check(info, &KeyRange::Single(k.clone()), PermType::Write)?;
+            self.check(info, &KeyRange::Single(k.clone()), want)?;
         }
         Ok(())
     }

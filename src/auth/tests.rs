@@ -176,8 +176,18 @@ fn requests_are_checked_whole() {
         Err(Error::PermissionDenied)
     );
     assert_eq!(
-        a.check_lease_revoke(Some(&alice), &[b"/app/w".to_vec(), b"/app/x".to_vec()]),
+        a.check_lease_keys(
+            Some(&alice),
+            &[b"/app/w".to_vec(), b"/app/x".to_vec()],
+            PermType::Write
+        ),
         Err(Error::PermissionDenied)
+    );
+    let keys = [b"/app/w".to_vec(), b"/app/x".to_vec()];
+    assert!(
+        a.check_lease_keys(Some(&alice), &keys, PermType::Read)
+            .is_ok(),
+        "listing needs read only"
     );
 }
 
