@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/detcd/raftpb.proto",
     "proto/detcd/walpb.proto",
     "proto/detcd/peerpb.proto",
+    "proto/detcd/internalpb.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

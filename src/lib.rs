@@ -5,11 +5,13 @@
 //! `runtime`, the seam through which every disk, clock and randomness access passes so
 //! that the same code runs on tokio or under the madsim simulator.
 
+pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod lease;
 pub mod mvcc;
 pub mod proto;
+pub mod raft;
 pub mod runtime;
 pub mod server;
 pub mod snap;

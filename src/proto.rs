@@ -26,3 +26,6 @@ pub mod walpb {
 pub mod peerpb {
     tonic::include_proto!("peerpb");
 }
+pub mod internalpb {
+    tonic::include_proto!("internalpb");
+}

@@ -35,6 +35,9 @@ struct Model {
     /// Entries after `snapshot.index`, consecutive.
     entries: Vec<Entry>,
     hard_state: HardState,
+    /// The highest index a snapshot was attempted at, acknowledged or not. Raft snapshots
+    /// only committed entries, which are never overwritten, so neither are these.
+    committed: u64,
 }
 
 impl Model {
@@ -69,9 +72,10 @@ struct InFlight {
 }
 
 fn random_entries(rng: &mut ChaCha8Rng, model: &Model, term: u64) -> Vec<Entry> {
-    let overwrite = model.last() > model.snapshot.index && rng.random_ratio(1, 6);
+    let floor = model.snapshot.index.max(model.committed);
+    let overwrite = model.last() > floor && rng.random_ratio(1, 6);
     let start = if overwrite {
-        rng.random_range(model.snapshot.index + 1..=model.last())
+        rng.random_range(floor + 1..=model.last())
     } else {
         model.last() + 1
     };
@@ -118,6 +122,7 @@ fn check(
                 snapshot: model.snapshot.clone(),
                 entries: model.entries.clone(),
                 hard_state: model.hard_state,
+                committed: model.committed,
             };
             m.apply(&f.entries[..j], None);
             allowed.push((m.entries.clone(), model.hard_state));
@@ -164,6 +169,7 @@ fn run(seed: u64) -> Result<usize, String> {
         snapshot: SnapshotMark::default(),
         entries: Vec::new(),
         hard_state: HardState::default(),
+        committed: 0,
     };
     let mut term = 1;
     for round in 0..ROUNDS {
@@ -202,6 +208,7 @@ fn run(seed: u64) -> Result<usize, String> {
                     conf_state: None,
                 };
                 debug(|| format!("snapshot {mark:?}"));
+                model.committed = model.committed.max(index);
                 if wal.save_snapshot(&mark).is_err() {
                     break;
                 }

@@ -1,6 +1,9 @@
 //! The member: configuration, and (to come) the Raft driver loop, proposals, reads and
 //! membership.
 
+pub mod boot;
 pub mod config;
+pub mod kv_apply;
+pub mod member;
 pub mod transport;
 pub mod url;
