@@ -420,7 +420,8 @@ impl Model {
     }
 
     /// HashKV by its definition: every revision up to `at`, minus those compaction drops
-    /// (all at or below the compact revision except each key's live value there).
+    /// (all at or below the compact revision except, per key, its value there or its
+    /// delete exactly there).
     fn hash_kv(&self, at: i64) -> u32 {
         let kept: Vec<(i64, i64)> = self
             .keys()
@@ -431,7 +432,8 @@ impl Model {
                     .rev()
                     .find(|r| r.key == k && r.main <= self.compact)
             })
-            .filter(|r| r.kv.is_some())
+            // A delete exactly at the compaction revision stays, for watchers starting there.
+            .filter(|r| r.kv.is_some() || r.main == self.compact)
             .map(|r| (r.main, r.sub))
             .collect();
         let mut h = crc32fast::Hasher::new();

@@ -54,7 +54,8 @@ impl Default for WatchConfig {
 #[derive(Debug)]
 struct Stream {
     tx: Sender<WatchResponse>,
-    /// Server-chosen ids count up from here, skipping ids in use.
+    /// Server-chosen ids count up from here, skipping ids in use; like etcd, a freed id
+    /// is not handed out again soon, so late responses cannot be mistaken for a new one's.
     next_id: i64,
 }
 
@@ -168,7 +169,8 @@ impl WatchableStore {
             while self.watchers.contains_key(&(stream, s.next_id)) {
                 s.next_id += 1;
             }
-            s.next_id
+            s.next_id += 1;
+            s.next_id - 1
         };
         let cur = self.kv.rev();
         let start = if req.start_revision <= 0 {
