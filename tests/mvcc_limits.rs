@@ -147,6 +147,23 @@ fn nospace_rejects_puts_but_not_deletes_until_cleared() {
         txn_err(&mut s, txn),
         "etcdserver: mvcc: database space exceeded"
     );
+    // A put on a branch that would not run still counts, as in etcd: "a" exists, so the
+    // compare (version 0) fails and only the read would run.
+    let unrun = TxnRequest {
+        compare: vec![Compare {
+            key: b"a".to_vec(),
+            ..Default::default()
+        }],
+        success: vec![op(Request::RequestPut(put("b")))],
+        failure: vec![op(Request::RequestRange(RangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        }))],
+    };
+    assert_eq!(
+        txn_err(&mut s, unrun),
+        "etcdserver: mvcc: database space exceeded"
+    );
     let del = DeleteRangeRequest {
         key: b"a".to_vec(),
         ..Default::default()
@@ -235,5 +252,34 @@ fn leases_must_exist_and_ignore_flags_need_the_key() {
         events[0].kv.as_ref().unwrap().lease,
         7,
         "ignore_lease keeps the attached lease"
+    );
+}
+
+/// etcd sorts by a target given without an order only within what the limit fetched
+/// (limit + 1 keys, in key order): a client sees that, so it is reproduced.
+#[test]
+fn sort_target_without_order_sorts_the_limited_keys() {
+    let mut s = store(Config::default());
+    for (k, versions) in [("a", 3), ("b", 2), ("c", 1)] {
+        for _ in 0..versions {
+            s.put(&put(k), &no_leases).unwrap();
+        }
+    }
+    let req = |order| RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        limit: 1,
+        sort_target: range_request::SortTarget::Version as i32,
+        sort_order: order as i32,
+        ..Default::default()
+    };
+    let first = |r: RangeResponse| (String::from_utf8(r.kvs[0].key.clone()).unwrap(), r.more);
+    assert_eq!(
+        first(s.range(&req(range_request::SortOrder::None)).unwrap()),
+        ("b".into(), true)
+    );
+    assert_eq!(
+        first(s.range(&req(range_request::SortOrder::Ascend)).unwrap()),
+        ("c".into(), true)
     );
 }

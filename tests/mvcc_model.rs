@@ -107,6 +107,17 @@ impl Model {
                 || outside(req.max_create_revision, kv.create_revision, false)
         };
         kvs.retain(|kv| !drop(kv));
+        // etcd's quirk: a sort target without a sort order sorts only the keys a limit
+        // lets through (plus the one that tells `more`), taken in key order.
+        let unfiltered = [
+            req.max_mod_revision,
+            req.min_mod_revision,
+            req.min_create_revision,
+            req.max_create_revision,
+        ] == [0; 4];
+        if req.sort_order == 0 && unfiltered && req.limit > 0 {
+            kvs.truncate(req.limit as usize + 1);
+        }
         let target = req.sort_target;
         let descend = req.sort_order == 2;
         if req.sort_order != 0 || target != 0 {
@@ -409,7 +420,8 @@ impl Model {
     }
 
     /// HashKV by its definition: every revision up to `at`, minus those compaction drops
-    /// (all at or below the compact revision except each key's live value there).
+    /// (all at or below the compact revision except, per key, its value there or its
+    /// delete exactly there).
     fn hash_kv(&self, at: i64) -> u32 {
         let kept: Vec<(i64, i64)> = self
             .keys()
@@ -420,7 +432,8 @@ impl Model {
                     .rev()
                     .find(|r| r.key == k && r.main <= self.compact)
             })
-            .filter(|r| r.kv.is_some())
+            // A delete exactly at the compaction revision stays, for watchers starting there.
+            .filter(|r| r.kv.is_some() || r.main == self.compact)
             .map(|r| (r.main, r.sub))
             .collect();
         let mut h = crc32fast::Hasher::new();
@@ -470,6 +483,16 @@ fn key() -> impl Strategy<Value = Vec<u8>> {
     ])
 }
 
+/// Where reads start: mostly at the first key, so that they span several keys.
+fn read_key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![2 => Just(b"a".to_vec()), 1 => key()]
+}
+
+/// Where reads end: mostly past every key.
+fn read_end() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![3 => Just(b"e".to_vec()), 1 => Just(vec![0]), 2 => range_end()]
+}
+
 fn range_end() -> impl Strategy<Value = Vec<u8>> {
     prop::sample::select(vec![
         vec![],
@@ -490,7 +513,7 @@ fn put() -> impl Strategy<Value = PutRequest> {
             b"y".to_vec(),
             b"zz".to_vec(),
         ]),
-        prop::sample::select(vec![0i64, 0, 1, 2]),
+        prop::sample::select(vec![0i64, 0, 0, 0, 1, 2]),
         any::<bool>(),
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.1),
@@ -522,15 +545,17 @@ fn delete(allow_nul: bool) -> impl Strategy<Value = DeleteRangeRequest> {
 
 fn range() -> impl Strategy<Value = RangeRequest> {
     (
-        key(),
-        range_end(),
+        read_key(),
+        read_end(),
         0..4i64,
         -2..3i64,
         0..3i32,
         0..5i32,
         any::<bool>(),
         prop::bool::weighted(0.1),
-        (0..8i64, 0..8i64, 0..8i64, 0..8i64),
+        // Each revision filter is off (0) most of the time, so unfiltered reads with
+        // limits and sort targets come up often.
+        [(); 4].map(|()| prop::option::weighted(0.25, 1..8i64).prop_map(|f| f.unwrap_or(0))),
     )
         .prop_map(
             |(
@@ -553,10 +578,10 @@ fn range() -> impl Strategy<Value = RangeRequest> {
                 sort_target,
                 keys_only,
                 count_only,
-                min_mod_revision: f.0 / 2,
-                max_mod_revision: f.1,
-                min_create_revision: f.2 / 2,
-                max_create_revision: f.3,
+                min_mod_revision: f[0],
+                max_mod_revision: f[1],
+                min_create_revision: f[2],
+                max_create_revision: f[3],
                 serializable: false,
             },
         )
@@ -636,14 +661,16 @@ fn txn() -> impl Strategy<Value = TxnRequest> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => put().prop_map(Op::Put),
+        // Puts outweigh what empties the store (deletes, crashes before a commit), so that
+        // reads find several keys with histories.
+        14 => put().prop_map(Op::Put),
         3 => delete(true).prop_map(Op::Delete),
         6 => range().prop_map(Op::Range),
         5 => txn().prop_map(Op::Txn),
         1 => (-1..4i64, any::<bool>()).prop_map(|(rev_back, physical)| Op::Compact { rev_back, physical }),
         1 => Just(Op::CompactionStep),
         1 => (-1..5i64).prop_map(Op::HashKv),
-        1 => Just(Op::Commit),
+        3 => Just(Op::Commit),
         1 => Just(Op::Reopen),
         1 => any::<u8>().prop_map(Op::Crash),
     ]

@@ -289,6 +289,7 @@ fn progress_bookmarks_resume_exactly() {
     };
     let id = h.store.watch(s, &req).watch_id;
     h.put("k", "1");
+    h.store.progress_notify(); // elided: an event just went out
     h.put("other", "x");
     assert!(h.store.request_progress(s), "all watchers synced");
     h.store.progress_notify();
@@ -384,7 +385,7 @@ fn watch_ids_server_or_client_chosen() {
     );
     assert!(h.store.cancel(s, 1).unwrap().canceled);
     assert!(h.store.cancel(s, 1).is_none());
-    assert_eq!(h.watch(s, "a", "", 0), 1, "a free id is reused");
+    assert_eq!(h.watch(s, "a", "", 0), 2, "ids count on past a freed one");
 }
 
 /// Random writes, watchers at random revisions and ranges, consumers that read at random
@@ -399,7 +400,7 @@ fn random_workloads_keep_every_guarantee() {
         let mut got = Vec::new();
         for step in 0..120 {
             let key = format!("k{}", rng.random_range(0..6));
-            match rng.random_range(0..10) {
+            match rng.random_range(0..11) {
                 0..=4 => h.put(&key, &step.to_string()),
                 5 => h.delete(&key, &format!("k{}", rng.random_range(0..7))),
                 6 => h.txn_puts(&["t1", "t2"]),
@@ -422,25 +423,108 @@ fn random_workloads_keep_every_guarantee() {
                     ));
                 }
                 8 => got.extend(drain(&mut rx)),
-                _ => {
+                9 => {
                     h.store.sync_watchers().unwrap();
+                }
+                _ => {
+                    let kv = h.store.kv_mut();
+                    let revision = kv.rev() - rng.random_range(0..5);
+                    if revision > kv.compact_rev() {
+                        let physical = rng.random_bool(0.5);
+                        kv.compact(&CompactionRequest { revision, physical })
+                            .unwrap();
+                    }
                 }
             }
         }
         h.settle(&mut rx, &mut got);
         for (id, range, first) in &watchers {
-            let revs: Vec<i64> = events_of(&got, *id).iter().map(rev).collect();
-            let want: Vec<i64> = h.expected(range, *first).iter().map(rev).collect();
-            assert_eq!(
-                revs, want,
-                "seed {seed} watcher {id} {range:?} first {first}"
-            );
-            assert_eq!(
-                events_of(&got, *id),
-                h.expected(range, *first),
-                "seed {seed} watcher {id}"
-            );
+            let delivered = events_of(&got, *id);
+            let want = h.expected(range, *first);
+            let ctx = format!("seed {seed} watcher {id} {range:?} first {first}");
+            match got
+                .iter()
+                .find(|r| r.watch_id == *id && r.compact_revision != 0)
+            {
+                // Cut off by a compaction: what came before is a gapless prefix, and the
+                // next event it needed was compacted away.
+                Some(compacted) => {
+                    assert!(compacted.canceled, "{ctx}");
+                    assert_eq!(delivered[..], want[..delivered.len()], "{ctx}");
+                    let next_needed = want.get(delivered.len()).map_or(i64::MAX, rev);
+                    let next_rev = delivered.last().map_or(*first, |e| rev(e) + 1);
+                    assert!(
+                        next_rev < compacted.compact_revision,
+                        "{ctx}: resumable at {next_rev}"
+                    );
+                    assert!(next_needed >= next_rev, "{ctx}");
+                }
+                None => assert_eq!(delivered, want, "{ctx}"),
+            }
             assert_atomic(&got, *id);
         }
     }
+}
+
+/// A client that goes away closes its stream's receiver; the next send finds out and drops
+/// the stream's watchers, wherever that happens (live notify, victim retry, catch-up).
+#[test]
+fn closed_streams_drop_their_watchers() {
+    let mut h = Harness::new(1);
+    let (victim, victim_rx) = h.store.new_stream();
+    h.watch(victim, "k", "", 0);
+    h.watch(victim, "k", "\0", 0);
+    h.put("k", "1");
+    h.put("k", "2");
+    assert_eq!(
+        h.store.watcher_counts(),
+        (0, 0, 2),
+        "a one-response buffer made both victims"
+    );
+    let (live, live_rx) = h.store.new_stream();
+    let (behind, behind_rx) = h.store.new_stream();
+    for (s, start) in [(live, 0), (behind, 1)] {
+        h.watch(s, "k", "", start);
+        h.watch(s, "a", "\0", start);
+    }
+    drop((live_rx, behind_rx, victim_rx));
+    h.put("k", "3");
+    assert_eq!(
+        h.store.watcher_counts(),
+        (0, 2, 2),
+        "notify dropped the live stream"
+    );
+    h.store.sync_watchers().unwrap();
+    assert_eq!(
+        h.store.watcher_counts(),
+        (0, 0, 0),
+        "the sync pass dropped the others"
+    );
+}
+
+/// Watching from the compaction revision is allowed (clients resume there after a
+/// compacted response), so a delete at exactly that revision must survive compaction;
+/// etcd loses it, detcd keeps the tombstone until the next compaction.
+#[test]
+fn a_delete_at_the_compaction_revision_reaches_watchers_starting_there() {
+    let mut h = Harness::new(16);
+    h.put("k", "1");
+    h.delete("k", "");
+    h.store
+        .kv_mut()
+        .compact(&CompactionRequest {
+            revision: 3,
+            physical: true,
+        })
+        .unwrap();
+    let (s, mut rx) = h.store.new_stream();
+    let id = h.watch(s, "k", "", 3);
+    let mut got = Vec::new();
+    h.settle(&mut rx, &mut got);
+    let events = events_of(&got, id);
+    assert_eq!(events.len(), 1, "{got:?}");
+    assert_eq!(
+        (events[0].r#type, rev(&events[0])),
+        (EventType::Delete as i32, 3)
+    );
 }

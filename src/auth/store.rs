@@ -13,7 +13,9 @@ use super::{covers, AuthInfo, Error, PermType, Result};
 use crate::backend::{be, get_u64, put_u64, Backend, Table, AUTH, AUTH_ROLES, AUTH_USERS};
 use crate::mvcc::KeyRange;
 use crate::proto::authpb::{Permission, Role, User, UserAddOptions};
-use crate::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
+use crate::proto::etcdserverpb::{
+    DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest, WatchCreateRequest,
+};
 
 /// The user and role that may do anything.
 pub const ROOT: &str = "root";
@@ -130,14 +132,9 @@ impl AuthStore {
         Ok(())
     }
 
-    /// Checks a password and assigns `token` (chosen by the proposer) to the user.
-    pub fn authenticate(
-        &mut self,
-        name: &str,
-        password: &str,
-        token: String,
-        now: Duration,
-    ) -> Result<String> {
+    /// Checks a password, before proposing (bcrypt is too slow for the apply loop);
+    /// returns the auth revision it was checked at, for [`AuthStore::assign_token`].
+    pub fn check_password(&self, name: &str, password: &str) -> Result<u64> {
         if !self.enabled {
             return Err(Error::AuthNotEnabled);
         }
@@ -147,12 +144,30 @@ impl AuthStore {
         if no_password || !bcrypt::verify(password, &hash).unwrap_or(false) {
             return Err(Error::AuthFailed);
         }
+        Ok(self.revision)
+    }
+
+    /// Applies an authenticate entry: gives `token` (chosen by the proposer) to the user,
+    /// unless auth changed since the password was checked at `checked_revision`.
+    pub fn assign_token(
+        &mut self,
+        name: &str,
+        token: String,
+        checked_revision: u64,
+        now: Duration,
+    ) -> Result<()> {
+        if checked_revision < self.revision {
+            return Err(Error::AuthOldRevision);
+        }
+        if !self.users.contains_key(name) {
+            return Err(Error::AuthFailed);
+        }
         let info = AuthInfo {
             user: name.to_string(),
             revision: self.revision,
         };
-        self.tokens.assign(token.clone(), info, now);
-        Ok(token)
+        self.tokens.assign(token, info, now);
+        Ok(())
     }
 
     /// Adds a user; `hashed_password` from [`hash_password`], empty with `no_password`.
@@ -411,14 +426,25 @@ impl AuthStore {
         check_txn(req, &|r, t| self.check(info, r, t))
     }
 
-    /// A lease revoke deletes the lease's keys: the caller needs write on every one.
-    pub fn check_lease_revoke<'a>(
+    /// A watch reads its range.
+    pub fn check_watch(&self, info: Option<&AuthInfo>, req: &WatchCreateRequest) -> Result<()> {
+        self.check(
+            info,
+            &KeyRange::new(&req.key, &req.range_end),
+            PermType::Read,
+        )
+    }
+
+    /// Lease requests act on the lease's keys: a revoke deletes them (`Write` on every
+    /// one), a time-to-live with keys lists them (`Read`).
+    pub fn check_lease_keys<'a>(
         &self,
         info: Option<&AuthInfo>,
         keys: impl IntoIterator<Item = &'a Vec<u8>>,
+        want: PermType,
     ) -> Result<()> {
         for k in keys {
-            self.check(info, &KeyRange::Single(k.clone()), PermType::Write)?;
+            self.check(info, &KeyRange::Single(k.clone()), want)?;
         }
         Ok(())
     }

@@ -9,7 +9,9 @@ use crate::mvcc::KeyRange;
 use crate::proto::authpb::permission::Type;
 use crate::proto::authpb::Permission;
 use crate::proto::etcdserverpb::request_op::Request;
-use crate::proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use crate::proto::etcdserverpb::{
+    Compare, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
+};
 use crate::runtime::SimDisk;
 
 /// bcrypt's minimum cost keeps the tests fast; the cost is a parameter, not a semantic.
@@ -46,7 +48,9 @@ fn setup(disk: &SimDisk) -> (Backend, AuthStore) {
 }
 
 fn login(a: &mut AuthStore, user: &str, pw: &str, now: Duration) -> Result<AuthInfo> {
-    let token = a.authenticate(user, pw, format!("tok-{user}-{}", a.revision()), now)?;
+    let checked = a.check_password(user, pw)?;
+    let token = format!("tok-{user}-{checked}");
+    a.assign_token(user, token.clone(), checked, now)?;
     a.tokens.info(&token, now)
 }
 
@@ -159,9 +163,31 @@ fn requests_are_checked_whole() {
         a.check_txn(Some(&alice), &txn("/app/c", "/app/x")),
         Err(Error::PermissionDenied)
     );
+    let watch = |k: &str, e: &str| WatchCreateRequest {
+        key: k.into(),
+        range_end: e.into(),
+        ..Default::default()
+    };
+    assert!(a
+        .check_watch(Some(&alice), &watch("/app/", "/app0"))
+        .is_ok());
     assert_eq!(
-        a.check_lease_revoke(Some(&alice), &[b"/app/w".to_vec(), b"/app/x".to_vec()]),
+        a.check_watch(Some(&alice), &watch("/", "\0")),
         Err(Error::PermissionDenied)
+    );
+    assert_eq!(
+        a.check_lease_keys(
+            Some(&alice),
+            &[b"/app/w".to_vec(), b"/app/x".to_vec()],
+            PermType::Write
+        ),
+        Err(Error::PermissionDenied)
+    );
+    let keys = [b"/app/w".to_vec(), b"/app/x".to_vec()];
+    assert!(
+        a.check_lease_keys(Some(&alice), &keys, PermType::Read)
+            .is_ok(),
+        "listing needs read only"
     );
 }
 
@@ -189,8 +215,9 @@ fn passwords_tokens_and_stale_revisions() {
         Error::AuthFailed,
         "no-password users cannot log in"
     );
-    let token = a
-        .authenticate("alice", "alicepw", "t1".into(), secs(0))
+    let checked = a.check_password("alice", "alicepw").unwrap();
+    let token = "t1".to_string();
+    a.assign_token("alice", token.clone(), checked, secs(0))
         .unwrap();
     let alice = a.tokens.info(&token, secs(200)).unwrap();
     assert!(
@@ -201,6 +228,13 @@ fn passwords_tokens_and_stale_revisions() {
         a.tokens.info(&token, secs(800)),
         Err(Error::InvalidAuthToken),
         "expired"
+    );
+    // An auth change between the password check and the apply voids the login.
+    let checked = a.check_password("alice", "alicepw").unwrap();
+    a.role_add(&b, "late").unwrap();
+    assert_eq!(
+        a.assign_token("alice", "t2".into(), checked, secs(200)),
+        Err(Error::AuthOldRevision)
     );
     // Any auth change makes older tokens stale: the client re-authenticates.
     a.role_revoke_permission(&b, "app", b"/app/w", b"").unwrap();

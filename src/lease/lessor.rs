@@ -344,22 +344,19 @@ impl Lessor {
         batch
     }
 
-    /// Applies checkpoints from the log: the remaining TTLs become durable, and the
-    /// leader's countdowns follow them.
+    /// Applies checkpoints from the log: the remaining TTLs become durable for the next
+    /// leader's [`Lessor::promote`]. The current leader's countdowns stay as they are (the
+    /// entry applies a little after its TTLs were read), as in etcd.
     pub fn apply_checkpoint(
         &mut self,
         store: &mut WatchableStore,
         req: &LeaseCheckpointRequest,
-        now: Duration,
     ) -> Result<()> {
         for cp in &req.checkpoints {
             let Some(lease) = self.leases.get_mut(&cp.id) else {
                 continue;
             };
             lease.remaining_ttl = cp.remaining_ttl;
-            if self.primary {
-                lease.refresh(now, Duration::ZERO);
-            }
             let lease = lease.clone();
             self.persist(store, &lease)?;
         }

@@ -205,11 +205,7 @@ fn checkpoints_stop_leader_changes_from_extending_leases() {
     assert_eq!(cps.len(), 1);
     assert_eq!(cps[0].remaining_ttl, 40);
     lessor
-        .apply_checkpoint(
-            &mut store,
-            &LeaseCheckpointRequest { checkpoints: cps },
-            secs(60),
-        )
+        .apply_checkpoint(&mut store, &LeaseCheckpointRequest { checkpoints: cps })
         .unwrap();
     // The new leader restarts from the backend and takes over at 61.
     let (mut store, mut lessor) = restart(&disk, store, lessor);

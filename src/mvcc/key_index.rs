@@ -61,10 +61,20 @@ impl KeyIndex {
         let g = self.generations.last_mut().expect("never empty");
         if g.revs.is_empty() {
             g.created = rev;
+            // Most keys are written once: room for one revision, not the default four.
+            g.revs.reserve_exact(1);
         }
         g.revs.push(rev);
         g.ver += 1;
         self.modified = rev;
+    }
+
+    /// Rebuilds a key whose history in the backend starts with a tombstone, kept because
+    /// it sits exactly at the compaction revision.
+    pub fn restore_tombstone(rev: Revision) -> Self {
+        let mut ki = KeyIndex::restore(rev, rev, 1);
+        ki.generations.push(Generation::default());
+        ki
     }
 
     /// Rebuilds a generation found in the backend after compaction dropped its start.
@@ -142,13 +152,14 @@ impl KeyIndex {
         let mut gi = 0;
         while gi < self.generations.len() - 1 {
             let g = &self.generations[gi];
-            if g.revs.last().expect("closed generation non-empty").main > at {
+            if g.revs.last().expect("closed generation non-empty").main >= at {
                 break;
             }
             gi += 1;
         }
-        // A closed generation is only reached if its tombstone is above `at`, so the kept
-        // revision is never a tombstone.
+        // A closed generation is only reached if its tombstone is at or above `at`; a
+        // tombstone exactly at `at` is kept, so that a watcher starting at the compaction
+        // revision still sees that delete (etcd drops it, and with it the event).
         let idx = self.generations[gi].revs.iter().rposition(|r| r.main <= at);
         if let Some(i) = idx {
             keep.insert(self.generations[gi].revs[i]);
@@ -162,8 +173,8 @@ impl KeyIndex {
     }
 
     /// Drops every revision at or below `at` except the one that shows the key's state at
-    /// `at` (none if it was deleted then: generations closed by then go whole), adding the
-    /// kept one to `keep`.
+    /// `at` (none if it was deleted before: generations closed by then go whole; the
+    /// tombstone if it was deleted exactly at `at`), adding the kept one to `keep`.
     pub fn compact(&mut self, at: i64, keep: &mut BTreeSet<Revision>) {
         let (gi, idx) = self.keep_at(at, keep);
         if let Some(i) = idx {
@@ -269,7 +280,19 @@ mod tests {
             let mut kept = BTreeSet::new();
             full.keep(at, &mut kept);
             assert_eq!(keep, kept, "keep and compact agree at {at}");
-            let expect: BTreeSet<Revision> = full.get(at).map(|k| k.modified).into_iter().collect();
+            let tombstone_at = |r: &Revision| r.main == at;
+            let deleted_at: Option<Revision> = full
+                .generations
+                .iter()
+                .flat_map(|g| g.revs.last())
+                .copied()
+                .find(tombstone_at);
+            let expect: BTreeSet<Revision> = full
+                .get(at)
+                .map(|k| k.modified)
+                .into_iter()
+                .chain(deleted_at)
+                .collect();
             assert_eq!(keep, expect, "kept at {at}");
             for read in at..18 {
                 assert_eq!(
@@ -288,6 +311,17 @@ mod tests {
         ki.tombstone(r(2));
         let mut keep = BTreeSet::new();
         ki.compact(2, &mut keep);
+        assert_eq!(
+            keep,
+            BTreeSet::from([r(2)]),
+            "the delete at the compaction point stays"
+        );
+        assert!(
+            ki.is_deleted() && ki.generations[0].revs == vec![r(2)],
+            "{ki:?}"
+        );
+        keep.clear();
+        ki.compact(3, &mut keep);
         assert!(ki.is_empty() && keep.is_empty(), "{ki:?} {keep:?}");
     }
 }

@@ -236,8 +236,10 @@ impl KvStore {
             || req.max_mod_revision != 0
             || req.min_create_revision != 0
             || req.max_create_revision != 0;
-        // Sorting and filtering need every key; otherwise one extra shows `more`.
-        let fetch = if sort_order != SortOrder::None || filtered || req.limit <= 0 {
+        // An explicit sort order or a filter needs every key; otherwise one extra shows
+        // `more`. As in etcd, a sort target without an order sorts only what the limit
+        // fetched (in key order).
+        let fetch = if req.sort_order != SortOrder::None as i32 || filtered || req.limit <= 0 {
             0
         } else {
             req.limit as usize + 1

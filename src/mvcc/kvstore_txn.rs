@@ -6,7 +6,7 @@ use prost::Message;
 use super::error::{Error, Result};
 use super::key_range::KeyRange;
 use super::kvstore::{header, KvStore};
-use super::request_check::{check_intervals, check_put, check_txn};
+use super::request_check::{check_intervals, check_put, check_txn, has_put};
 use super::revision::Revision;
 use super::LeaseLookup;
 use crate::backend::{be, KEY};
@@ -272,6 +272,11 @@ impl KvStore {
     ) -> Result<(TxnResponse, Events)> {
         self.check_size(req.encoded_len())?;
         check_txn(req, self.cfg.max_txn_ops)?;
+        // Under the NOSPACE alarm etcd refuses a txn with a put anywhere in it, whichever
+        // branch would run.
+        if has_put(req) {
+            self.check_space()?;
+        }
         check_intervals(&req.success)?;
         check_intervals(&req.failure)?;
         let mut path = Vec::new();
@@ -340,7 +345,7 @@ impl KvStore {
     }
 
     /// etcd's checks before a txn writes anything: puts first (keys that `ignore_*` needs
-    /// exist, leases are known, space is left), then reads (their revisions are readable
+    /// exist, leases are known), then reads (their revisions are readable
     /// at the txn's start), so that a txn fails whole or not at all.
     fn check_txn_state(
         &self,
@@ -349,10 +354,7 @@ impl KvStore {
         leases: &dyn LeaseLookup,
     ) -> Result<()> {
         Self::check_path(req, &mut path.iter(), &mut |op| match &op.request {
-            Some(Request::RequestPut(p)) => {
-                self.check_space()?;
-                self.check_put_state(p, leases)
-            }
+            Some(Request::RequestPut(p)) => self.check_put_state(p, leases),
             _ => Ok(()),
         })?;
         Self::check_path(req, &mut path.iter(), &mut |op| match &op.request {

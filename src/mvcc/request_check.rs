@@ -90,3 +90,15 @@ pub(super) fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Vec<u8>>, Vec<Ke
     }
     Ok((puts, dels))
 }
+
+/// Whether a put appears anywhere in the txn, either branch, nested txns included.
+pub(super) fn has_put(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .any(|op| match &op.request {
+            Some(Request::RequestPut(_)) => true,
+            Some(Request::RequestTxn(t)) => has_put(t),
+            _ => false,
+        })
+}

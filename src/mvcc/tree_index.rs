@@ -69,11 +69,15 @@ impl TreeIndex {
         }
     }
 
-    /// Restores a tombstone found in the backend; a tombstone of a key whose live
-    /// revisions were compacted away needs no entry.
+    /// Restores a tombstone found in the backend. One with no put before it is a delete
+    /// that compaction kept because it sits exactly at the compaction revision.
     pub fn restore_tombstone(&mut self, key: &[u8], rev: Revision) {
-        if let Some(ki) = self.keys.get_mut(key) {
-            ki.tombstone(rev);
+        match self.keys.get_mut(key) {
+            Some(ki) => ki.tombstone(rev),
+            None => {
+                self.keys
+                    .insert(key.to_vec(), KeyIndex::restore_tombstone(rev));
+            }
         }
     }
 

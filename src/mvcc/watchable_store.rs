@@ -54,7 +54,8 @@ impl Default for WatchConfig {
 #[derive(Debug)]
 struct Stream {
     tx: Sender<WatchResponse>,
-    /// Server-chosen ids count up from here, skipping ids in use.
+    /// Server-chosen ids count up from here, skipping ids in use; like etcd, a freed id
+    /// is not handed out again soon, so late responses cannot be mistaken for a new one's.
     next_id: i64,
 }
 
@@ -93,6 +94,12 @@ impl WatchableStore {
 
     pub fn kv(&self) -> &KvStore {
         &self.kv
+    }
+
+    /// The KV store for what is not a key write: entries, commits, compaction, alarms.
+    /// Key writes go through [`WatchableStore::write`], or watchers would miss them.
+    pub fn kv_mut(&mut self) -> &mut KvStore {
+        &mut self.kv
     }
 
     /// The shared backend, for the lease and auth tables (not for key writes, which must
@@ -162,7 +169,8 @@ impl WatchableStore {
             while self.watchers.contains_key(&(stream, s.next_id)) {
                 s.next_id += 1;
             }
-            s.next_id
+            s.next_id += 1;
+            s.next_id - 1
         };
         let cur = self.kv.rev();
         let start = if req.start_revision <= 0 {
@@ -235,7 +243,10 @@ impl WatchableStore {
             );
         }
         for key in targets {
-            let w = &self.watchers[&key];
+            // A closed stream found while sending drops its watchers, later targets too.
+            let Some(w) = self.watchers.get(&key) else {
+                continue;
+            };
             let evs: Vec<Event> = events.iter().filter(|e| w.wants(e)).cloned().collect();
             if !evs.is_empty() {
                 self.send_events(key, evs, rev, rev)?;
@@ -277,9 +288,11 @@ impl WatchableStore {
             vec![resp]
         };
         let pending = self.push(key, resps.into());
+        // Gone if its stream turned out closed.
         let Some(w) = self.watchers.get_mut(&key) else {
             return Ok(());
-        }; // stream closed
+        };
+        w.sent_since_progress = true;
         assert!(
             through + 1 > w.next_rev,
             "watcher {key:?} would go back from {} to {}",
@@ -351,7 +364,10 @@ impl WatchableStore {
     /// `max_revisions_per_sync` revisions. Returns whether any watcher is still behind.
     pub fn sync_watchers(&mut self) -> Result<bool> {
         for key in std::mem::take(&mut self.victims) {
-            let w = self.watchers.get_mut(&key).expect("victims are watchers");
+            let Some(w) = self.watchers.get_mut(&key) else {
+                continue;
+            }; // stream closed
+
             let Sync::Victim(pending) = std::mem::replace(&mut w.sync, Sync::Unsynced) else {
                 unreachable!("victim set holds victims only")
             };
@@ -375,17 +391,23 @@ impl WatchableStore {
         let compact = self.kv.compact_rev();
         let mut live = Vec::new();
         for key in batch {
-            if self.watchers[&key].next_rev < compact {
+            let Some(w) = self.watchers.get(&key) else {
+                continue;
+            }; // stream closed
+            if w.next_rev < compact {
                 self.send_compacted(key, compact);
             } else {
                 live.push(key);
             }
         }
+        live.retain(|k| self.watchers.contains_key(k));
         if let Some(from) = live.iter().map(|k| self.watchers[k].next_rev).min() {
             let to = cur.min(from + self.cfg.max_revisions_per_sync - 1);
             let history = self.kv.history(from, to)?;
             for key in live {
-                let w = &self.watchers[&key];
+                let Some(w) = self.watchers.get(&key) else {
+                    continue;
+                }; // stream closed
                 let evs: Vec<Event> = history.iter().filter(|e| w.wants(e)).cloned().collect();
                 if evs.is_empty() {
                     // A watcher that starts later than this window stays where it is.
@@ -445,19 +467,24 @@ impl WatchableStore {
 
     /// Periodic progress notification (the server's progress interval): each synced
     /// watcher that asked for it gets an empty response at the current revision, a
-    /// bookmark it can resume from. Dropped when the buffer is full, as in etcd.
+    /// bookmark it can resume from, unless events went out to it since the last tick.
+    /// Dropped when the buffer is full, as in etcd.
     pub fn progress_notify(&mut self) {
         let cur = self.kv.rev();
-        for ((stream, id), w) in &self.watchers {
-            if w.progress_notify && matches!(w.sync, Sync::Synced) {
-                if let Some(s) = self.streams.get(stream) {
-                    let resp = WatchResponse {
-                        header: Some(header(cur)),
-                        watch_id: *id,
-                        ..Default::default()
-                    };
-                    let _dropped_when_full = s.tx.try_send(resp);
-                }
+        for ((stream, id), w) in self.watchers.iter_mut() {
+            if !w.progress_notify || !matches!(w.sync, Sync::Synced) {
+                continue;
+            }
+            if std::mem::take(&mut w.sent_since_progress) {
+                continue;
+            }
+            if let Some(s) = self.streams.get(stream) {
+                let resp = WatchResponse {
+                    header: Some(header(cur)),
+                    watch_id: *id,
+                    ..Default::default()
+                };
+                let _dropped_when_full = s.tx.try_send(resp);
             }
         }
     }

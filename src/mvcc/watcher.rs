@@ -31,6 +31,9 @@ pub(super) struct Watcher {
     pub no_delete: bool,
     pub prev_kv: bool,
     pub progress_notify: bool,
+    /// Events went out since the last progress tick, which makes the next notification
+    /// redundant (etcd elides it).
+    pub sent_since_progress: bool,
     pub fragment: bool,
     pub sync: Sync,
 }
@@ -51,6 +54,7 @@ impl Watcher {
             no_delete: filters.contains(&(FilterType::Nodelete as i32)),
             prev_kv,
             progress_notify,
+            sent_since_progress: false,
             fragment,
             sync: Sync::Unsynced,
         }
@@ -69,32 +73,59 @@ impl Watcher {
     }
 }
 
-/// Splits a response whose encoding exceeds `limit` bytes into fragments, each with at
-/// least one event and all but the last marked `fragment` (etcd's sendFragments).
+/// Splits a response whose encoding reaches `limit` bytes into fragments, each under the
+/// limit unless it holds a single event, all but the last marked `fragment` (etcd's
+/// sendFragments).
 pub(super) fn fragment(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
     use prost::Message;
-    if resp.encoded_len() <= limit || resp.events.len() < 2 {
+    if resp.encoded_len() < limit || resp.events.len() < 2 {
         return vec![resp];
     }
-    let mut out = Vec::new();
-    let mut current = WatchResponse {
+    let empty = WatchResponse {
         events: Vec::new(),
+        fragment: true,
         ..resp.clone()
     };
+    let mut out = Vec::new();
+    let mut current = empty.clone();
     for ev in resp.events {
-        let size = ev.encoded_len();
-        if !current.events.is_empty() && current.encoded_len() + size > limit {
-            let next = WatchResponse {
-                events: Vec::new(),
-                ..current.clone()
-            };
-            out.push(WatchResponse {
-                fragment: true,
-                ..std::mem::replace(&mut current, next)
-            });
-        }
         current.events.push(ev);
+        if current.events.len() > 1 && current.encoded_len() >= limit {
+            let ev = current.events.pop().expect("just pushed");
+            out.push(std::mem::replace(&mut current, empty.clone()));
+            current.events.push(ev);
+        }
     }
+    current.fragment = false;
     out.push(current);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::mvccpb::KeyValue;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    proptest! {
+        /// Fragments put the events back together in order, stay under the limit unless
+        /// alone, and only the last is unmarked.
+        #[test]
+        fn fragments_reassemble_under_the_limit(sizes in prop::collection::vec(0usize..300, 0..20), limit in 50usize..600) {
+            let events: Vec<Event> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| Event { kv: Some(KeyValue { key: vec![i as u8], value: vec![0; n], ..Default::default() }), ..Default::default() })
+                .collect();
+            let resp = WatchResponse { watch_id: 7, events: events.clone(), ..Default::default() };
+            let parts = fragment(resp, limit);
+            let joined: Vec<Event> = parts.iter().flat_map(|p| p.events.clone()).collect();
+            prop_assert_eq!(joined, events);
+            prop_assert!(!parts.last().unwrap().fragment);
+            for p in &parts[..parts.len() - 1] {
+                prop_assert!(p.fragment && (p.encoded_len() < limit || p.events.len() == 1), "{} bytes", p.encoded_len());
+            }
+        }
+    }
 }

@@ -42,9 +42,8 @@ const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 /// How often the leader looks for expired leases (etcd: 500 ms).
 const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
-/// How often the leader checkpoints remaining TTLs (etcd's default, 5 min). Applying a
-/// checkpoint restarts the leader's countdown from the rounded-up remainder, so checking
-/// point often would keep short leases alive.
+/// How often the leader checkpoints remaining TTLs, so that a new leader does not give
+/// every lease its full TTL again (etcd's default, 5 min).
 const LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 
 /// etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds, rounded up.

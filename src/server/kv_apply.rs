@@ -119,7 +119,7 @@ fn run(
         Request::LeaseGrant(r) => Response::LeaseGrant(lessor.grant(store, &r, now)?),
         Request::LeaseRevoke(r) => Response::LeaseRevoke(lessor.revoke(store, r.id)?),
         Request::LeaseCheckpoint(r) => {
-            lessor.apply_checkpoint(store, &r, now)?;
+            lessor.apply_checkpoint(store, &r)?;
             Response::LeaseCheckpoint(LeaseCheckpointResponse { header: None })
         }
     })
