@@ -53,13 +53,34 @@ impl Nodes {
         self.nodes.is_empty()
     }
 
-    /// Cuts member `i` off the network, both ways.
+    /// Cuts member `i` off the other members, both ways; clients still reach it, so a
+    /// member that wrongly serves alone is seen doing so.
     pub fn isolate(&self, i: usize) {
-        NetSim::current().clog_node(self.nodes[i].id());
+        let net = NetSim::current();
+        for other in self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| n)
+        {
+            net.clog_link(self.nodes[i].id(), other.id());
+            net.clog_link(other.id(), self.nodes[i].id());
+        }
     }
 
     pub fn heal(&self, i: usize) {
-        NetSim::current().unclog_node(self.nodes[i].id());
+        let net = NetSim::current();
+        for other in self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| n)
+        {
+            net.unclog_link(self.nodes[i].id(), other.id());
+            net.unclog_link(other.id(), self.nodes[i].id());
+        }
     }
 
     /// Power failure of member `i`: its process dies, its disk loses what was not synced,

@@ -99,7 +99,6 @@ fn run(
     now: Duration,
 ) -> Result<Response, Failure> {
     Ok(match request {
-        Request::Range(r) => Response::Range(store.kv().range(&r)?),
         Request::Put(r) => {
             let (resp, events) = store.write(|kv| kv.put(&r, &*lessor))?;
             lessor.observe(&events);

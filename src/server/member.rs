@@ -6,7 +6,10 @@
 //! all and one WAL fsync makes them durable. A proposal waits for its entry to be applied
 //! here; each carries a request ID, unique per member, to find its waiter.
 //!
-//! Not yet here: snapshots and log compaction, membership changes, linearizable reads.
+//! Linearizable reads use ReadIndex: reads that arrive together share one confirmation
+//! round, and each is answered once the member has applied up to the read index.
+//!
+//! Not yet here: snapshots and log compaction, membership changes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -93,10 +96,13 @@ struct Proposal {
     done: oneshot::Sender<Result<Vec<u8>, ProposeError>>,
 }
 
+type ReadWaiter = oneshot::Sender<Result<(), ProposeError>>;
+
 /// The caller's side of a running member.
 #[derive(Clone, Debug)]
 pub struct MemberHandle {
     proposals: mpsc::Sender<Proposal>,
+    reads: mpsc::Sender<ReadWaiter>,
     status: watch::Receiver<MemberStatus>,
     request_timeout: Duration,
 }
@@ -111,6 +117,21 @@ impl MemberHandle {
                 mpsc::error::TrySendError::Full(_) => ProposeError::TooManyRequests,
                 mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped,
             })?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeError::Stopped),
+            Err(_) => Err(ProposeError::TimedOut),
+        }
+    }
+
+    /// Waits until this member has applied everything committed when the call was made:
+    /// after it, a local read is linearizable.
+    pub async fn read_index(&self) -> Result<(), ProposeError> {
+        let (done, rx) = oneshot::channel();
+        self.reads.try_send(done).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ProposeError::TooManyRequests,
+            mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped,
+        })?;
         match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeError::Stopped),
@@ -166,6 +187,13 @@ struct Member<S> {
     waiters: BTreeMap<u64, oneshot::Sender<Result<Vec<u8>, ProposeError>>>,
     status: watch::Sender<MemberStatus>,
     applied: u64,
+    /// Reads that arrived since the last ReadIndex request.
+    pending_reads: Vec<ReadWaiter>,
+    /// Reads whose ReadIndex request is out, by request context.
+    requested_reads: BTreeMap<u64, Vec<ReadWaiter>>,
+    /// Reads with a known read index, waiting for it to be applied.
+    confirmed_reads: Vec<(u64, Vec<ReadWaiter>)>,
+    next_read_ctx: u64,
 }
 
 /// Opens (or creates) the WAL, restores Raft's state from it, and starts the loop.
@@ -211,6 +239,7 @@ pub fn start<S: StateMachine>(
     let node = RawNode::new(raft_cfg, storage)?;
     let (status_tx, status_rx) = watch::channel(MemberStatus::default());
     let (proposals_tx, proposals) = mpsc::channel(PROPOSAL_QUEUE_LEN);
+    let (reads_tx, reads) = mpsc::channel(PROPOSAL_QUEUE_LEN);
     let member = Member {
         node,
         wal,
@@ -220,10 +249,15 @@ pub fn start<S: StateMachine>(
         waiters: BTreeMap::new(),
         status: status_tx,
         applied,
+        pending_reads: Vec::new(),
+        requested_reads: BTreeMap::new(),
+        confirmed_reads: Vec::new(),
+        next_read_ctx: 0,
     };
-    let task = tokio::spawn(member.run(cfg.tick, proposals, inbound, events));
+    let task = tokio::spawn(member.run(cfg.tick, proposals, reads, inbound, events));
     let handle = MemberHandle {
         proposals: proposals_tx,
+        reads: reads_tx,
         status: status_rx,
         request_timeout: cfg.request_timeout,
     };
@@ -235,6 +269,7 @@ impl<S: StateMachine> Member<S> {
         mut self,
         tick: Duration,
         mut proposals: mpsc::Receiver<Proposal>,
+        mut reads: mpsc::Receiver<ReadWaiter>,
         mut inbound: mpsc::Receiver<Message>,
         mut events: mpsc::Receiver<PeerEvent>,
     ) -> Result<(), MemberError> {
@@ -245,6 +280,8 @@ impl<S: StateMachine> Member<S> {
                     self.node.tick();
                     // Callers that gave up no longer need their waiter.
                     self.waiters.retain(|_, w| !w.is_closed());
+                    self.requested_reads
+                        .retain(|_, ws| ws.iter().any(|w| !w.is_closed()));
                 }
                 Some(m) = inbound.recv() => {
                     self.step(m);
@@ -257,6 +294,13 @@ impl<S: StateMachine> Member<S> {
                     while let Ok(p) = proposals.try_recv() {
                         self.propose(p);
                     }
+                }
+                Some(r) = reads.recv() => {
+                    self.pending_reads.push(r);
+                    while let Ok(r) = reads.try_recv() {
+                        self.pending_reads.push(r);
+                    }
+                    self.request_read_index();
                 }
                 Some(PeerEvent::Unreachable(id)) = events.recv() => {
                     self.node.report_unreachable(id);
@@ -293,6 +337,38 @@ impl<S: StateMachine> Member<S> {
         }
     }
 
+    /// One ReadIndex request for every read that arrived since the last one.
+    fn request_read_index(&mut self) {
+        if self.pending_reads.is_empty() {
+            return;
+        }
+        let waiters = std::mem::take(&mut self.pending_reads);
+        self.next_read_ctx += 1;
+        let ctx = self.next_read_ctx;
+        match self.node.read_index(ctx.to_le_bytes().to_vec()) {
+            Ok(()) => {
+                self.requested_reads.insert(ctx, waiters);
+            }
+            Err(_) => {
+                for w in waiters {
+                    let _ = w.send(Err(ProposeError::NoLeader));
+                }
+            }
+        }
+    }
+
+    /// Answers the reads whose read index has been applied.
+    fn release_reads(&mut self) {
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.confirmed_reads = waiting;
+        for w in ready.into_iter().flat_map(|(_, ws)| ws) {
+            let _ = w.send(Ok(()));
+        }
+    }
+
     fn handle_ready(&mut self) -> Result<(), MemberError> {
         let rd = self.node.ready();
         for m in &rd.messages {
@@ -317,6 +393,13 @@ impl<S: StateMachine> Member<S> {
         if !rd.committed_entries.is_empty() {
             self.sm.end_batch();
         }
+        for rs in &rd.read_states {
+            let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_le_bytes);
+            if let Some(waiters) = ctx.ok().and_then(|c| self.requested_reads.remove(&c)) {
+                self.confirmed_reads.push((rs.index, waiters));
+            }
+        }
+        self.release_reads();
         let hs = self.node.store().hard_state();
         let leader = self.node.raft.lead;
         let status = MemberStatus {
