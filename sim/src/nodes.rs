@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use detcd::runtime::SimDisk;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
+use madsim::task::NodeId;
 
 /// The address of member `i` (0-based).
 pub fn member_ip(i: usize) -> IpAddr {
@@ -56,30 +57,20 @@ impl Nodes {
     /// Cuts member `i` off the other members, both ways; clients still reach it, so a
     /// member that wrongly serves alone is seen doing so.
     pub fn isolate(&self, i: usize) {
-        let net = NetSim::current();
-        for other in self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, n)| n)
-        {
-            net.clog_link(self.nodes[i].id(), other.id());
-            net.clog_link(other.id(), self.nodes[i].id());
-        }
+        self.links_of(i, |net, a, b| net.clog_link(a, b));
     }
 
     pub fn heal(&self, i: usize) {
+        self.links_of(i, |net, a, b| net.unclog_link(a, b));
+    }
+
+    /// Applies `f` to each link, in both directions, between member `i` and the others.
+    fn links_of(&self, i: usize, f: impl Fn(&NetSim, NodeId, NodeId)) {
         let net = NetSim::current();
-        for other in self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, n)| n)
-        {
-            net.unclog_link(self.nodes[i].id(), other.id());
-            net.unclog_link(other.id(), self.nodes[i].id());
+        let me = self.nodes[i].id();
+        for (_, other) in self.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+            f(&net, me, other.id());
+            f(&net, other.id(), me);
         }
     }
 

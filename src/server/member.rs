@@ -111,27 +111,23 @@ impl MemberHandle {
     /// Proposes `payload` and waits until it is applied here.
     pub async fn propose(&self, payload: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
         let (done, rx) = oneshot::channel();
-        self.proposals
-            .try_send(Proposal { payload, done })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => ProposeError::TooManyRequests,
-                mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped,
-            })?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ProposeError::Stopped),
-            Err(_) => Err(ProposeError::TimedOut),
-        }
+        queue(&self.proposals, Proposal { payload, done })?;
+        self.wait(rx).await
     }
 
     /// Waits until this member has applied everything committed when the call was made:
     /// after it, a local read is linearizable.
     pub async fn read_index(&self) -> Result<(), ProposeError> {
         let (done, rx) = oneshot::channel();
-        self.reads.try_send(done).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ProposeError::TooManyRequests,
-            mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped,
-        })?;
+        queue(&self.reads, done)?;
+        self.wait(rx).await
+    }
+
+    /// The loop's answer, or why there is none within the request timeout.
+    async fn wait<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, ProposeError>>,
+    ) -> Result<T, ProposeError> {
         match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeError::Stopped),
@@ -147,6 +143,14 @@ impl MemberHandle {
     pub fn status_changes(&self) -> watch::Receiver<MemberStatus> {
         self.status.clone()
     }
+}
+
+/// Hands `item` to the member loop without waiting: a full queue is back-pressure.
+fn queue<T>(tx: &mpsc::Sender<T>, item: T) -> Result<(), ProposeError> {
+    tx.try_send(item).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => ProposeError::TooManyRequests,
+        mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped,
+    })
 }
 
 /// Errors that stop the member: its durable state can no longer be trusted to advance.
