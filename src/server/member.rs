@@ -44,6 +44,10 @@ pub trait StateMachine: Send + 'static {
     /// them to disk together.
     fn end_batch(&mut self) {}
 
+    /// Called on every Raft tick: a place to make applied entries durable while no new
+    /// ones arrive.
+    fn on_tick(&mut self) {}
+
     /// The index of the last entry whose effects are durable in the state machine; after
     /// a restart Raft hands over only the entries after it.
     fn applied_index(&self) -> u64 {
@@ -282,6 +286,7 @@ impl<S: StateMachine> Member<S> {
             tokio::select! {
                 _ = ticker.tick() => {
                     self.node.tick();
+                    self.sm.on_tick();
                     // Callers that gave up no longer need their waiter.
                     self.waiters.retain(|_, w| !w.is_closed());
                     self.requested_reads
