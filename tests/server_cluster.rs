@@ -6,79 +6,18 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{initial_cluster, Member};
-use etcd_client::{Client, GetOptions};
-
-async fn connect(port: u16) -> Option<Client> {
-    Client::connect([format!("http://127.0.0.1:{port}")], None)
-        .await
-        .ok()
-}
-
-/// Polls `check` until it returns Some or the deadline passes.
-async fn poll<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The leader's member ID as `port`'s member sees it, if it sees one.
-async fn leader_seen_by(port: u16) -> Option<u64> {
-    let mut c = connect(port).await?;
-    let leader = c.status().await.ok()?.leader();
-    (leader != 0).then_some(leader)
-}
-
-async fn member_id(port: u16) -> Option<u64> {
-    let mut c = connect(port).await?;
-    Some(c.status().await.ok()?.header()?.member_id())
-}
+use common::cluster::{connect, leader_seen_by, poll, Cluster};
+use etcd_client::GetOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<Member> = ["a", "b", "c"]
-        .iter()
-        .map(|name| Member::new(name, dir.path()))
-        .collect();
-    let cluster = initial_cluster(&nodes);
-    let mut procs: Vec<_> = nodes
-        .iter()
-        .map(|n| Some(n.start(Some(&cluster))))
-        .collect();
-
-    let ports: Vec<u16> = nodes.iter().map(|n| n.client_port).collect();
-    let leader = poll(
-        "a leader all members agree on",
-        Duration::from_secs(30),
-        || async {
-            let mut seen = Vec::new();
-            for &p in &ports {
-                seen.push(leader_seen_by(p).await?);
-            }
-            seen.iter().all(|&l| l == seen[0]).then_some(seen[0])
-        },
-    )
-    .await;
-    let mut ids = Vec::new();
-    for &p in &ports {
-        ids.push(member_id(p).await.unwrap());
-    }
-    let victim = ids
-        .iter()
-        .position(|&id| id == leader)
-        .expect("leader is a member");
+    let mut cluster = Cluster::start(dir.path(), &["infra1", "infra2", "infra3"]).await;
+    let ports = cluster.ports();
+    let victim = cluster.leader().await;
+    let leader = cluster.ids[victim];
     let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
 
     // Sequential writes through the members in turn; record what was acknowledged.
@@ -89,7 +28,7 @@ async fn leader_kill_loses_no_acknowledged_write() {
     }
     for i in 0..300u32 {
         if i == 100 {
-            procs[victim] = None; // kill -9 the leader mid-load
+            cluster.kill(victim); // kill -9 the leader mid-load
         }
         let target = if i >= 100 {
             survivors[i as usize % 2]
@@ -132,7 +71,7 @@ async fn leader_kill_loses_no_acknowledged_write() {
     }
 
     // The killed member comes back from its data directory and converges.
-    procs[victim] = Some(nodes[victim].start(Some(&cluster)));
+    cluster.restart(victim);
     let revision = all.header().unwrap().revision();
     let expected = c.hash_kv(revision).await.unwrap().hash();
     poll(
@@ -147,5 +86,4 @@ async fn leader_kill_loses_no_acknowledged_write() {
     .await;
     let mut other = connect(ports[survivors[0]]).await.unwrap();
     assert_eq!(other.hash_kv(revision).await.unwrap().hash(), expected);
-    drop(procs);
 }
