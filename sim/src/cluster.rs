@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use detcd::runtime::{Clock, Disk, SimDisk};
 use detcd::server::member::{self, MemberConfig, MemberHandle, StateMachine};
+use detcd::server::snapshot::SnapshotOptions;
 use detcd::server::transport::{PeerServer, Transport};
 use detcd::wal::WalOptions;
 
@@ -142,6 +143,8 @@ async fn run_member(
         wal: WalOptions {
             segment_size: 64 << 10,
         },
+        snap_dir: PathBuf::from("/data/member/snap"),
+        snapshot: SnapshotOptions::default(),
         tick: Duration::from_millis(100),
         election_ticks: 10,
         heartbeat_ticks: 1,

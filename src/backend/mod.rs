@@ -11,6 +11,7 @@
 
 mod disk_backend;
 mod layout;
+mod snapshot;
 
 use std::path::Path;
 
@@ -21,6 +22,7 @@ use crate::runtime::{Disk, OpenMode};
 pub use disk_backend::DiskBackend;
 use layout::{create_tables, HASHED};
 pub use layout::{get_u64, put_u64, Table, AUTH, AUTH_ROLES, AUTH_USERS, KEY, LEASE, META};
+pub use snapshot::{verify, SnapshotSource};
 
 /// A backend failure: the disk or redb. The state machine cannot go on after one.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,11 @@ impl Backend {
         let tx = self.tx.take().expect("a write transaction is always open");
         tx.commit().map_err(be)?;
         self.begin()
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        self.file.path()
     }
 
     /// Bytes of the database file, for the space quota.

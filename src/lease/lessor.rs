@@ -96,6 +96,12 @@ impl Lessor {
         Ok(lessor)
     }
 
+    /// Reloads the leases from a store restored from a snapshot.
+    pub fn reopen(&mut self, store: &mut WatchableStore) -> Result<()> {
+        *self = Lessor::open(store, self.cfg.clone())?;
+        Ok(())
+    }
+
     fn attach(&mut self, key: &[u8], id: i64) {
         if let Some(lease) = self.leases.get_mut(&id) {
             lease.keys.insert(key.to_vec());

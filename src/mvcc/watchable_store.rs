@@ -120,6 +120,19 @@ impl WatchableStore {
         Ok((r, events))
     }
 
+    /// Replaces the store with one restored from a snapshot (etcd's watchableStore.Restore):
+    /// synced watchers become unsynced and catch up from the new store's history.
+    pub fn restore(&mut self, kv: KvStore) {
+        self.kv = kv;
+        for (key, w) in self.watchers.iter_mut() {
+            if matches!(w.sync, Sync::Synced) {
+                self.synced.remove(*key, &w.range);
+                w.sync = Sync::Unsynced;
+                self.unsynced.insert(*key);
+            }
+        }
+    }
+
     /// Opens a stream; the receiver yields its responses.
     pub fn new_stream(&mut self) -> (u64, Receiver<WatchResponse>) {
         let (tx, rx) = channel(self.cfg.stream_buffer);

@@ -32,3 +32,19 @@ pub fn entropy_seed() -> u64 {
 
 #[cfg(test)]
 mod disk_tests;
+
+/// Runs blocking work (large file copies) off the async workers, so that the member loop
+/// and the transport keep going. Under madsim the work runs in place: the simulated disk
+/// is memory and threads are not allowed.
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    #[cfg(not(madsim))]
+    {
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+    #[cfg(madsim)]
+    {
+        work()
+    }
+}

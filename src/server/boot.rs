@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::config::ServerConfig;
 use super::kv_apply::{lock, KvApplier, LeaseClock};
 use super::member::{self, MemberConfig, MemberError};
+use super::snapshot::{self, Inbox, SnapshotOptions};
 use super::transport::{PeerServer, Transport};
 use super::url::Url;
 use crate::api::context::Context;
@@ -64,6 +65,8 @@ pub enum BootError {
     Store(#[from] mvcc::Error),
     #[error("detcd: {0}")]
     Member(#[from] MemberError),
+    #[error("detcd: {0}")]
+    Snapshot(#[from] snapshot::SnapshotError),
     #[error("detcd: member stopped: {0}")]
     Stopped(String),
 }
@@ -100,7 +103,8 @@ pub async fn run(
         quota_bytes: cfg.quota_backend_bytes,
         ..mvcc::Config::default()
     };
-    let kv = KvStore::open(disk.as_ref(), &snap_dir.join("db"), store_cfg)?;
+    snapshot::recover_backend(&disk, &member_dir.join("wal"), &snap_dir)?;
+    let kv = KvStore::open(disk.as_ref(), &snap_dir.join(snapshot::DB), store_cfg)?;
     let mut watchable = WatchableStore::new(kv, WatchConfig::default());
     let lessor_cfg = LessorConfig {
         min_ttl: min_lease_ttl(cfg.election_timeout),
@@ -118,13 +122,23 @@ pub async fn run(
         transport.add_peer(m.id, &m.peer_urls[0].to_string());
     }
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
-    let peer_service = transport.service(inbound);
+    let peer_service = transport.service(inbound).accept_snapshots(Inbox {
+        disk: disk.clone(),
+        dir: snap_dir.clone(),
+    });
     let member_cfg = MemberConfig {
         id: member_id,
         cluster_id,
         voters: cfg.initial_cluster.iter().map(|m| m.id).collect(),
         wal_dir: member_dir.join("wal"),
-        wal: WalOptions::default(),
+        wal: WalOptions {
+            segment_size: cfg.wal_segment_bytes,
+        },
+        snap_dir,
+        snapshot: SnapshotOptions {
+            count: cfg.snapshot_count,
+            catchup_entries: cfg.snapshot_catchup_entries,
+        },
         tick: cfg.heartbeat_interval,
         election_ticks: cfg.election_ticks(),
         heartbeat_ticks: 1,

@@ -17,6 +17,9 @@ pub const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
 /// The backend quota when `--quota-backend-bytes` is 0.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
 
+/// Smaller WAL segments would hold little beyond their head records.
+pub const MIN_WAL_SEGMENT_BYTES: u64 = 16 << 10;
+
 /// The command line, as etcd spells it.
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -77,6 +80,16 @@ pub struct Flags {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
+    /// Number of entries a slow follower can catch up from after a snapshot is taken.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5000
+    )]
+    pub experimental_snapshot_catchup_entries: u64,
+    /// WAL segment size in bytes; small segments let tests see segments released.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WAL_SEGMENT_BYTES", default_value_t = crate::wal::DEFAULT_SEGMENT_SIZE, hide = true)]
+    pub experimental_wal_segment_bytes: u64,
     /// Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).
     #[arg(
         long,
@@ -154,6 +167,8 @@ pub struct ServerConfig {
     pub initial_cluster_state: ClusterState,
     pub initial_cluster_token: String,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
+    pub wal_segment_bytes: u64,
     pub quota_backend_bytes: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
@@ -232,6 +247,12 @@ impl ServerConfig {
                 f.election_timeout
             ));
         }
+        if f.experimental_wal_segment_bytes < MIN_WAL_SEGMENT_BYTES {
+            return Err(format!(
+                "--experimental-wal-segment-bytes[{}] must be at least {MIN_WAL_SEGMENT_BYTES}",
+                f.experimental_wal_segment_bytes
+            ));
+        }
         if f.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be at least 1ms".into());
         }
@@ -294,6 +315,8 @@ impl ServerConfig {
             },
             initial_cluster_token: f.initial_cluster_token.clone(),
             snapshot_count: f.snapshot_count,
+            snapshot_catchup_entries: f.experimental_snapshot_catchup_entries,
+            wal_segment_bytes: f.experimental_wal_segment_bytes,
             quota_backend_bytes,
             heartbeat_interval: Duration::from_millis(f.heartbeat_interval),
             election_timeout: Duration::from_millis(f.election_timeout),

@@ -199,4 +199,26 @@ impl StateMachine for KvApplier {
     fn applied_index(&self) -> u64 {
         lock(&self.store).kv().consistent_index()
     }
+
+    fn sync(&mut self) {
+        let mut store = lock(&self.store);
+        if let Err(e) = on_kv(&mut store, |kv| kv.commit()) {
+            panic!("backend commit failed: {e}");
+        }
+        self.last_commit = Clock.now();
+    }
+
+    fn snapshot_source(&mut self) -> Option<crate::backend::SnapshotSource> {
+        let mut store = lock(&self.store);
+        match store.backend().snapshot_source() {
+            Ok(source) => Some(source),
+            Err(e) => panic!("backend read failed: {e}"),
+        }
+    }
+
+    fn restore(&mut self, disk: &dyn crate::runtime::Disk, db: &std::path::Path) {
+        let mut store = lock(&self.store);
+        let mut lessor = lock(&self.lessor);
+        super::snapshot::restore_store(disk, db, &mut store, &mut lessor);
+    }
 }

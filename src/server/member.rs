@@ -9,19 +9,30 @@
 //! Linearizable reads use ReadIndex: reads that arrive together share one confirmation
 //! round, and each is answered once the member has applied up to the read index.
 //!
-//! Not yet here: snapshots and log compaction, membership changes.
+//! Every `--snapshot-count` applied entries the member takes a snapshot: the backend is
+//! committed, the metadata saved (file, then WAL mark, as etcd orders them), the in-memory
+//! log compacted to the catch-up entries, and older WAL segments and snap files removed.
+//! A follower that needs compacted entries gets the backend streamed instead
+//! ([`super::snapshot`]).
+//!
+//! Not yet here: membership changes.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::snapshot::{self as snapshots, Outgoing, SnapshotOptions, KEEP_SNAPSHOTS};
 use super::transport::{PeerEvent, Transport};
-use crate::proto::raftpb::{ConfState, Entry, EntryType, Message};
-use crate::raft::{self, MemStorage, RawNode, StateRole};
+use crate::backend::SnapshotSource;
+use crate::proto::raftpb::{
+    ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
+};
+use crate::raft::{self, MemStorage, RawNode, SnapshotStatus, StateRole, Storage};
 use crate::runtime::{Clock, Disk};
+use crate::snap::{SnapshotFile, Snapshotter};
 use crate::wal::{Metadata, SnapshotMark, Wal, WalOptions};
 
 /// Proposals waiting to be applied; past this, new ones are refused.
@@ -52,6 +63,24 @@ pub trait StateMachine: Send + 'static {
     /// a restart Raft hands over only the entries after it.
     fn applied_index(&self) -> u64 {
         0
+    }
+
+    /// Makes every applied entry durable now: a snapshot at the applied index is about to
+    /// be recorded or sent.
+    fn sync(&mut self) {}
+
+    /// The state as of the last [`StateMachine::sync`], to send to a follower; `None` if
+    /// this state machine cannot be sent.
+    fn snapshot_source(&mut self) -> Option<SnapshotSource> {
+        None
+    }
+
+    /// Replaces the whole state with the database received at `db`.
+    fn restore(&mut self, _disk: &dyn Disk, db: &Path) {
+        panic!(
+            "this state machine cannot restore the snapshot at {}",
+            db.display()
+        );
     }
 }
 
@@ -86,6 +115,9 @@ pub struct MemberConfig {
     pub voters: Vec<u64>,
     pub wal_dir: PathBuf,
     pub wal: WalOptions,
+    /// Snapshot metadata files and received databases.
+    pub snap_dir: PathBuf,
+    pub snapshot: SnapshotOptions,
     pub tick: Duration,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
@@ -164,6 +196,8 @@ pub enum MemberError {
     Wal(#[from] crate::wal::WalError),
     #[error(transparent)]
     Raft(#[from] raft::Error),
+    #[error(transparent)]
+    Snap(#[from] crate::snap::SnapError),
 }
 
 /// Request IDs as etcd makes them: the low 16 bits of the member ID, then a counter that
@@ -202,6 +236,12 @@ struct Member<S> {
     /// Reads with a known read index, waiting for it to be applied.
     confirmed_reads: Vec<(u64, Vec<ReadWaiter>)>,
     next_read_ctx: u64,
+    disk: Arc<dyn Disk>,
+    snapshotter: Snapshotter,
+    snap_dir: PathBuf,
+    snapshot_opts: SnapshotOptions,
+    /// Index of the newest snapshot. Invariant: `snapshot_index <= applied`.
+    snapshot_index: u64,
 }
 
 /// Opens (or creates) the WAL, restores Raft's state from it, and starts the loop.
@@ -220,25 +260,50 @@ pub fn start<S: StateMachine>(
     ),
     MemberError,
 > {
+    let snapshotter = Snapshotter::new(disk.clone(), &cfg.snap_dir)?;
     let mut storage = MemStorage::new_with_conf_state(ConfState {
         voters: cfg.voters.clone(),
         ..ConfState::default()
     });
+    let mut snapshot_index = BOOTSTRAP.index;
     let wal = if Wal::exists(disk.as_ref(), &cfg.wal_dir) {
-        let (wal, replay) = Wal::open(disk, &cfg.wal_dir, &BOOTSTRAP, cfg.wal.clone())?;
-        storage.append(&replay.entries);
-        storage.set_hard_state(replay.hard_state);
+        let marks = Wal::snapshot_marks(disk.as_ref(), &cfg.wal_dir)?;
+        let newest = snapshotter.load_newest_marked(&marks)?;
+        let meta = newest.and_then(|s| s.metadata);
+        let from = meta.as_ref().map_or(BOOTSTRAP, |m| SnapshotMark {
+            index: m.index,
+            term: m.term,
+            conf_state: m.conf_state.clone(),
+        });
+        let (wal, mut replay) = Wal::open(disk.clone(), &cfg.wal_dir, &from, cfg.wal.clone())?;
+        if let Some(meta) = meta {
+            snapshot_index = meta.index;
+            // The mark is written before the hard state that commits it; a crash between
+            // leaves an older commit, but a snapshot only holds committed entries.
+            replay.hard_state.commit = replay.hard_state.commit.max(meta.index);
+            let snap = Snapshot {
+                data: Vec::new(),
+                metadata: Some(meta),
+            };
+            storage = MemStorage::from_durable(Some(snap), replay.hard_state, &replay.entries)
+                .expect("a fresh storage accepts any snapshot");
+        } else {
+            storage.append(&replay.entries);
+            storage.set_hard_state(replay.hard_state);
+        }
         wal
     } else {
         let metadata = Metadata {
             member_id: cfg.id,
             cluster_id: cfg.cluster_id,
         };
-        let mut wal = Wal::create(disk, &cfg.wal_dir, metadata, cfg.wal.clone())?;
+        let mut wal = Wal::create(disk.clone(), &cfg.wal_dir, metadata, cfg.wal.clone())?;
         wal.save_snapshot(&BOOTSTRAP)?;
         wal
     };
-    let applied = sm.applied_index().max(BOOTSTRAP.index);
+    // Entries up to the snapshot that changed nothing in the state machine (a new
+    // leader's empty entries) may lie past its consistent index.
+    let applied = sm.applied_index().max(snapshot_index);
     let mut raft_cfg = raft::Config::new(cfg.id);
     raft_cfg.applied = applied;
     raft_cfg.election_tick = cfg.election_ticks;
@@ -261,6 +326,11 @@ pub fn start<S: StateMachine>(
         requested_reads: BTreeMap::new(),
         confirmed_reads: Vec::new(),
         next_read_ctx: 0,
+        disk,
+        snapshotter,
+        snap_dir: cfg.snap_dir.clone(),
+        snapshot_opts: cfg.snapshot.clone(),
+        snapshot_index,
     };
     let task = tokio::spawn(member.run(cfg.tick, proposals, reads, inbound, events));
     let handle = MemberHandle {
@@ -311,9 +381,10 @@ impl<S: StateMachine> Member<S> {
                     }
                     self.request_read_index();
                 }
-                Some(PeerEvent::Unreachable(id)) = events.recv() => {
-                    self.node.report_unreachable(id);
-                }
+                Some(event) = events.recv() => match event {
+                    PeerEvent::Unreachable(id) => self.node.report_unreachable(id),
+                    PeerEvent::Snapshot { to, status } => self.node.report_snapshot(to, status),
+                },
                 else => return Ok(()),
             }
             while self.node.has_ready() {
@@ -381,26 +452,28 @@ impl<S: StateMachine> Member<S> {
     fn handle_ready(&mut self) -> Result<(), MemberError> {
         let rd = self.node.ready();
         for m in &rd.messages {
-            self.transport.send(m.clone());
+            self.send(m.clone());
         }
-        assert!(
-            rd.snapshot.is_none(),
-            "member {:x}: received a snapshot, which this member cannot install yet",
-            self.node.raft.id
-        );
+        if let Some(snap) = &rd.snapshot {
+            self.persist_received_snapshot(snap)?;
+        }
         self.wal.save(rd.hard_state.as_ref(), &rd.entries)?;
+        if let Some(snap) = &rd.snapshot {
+            self.install_snapshot(snap.clone())?;
+        }
         self.node.store_mut().append(&rd.entries);
         if let Some(hs) = rd.hard_state {
             self.node.store_mut().set_hard_state(hs);
         }
         for m in &rd.persisted_messages {
-            self.transport.send(m.clone());
+            self.send(m.clone());
         }
         for e in &rd.committed_entries {
             self.apply(e)?;
         }
         if !rd.committed_entries.is_empty() {
             self.sm.end_batch();
+            self.maybe_snapshot()?;
         }
         for rs in &rd.read_states {
             let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_le_bytes);
@@ -451,6 +524,128 @@ impl<S: StateMachine> Member<S> {
             }
         }
         self.applied = e.index;
+        Ok(())
+    }
+
+    /// Sends `m` to its peer; a MsgSnap goes with the backend over its own stream.
+    fn send(&mut self, m: Message) {
+        if m.r#type() == MessageType::MsgSnap {
+            self.send_snapshot(m);
+        } else {
+            self.transport.send(m);
+        }
+    }
+
+    /// Sends the backend as it is now, as etcd's merged snapshot does: its metadata names
+    /// the applied index, which the backend, committed here, holds exactly.
+    fn send_snapshot(&mut self, mut m: Message) {
+        self.sm.sync();
+        let Some(source) = self.sm.snapshot_source() else {
+            self.node.report_snapshot(m.to, SnapshotStatus::Failure);
+            return;
+        };
+        let term = self
+            .node
+            .store()
+            .term(self.applied)
+            .unwrap_or_else(|e| panic!("term of applied index {}: {e}", self.applied));
+        m.snapshot = Some(Snapshot {
+            data: Vec::new(),
+            metadata: Some(SnapshotMetadata {
+                conf_state: Some(self.node.raft.prs.conf_state()),
+                index: self.applied,
+                term,
+            }),
+        });
+        self.transport.send_snapshot(Outgoing {
+            message: m,
+            source,
+            disk: self.disk.clone(),
+            dir: self.snap_dir.clone(),
+        });
+    }
+
+    /// Takes a snapshot once `--snapshot-count` entries were applied since the last one.
+    fn maybe_snapshot(&mut self) -> Result<(), MemberError> {
+        if self.applied - self.snapshot_index <= self.snapshot_opts.count {
+            return Ok(());
+        }
+        // The backend must hold every entry the snapshot claims before it is recorded.
+        self.sm.sync();
+        let index = self.applied;
+        let cs = self.node.raft.prs.conf_state();
+        let meta = self
+            .node
+            .store_mut()
+            .create_snapshot(index, cs, Vec::new())
+            .unwrap_or_else(|e| panic!("snapshot at applied index {index}: {e}"))
+            .metadata
+            .clone()
+            .expect("a created snapshot has metadata");
+        self.record_snapshot(&meta, snapshots::DB)?;
+        if index > self.snapshot_opts.catchup_entries {
+            // Already compacted further is fine.
+            let _ = self
+                .node
+                .store_mut()
+                .compact(index - self.snapshot_opts.catchup_entries);
+        }
+        self.release(index)?;
+        tracing::info!(index, term = meta.term, "saved snapshot");
+        Ok(())
+    }
+
+    /// Saves the metadata file, then the WAL mark: a mark always has its file.
+    fn record_snapshot(
+        &mut self,
+        meta: &SnapshotMetadata,
+        backend: &str,
+    ) -> Result<(), MemberError> {
+        self.snapshotter.save(&SnapshotFile {
+            metadata: Some(meta.clone()),
+            backend: backend.to_string(),
+        })?;
+        self.wal.save_snapshot(&SnapshotMark {
+            index: meta.index,
+            term: meta.term,
+            conf_state: meta.conf_state.clone(),
+        })?;
+        self.snapshot_index = meta.index;
+        Ok(())
+    }
+
+    /// Removes WAL segments and snapshot files that a restart no longer needs.
+    fn release(&mut self, index: u64) -> Result<(), MemberError> {
+        self.wal.release_to(index)?;
+        self.snapshotter.gc(KEEP_SNAPSHOTS)?;
+        Ok(())
+    }
+
+    /// Records a snapshot received from the leader, whose database the transport wrote.
+    fn persist_received_snapshot(&mut self, snap: &Snapshot) -> Result<(), MemberError> {
+        let meta = snap.metadata.clone().unwrap_or_default();
+        let name = snapshots::received_db_name(meta.index);
+        assert!(
+            self.disk.exists(&self.snap_dir.join(&name)),
+            "member {:x}: snapshot at index {} came without its database {name}",
+            self.node.raft.id,
+            meta.index
+        );
+        self.record_snapshot(&meta, &name)
+    }
+
+    /// Replaces the log and the state with a received snapshot.
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), MemberError> {
+        let index = snap.metadata.as_ref().map_or(0, |m| m.index);
+        self.node
+            .store_mut()
+            .apply_snapshot(snap)
+            .unwrap_or_else(|e| panic!("installing snapshot at {index}: {e}"));
+        let db = self.snap_dir.join(snapshots::received_db_name(index));
+        self.sm.restore(self.disk.as_ref(), &db);
+        self.applied = index;
+        self.release(index)?;
+        tracing::info!(index, "installed snapshot from the leader");
         Ok(())
     }
 }

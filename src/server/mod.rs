@@ -5,5 +5,6 @@ pub mod boot;
 pub mod config;
 pub mod kv_apply;
 pub mod member;
+pub mod snapshot;
 pub mod transport;
 pub mod url;

@@ -18,9 +18,11 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::proto::peerpb::peer_client::PeerClient;
 use crate::proto::peerpb::peer_server::Peer;
 pub use crate::proto::peerpb::peer_server::PeerServer;
-use crate::proto::peerpb::{PeerMessage, StreamResponse};
-use crate::proto::raftpb::Message;
+use crate::proto::peerpb::{PeerMessage, SnapshotChunk, SnapshotResponse, StreamResponse};
+use crate::proto::raftpb::{Message, MessageType};
+use crate::raft::SnapshotStatus;
 use crate::runtime::Clock;
+use crate::server::snapshot::{self, Inbox, Outgoing};
 
 /// Messages queued for one peer; past this, new ones are dropped and the peer is reported
 /// unreachable.
@@ -38,6 +40,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub enum PeerEvent {
     /// Messages to this member were lost; Raft should fall back to probing it.
     Unreachable(u64),
+    /// A snapshot sent to `to` arrived, or did not.
+    Snapshot { to: u64, status: SnapshotStatus },
 }
 
 /// The sending side, shared by the member loop.
@@ -127,6 +131,28 @@ impl Transport {
         queued
     }
 
+    /// Streams a snapshot to its recipient on a task of its own, and reports how it went
+    /// as a [`PeerEvent::Snapshot`], which Raft waits for before it sends another.
+    pub fn send_snapshot(&self, out: Outgoing) {
+        let to = out.message.to;
+        let url = self.links().get(&to).map(|l| l.url.clone());
+        let (events, cluster_id) = (self.events.clone(), self.cluster_id);
+        tokio::spawn(async move {
+            let result = match url {
+                Some(url) => snapshot::send(&url, cluster_id, out).await,
+                None => Err("no link to the member".to_string()),
+            };
+            let status = match result {
+                Ok(()) => SnapshotStatus::Finish,
+                Err(e) => {
+                    tracing::warn!(peer = format_args!("{to:x}"), error = %e, "sending a snapshot failed");
+                    SnapshotStatus::Failure
+                }
+            };
+            let _ = events.send(PeerEvent::Snapshot { to, status }).await;
+        });
+    }
+
     /// The receiving service, delivering accepted messages to `inbound`; serve it wrapped
     /// in [`PeerServer::new`].
     pub fn service(&self, inbound: mpsc::Sender<Message>) -> PeerService {
@@ -134,6 +160,7 @@ impl Transport {
             member_id: self.member_id,
             cluster_id: self.cluster_id,
             inbound,
+            snapshots: None,
         }
     }
 }
@@ -218,6 +245,16 @@ pub struct PeerService {
     member_id: u64,
     cluster_id: u64,
     inbound: mpsc::Sender<Message>,
+    /// Where received snapshots go; without it, snapshots are refused.
+    snapshots: Option<Inbox>,
+}
+
+impl PeerService {
+    /// Accepts snapshots, writing their databases through `inbox`.
+    pub fn accept_snapshots(mut self, inbox: Inbox) -> Self {
+        self.snapshots = Some(inbox);
+        self
+    }
 }
 
 #[tonic::async_trait]
@@ -245,9 +282,35 @@ impl Peer for PeerService {
                     message.to, self.member_id
                 )));
             }
+            if message.r#type() == MessageType::MsgSnap {
+                return Err(Status::invalid_argument(
+                    "a MsgSnap comes with its database through the Snapshot call",
+                ));
+            }
             // A full queue means the member loop is behind; dropping is safe, Raft resends.
             let _ = self.inbound.try_send(message);
         }
         Ok(Response::new(StreamResponse {}))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotResponse>, Status> {
+        let Some(inbox) = &self.snapshots else {
+            return Err(Status::unimplemented(format!(
+                "member {:x} does not accept snapshots",
+                self.member_id
+            )));
+        };
+        snapshot::receive(
+            request.into_inner(),
+            self.member_id,
+            self.cluster_id,
+            inbox,
+            &self.inbound,
+        )
+        .await?;
+        Ok(Response::new(SnapshotResponse {}))
     }
 }
