@@ -173,12 +173,15 @@ pub async fn send(url: &str, cluster_id: u64, out: Outgoing) -> Result<(), Strin
     ));
     let (disk, copy_path, source) = (out.disk.clone(), path.clone(), out.source);
     let written = runtime::blocking(move || -> Result<(u64, Arc<dyn DiskFile>), String> {
-        let size = source
+        source
             .write_to(disk.as_ref(), &copy_path)
             .map_err(|e| format!("copying the backend: {e}"))?;
         let file = disk
             .open(&copy_path, OpenMode::Existing)
             .map_err(|e| format!("opening the backend copy: {e}"))?;
+        let size = file
+            .len()
+            .map_err(|e| format!("sizing the backend copy: {e}"))?;
         Ok((size, Arc::from(file)))
     })
     .await;
@@ -212,12 +215,17 @@ async fn stream(
         while offset < size || message.is_some() {
             let len = (size - offset).min(MAX_CHUNK_BYTES as u64) as usize;
             let f = file.clone();
-            let data = runtime::blocking(move || {
+            let read = runtime::blocking(move || {
                 let mut data = vec![0; len];
                 f.read_at(offset, &mut data).map(|()| data)
             })
-            .await
-            .unwrap_or_else(|e| panic!("reading the backend copy at {offset}: {e}"));
+            .await;
+            // Ending early leaves the receiver short of the size, which it refuses.
+            let Ok(data) = read.inspect_err(|e| {
+                tracing::warn!(offset, error = %e, "reading the backend copy failed");
+            }) else {
+                return;
+            };
             let chunk = SnapshotChunk {
                 cluster_id,
                 total_size: if message.is_some() { size } else { 0 },

@@ -130,7 +130,7 @@ impl Snapshotter {
     /// Damaged files met on the way are renamed to `.broken`.
     pub fn load_newest_where(
         &self,
-        accept: impl Fn(&SnapshotFile) -> bool,
+        mut accept: impl FnMut(&SnapshotFile) -> bool,
     ) -> Result<Option<SnapshotFile>> {
         for name in self.names_newest_first()? {
             let path = self.dir.join(&name);
