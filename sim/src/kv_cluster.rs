@@ -43,10 +43,16 @@ pub struct KvCluster {
 impl KvCluster {
     /// Starts `size` members; call inside a madsim runtime.
     pub fn start(size: usize, seed: u64) -> KvCluster {
+        Self::start_with_flags(size, seed, &[])
+    }
+
+    /// Starts `size` members with `extra` flags added to each one's command line.
+    pub fn start_with_flags(size: usize, seed: u64, extra: &[&str]) -> KvCluster {
+        let extra: Vec<String> = extra.iter().map(|f| f.to_string()).collect();
         let cluster: Vec<String> = (0..size).map(|i| format!("m{i}={}", peer_url(i))).collect();
         let cluster = cluster.join(",");
         let nodes = Nodes::start(size, seed, move |i, disk: SimDisk| {
-            let args = [
+            let mut args = vec![
                 "detcd".to_string(),
                 format!("--name=m{i}"),
                 "--data-dir=/data".to_string(),
@@ -57,6 +63,7 @@ impl KvCluster {
                 format!("--initial-cluster={cluster}"),
                 "--initial-cluster-token=sim".to_string(),
             ];
+            args.extend(extra.iter().cloned());
             async move {
                 let flags = Flags::parse_from(args).expect("simulation flags parse");
                 let cfg = ServerConfig::from_flags(&flags).expect("simulation flags are valid");

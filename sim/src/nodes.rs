@@ -82,6 +82,11 @@ impl Nodes {
         Handle::current().restart(self.nodes[i].id());
     }
 
+    /// The disk of member `i`, to look at what it holds.
+    pub fn disk(&self, i: usize) -> &SimDisk {
+        &self.disks[i]
+    }
+
     /// Hash of every disk operation of every member.
     pub fn disk_trace(&self) -> Vec<u64> {
         self.disks.iter().map(SimDisk::trace_hash).collect()
