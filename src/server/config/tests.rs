@@ -23,7 +23,19 @@ fn defaults_match_etcd() {
     assert_eq!(c.quota_backend_bytes, 2 << 30);
     assert_eq!(c.max_request_bytes, 1_572_864);
     assert_eq!(c.snapshot_count, 100_000);
+    assert_eq!(c.snapshot_catchup_entries, 5000);
+    assert_eq!(c.wal_segment_bytes, 64 << 20);
     assert_eq!(c.election_ticks(), 10);
+}
+
+#[test]
+fn wal_segments_have_a_minimum_size() {
+    let c = parse(&["--experimental-wal-segment-bytes", "16384"]).unwrap();
+    assert_eq!(c.wal_segment_bytes, 16 << 10);
+    assert_eq!(
+        parse(&["--experimental-wal-segment-bytes", "16383"]).unwrap_err(),
+        "--experimental-wal-segment-bytes[16383] must be at least 16384"
+    );
 }
 
 #[test]
