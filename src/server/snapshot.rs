@@ -417,3 +417,81 @@ async fn write_chunks(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::LessorConfig;
+    use crate::mvcc::{Config, WatchConfig};
+    use crate::proto::etcdserverpb::{LeaseGrantRequest, PutRequest, WatchCreateRequest};
+    use crate::runtime::SimDisk;
+
+    fn open(disk: &SimDisk, path: &str) -> (WatchableStore, Lessor) {
+        let kv = KvStore::open(disk, Path::new(path), Config::default()).unwrap();
+        let mut store = WatchableStore::new(kv, WatchConfig::default());
+        let lessor = Lessor::open(&mut store, LessorConfig::default()).unwrap();
+        (store, lessor)
+    }
+
+    fn put(store: &mut WatchableStore, lessor: &mut Lessor, key: &str, lease: i64) {
+        let req = PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease,
+            ..Default::default()
+        };
+        let (_, events) = store.write(|kv| kv.put(&req, &*lessor)).unwrap();
+        lessor.observe(&events);
+    }
+
+    /// After a restore the store reads the received database, its watchers catch up from
+    /// the new history, and its leases are the received ones with their keys.
+    #[test]
+    fn restore_swaps_the_backend_and_reloads_watchers_and_leases() {
+        let disk = SimDisk::new(5);
+        let (mut live, mut live_lessor) = open(&disk, "/snap/db");
+        put(&mut live, &mut live_lessor, "k1", 0);
+        let (stream, mut rx) = live.new_stream();
+        let created = live.watch(
+            stream,
+            &WatchCreateRequest {
+                key: b"k".to_vec(),
+                range_end: b"l".to_vec(),
+                ..Default::default()
+            },
+        );
+        assert!(created.created);
+
+        let (mut leader, mut leader_lessor) = open(&disk, "/snap/0000000000000009.snap.db");
+        put(&mut leader, &mut leader_lessor, "k1", 0);
+        let grant = LeaseGrantRequest { ttl: 60, id: 7 };
+        leader_lessor
+            .grant(&mut leader, &grant, Duration::ZERO)
+            .unwrap();
+        put(&mut leader, &mut leader_lessor, "k2", 7);
+        leader.kv_mut().commit().unwrap();
+        drop((leader, leader_lessor));
+
+        let received = Path::new("/snap/0000000000000009.snap.db");
+        restore_store(&disk, received, &mut live, &mut live_lessor);
+        assert!(
+            !disk.exists(received),
+            "the received file became the backend"
+        );
+        assert_eq!(live.backend().path(), Path::new("/snap/db"));
+        assert_eq!(live.kv().rev(), 3);
+        assert_eq!(
+            live.watcher_counts(),
+            (0, 1, 0),
+            "the watcher must catch up"
+        );
+        live.sync_watchers().unwrap();
+        let resp = rx
+            .try_recv()
+            .expect("the restored history reaches the watcher");
+        assert_eq!(resp.events.len(), 1);
+        assert_eq!(resp.events[0].kv.as_ref().unwrap().key, b"k2");
+        let lease = live_lessor.get(7).expect("the received lease");
+        assert!(lease.keys.contains(b"k2".as_slice()));
+    }
+}
