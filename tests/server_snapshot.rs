@@ -6,6 +6,8 @@
 //! The flags go through their `ETCD_*` environment forms, which the member processes
 //! inherit; every test here sets the same values.
 
+#![cfg(not(madsim))] // real processes; sim/tests/snapshot.rs is the simulated counterpart.
+
 mod common;
 
 use std::path::Path;
