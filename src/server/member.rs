@@ -645,6 +645,10 @@ impl<S: StateMachine> Member<S> {
         self.sm.restore(self.disk.as_ref(), &db);
         self.applied = index;
         self.release(index)?;
+        if let Err(e) = snapshots::remove_stale_received(self.disk.as_ref(), &self.snap_dir, index)
+        {
+            tracing::warn!(error = %e, "removing stale received snapshots failed");
+        }
         tracing::info!(index, "installed snapshot from the leader");
         Ok(())
     }

@@ -107,11 +107,33 @@ pub fn recover_backend(
             }
         }
     }
-    let names = disk.list(snap_dir).map_err(io_err("list", snap_dir))?;
-    for name in names.iter().filter(|n| {
+    remove_where(disk.as_ref(), snap_dir, |n| {
         n.ends_with(RECEIVED_SUFFIX) || n.ends_with(PARTIAL_SUFFIX) || n.ends_with(OUTGOING_SUFFIX)
-    }) {
-        let path = snap_dir.join(name);
+    })
+}
+
+/// Removes received databases for snapshots at or before `index`: Raft refuses those, so
+/// one that arrived twice, or late, is never swapped in.
+pub fn remove_stale_received(
+    disk: &dyn Disk,
+    snap_dir: &Path,
+    index: u64,
+) -> Result<(), SnapshotError> {
+    remove_where(disk, snap_dir, |n| {
+        n.strip_suffix(RECEIVED_SUFFIX)
+            .and_then(|i| u64::from_str_radix(i, 16).ok())
+            .is_some_and(|i| i <= index)
+    })
+}
+
+fn remove_where(
+    disk: &dyn Disk,
+    dir: &Path,
+    remove: impl Fn(&str) -> bool,
+) -> Result<(), SnapshotError> {
+    let names = disk.list(dir).map_err(io_err("list", dir))?;
+    for name in names.iter().filter(|n| remove(n)) {
+        let path = dir.join(name);
         disk.remove(&path).map_err(io_err("remove", &path))?;
     }
     Ok(())
@@ -493,5 +515,25 @@ mod tests {
         assert_eq!(resp.events[0].kv.as_ref().unwrap().key, b"k2");
         let lease = live_lessor.get(7).expect("the received lease");
         assert!(lease.keys.contains(b"k2".as_slice()));
+    }
+
+    #[test]
+    fn stale_received_databases_are_removed() {
+        let disk = SimDisk::new(6);
+        let dir = Path::new("/snap");
+        disk.create_dir_all(dir).unwrap();
+        for name in [
+            received_db_name(8),
+            received_db_name(9),
+            received_db_name(10),
+            DB.into(),
+        ] {
+            disk.open(&dir.join(name), OpenMode::CreateNew).unwrap();
+        }
+        remove_stale_received(&disk, dir, 9).unwrap();
+        assert_eq!(
+            disk.list(dir).unwrap(),
+            vec![received_db_name(10), DB.to_string()]
+        );
     }
 }
