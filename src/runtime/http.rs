@@ -63,7 +63,7 @@ mod real {
     use std::task::{Context, Poll};
 
     use bytes::Bytes;
-    use futures::future::BoxFuture;
+    use futures::future::{BoxFuture, Either};
     use http_body_util::{BodyExt, Full, Limited};
     use tonic::body::Body;
 
@@ -107,7 +107,9 @@ mod real {
     {
         type Response = http::Response<Body>;
         type Error = Infallible;
-        type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+        /// gRPC requests pass through unboxed; only HTTP ones pay for a boxed future.
+        type Future =
+            Either<S::Future, BoxFuture<'static, Result<http::Response<Body>, Infallible>>>;
 
         fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
             self.inner.poll_ready(cx)
@@ -115,11 +117,11 @@ mod real {
 
         fn call(&mut self, request: http::Request<Body>) -> Self::Future {
             if !self.handler.serves(request.uri().path()) {
-                return Box::pin(self.inner.call(request));
+                return Either::Left(self.inner.call(request));
             }
             let handler = self.handler.clone();
             let max_body = self.max_body;
-            Box::pin(async move {
+            Either::Right(Box::pin(async move {
                 let (parts, body) = request.into_parts();
                 let body = match Limited::new(body, max_body).collect().await {
                     Ok(collected) => collected.to_bytes(),
@@ -132,7 +134,7 @@ mod real {
                     body,
                 };
                 Ok(respond(handler.handle(request).await))
-            })
+            }))
         }
     }
 
