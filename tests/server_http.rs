@@ -157,6 +157,12 @@ async fn health_fails_once_peers_are_gone() {
         },
     )
     .await;
+    // A write without a leader fails, and is counted as a failed proposal.
+    let mut client = common::cluster::connect(survivor).await.unwrap();
+    assert!(client.put("k", "v", None).await.is_err());
+    let m = get(survivor, "/metrics").await.unwrap().body;
+    assert!(sample(&m, "etcd_server_proposals_failed_total").unwrap() >= 1.0);
+    assert_eq!(sample(&m, "etcd_server_proposals_pending"), Some(0.0));
 }
 
 /// The JSON gateway: etcd's paths, base64 bytes, 64-bit integers as strings, proto field
