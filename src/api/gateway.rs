@@ -6,7 +6,7 @@
 //! The JSON is mapped onto the same prost messages the gRPC services take, through the
 //! descriptors `build.rs` compiled, and each call goes to the gRPC service's own method,
 //! so both paths answer alike. Streaming calls (watch, lease keep-alive, snapshot) are not
-//! served here.
+//! served here, nor yet the Cluster and Auth services.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -169,6 +169,27 @@ pub async fn handle(ctx: &Context, request: HttpRequest) -> HttpResponse {
         "/v3/maintenance/hash" => unary("Maintenance", "Hash", body, |r| maintenance.hash(r)).await,
         "/v3/maintenance/hashkv" => {
             unary("Maintenance", "HashKV", body, |r| maintenance.hash_kv(r)).await
+        }
+        "/v3/maintenance/alarm" => {
+            unary("Maintenance", "Alarm", body, |r| maintenance.alarm(r)).await
+        }
+        "/v3/maintenance/defragment" => {
+            unary("Maintenance", "Defragment", body, |r| {
+                maintenance.defragment(r)
+            })
+            .await
+        }
+        "/v3/maintenance/transfer-leadership" => {
+            unary("Maintenance", "MoveLeader", body, |r| {
+                maintenance.move_leader(r)
+            })
+            .await
+        }
+        "/v3/maintenance/downgrade" => {
+            unary("Maintenance", "Downgrade", body, |r| {
+                maintenance.downgrade(r)
+            })
+            .await
         }
         _ => not_found(),
     }
