@@ -1,8 +1,6 @@
 //! What every service needs: the member, the shared state machine, and the identity that
 //! goes into response headers.
 
-use std::sync::Arc;
-
 use prost::Message;
 use tonic::Status;
 
@@ -13,7 +11,6 @@ use crate::proto::internalpb::internal_raft_response::Response as Applied;
 use crate::proto::internalpb::{InternalRaftRequest, InternalRaftResponse};
 use crate::server::kv_apply::{lock, LeaseClock, SharedLessor, SharedStore};
 use crate::server::member::MemberHandle;
-use crate::server::metrics::ServerMetrics;
 
 #[derive(Clone)]
 pub struct Context {
@@ -23,7 +20,6 @@ pub struct Context {
     pub clock: LeaseClock,
     pub cluster_id: u64,
     pub member_id: u64,
-    pub metrics: Arc<ServerMetrics>,
 }
 
 impl Context {

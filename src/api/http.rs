@@ -166,17 +166,16 @@ fn version(request: &HttpRequest) -> HttpResponse {
 
 /// Prometheus's text format; the gauges etcd computes on scrape are refreshed first.
 fn metrics(ctx: &Context) -> HttpResponse {
+    let metrics = ctx.member.metrics();
     {
         let mut store = lock(&ctx.store);
         let (synced, unsynced, victims) = store.watcher_counts();
-        ctx.metrics
-            .watchers
-            .set((synced + unsynced + victims) as i64);
+        metrics.watchers.set((synced + unsynced + victims) as i64);
         if let Ok(size) = store.backend().size() {
-            ctx.metrics.db_total_size.set(size as i64);
+            metrics.db_total_size.set(size as i64);
         }
     }
-    response(200, METRICS_CONTENT_TYPE, ctx.metrics.encode().into_bytes())
+    response(200, METRICS_CONTENT_TYPE, metrics.encode().into_bytes())
 }
 
 #[cfg(test)]

@@ -136,7 +136,7 @@ pub async fn run(
         heartbeat_ticks: 1,
         request_timeout: REQUEST_TIMEOUT,
         seed: member_id ^ crate::runtime::entropy_seed(),
-        metrics: metrics.clone(),
+        metrics,
     };
     let (handle, member_task) = member::start(
         member_cfg,
@@ -158,7 +158,6 @@ pub async fn run(
         clock,
         cluster_id,
         member_id,
-        metrics,
     };
     tokio::spawn(expire_leases(ctx.clone(), cfg.election_timeout));
     let client_addr = bind_addr(&cfg.listen_client_urls[0])?;

@@ -152,6 +152,11 @@ impl MemberHandle {
         *self.status.borrow()
     }
 
+    /// This member's metrics.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
+    }
+
     /// A receiver that wakes whenever the status changes.
     pub fn status_changes(&self) -> watch::Receiver<MemberStatus> {
         self.status.clone()
