@@ -64,7 +64,7 @@ mod real {
 
     use bytes::Bytes;
     use futures::future::{BoxFuture, Either};
-    use http_body_util::{BodyExt, Full, Limited};
+    use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
     use tonic::body::Body;
 
     use super::{HttpHandler, HttpRequest, HttpResponse};
@@ -125,7 +125,10 @@ mod real {
                 let (parts, body) = request.into_parts();
                 let body = match Limited::new(body, max_body).collect().await {
                     Ok(collected) => collected.to_bytes(),
-                    Err(_) => return Ok(respond(too_large())),
+                    Err(e) if e.is::<LengthLimitError>() => {
+                        return Ok(respond(plain(413, "http: request body too large\n")))
+                    }
+                    Err(_) => return Ok(respond(plain(400, "400 Bad Request\n"))),
                 };
                 let request = HttpRequest {
                     method: parts.method.as_str().to_string(),
@@ -138,11 +141,11 @@ mod real {
         }
     }
 
-    fn too_large() -> HttpResponse {
+    fn plain(status: u16, text: &str) -> HttpResponse {
         HttpResponse {
-            status: 413,
+            status,
             content_type: "text/plain; charset=utf-8",
-            body: b"http: request body too large\n".to_vec(),
+            body: text.as_bytes().to_vec(),
         }
     }
 
