@@ -12,9 +12,7 @@ use crate::proto::etcdserverpb::{
     MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use crate::server::kv_apply::lock;
-
-/// The etcd API version detcd reports (etcdctl shows it in `endpoint status`).
-pub const SERVER_VERSION: &str = "3.5.0";
+use crate::server::SERVER_VERSION;
 
 #[derive(Clone)]
 pub struct MaintenanceService(pub Context);

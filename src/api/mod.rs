@@ -3,6 +3,8 @@
 
 pub mod context;
 pub mod errors;
+pub mod gateway;
+pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;

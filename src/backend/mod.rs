@@ -14,9 +14,10 @@ mod layout;
 
 use std::path::Path;
 
+use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 
-use crate::runtime::{Disk, OpenMode};
+use crate::runtime::{Clock, Disk, OpenMode};
 
 pub use disk_backend::DiskBackend;
 use layout::{create_tables, HASHED};
@@ -48,6 +49,9 @@ pub struct Backend {
     tx: Option<WriteTransaction>,
     db: Database,
     file: std::sync::Arc<dyn crate::runtime::DiskFile>,
+    /// Where commits report their latency (etcd's
+    /// `etcd_disk_backend_commit_duration_seconds`), if anywhere.
+    commit_latency: Option<Histogram>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -76,7 +80,12 @@ impl Backend {
             .set_cache_size(DEFAULT_CACHE_BYTES)
             .create_with_backend(DiskBackend::new(file.clone()))
             .map_err(be)?;
-        let mut backend = Backend { db, tx: None, file };
+        let mut backend = Backend {
+            db,
+            tx: None,
+            file,
+            commit_latency: None,
+        };
         backend.begin()?;
         create_tables(backend.tx())?;
         backend.commit()?;
@@ -101,8 +110,19 @@ impl Backend {
     /// Makes everything written so far durable, atomically, and opens the next batch.
     pub fn commit(&mut self) -> Result<()> {
         let tx = self.tx.take().expect("a write transaction is always open");
-        tx.commit().map_err(be)?;
+        let start = Clock.now();
+        let committed = tx.commit();
+        if let Some(h) = &self.commit_latency {
+            h.observe((Clock.now() - start).as_secs_f64());
+        }
+        committed.map_err(be)?;
         self.begin()
+    }
+
+    /// Reports the latency of every later commit to `histogram`, in seconds on the
+    /// runtime clock.
+    pub fn observe_commits(&mut self, histogram: Histogram) {
+        self.commit_latency = Some(histogram);
     }
 
     /// Bytes of the database file, for the space quota.

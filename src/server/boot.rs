@@ -12,9 +12,11 @@ use tokio::sync::mpsc;
 use super::config::ServerConfig;
 use super::kv_apply::{lock, KvApplier, LeaseClock};
 use super::member::{self, MemberConfig, MemberError};
+use super::metrics::ServerMetrics;
 use super::transport::{PeerServer, Transport};
 use super::url::Url;
 use crate::api::context::Context;
+use crate::api::http::HttpApi;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
@@ -109,9 +111,13 @@ pub async fn run(
     let lessor = Arc::new(Mutex::new(
         Lessor::open(&mut watchable, lessor_cfg).map_err(|e| BootError::Stopped(e.to_string()))?,
     ));
+    let member_id = cfg.member_id();
+    let metrics = Arc::new(ServerMetrics::new(member_id));
+    watchable
+        .backend()
+        .observe_commits(metrics.backend_commit.clone());
     let store = Arc::new(Mutex::new(watchable));
     let clock = LeaseClock::new();
-    let member_id = cfg.member_id();
     let cluster_id = cfg.cluster_id();
     let (transport, events) = Transport::new(member_id, cluster_id);
     for m in cfg.initial_cluster.iter().filter(|m| m.id != member_id) {
@@ -130,6 +136,7 @@ pub async fn run(
         heartbeat_ticks: 1,
         request_timeout: REQUEST_TIMEOUT,
         seed: member_id ^ crate::runtime::entropy_seed(),
+        metrics,
     };
     let (handle, member_task) = member::start(
         member_cfg,
@@ -154,11 +161,10 @@ pub async fn run(
     };
     tokio::spawn(expire_leases(ctx.clone(), cfg.election_timeout));
     let client_addr = bind_addr(&cfg.listen_client_urls[0])?;
-    let clients = tonic::transport::Server::builder()
-        .add_service(
-            KvServer::new(KvService(ctx.clone()))
-                .max_decoding_message_size(cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES),
-        )
+    let max_request = cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    let http = Arc::new(HttpApi(ctx.clone()));
+    let clients = crate::runtime::client_server(http, max_request)
+        .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(max_request))
         .add_service(WatchServer::new(WatchService(ctx.clone())))
         .add_service(LeaseServer::new(LeaseService(ctx.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService(ctx)))

@@ -5,5 +5,10 @@ pub mod boot;
 pub mod config;
 pub mod kv_apply;
 pub mod member;
+pub mod metrics;
 pub mod transport;
 pub mod url;
+
+/// The etcd version detcd reports: in Maintenance Status, `/version` and
+/// `etcd_server_version`.
+pub const SERVER_VERSION: &str = "3.5.0";
