@@ -6,4 +6,6 @@ pub mod errors;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod quota;
+pub mod snapshot;
 pub mod watch;
