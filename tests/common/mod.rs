@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod maint;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
