@@ -143,7 +143,8 @@ impl LeaseForwarder {
                     let channel = self.channel(&url).await?;
                     remote(LeaseForwardClient::new(channel)).await
                 };
-                match tokio::time::timeout_at(deadline, call).await {
+                let left = deadline.saturating_duration_since(Clock.now());
+                match tokio::time::timeout(left, call).await {
                     Ok(Ok(resp)) => return Ok(resp.into_inner()),
                     Ok(Err(s)) if s.code() == Code::NotFound => {
                         return Err(lease::Error::NotFound.into())
