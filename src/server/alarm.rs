@@ -113,3 +113,99 @@ pub fn quota_cost(request: &Request) -> Option<u64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::mvcc::{Config, KvStore, WatchConfig};
+    use crate::runtime::SimDisk;
+
+    fn open(disk: &SimDisk) -> WatchableStore {
+        let kv = KvStore::open(disk, Path::new("/m/db"), Config::default()).unwrap();
+        WatchableStore::new(kv, WatchConfig::default())
+    }
+
+    fn request(action: AlarmAction, member_id: u64, alarm: AlarmType) -> AlarmRequest {
+        AlarmRequest {
+            action: action as i32,
+            member_id,
+            alarm: alarm as i32,
+        }
+    }
+
+    fn member(member_id: u64, alarm: AlarmType) -> AlarmMember {
+        AlarmMember {
+            member_id,
+            alarm: alarm as i32,
+        }
+    }
+
+    /// etcd's applier: activating twice keeps one alarm, the cap lasts while any member's
+    /// NOSPACE alarm does, deactivating what is not active changes nothing, and alarms
+    /// outlive a restart.
+    #[test]
+    fn nospace_caps_until_every_member_is_disarmed() {
+        let disk = SimDisk::new(1);
+        let mut store = open(&disk);
+        let activate = |id| request(AlarmAction::Activate, id, AlarmType::Nospace);
+        let deactivate = |id| request(AlarmAction::Deactivate, id, AlarmType::Nospace);
+        let raised = apply(&mut store, &activate(7)).unwrap();
+        assert_eq!(raised.alarms, [member(7, AlarmType::Nospace)]);
+        assert!(store.kv().nospace());
+        apply(&mut store, &activate(7)).unwrap();
+        apply(&mut store, &activate(9)).unwrap();
+        let none = request(AlarmAction::Activate, 9, AlarmType::None);
+        assert!(apply(&mut store, &none).unwrap().alarms.is_empty());
+        let corrupt = request(AlarmAction::Activate, 3, AlarmType::Corrupt);
+        apply(&mut store, &corrupt).unwrap();
+        let get = request(AlarmAction::Get, 0, AlarmType::None);
+        let all = [
+            member(3, AlarmType::Corrupt),
+            member(7, AlarmType::Nospace),
+            member(9, AlarmType::Nospace),
+        ];
+        assert_eq!(apply(&mut store, &get).unwrap().alarms, all);
+        assert_eq!(active(&mut store, AlarmType::Nospace).unwrap(), all[1..]);
+
+        store.kv_mut().commit().unwrap();
+        drop(store);
+        let mut store = open(&disk);
+        assert_eq!(active(&mut store, AlarmType::None).unwrap(), all);
+        assert!(store.kv().nospace());
+        assert_eq!(
+            apply(&mut store, &deactivate(7)).unwrap().alarms,
+            [member(7, AlarmType::Nospace)]
+        );
+        assert!(apply(&mut store, &deactivate(7)).unwrap().alarms.is_empty());
+        assert!(store.kv().nospace(), "member 9's alarm still caps writes");
+        apply(&mut store, &deactivate(9)).unwrap();
+        assert!(!store.kv().nospace());
+        assert_eq!(active(&mut store, AlarmType::None).unwrap(), all[..1]);
+    }
+
+    #[test]
+    fn quota_costs_are_etcds() {
+        use crate::proto::etcdserverpb::{LeaseGrantRequest, PutRequest, RequestOp, TxnRequest};
+        let put = |k: &str, v: &str| PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        };
+        let op = |p| RequestOp {
+            request: Some(Op::RequestPut(p)),
+        };
+        assert_eq!(quota_cost(&Request::Put(put("ab", "cde"))), Some(256 + 5));
+        let txn = TxnRequest {
+            success: vec![op(put("a", "b"))],
+            failure: vec![op(put("a", "b")), op(put("c", "d"))],
+            ..Default::default()
+        };
+        assert_eq!(quota_cost(&Request::Txn(txn)), Some(2 * 258));
+        let grant = Request::LeaseGrant(LeaseGrantRequest::default());
+        assert_eq!(quota_cost(&grant), Some(64));
+        let compaction = Request::Compaction(Default::default());
+        assert_eq!(quota_cost(&compaction), None);
+    }
+}
