@@ -157,6 +157,19 @@ async fn snapshot_is_a_consistent_backend_copy_with_sha256_trailer() {
     assert_eq!(remaining.last(), Some(&0));
     assert!(remaining.windows(2).all(|w| w[0] >= w[1]), "{remaining:?}");
 
+    let snap_dir = node.data_dir.join("member/snap");
+    let copies = || {
+        let names = std::fs::read_dir(&snap_dir).unwrap();
+        names
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("snapshot-"))
+            .count()
+    };
+    poll("the copy to be removed", Duration::from_secs(5), || async {
+        (copies() == 0).then_some(())
+    })
+    .await;
+
     let path = dir.path().join("snapshot.db");
     std::fs::write(&path, db).unwrap();
     let kv = detcd::mvcc::KvStore::open(

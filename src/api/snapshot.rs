@@ -25,6 +25,13 @@ use crate::server::kv_apply::lock;
 /// Bytes per message (etcd's snapshotSendBufferSize).
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 32 * 1024;
 
+const COPY_PREFIX: &str = "snapshot-";
+const COPY_SUFFIX: &str = ".db.tmp";
+
+fn is_copy(name: &str) -> bool {
+    name.starts_with(COPY_PREFIX) && name.ends_with(COPY_SUFFIX)
+}
+
 /// Where snapshot copies are made: a directory and a counter naming each copy.
 #[derive(Clone, Debug)]
 pub struct SnapshotDir {
@@ -53,7 +60,12 @@ fn io_status(e: impl std::fmt::Display) -> Status {
 }
 
 impl SnapshotDir {
+    /// Copies go into `dir`; copies a crash left behind there are removed.
     pub fn new(disk: Arc<dyn Disk>, dir: PathBuf) -> Self {
+        let names = disk.list(&dir).unwrap_or_default();
+        for name in names.iter().filter(|n| is_copy(n)) {
+            let _ = disk.remove(&dir.join(name));
+        }
         SnapshotDir {
             disk,
             dir,
@@ -75,10 +87,7 @@ impl SnapshotDir {
             store.backend().begin_read().map_err(io_status)?
         };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("snapshot-{n}.db.tmp"));
-        if self.disk.exists(&path) {
-            self.disk.remove(&path).map_err(io_status)?;
-        }
+        let path = self.dir.join(format!("{COPY_PREFIX}{n}{COPY_SUFFIX}"));
         let copied = Backend::copy(&read, self.disk.as_ref(), &path);
         drop(read);
         if let Err(e) = copied {
