@@ -10,6 +10,7 @@ use super::context::Context;
 use super::gateway;
 use crate::proto::etcdserverpb::{AlarmType, RangeRequest};
 use crate::runtime::{HttpHandler, HttpRequest, HttpResponse};
+use crate::server::alarm;
 use crate::server::kv_apply::lock;
 use crate::server::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::server::SERVER_VERSION;
@@ -83,10 +84,16 @@ impl Health {
     }
 }
 
-/// The alarms raised in the cluster, for `/health`. The hook for the alarm work (NOSPACE
-/// from the space quota, CORRUPT from corruption checks): none are raised yet.
-fn active_alarms(_ctx: &Context) -> Vec<AlarmType> {
-    Vec::new()
+/// The alarms raised in the cluster (as applied on this member), for `/health`; an
+/// unreadable alarm table counts as an unknown alarm rather than as healthy.
+fn active_alarms(ctx: &Context) -> Vec<AlarmType> {
+    match alarm::active(&mut lock(&ctx.store), AlarmType::None) {
+        Ok(alarms) => alarms
+            .iter()
+            .map(|m| AlarmType::try_from(m.alarm).unwrap_or(AlarmType::None))
+            .collect(),
+        Err(_) => vec![AlarmType::None],
+    }
 }
 
 /// etcd's `checkV3Health`: unhealthy on an alarm not excluded by `?exclude=NAME`, on no

@@ -8,4 +8,6 @@ pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod quota;
+pub mod snapshot;
 pub mod watch;

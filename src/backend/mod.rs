@@ -147,6 +147,35 @@ impl Backend {
         Ok(h.finalize())
     }
 
+    /// Commits, then rewrites the file without its free pages and shrinks it (etcd's
+    /// defragment). Fails while a reader holds a [`Backend::begin_read`] snapshot.
+    pub fn defragment(&mut self) -> Result<()> {
+        let tx = self.tx.take().expect("a write transaction is always open");
+        let compacted = tx
+            .commit()
+            .map_err(be)
+            .and_then(|()| self.db.compact().map_err(be));
+        self.begin()?;
+        compacted.map(|_| ())
+    }
+
+    /// Writes what `from` (a [`Backend::begin_read`] snapshot) sees, every table, into a
+    /// new, defragmented database file at `path`: a consistent copy made while applies go
+    /// on.
+    pub fn copy(from: &redb::ReadTransaction, disk: &dyn Disk, path: &Path) -> Result<()> {
+        let mut to = Backend::open(disk, path)?;
+        for handle in from.list_tables().map_err(be)? {
+            let def = redb::TableDefinition::<&[u8], &[u8]>::new(handle.name());
+            let src = from.open_table(def).map_err(be)?;
+            let mut dst = to.tx().open_table(def).map_err(be)?;
+            for entry in src.iter().map_err(be)? {
+                let (k, v) = entry.map_err(be)?;
+                dst.insert(k.value(), v.value()).map_err(be)?;
+            }
+        }
+        to.defragment()
+    }
+
     /// Checks redb's own invariants; for tests after a crash.
     pub fn check_integrity(&mut self) -> Result<bool> {
         let tx = self.tx.take().expect("a write transaction is always open");

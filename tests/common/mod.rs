@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod maint;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
