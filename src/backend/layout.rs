@@ -22,7 +22,7 @@ pub const AUTH_USERS: Table = TableDefinition::new("authUsers");
 /// Role name to encoded `authpb::Role`.
 pub const AUTH_ROLES: Table = TableDefinition::new("authRoles");
 
-pub(super) const ALL: [Table; 6] = [KEY, META, LEASE, AUTH, AUTH_USERS, AUTH_ROLES];
+const ALL: [Table; 6] = [KEY, META, LEASE, AUTH, AUTH_USERS, AUTH_ROLES];
 /// The tables that members must agree on byte for byte.
 pub(super) const HASHED: [Table; 5] = [KEY, LEASE, AUTH, AUTH_USERS, AUTH_ROLES];
 

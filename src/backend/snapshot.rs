@@ -1,14 +1,12 @@
 //! The backend as a snapshot: a consistent copy for a follower whose log is behind the
 //! leader's first index, and the check a received copy passes before it becomes the
 //! backend. etcd streams its bbolt file from a read transaction; redb has no such copy,
-//! so the tables of a read transaction are written into a fresh database file.
+//! so the tables of a read transaction are written into a fresh database file
+//! ([`Backend::copy`]).
 
 use std::path::Path;
 
-use redb::ReadableTable;
-
-use super::layout::ALL;
-use super::{be, Backend, Result};
+use super::{Backend, Result};
 use crate::runtime::Disk;
 
 /// The backend as of one commit, held by a redb read transaction: later commits do not
@@ -35,16 +33,7 @@ impl SnapshotSource {
         if disk.exists(path) {
             disk.remove(path)?;
         }
-        let mut copy = Backend::open(disk, path)?;
-        for def in ALL {
-            let from = self.0.open_table(def).map_err(be)?;
-            let mut to = copy.tx().open_table(def).map_err(be)?;
-            for entry in from.iter().map_err(be)? {
-                let (k, v) = entry.map_err(be)?;
-                to.insert(k.value(), v.value()).map_err(be)?;
-            }
-        }
-        copy.commit()
+        Backend::copy(&self.0, disk, path)
     }
 }
 

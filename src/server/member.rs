@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::metrics::{PendingProposal, ServerMetrics};
 use super::snapshot::{self as snapshots, Outgoing, SnapshotOptions, KEEP_SNAPSHOTS};
 use super::transport::{PeerEvent, Transport};
 use crate::backend::SnapshotSource;
@@ -125,6 +126,8 @@ pub struct MemberConfig {
     pub request_timeout: Duration,
     /// Seeds Raft's randomized election timeouts.
     pub seed: u64,
+    /// This member's metrics: proposals, leadership, WAL fsyncs.
+    pub metrics: Arc<ServerMetrics>,
 }
 
 struct Proposal {
@@ -141,6 +144,7 @@ pub struct MemberHandle {
     reads: mpsc::Sender<ReadWaiter>,
     status: watch::Receiver<MemberStatus>,
     request_timeout: Duration,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl MemberHandle {
@@ -148,7 +152,12 @@ impl MemberHandle {
     pub async fn propose(&self, payload: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
         let (done, rx) = oneshot::channel();
         queue(&self.proposals, Proposal { payload, done })?;
-        self.wait(rx).await
+        let pending = PendingProposal::start(&self.metrics);
+        let result = self.wait(rx).await;
+        if result.is_ok() {
+            pending.succeeded();
+        }
+        result
     }
 
     /// Waits until this member has applied everything committed when the call was made:
@@ -173,6 +182,11 @@ impl MemberHandle {
 
     pub fn status(&self) -> MemberStatus {
         *self.status.borrow()
+    }
+
+    /// This member's metrics.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
     }
 
     /// A receiver that wakes whenever the status changes.
@@ -228,6 +242,7 @@ struct Member<S> {
     ids: RequestIds,
     waiters: BTreeMap<u64, oneshot::Sender<Result<Vec<u8>, ProposeError>>>,
     status: watch::Sender<MemberStatus>,
+    metrics: Arc<ServerMetrics>,
     applied: u64,
     /// Reads that arrived since the last ReadIndex request.
     pending_reads: Vec<ReadWaiter>,
@@ -266,7 +281,7 @@ pub fn start<S: StateMachine>(
         ..ConfState::default()
     });
     let mut snapshot_index = BOOTSTRAP.index;
-    let wal = if Wal::exists(disk.as_ref(), &cfg.wal_dir) {
+    let mut wal = if Wal::exists(disk.as_ref(), &cfg.wal_dir) {
         let marks = Wal::snapshot_marks(disk.as_ref(), &cfg.wal_dir)?;
         let newest = snapshotter.load_newest_marked(&marks)?;
         let meta = newest.and_then(|s| s.metadata);
@@ -301,6 +316,7 @@ pub fn start<S: StateMachine>(
         wal.save_snapshot(&BOOTSTRAP)?;
         wal
     };
+    wal.observe_fsyncs(cfg.metrics.wal_fsync.clone());
     // Entries up to the snapshot that changed nothing in the state machine (a new
     // leader's empty entries) may lie past its consistent index.
     let applied = sm.applied_index().max(snapshot_index);
@@ -321,6 +337,7 @@ pub fn start<S: StateMachine>(
         ids: RequestIds::new(cfg.id),
         waiters: BTreeMap::new(),
         status: status_tx,
+        metrics: cfg.metrics.clone(),
         applied,
         pending_reads: Vec::new(),
         requested_reads: BTreeMap::new(),
@@ -338,6 +355,7 @@ pub fn start<S: StateMachine>(
         reads: reads_tx,
         status: status_rx,
         request_timeout: cfg.request_timeout,
+        metrics: cfg.metrics,
     };
     Ok((handle, task))
 }
@@ -491,8 +509,12 @@ impl<S: StateMachine> Member<S> {
             commit: hs.commit,
             applied: self.applied,
         };
+        let metrics = &self.metrics;
         self.status.send_if_modified(|s| {
             let changed = *s != status;
+            if changed {
+                metrics.observe_status(s, &status);
+            }
             *s = status;
             changed
         });
