@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use detcd::proto::etcdserverpb::{HashKvRequest, PutRequest, StatusRequest, StatusResponse};
+use detcd::proto::etcdserverpb::{HashKvRequest, RangeRequest, StatusRequest, StatusResponse};
 use detcd::server::config::member_id;
 use detcd::server::url::Url;
 use tonic::transport::{Channel, Endpoint};
@@ -27,7 +27,7 @@ const TOKEN: &str = "detcd-jepsen";
 const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between polls of the members.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// The key the readiness probe writes; the workload never touches it.
+/// The key the readiness probe reads; the workload never touches it.
 const READY_KEY: &str = "jepsen-ready";
 
 /// One member: where it listens, and its process while it runs.
@@ -271,7 +271,9 @@ impl Cluster {
         self.members.iter().position(|m| m.id == leader)
     }
 
-    /// Waits until every member answers and a write succeeds.
+    /// Waits until every member answers and a linearizable read succeeds (there is a
+    /// leader). Nothing is written, so the history starts at revision 1, as the etcd
+    /// model assumes.
     pub async fn wait_ready(&self, deadline: Duration) -> Result<(), String> {
         let start = Instant::now();
         loop {
@@ -279,7 +281,7 @@ impl Cluster {
             for i in 0..self.size() {
                 answering += usize::from(self.status(i).await.is_some());
             }
-            if answering == self.size() && self.probe_write().await {
+            if answering == self.size() && self.probe_read().await {
                 return Ok(());
             }
             if start.elapsed() > deadline {
@@ -294,16 +296,16 @@ impl Cluster {
         }
     }
 
-    async fn probe_write(&self) -> bool {
+    async fn probe_read(&self) -> bool {
         let Ok(ch) = channel(&self.members[0].client_url()) else {
             return false;
         };
         let mut kv = KvClient::new(ch);
-        let put = kv.put(PutRequest {
+        let read = kv.range(RangeRequest {
             key: READY_KEY.into(),
-            ..PutRequest::default()
+            ..RangeRequest::default()
         });
-        matches!(tokio::time::timeout(QUERY_TIMEOUT, put).await, Ok(Ok(_)))
+        matches!(tokio::time::timeout(QUERY_TIMEOUT, read).await, Ok(Ok(_)))
     }
 
     /// Polls until every member reports the same revision, then compares their HashKV at

@@ -66,7 +66,8 @@ pub struct JepsenArgs {
     /// The detcd binary [default: next to this one].
     #[arg(long)]
     detcd: Option<PathBuf>,
-    /// register or kv (kv also checks each read's version).
+    /// register, kv (also checks each read's version) or etcd (also checks revisions
+    /// across keys).
     #[arg(long, default_value = "register")]
     model: Model,
     /// Seconds the check may search before answering "unknown".
