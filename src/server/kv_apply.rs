@@ -150,6 +150,7 @@ fn run(
             lessor.apply_checkpoint(store, &r)?;
             Response::LeaseCheckpoint(LeaseCheckpointResponse { header: None })
         }
+        Request::Alarm(r) => Response::Alarm(super::alarm::apply(store, &r)?),
     })
 }
 

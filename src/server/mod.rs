@@ -1,9 +1,16 @@
 //! The member: configuration, and (to come) the Raft driver loop, proposals, reads and
 //! membership.
 
+pub mod alarm;
 pub mod boot;
 pub mod config;
 pub mod kv_apply;
+pub mod lease_forward;
 pub mod member;
+pub mod metrics;
 pub mod transport;
 pub mod url;
+
+/// The etcd version detcd reports: in Maintenance Status, `/version` and
+/// `etcd_server_version`.
+pub const SERVER_VERSION: &str = "3.5.0";
