@@ -131,7 +131,7 @@ pub async fn run(
     let cluster_id = cfg.cluster_id();
     let (transport, events) = Transport::new(member_id, cluster_id);
     for m in cfg.initial_cluster.iter().filter(|m| m.id != member_id) {
-        transport.add_peer(m.id, &m.peer_urls[0].to_string());
+        transport.add_peer(m.id, &cfg.dial_url(m));
     }
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
     let peer_service = transport.service(inbound).accept_snapshots(Inbox {

@@ -107,6 +107,10 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: u64,
+    /// Where to dial named peers instead of their advertised URLs, as name=url pairs: a
+    /// fault runner puts a proxy on each link this way (`detcd-check jepsen`).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_DIAL_URLS", hide = true)]
+    pub experimental_peer_dial_urls: Option<String>,
 }
 
 impl Flags {
@@ -173,6 +177,8 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub max_request_bytes: u64,
+    /// Dial URLs overriding peers' advertised ones, by member name.
+    pub peer_dial_urls: BTreeMap<String, Url>,
 }
 
 fn urls(flag: &str, value: &str) -> Result<Vec<Url>, String> {
@@ -200,19 +206,23 @@ pub fn cluster_id(member_ids: &[u64]) -> u64 {
     u64::from_be_bytes(h.finalize()[..8].try_into().expect("sha1 has 20 bytes"))
 }
 
-/// Parses `name=url,name=url,...`; a name may repeat to give a member several URLs.
-fn parse_initial_cluster(value: &str, token: &str) -> Result<Vec<InitialMember>, String> {
+/// Parses `--flag`'s `name=url,name=url,...`; a name may repeat to give several URLs.
+fn parse_named_urls(flag: &str, value: &str) -> Result<BTreeMap<String, Vec<Url>>, String> {
     let mut by_name: BTreeMap<String, Vec<Url>> = BTreeMap::new();
     for pair in value.split(',').map(str::trim) {
         let (name, url) = pair
             .split_once('=')
             .filter(|(n, _)| !n.is_empty())
-            .ok_or_else(|| {
-                format!("invalid --initial-cluster entry {pair:?}: expected name=url")
-            })?;
-        let url = Url::parse(url).map_err(|e| format!("invalid --initial-cluster: {e}"))?;
+            .ok_or_else(|| format!("invalid --{flag} entry {pair:?}: expected name=url"))?;
+        let url = Url::parse(url).map_err(|e| format!("invalid --{flag}: {e}"))?;
         by_name.entry(name.to_string()).or_default().push(url);
     }
+    Ok(by_name)
+}
+
+/// Parses `--initial-cluster`.
+fn parse_initial_cluster(value: &str, token: &str) -> Result<Vec<InitialMember>, String> {
+    let by_name = parse_named_urls("initial-cluster", value)?;
     let mut members: Vec<InitialMember> = by_name
         .into_iter()
         .map(|(name, peer_urls)| InitialMember {
@@ -231,6 +241,30 @@ fn parse_initial_cluster(value: &str, token: &str) -> Result<Vec<InitialMember>,
         }
     }
     Ok(members)
+}
+
+/// Parses `--experimental-peer-dial-urls`: one URL per member of the initial cluster.
+fn parse_peer_dial_urls(
+    f: &Flags,
+    initial_cluster: &[InitialMember],
+) -> Result<BTreeMap<String, Url>, String> {
+    let Some(value) = &f.experimental_peer_dial_urls else {
+        return Ok(BTreeMap::new());
+    };
+    let flag = "experimental-peer-dial-urls";
+    let mut dial = BTreeMap::new();
+    for (name, mut urls) in parse_named_urls(flag, value)? {
+        if !initial_cluster.iter().any(|m| m.name == name) {
+            return Err(format!(
+                "--{flag} names {name:?}, which --initial-cluster does not"
+            ));
+        }
+        if urls.len() > 1 {
+            return Err(format!("--{flag} gives {name:?} more than one URL"));
+        }
+        dial.insert(name, urls.remove(0));
+    }
+    Ok(dial)
 }
 
 impl ServerConfig {
@@ -298,6 +332,7 @@ impl ServerConfig {
                 advertised.join(",")
             ));
         }
+        let peer_dial_urls = parse_peer_dial_urls(f, &initial_cluster)?;
         Ok(ServerConfig {
             name: f.name.clone(),
             data_dir: f
@@ -321,7 +356,16 @@ impl ServerConfig {
             heartbeat_interval: Duration::from_millis(f.heartbeat_interval),
             election_timeout: Duration::from_millis(f.election_timeout),
             max_request_bytes: f.max_request_bytes,
+            peer_dial_urls,
         })
+    }
+
+    /// The URL this member dials to reach `peer`.
+    pub fn dial_url(&self, peer: &InitialMember) -> String {
+        self.peer_dial_urls
+            .get(&peer.name)
+            .unwrap_or(&peer.peer_urls[0])
+            .to_string()
     }
 
     /// This member's ID.

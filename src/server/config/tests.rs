@@ -131,3 +131,41 @@ fn malformed_flags_are_refused_by_the_parser() {
         assert!(parse(args).is_err(), "accepted {args:?}");
     }
 }
+
+/// A member dials a peer at its override while the peer's ID still comes from the URL it
+/// advertises, so a proxy on the link leaves the cluster's IDs unchanged.
+#[test]
+fn peer_dial_urls_override_where_peers_are_dialed() {
+    let cluster = "a=http://127.0.0.1:12380,b=http://127.0.0.1:22380";
+    let base = [
+        "--name",
+        "a",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:12380",
+        "--initial-cluster",
+        cluster,
+    ];
+    let plain = parse(&base).unwrap();
+    let with = |dial: &str| {
+        let mut args = base.to_vec();
+        args.extend(["--experimental-peer-dial-urls", dial]);
+        parse(&args)
+    };
+    let proxied = with("b=http://127.0.0.1:40000").unwrap();
+    let b = proxied
+        .initial_cluster
+        .iter()
+        .find(|m| m.name == "b")
+        .unwrap();
+    assert_eq!(plain.dial_url(b), "http://127.0.0.1:22380");
+    assert_eq!(proxied.dial_url(b), "http://127.0.0.1:40000");
+    assert_eq!(proxied.cluster_id(), plain.cluster_id());
+    assert_eq!(
+        with("c=http://127.0.0.1:40000").unwrap_err(),
+        r#"--experimental-peer-dial-urls names "c", which --initial-cluster does not"#
+    );
+    assert_eq!(
+        with("b").unwrap_err(),
+        r#"invalid --experimental-peer-dial-urls entry "b": expected name=url"#
+    );
+}

@@ -1,27 +1,68 @@
-//! `detcd-check`: checks a client history for linearizability.
+//! `detcd-check`: checks a client history for linearizability; `detcd-check jepsen` makes
+//! one by running a cluster of real detcd processes under faults, then checks it.
 //!
 //! Exit status: 0 linearizable, 1 not linearizable (or a watch stream broke a guarantee),
-//! 2 unreadable input (the message names the line), 3 unknown (the time limit ran out).
+//! 2 unreadable input (the message names the line) or a runner error, 3 unknown (the time
+//! limit ran out).
+
+#[cfg(not(madsim))]
+mod cluster;
+#[cfg(not(madsim))]
+mod jepsen;
+#[cfg(not(madsim))]
+mod nemesis;
+#[cfg(not(madsim))]
+mod proxy;
+#[cfg(not(madsim))]
+mod workload;
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use detcd::check::history::{is_jepsen, parse_str};
-use detcd::check::{html, linearizable, watch, Budget, Model, Options, Verdict};
+use detcd::check::{
+    html, linearizable, watch, Budget, History, Model, Options, ParseError, Verdict,
+};
 
 #[derive(Parser)]
 #[command(
     version,
     about = "Checks a client history (JSON Lines or a Jepsen register log) for linearizability",
     after_help = "Exit status: 0 linearizable, 1 not linearizable (or a watch stream broke a \
-                  guarantee), 2 unreadable input, 3 unknown (time limit reached)."
+                  guarantee), 2 unreadable input or a runner error, 3 unknown (time limit \
+                  reached).",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    check: Args,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a cluster of real detcd processes under faults and checks the history.
+    Jepsen(Box<JepsenArgs>),
+}
+
+#[cfg(not(madsim))]
+use jepsen::JepsenArgs;
+
+/// The simulation build has no real processes to run.
+#[cfg(madsim)]
+#[derive(clap::Args)]
+struct JepsenArgs;
+
+#[derive(clap::Args)]
 struct Args {
     /// The history file; `-` reads standard input.
-    history: PathBuf,
+    #[arg(required = true)]
+    history: Option<PathBuf>,
     /// register, kv or etcd; default register for Jepsen logs, kv otherwise.
     #[arg(long)]
     model: Option<Model>,
@@ -49,19 +90,13 @@ fn read(path: &PathBuf) -> Result<String, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn run(args: &Args) -> Result<ExitCode, String> {
-    let text = read(&args.history)?;
-    let model = args.model.unwrap_or(if is_jepsen(&text) {
-        Model::Register
-    } else {
-        Model::Kv
-    });
-    let unreadable = |e: detcd::check::ParseError| format!("{}: {e}", args.history.display());
-    let h = parse_str(&text).map_err(unreadable)?;
+/// Checks `h` within `time_limit` seconds and prints the verdict, after the failing window
+/// or why the answer is unknown; returns it with the time the search took.
+fn check(h: &History, model: Model, time_limit: f64) -> Result<(Verdict, Duration), ParseError> {
     let started = Instant::now();
-    let limit = Duration::from_secs_f64(args.time_limit.max(0.0));
+    let limit = Duration::from_secs_f64(time_limit.max(0.0));
     let budget = Budget::Deadline(Box::new(move || started.elapsed() >= limit));
-    let verdict = linearizable(&h, model, Options { budget }).map_err(unreadable)?;
+    let verdict = linearizable(h, model, Options { budget })?;
     let elapsed = started.elapsed();
     match &verdict {
         Verdict::NotLinearizable(report) => print!("{report}"),
@@ -69,10 +104,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             let key = key
                 .as_ref()
                 .map_or(String::new(), |k| format!(" in key {k}"));
-            println!(
-                "time limit of {}s reached after {steps} steps{key}",
-                args.time_limit
-            );
+            println!("time limit of {time_limit}s reached after {steps} steps{key}");
         }
         Verdict::Linearizable => {}
     }
@@ -83,8 +115,22 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         model.name(),
         elapsed.as_secs_f64()
     );
+    Ok((verdict, elapsed))
+}
+
+fn run(args: &Args) -> Result<ExitCode, String> {
+    let history = args.history.as_ref().expect("clap requires a history file");
+    let text = read(history)?;
+    let model = args.model.unwrap_or(if is_jepsen(&text) {
+        Model::Register
+    } else {
+        Model::Kv
+    });
+    let unreadable = |e: detcd::check::ParseError| format!("{}: {e}", history.display());
+    let h = parse_str(&text).map_err(unreadable)?;
+    let (verdict, _) = check(&h, model, args.time_limit).map_err(unreadable)?;
     if let Some(path) = &args.html {
-        let page = html::render(&h, &verdict, &args.history.display().to_string());
+        let page = html::render(&h, &verdict, &history.display().to_string());
         std::fs::write(path, page).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let mut broken = false;
@@ -103,7 +149,15 @@ fn run(args: &Args) -> Result<ExitCode, String> {
 }
 
 fn main() -> ExitCode {
-    match run(&Args::parse()) {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        #[cfg(not(madsim))]
+        Some(Command::Jepsen(args)) => jepsen::main(&args),
+        #[cfg(madsim)]
+        Some(Command::Jepsen(_)) => Err("the simulation build runs no real processes".into()),
+        None => run(&cli.check),
+    };
+    match result {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("detcd-check: {msg}");

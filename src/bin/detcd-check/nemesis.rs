@@ -1,0 +1,232 @@
+//! The nemesis: faults on a schedule drawn from the run's seed. It alternates a quiet
+//! interval with a fault held for one interval and then undone; each round of faults uses
+//! every enabled kind once, in a shuffled order, so short runs see each kind.
+//!
+//! - kill: kill -9 one member, the leader, a minority, a majority or all; restarted from
+//!   their data directories when the fault ends.
+//! - pause: SIGSTOP the same kinds of targets; SIGCONT when it ends.
+//! - partition: random halves, one random member isolated, the leader isolated, or (five
+//!   members or more) a ring in which each member sees a majority but no two the same one.
+
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::cluster::Cluster;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Fault {
+    Kill,
+    Pause,
+    Partition,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::Partition => "partition",
+        }
+    }
+}
+
+/// One line of `nemesis.jsonl`: a fault starting or ending, timed as the history is.
+#[derive(Clone, Debug, Serialize)]
+pub struct Injection {
+    pub time: u64,
+    pub fault: &'static str,
+    /// `start` or `stop`.
+    pub action: &'static str,
+    pub what: String,
+}
+
+pub struct Nemesis {
+    faults: Vec<Fault>,
+    interval: Duration,
+    rng: ChaCha8Rng,
+    start: Instant,
+    pub log: Vec<Injection>,
+}
+
+/// What is in force, to be undone.
+enum Active {
+    Killed(Vec<usize>),
+    Paused(Vec<usize>),
+    Partitioned,
+}
+
+fn names(members: &[usize]) -> String {
+    let names: Vec<String> = members.iter().map(|i| format!("m{i}")).collect();
+    names.join(",")
+}
+
+impl Nemesis {
+    pub fn new(faults: Vec<Fault>, interval: Duration, rng: ChaCha8Rng, start: Instant) -> Self {
+        Nemesis {
+            faults,
+            interval,
+            rng,
+            start,
+            log: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, fault: Fault, action: &'static str, what: String) {
+        println!("nemesis: {action} {} {what}", fault.name());
+        self.log.push(Injection {
+            time: self.start.elapsed().as_nanos() as u64,
+            fault: fault.name(),
+            action,
+            what,
+        });
+    }
+
+    /// Injects faults until `until`, leaving none in force.
+    pub async fn run(&mut self, cluster: &mut Cluster, until: Instant) -> Result<(), String> {
+        let mut round: Vec<Fault> = Vec::new();
+        while pause_until(self.interval, until).await {
+            if round.is_empty() {
+                round = self.faults.clone();
+                round.shuffle(&mut self.rng);
+            }
+            let Some(fault) = round.pop() else {
+                return Ok(());
+            };
+            let active = self.inject(fault, cluster).await;
+            pause_until(self.interval, until).await;
+            let what = match active {
+                Active::Killed(members) => {
+                    for &i in &members {
+                        cluster.restart(i)?;
+                    }
+                    names(&members)
+                }
+                Active::Paused(members) => {
+                    for &i in &members {
+                        cluster.pause(i, false);
+                    }
+                    names(&members)
+                }
+                Active::Partitioned => {
+                    cluster.heal_links();
+                    "all links".into()
+                }
+            };
+            self.record(fault, "stop", what);
+        }
+        Ok(())
+    }
+
+    async fn inject(&mut self, fault: Fault, cluster: &mut Cluster) -> Active {
+        match fault {
+            Fault::Kill => {
+                let members = self.targets(cluster).await;
+                for &i in &members {
+                    cluster.kill(i);
+                }
+                self.record(fault, "start", names(&members));
+                Active::Killed(members)
+            }
+            Fault::Pause => {
+                let members = self.targets(cluster).await;
+                for &i in &members {
+                    cluster.pause(i, true);
+                }
+                self.record(fault, "start", names(&members));
+                Active::Paused(members)
+            }
+            Fault::Partition => {
+                let (what, links) = self.partition(cluster).await;
+                for (a, b) in links {
+                    cluster.cut(a, b);
+                }
+                self.record(fault, "start", what);
+                Active::Partitioned
+            }
+        }
+    }
+
+    /// Members shuffled; the first ones are the targets.
+    fn shuffled(&mut self, n: usize) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..n).collect();
+        all.shuffle(&mut self.rng);
+        all
+    }
+
+    /// One member, the leader, a minority, a majority or all, as Jepsen's db nemesis picks.
+    async fn targets(&mut self, cluster: &Cluster) -> Vec<usize> {
+        let n = cluster.size();
+        let mut all = self.shuffled(n);
+        let count = match self.rng.random_range(0..5) {
+            0 => 1,
+            1 => match cluster.leader().await {
+                Some(leader) => return vec![leader],
+                None => 1,
+            },
+            2 => ((n - 1) / 2).max(1),
+            3 => n / 2 + 1,
+            _ => n,
+        };
+        all.truncate(count);
+        all.sort_unstable();
+        all
+    }
+
+    /// A partition: its description and the member pairs it separates.
+    async fn partition(&mut self, cluster: &Cluster) -> (String, Vec<(usize, usize)>) {
+        let n = cluster.size();
+        let all = self.shuffled(n);
+        let kinds = if n >= 5 { 4 } else { 3 };
+        let (what, side): (String, Vec<usize>) = match self.rng.random_range(0..kinds) {
+            0 => {
+                let mut half = all[..n / 2].to_vec();
+                half.sort_unstable();
+                (format!("halves, {} apart", names(&half)), half)
+            }
+            1 => (format!("isolate m{}", all[0]), vec![all[0]]),
+            2 => match cluster.leader().await {
+                Some(l) => (format!("isolate the leader m{l}"), vec![l]),
+                None => (
+                    format!("isolate m{} (no leader seen)", all[0]),
+                    vec![all[0]],
+                ),
+            },
+            _ => {
+                // Each member keeps its two neighbours on a ring in shuffled order.
+                let pos = |m: usize| all.iter().position(|&x| x == m).unwrap_or(0);
+                let mut links = Vec::new();
+                for a in 0..n {
+                    for b in a + 1..n {
+                        let d = pos(a).abs_diff(pos(b));
+                        if d.min(n - d) > 1 {
+                            links.push((a, b));
+                        }
+                    }
+                }
+                return (format!("majorities ring {}", names(&all)), links);
+            }
+        };
+        let mut links = Vec::new();
+        for &a in &side {
+            for b in (0..n).filter(|b| !side.contains(b)) {
+                links.push((a, b));
+            }
+        }
+        (what, links)
+    }
+}
+
+/// Sleeps for `interval` or until `until`, whichever is first; false once `until` passed.
+async fn pause_until(interval: Duration, until: Instant) -> bool {
+    let now = Instant::now();
+    if now >= until {
+        return false;
+    }
+    tokio::time::sleep((until - now).min(interval)).await;
+    Instant::now() < until
+}
