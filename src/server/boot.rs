@@ -14,6 +14,7 @@ use super::kv_apply::{lock, KvApplier, LeaseClock};
 use super::member::{self, MemberConfig, MemberError};
 use super::transport::{PeerServer, Transport};
 use super::url::Url;
+use crate::api::cluster::{ClusterService, MembershipPeer};
 use crate::api::context::Context;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
@@ -21,12 +22,14 @@ use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::lease::{Lessor, LessorConfig};
 use crate::mvcc::{self, KvStore, WatchConfig, WatchableStore};
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::etcdserverpb::{LeaseCheckpointRequest, LeaseRevokeRequest};
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
+use crate::proto::peerpb::membership_server::MembershipServer;
 use crate::runtime::Disk;
 use crate::wal::WalOptions;
 
@@ -112,11 +115,13 @@ pub async fn run(
     let store = Arc::new(Mutex::new(watchable));
     let clock = LeaseClock::new();
     let member_id = cfg.member_id();
-    let cluster_id = cfg.cluster_id();
+    let (cluster_id, cluster) = super::join::cluster_at_start(&cfg, &store).await?;
     let (transport, events) = Transport::new(member_id, cluster_id);
-    for m in cfg.initial_cluster.iter().filter(|m| m.id != member_id) {
-        transport.add_peer(m.id, &m.peer_urls[0].to_string());
+    for m in cluster.members().iter().filter(|m| m.id != member_id) {
+        transport.add_peer(m.id, &m.peer_ur_ls[0]);
     }
+    cluster.removed().for_each(|id| transport.remove_member(id));
+    let cluster = Arc::new(Mutex::new(cluster));
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
     let peer_service = transport.service(inbound);
     let member_cfg = MemberConfig {
@@ -134,24 +139,39 @@ pub async fn run(
     let (handle, member_task) = member::start(
         member_cfg,
         disk,
-        transport,
+        transport.clone(),
         inbound_rx,
         events,
-        KvApplier::new(store.clone(), lessor.clone(), clock),
+        KvApplier::new(store.clone(), lessor.clone(), clock).with_cluster(cluster.clone()),
     )?;
-    let peer_addr = bind_addr(&cfg.listen_peer_urls[0])?;
-    let peers = tonic::transport::Server::builder()
-        .add_service(PeerServer::new(peer_service))
-        .serve(peer_addr);
     tokio::spawn(sync_watchers(store.clone()));
     let ctx = Context {
         member: handle,
         store,
         lessor,
+        cluster,
         clock,
         cluster_id,
         member_id,
     };
+    let cluster_service = ClusterService {
+        ctx: ctx.clone(),
+        transport,
+        token: cfg.initial_cluster_token.clone(),
+    };
+    let peer_addr = bind_addr(&cfg.listen_peer_urls[0])?;
+    let peers = tonic::transport::Server::builder()
+        .add_service(PeerServer::new(peer_service))
+        .add_service(MembershipServer::new(MembershipPeer(
+            cluster_service.clone(),
+        )))
+        .serve(peer_addr);
+    let client_urls = cfg.advertise_client_urls.iter().map(|u| u.to_string());
+    tokio::spawn(super::join::publish(
+        ctx.clone(),
+        cfg.name.clone(),
+        client_urls.collect(),
+    ));
     tokio::spawn(expire_leases(ctx.clone(), cfg.election_timeout));
     let client_addr = bind_addr(&cfg.listen_client_urls[0])?;
     let clients = tonic::transport::Server::builder()
@@ -161,6 +181,7 @@ pub async fn run(
         )
         .add_service(WatchServer::new(WatchService(ctx.clone())))
         .add_service(LeaseServer::new(LeaseService(ctx.clone())))
+        .add_service(ClusterServer::new(cluster_service))
         .add_service(MaintenanceServer::new(MaintenanceService(ctx)))
         .serve_with_shutdown(client_addr, shutdown);
     tracing::info!(

@@ -9,7 +9,12 @@
 //! Linearizable reads use ReadIndex: reads that arrive together share one confirmation
 //! round, and each is answered once the member has applied up to the read index.
 //!
-//! Not yet here: snapshots and log compaction, membership changes.
+//! Configuration changes carry the member in their context: the state machine validates
+//! and records the membership, Raft applies the change (as a no-op if the state machine
+//! refused it), and the transport gains or drops the peer. A member that applies its own
+//! removal stops, as etcd's does.
+//!
+//! Not yet here: snapshots and log compaction.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,7 +24,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::transport::{PeerEvent, Transport};
-use crate::proto::raftpb::{ConfState, Entry, EntryType, Message};
+use crate::proto::etcdserverpb::Member as MemberAttrs;
+use crate::proto::raftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message};
 use crate::raft::{self, MemStorage, RawNode, StateRole};
 use crate::runtime::{Clock, Disk};
 use crate::wal::{Metadata, SnapshotMark, Wal, WalOptions};
@@ -53,6 +59,21 @@ pub trait StateMachine: Send + 'static {
     fn applied_index(&self) -> u64 {
         0
     }
+
+    /// Records the configuration change at `index` in the membership. An error (etcd's
+    /// message) goes to the proposer, and Raft applies the change as a no-op.
+    fn apply_conf_change(&mut self, _index: u64, _cc: &ConfChange) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Records Raft's configuration after a change, with the entry that made it.
+    fn save_conf_state(&mut self, _cs: &ConfState) {}
+
+    /// Raft's configuration as of [`StateMachine::applied_index`], if it keeps one; the
+    /// initial voters otherwise.
+    fn conf_state(&self) -> Option<ConfState> {
+        None
+    }
 }
 
 /// Why a proposal has no result. The messages are etcd's.
@@ -66,6 +87,8 @@ pub enum ProposeError {
     TooManyRequests,
     #[error("etcdserver: server stopped")]
     Stopped,
+    #[error("etcdserver: not leader")]
+    NotLeader,
 }
 
 /// Where the member stands, published after every Ready.
@@ -95,10 +118,27 @@ pub struct MemberConfig {
     pub seed: u64,
 }
 
+enum Payload {
+    Entry(Vec<u8>),
+    ConfChange(ConfChange),
+}
+
 struct Proposal {
-    payload: Vec<u8>,
+    payload: Payload,
     done: oneshot::Sender<Result<Vec<u8>, ProposeError>>,
 }
+
+/// Requests for the loop that are neither proposals nor reads.
+enum Admin {
+    /// The leader's match index per member (None on a follower).
+    Progress(oneshot::Sender<Result<Option<BTreeMap<u64, u64>>, ProposeError>>),
+    /// Hands leadership to a member (etcd's MoveLeader); the caller watches the status.
+    TransferLeader(u64),
+}
+
+/// Ticks a removed member keeps running so that the others learn the commit (etcd waits
+/// ten ticks too).
+const REMOVED_STOP_TICKS: u32 = 10;
 
 type ReadWaiter = oneshot::Sender<Result<(), ProposeError>>;
 
@@ -107,6 +147,7 @@ type ReadWaiter = oneshot::Sender<Result<(), ProposeError>>;
 pub struct MemberHandle {
     proposals: mpsc::Sender<Proposal>,
     reads: mpsc::Sender<ReadWaiter>,
+    admin: mpsc::Sender<Admin>,
     status: watch::Receiver<MemberStatus>,
     request_timeout: Duration,
 }
@@ -115,8 +156,37 @@ impl MemberHandle {
     /// Proposes `payload` and waits until it is applied here.
     pub async fn propose(&self, payload: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
         let (done, rx) = oneshot::channel();
+        let payload = Payload::Entry(payload);
         queue(&self.proposals, Proposal { payload, done })?;
         self.wait(rx).await
+    }
+
+    /// Proposes a configuration change (its ID is set here) and waits until it is
+    /// applied here; the inner error is the state machine's refusal.
+    pub async fn propose_conf_change(
+        &self,
+        cc: ConfChange,
+    ) -> Result<Result<(), String>, ProposeError> {
+        let (done, rx) = oneshot::channel();
+        let payload = Payload::ConfChange(cc);
+        queue(&self.proposals, Proposal { payload, done })?;
+        let refusal = self.wait(rx).await?;
+        Ok(match refusal.is_empty() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&refusal).into_owned()),
+        })
+    }
+
+    /// The leader's match index per member, or None if this member is not the leader.
+    pub async fn progress(&self) -> Result<Option<BTreeMap<u64, u64>>, ProposeError> {
+        let (done, rx) = oneshot::channel();
+        queue(&self.admin, Admin::Progress(done))?;
+        self.wait(rx).await
+    }
+
+    /// Asks Raft to hand leadership to `transferee`; see [`MemberHandle::status`].
+    pub fn transfer_leader(&self, transferee: u64) -> Result<(), ProposeError> {
+        queue(&self.admin, Admin::TransferLeader(transferee))
     }
 
     /// Waits until this member has applied everything committed when the call was made:
@@ -164,6 +234,8 @@ pub enum MemberError {
     Wal(#[from] crate::wal::WalError),
     #[error(transparent)]
     Raft(#[from] raft::Error),
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 /// Request IDs as etcd makes them: the low 16 bits of the member ID, then a counter that
@@ -202,6 +274,8 @@ struct Member<S> {
     /// Reads with a known read index, waiting for it to be applied.
     confirmed_reads: Vec<(u64, Vec<ReadWaiter>)>,
     next_read_ctx: u64,
+    /// Ticks left before stopping, once this member applied its own removal.
+    stop_in: Option<u32>,
 }
 
 /// Opens (or creates) the WAL, restores Raft's state from it, and starts the loop.
@@ -220,10 +294,10 @@ pub fn start<S: StateMachine>(
     ),
     MemberError,
 > {
-    let mut storage = MemStorage::new_with_conf_state(ConfState {
+    let mut storage = MemStorage::new_with_conf_state(sm.conf_state().unwrap_or(ConfState {
         voters: cfg.voters.clone(),
         ..ConfState::default()
-    });
+    }));
     let wal = if Wal::exists(disk.as_ref(), &cfg.wal_dir) {
         let (wal, replay) = Wal::open(disk, &cfg.wal_dir, &BOOTSTRAP, cfg.wal.clone())?;
         storage.append(&replay.entries);
@@ -248,6 +322,7 @@ pub fn start<S: StateMachine>(
     let (status_tx, status_rx) = watch::channel(MemberStatus::default());
     let (proposals_tx, proposals) = mpsc::channel(PROPOSAL_QUEUE_LEN);
     let (reads_tx, reads) = mpsc::channel(PROPOSAL_QUEUE_LEN);
+    let (admin_tx, admin) = mpsc::channel(PROPOSAL_QUEUE_LEN);
     let member = Member {
         node,
         wal,
@@ -261,11 +336,13 @@ pub fn start<S: StateMachine>(
         requested_reads: BTreeMap::new(),
         confirmed_reads: Vec::new(),
         next_read_ctx: 0,
+        stop_in: None,
     };
-    let task = tokio::spawn(member.run(cfg.tick, proposals, reads, inbound, events));
+    let task = tokio::spawn(member.run(cfg.tick, proposals, reads, admin, inbound, events));
     let handle = MemberHandle {
         proposals: proposals_tx,
         reads: reads_tx,
+        admin: admin_tx,
         status: status_rx,
         request_timeout: cfg.request_timeout,
     };
@@ -278,6 +355,7 @@ impl<S: StateMachine> Member<S> {
         tick: Duration,
         mut proposals: mpsc::Receiver<Proposal>,
         mut reads: mpsc::Receiver<ReadWaiter>,
+        mut admin: mpsc::Receiver<Admin>,
         mut inbound: mpsc::Receiver<Message>,
         mut events: mpsc::Receiver<PeerEvent>,
     ) -> Result<(), MemberError> {
@@ -285,6 +363,12 @@ impl<S: StateMachine> Member<S> {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
+                    if let Some(left) = self.stop_in.as_mut() {
+                        if *left == 0 {
+                            return Err(MemberError::Removed);
+                        }
+                        *left -= 1;
+                    }
                     self.node.tick();
                     self.sm.on_tick();
                     // Callers that gave up no longer need their waiter.
@@ -311,9 +395,11 @@ impl<S: StateMachine> Member<S> {
                     }
                     self.request_read_index();
                 }
-                Some(PeerEvent::Unreachable(id)) = events.recv() => {
-                    self.node.report_unreachable(id);
-                }
+                Some(a) = admin.recv() => self.admin(a),
+                Some(event) = events.recv() => match event {
+                    PeerEvent::Unreachable(id) => self.node.report_unreachable(id),
+                    PeerEvent::Removed => return Err(MemberError::Removed),
+                },
                 else => return Ok(()),
             }
             while self.node.has_ready() {
@@ -327,16 +413,37 @@ impl<S: StateMachine> Member<S> {
         let _ = self.node.step(m);
     }
 
+    fn admin(&mut self, a: Admin) {
+        match a {
+            Admin::Progress(done) => {
+                let progress = (self.node.raft.state == StateRole::Leader).then(|| {
+                    let prs = &self.node.raft.prs.progress;
+                    prs.iter().map(|(&id, pr)| (id, pr.matched)).collect()
+                });
+                let _ = done.send(Ok(progress));
+            }
+            Admin::TransferLeader(to) => {
+                let _ = self.node.transfer_leader(to);
+            }
+        }
+    }
+
     fn propose(&mut self, p: Proposal) {
         if self.waiters.len() >= MAX_PENDING_PROPOSALS {
             let _ = p.done.send(Err(ProposeError::TooManyRequests));
             return;
         }
         let id = self.ids.next();
-        let mut data = Vec::with_capacity(8 + p.payload.len());
-        data.extend_from_slice(&id.to_le_bytes());
-        data.extend_from_slice(&p.payload);
-        match self.node.propose(data) {
+        let proposed = match p.payload {
+            Payload::Entry(payload) => {
+                let mut data = Vec::with_capacity(8 + payload.len());
+                data.extend_from_slice(&id.to_le_bytes());
+                data.extend_from_slice(&payload);
+                self.node.propose(data)
+            }
+            Payload::ConfChange(cc) => self.node.propose_conf_change_v1(&ConfChange { id, ..cc }),
+        };
+        match proposed {
             Ok(()) => {
                 self.waiters.insert(id, p.done);
             }
@@ -444,13 +551,49 @@ impl<S: StateMachine> Member<S> {
             }
             // A new leader's empty entry.
             EntryType::EntryNormal => {}
-            EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+            EntryType::EntryConfChange => self.apply_conf_change(e)?,
+            EntryType::EntryConfChangeV2 => {
                 if let Some(cc) = raft::conf_change_of(e) {
                     self.node.apply_conf_change(&cc)?;
                 }
             }
         }
         self.applied = e.index;
+        Ok(())
+    }
+
+    /// Applies a membership change: to the state machine, to Raft (as a no-op if the
+    /// state machine refused it), to the transport; answers its proposer.
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<(), MemberError> {
+        use prost::Message as _;
+        let Ok(mut cc) = ConfChange::decode(e.data.as_slice()) else {
+            return Ok(());
+        };
+        let outcome = self.sm.apply_conf_change(e.index, &cc);
+        if outcome.is_err() {
+            cc.node_id = 0;
+        }
+        let cs = self.node.apply_conf_change_v1(&cc)?;
+        self.sm.save_conf_state(&cs);
+        let me = self.node.raft.id;
+        match cc.r#type() {
+            _ if cc.node_id == 0 => {}
+            ConfChangeType::ConfChangeRemoveNode if cc.node_id == me => {
+                tracing::warn!("this member was removed from the cluster; stopping");
+                self.stop_in = Some(REMOVED_STOP_TICKS);
+            }
+            ConfChangeType::ConfChangeRemoveNode => self.transport.remove_member(cc.node_id),
+            _ if cc.node_id == me => {}
+            _ => {
+                let urls = MemberAttrs::decode(cc.context.as_slice()).map(|m| m.peer_ur_ls);
+                if let Some(url) = urls.ok().and_then(|u| u.into_iter().next()) {
+                    self.transport.add_peer(cc.node_id, &url);
+                }
+            }
+        }
+        if let Some(waiter) = self.waiters.remove(&cc.id) {
+            let _ = waiter.send(Ok(outcome.err().unwrap_or_default().into_bytes()));
+        }
         Ok(())
     }
 }

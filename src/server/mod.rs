@@ -3,7 +3,9 @@
 
 pub mod boot;
 pub mod config;
+pub mod join;
 pub mod kv_apply;
 pub mod member;
+pub mod membership;
 pub mod transport;
 pub mod url;

@@ -1,0 +1,132 @@
+//! Where a member's membership comes from when it starts, and its announcement once
+//! started.
+//!
+//! After the first start the backend has it. A member of a new cluster starts from
+//! `--initial-cluster`. A member joining an existing cluster (`--initial-cluster-state
+//! existing`, after `member add`) asks the members listed in `--initial-cluster` for the
+//! cluster's ID and members, as etcd does over its peer URLs, and starts with the others'
+//! configuration: it becomes part of it when it applies its own addition from the log,
+//! which it catches up on from the leader.
+
+use std::time::Duration;
+
+use super::boot::BootError;
+use super::config::{ClusterState, ServerConfig};
+use super::kv_apply::{lock, SharedStore};
+use super::membership::{save_conf_state, RaftCluster};
+use crate::api::context::Context;
+use crate::backend::{get_u64, put_u64, META};
+use crate::proto::etcdserverpb::{Member, MemberListRequest};
+use crate::proto::internalpb::internal_raft_request::Request as Internal;
+use crate::proto::internalpb::MemberAttrSetRequest;
+use crate::proto::peerpb::membership_client::MembershipClient;
+use crate::runtime::Clock;
+
+/// Where the cluster ID is kept once known (etcd reads it from its WAL metadata).
+const CLUSTER_ID_KEY: &[u8] = b"clusterID";
+/// How long to ask the existing members before giving up.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait between attempts to publish this member's attributes.
+const PUBLISH_RETRY: Duration = Duration::from_millis(500);
+
+/// The cluster ID and membership this member starts with, saved to the backend (with
+/// Raft's configuration) the first time.
+pub async fn cluster_at_start(
+    cfg: &ServerConfig,
+    store: &SharedStore,
+) -> Result<(u64, RaftCluster), BootError> {
+    {
+        let mut st = lock(store);
+        let backend = st.backend();
+        let cluster = RaftCluster::load(backend).map_err(stopped)?;
+        if !cluster.is_empty() {
+            let id = get_u64(backend.tx(), META, CLUSTER_ID_KEY).map_err(stopped)?;
+            return Ok((id, cluster));
+        }
+    }
+    let (cluster_id, mut cluster) = match cfg.initial_cluster_state {
+        ClusterState::New => (cfg.cluster_id(), initial_members(cfg)),
+        ClusterState::Existing => existing_cluster(cfg).await?,
+    };
+    let mut st = lock(store);
+    let backend = st.backend();
+    cluster.save_all(backend).map_err(stopped)?;
+    save_conf_state(backend, &cluster.conf_state()).map_err(stopped)?;
+    put_u64(backend.tx(), META, CLUSTER_ID_KEY, cluster_id).map_err(stopped)?;
+    backend.commit().map_err(stopped)?;
+    Ok((cluster_id, cluster))
+}
+
+fn stopped(e: impl ToString) -> BootError {
+    BootError::Stopped(e.to_string())
+}
+
+/// The members of `--initial-cluster`, named as it names them (etcd does the same).
+fn initial_members(cfg: &ServerConfig) -> RaftCluster {
+    RaftCluster::new(cfg.initial_cluster.iter().map(|m| Member {
+        id: m.id,
+        name: m.name.clone(),
+        peer_ur_ls: m.peer_urls.iter().map(ToString::to_string).collect(),
+        ..Member::default()
+    }))
+}
+
+/// Asks the other members of `--initial-cluster` for the cluster; the answer must list
+/// this member (added with `member add`), which is left out: its addition is in the log.
+async fn existing_cluster(cfg: &ServerConfig) -> Result<(u64, RaftCluster), BootError> {
+    let me = cfg.member_id();
+    let urls: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .filter(|m| m.id != me)
+        .flat_map(|m| m.peer_urls.iter().map(ToString::to_string))
+        .collect();
+    let deadline = Clock.now() + JOIN_TIMEOUT;
+    loop {
+        for url in &urls {
+            let asked = async {
+                let mut client = MembershipClient::connect(url.clone()).await.ok()?;
+                let resp = client
+                    .member_list(MemberListRequest::default())
+                    .await
+                    .ok()?;
+                Some(resp.into_inner())
+            };
+            let Ok(Some(resp)) = tokio::time::timeout(Duration::from_secs(1), asked).await else {
+                continue;
+            };
+            if !resp.members.iter().any(|m| m.id == me) {
+                return Err(BootError::Stopped(format!(
+                    "member {me:x} is not in the cluster that {url} reports: add it with \
+                     `member add` first"
+                )));
+            }
+            let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
+            let others = resp.members.into_iter().filter(|m| m.id != me);
+            return Ok((cluster_id, RaftCluster::new(others)));
+        }
+        if Clock.now() >= deadline {
+            return Err(BootError::Stopped(format!(
+                "cannot fetch the cluster from the peer URLs {urls:?}"
+            )));
+        }
+        Clock.sleep(PUBLISH_RETRY).await;
+    }
+}
+
+/// Publishes this member's name and client URLs through the log until it is applied
+/// (etcd's publishV3), so that every member lists them.
+pub async fn publish(ctx: Context, name: String, client_urls: Vec<String>) {
+    let request = MemberAttrSetRequest {
+        member_id: ctx.member_id,
+        name,
+        client_urls,
+    };
+    while ctx
+        .propose(Internal::MemberAttrSet(request.clone()))
+        .await
+        .is_err()
+    {
+        Clock.sleep(PUBLISH_RETRY).await;
+    }
+}
