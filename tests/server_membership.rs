@@ -130,16 +130,28 @@ async fn learner_joins_catches_up_and_is_promoted() {
         async move { c.member_promote(id).await.ok() }
     })
     .await;
-    let list = c.member_list().await.unwrap();
-    let promoted = list.members().iter().find(|m| m.id() == learner.id());
-    assert!(!promoted.unwrap().is_learner());
-    assert_eq!(
-        promoted.unwrap().name(),
-        "d",
-        "the new member published its name"
-    );
+    poll("the promoted member listed with its name", DEADLINE, || {
+        let (mut c, id) = (c.clone(), learner.id());
+        async move {
+            let list = c.member_list().await.ok()?;
+            let d = list.members().iter().find(|m| m.id() == id)?;
+            (!d.is_learner() && d.name() == "d").then_some(())
+        }
+    })
+    .await;
     let mut dc = connect(d.client_port).await.unwrap();
     dc.put("from-d", "1", None).await.unwrap();
+    // Every member holds the same keys and membership (the hash covers both).
+    let mut ports = cluster.ports();
+    ports.push(d.client_port);
+    poll("the same hash on all four members", DEADLINE, || async {
+        let mut hashes = Vec::new();
+        for &p in &ports {
+            hashes.push(connect(p).await?.hash().await.ok()?.hash());
+        }
+        hashes.iter().all(|&h| h == hashes[0]).then_some(())
+    })
+    .await;
     let err = c.member_promote(cluster.ids[leader]).await.unwrap_err();
     assert_eq!(
         grpc_message(err),

@@ -114,8 +114,11 @@ pub async fn run(
     ));
     let store = Arc::new(Mutex::new(watchable));
     let clock = LeaseClock::new();
-    let member_id = cfg.member_id();
-    let (cluster_id, cluster) = super::join::cluster_at_start(&cfg, &store).await?;
+    let super::join::Identity {
+        member_id,
+        cluster_id,
+        cluster,
+    } = super::join::cluster_at_start(&cfg, &store).await?;
     let (transport, events) = Transport::new(member_id, cluster_id);
     for m in cluster.members().iter().filter(|m| m.id != member_id) {
         transport.add_peer(m.id, &m.peer_ur_ls[0]);

@@ -4,9 +4,10 @@
 //! After the first start the backend has it. A member of a new cluster starts from
 //! `--initial-cluster`. A member joining an existing cluster (`--initial-cluster-state
 //! existing`, after `member add`) asks the members listed in `--initial-cluster` for the
-//! cluster's ID and members, as etcd does over its peer URLs, and starts with the others'
-//! configuration: it becomes part of it when it applies its own addition from the log,
-//! which it catches up on from the leader.
+//! cluster's ID and members, as etcd does over its peer URLs, takes the ID `member add`
+//! gave the member with its peer URLs, and starts with the others' configuration: it
+//! becomes part of it when it applies its own addition from the log, which it catches up
+//! on from the leader.
 
 use std::time::Duration;
 
@@ -22,39 +23,58 @@ use crate::proto::internalpb::MemberAttrSetRequest;
 use crate::proto::peerpb::membership_client::MembershipClient;
 use crate::runtime::Clock;
 
-/// Where the cluster ID is kept once known (etcd reads it from its WAL metadata).
+/// Where the cluster and member IDs are kept once known (etcd reads them from its WAL
+/// metadata).
 const CLUSTER_ID_KEY: &[u8] = b"clusterID";
+const MEMBER_ID_KEY: &[u8] = b"memberID";
 /// How long to ask the existing members before giving up.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait between attempts to publish this member's attributes.
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
-/// The cluster ID and membership this member starts with, saved to the backend (with
-/// Raft's configuration) the first time.
+/// Who this member is and in which cluster.
+#[derive(Debug)]
+pub struct Identity {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub cluster: RaftCluster,
+}
+
+/// The IDs and membership this member starts with, saved to the backend (with Raft's
+/// configuration) the first time.
 pub async fn cluster_at_start(
     cfg: &ServerConfig,
     store: &SharedStore,
-) -> Result<(u64, RaftCluster), BootError> {
+) -> Result<Identity, BootError> {
     {
         let mut st = lock(store);
         let backend = st.backend();
         let cluster = RaftCluster::load(backend).map_err(stopped)?;
         if !cluster.is_empty() {
-            let id = get_u64(backend.tx(), META, CLUSTER_ID_KEY).map_err(stopped)?;
-            return Ok((id, cluster));
+            let tx = backend.tx();
+            return Ok(Identity {
+                member_id: get_u64(tx, META, MEMBER_ID_KEY).map_err(stopped)?,
+                cluster_id: get_u64(tx, META, CLUSTER_ID_KEY).map_err(stopped)?,
+                cluster,
+            });
         }
     }
-    let (cluster_id, mut cluster) = match cfg.initial_cluster_state {
-        ClusterState::New => (cfg.cluster_id(), initial_members(cfg)),
+    let mut id = match cfg.initial_cluster_state {
+        ClusterState::New => Identity {
+            member_id: cfg.member_id(),
+            cluster_id: cfg.cluster_id(),
+            cluster: initial_members(cfg),
+        },
         ClusterState::Existing => existing_cluster(cfg).await?,
     };
     let mut st = lock(store);
     let backend = st.backend();
-    cluster.save_all(backend).map_err(stopped)?;
-    save_conf_state(backend, &cluster.conf_state()).map_err(stopped)?;
-    put_u64(backend.tx(), META, CLUSTER_ID_KEY, cluster_id).map_err(stopped)?;
+    id.cluster.save_all(backend).map_err(stopped)?;
+    save_conf_state(backend, &id.cluster.conf_state()).map_err(stopped)?;
+    put_u64(backend.tx(), META, CLUSTER_ID_KEY, id.cluster_id).map_err(stopped)?;
+    put_u64(backend.tx(), META, MEMBER_ID_KEY, id.member_id).map_err(stopped)?;
     backend.commit().map_err(stopped)?;
-    Ok((cluster_id, cluster))
+    Ok(id)
 }
 
 fn stopped(e: impl ToString) -> BootError {
@@ -72,14 +92,20 @@ fn initial_members(cfg: &ServerConfig) -> RaftCluster {
 }
 
 /// Asks the other members of `--initial-cluster` for the cluster; the answer must list
-/// this member (added with `member add`), which is left out: its addition is in the log.
-async fn existing_cluster(cfg: &ServerConfig) -> Result<(u64, RaftCluster), BootError> {
-    let me = cfg.member_id();
+/// this member's peer URLs (added with `member add`). This member is left out of the
+/// membership it starts with: its addition is in the log.
+async fn existing_cluster(cfg: &ServerConfig) -> Result<Identity, BootError> {
+    let mut mine: Vec<String> = cfg
+        .initial_advertise_peer_urls
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    mine.sort();
     let urls: Vec<String> = cfg
         .initial_cluster
         .iter()
-        .filter(|m| m.id != me)
         .flat_map(|m| m.peer_urls.iter().map(ToString::to_string))
+        .filter(|u| !mine.contains(u))
         .collect();
     let deadline = Clock.now() + JOIN_TIMEOUT;
     loop {
@@ -95,15 +121,23 @@ async fn existing_cluster(cfg: &ServerConfig) -> Result<(u64, RaftCluster), Boot
             let Ok(Some(resp)) = tokio::time::timeout(Duration::from_secs(1), asked).await else {
                 continue;
             };
-            if !resp.members.iter().any(|m| m.id == me) {
+            let me = resp.members.iter().find(|m| {
+                let mut theirs = m.peer_ur_ls.clone();
+                theirs.sort();
+                theirs == mine
+            });
+            let Some(me) = me.map(|m| m.id) else {
                 return Err(BootError::Stopped(format!(
-                    "member {me:x} is not in the cluster that {url} reports: add it with \
-                     `member add` first"
+                    "no member with peer URLs {mine:?} in the cluster that {url} reports: \
+                     add it with `member add` first"
                 )));
-            }
-            let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
+            };
             let others = resp.members.into_iter().filter(|m| m.id != me);
-            return Ok((cluster_id, RaftCluster::new(others)));
+            return Ok(Identity {
+                member_id: me,
+                cluster_id: resp.header.map_or(0, |h| h.cluster_id),
+                cluster: RaftCluster::new(others),
+            });
         }
         if Clock.now() >= deadline {
             return Err(BootError::Stopped(format!(
