@@ -48,6 +48,11 @@ pub struct ClusterService {
 }
 
 impl ClusterService {
+    /// etcd's Cluster service answers with cluster, member and term, without a revision.
+    fn header(&self) -> Option<crate::proto::etcdserverpb::ResponseHeader> {
+        self.ctx.header(Some(0))
+    }
+
     fn members(&self) -> Vec<Member> {
         lock(&self.ctx.cluster).members()
     }
@@ -164,7 +169,7 @@ impl Cluster for ClusterService {
         };
         self.configure(ty, id, Some(member.clone())).await?;
         Ok(Response::new(MemberAddResponse {
-            header: self.ctx.header(None),
+            header: self.header(),
             member: Some(member),
             members: self.members(),
         }))
@@ -189,7 +194,7 @@ impl Cluster for ClusterService {
         self.configure(ConfChangeType::ConfChangeRemoveNode, id, None)
             .await?;
         Ok(Response::new(MemberRemoveResponse {
-            header: self.ctx.header(None),
+            header: self.header(),
             members: self.members(),
         }))
     }
@@ -210,7 +215,7 @@ impl Cluster for ClusterService {
         self.configure(ConfChangeType::ConfChangeUpdateNode, req.id, Some(member))
             .await?;
         Ok(Response::new(MemberUpdateResponse {
-            header: self.ctx.header(None),
+            header: self.header(),
             members: self.members(),
         }))
     }
@@ -223,7 +228,7 @@ impl Cluster for ClusterService {
             self.ctx.member.read_index().await?;
         }
         Ok(Response::new(MemberListResponse {
-            header: self.ctx.header(None),
+            header: self.header(),
             members: self.members(),
         }))
     }
@@ -240,7 +245,7 @@ impl Cluster for ClusterService {
             other => other?,
         };
         Ok(Response::new(MemberPromoteResponse {
-            header: self.ctx.header(None),
+            header: self.header(),
             members,
         }))
     }
@@ -256,7 +261,7 @@ impl Membership for MembershipPeer {
         _: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         Ok(Response::new(MemberListResponse {
-            header: self.0.ctx.header(None),
+            header: self.0.header(),
             members: self.0.members(),
         }))
     }
@@ -267,7 +272,7 @@ impl Membership for MembershipPeer {
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         let members = self.0.promote_here(request.into_inner().id).await?;
         Ok(Response::new(MemberPromoteResponse {
-            header: self.0.ctx.header(None),
+            header: self.0.header(),
             members,
         }))
     }
