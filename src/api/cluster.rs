@@ -99,7 +99,7 @@ impl ClusterService {
         }
         let member = {
             let cluster = lock(&self.ctx.cluster);
-            if !cluster.ready_to_promote(id) {
+            if !cluster.ready_to_promote() {
                 return Err(MembershipError::NotEnoughStarted.into());
             }
             match cluster.member(id) {

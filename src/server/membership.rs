@@ -138,12 +138,11 @@ impl RaftCluster {
         rest.iter().filter(|m| started(m)).count() >= quorum(rest.len())
     }
 
-    /// etcd's IsReadyToPromoteMember: the started voters, with the learner if it has
-    /// started, must be a quorum of the voters after the promotion.
-    pub fn ready_to_promote(&self, id: u64) -> bool {
-        let learner_started = self.members.get(&id).is_some_and(started);
+    /// etcd's IsReadyToPromoteMember: the started voters and the learner (counted as
+    /// started, as etcd counts it) must be a quorum of the voters after the promotion.
+    pub fn ready_to_promote(&self) -> bool {
         let members = self.voters().count() + 1;
-        let started = self.voters().filter(|m| started(m)).count() + usize::from(learner_started);
+        let started = self.voters().filter(|m| started(m)).count() + 1;
         started >= quorum(members)
     }
 
@@ -414,8 +413,91 @@ mod tests {
             "b alone is not a quorum of a, c"
         );
         let with_learner = RaftCluster::new([member(1, "a", false), member(4, "", true)]);
-        assert!(with_learner.ready_to_promote(4), "1 of 2 started");
+        assert!(with_learner.ready_to_promote(), "a and the learner: 2 of 2");
+        let one_started = RaftCluster::new([
+            member(1, "a", false),
+            member(2, "", false),
+            member(3, "", false),
+        ]);
+        assert!(!one_started.ready_to_promote(), "a and the learner: 2 of 4");
         assert_eq!(with_learner.conf_state().learners, vec![4]);
+    }
+
+    fn change(ty: ConfChangeType, m: &Member) -> ConfChange {
+        let mut cc = ConfChange {
+            node_id: m.id,
+            context: m.encode_to_vec(),
+            ..ConfChange::default()
+        };
+        cc.set_type(ty);
+        cc
+    }
+
+    /// Changes apply as etcd validates them, and the backend holds the result: a reload
+    /// gives the same membership and Raft configuration.
+    #[test]
+    fn changes_apply_and_survive_a_reload() {
+        use crate::runtime::SimDisk;
+        let disk = SimDisk::new(7);
+        let backend = Backend::open(&disk, std::path::Path::new("/m/db")).unwrap();
+        let mut cluster = RaftCluster::new([member(1, "a", false)]);
+        cluster.save_all(&backend).unwrap();
+        let apply = |c: &mut RaftCluster, ty, m: &Member| {
+            c.apply_conf_change(&backend, &change(ty, m)).unwrap()
+        };
+        use ConfChangeType::*;
+        let learner = member(2, "", true);
+        assert_eq!(
+            apply(&mut cluster, ConfChangeAddLearnerNode, &learner),
+            Ok(())
+        );
+        let second = member(3, "", true);
+        assert_eq!(
+            apply(&mut cluster, ConfChangeAddLearnerNode, &second),
+            Err(MembershipError::TooManyLearners)
+        );
+        let clash = Member {
+            peer_ur_ls: learner.peer_ur_ls.clone(),
+            ..member(4, "", false)
+        };
+        assert_eq!(
+            apply(&mut cluster, ConfChangeAddNode, &clash),
+            Err(MembershipError::PeerUrlExists)
+        );
+        cluster
+            .set_attributes(&backend, 2, "b".into(), vec!["http://b".into()])
+            .unwrap();
+        let promoted = Member {
+            is_learner: false,
+            ..learner.clone()
+        };
+        assert_eq!(apply(&mut cluster, ConfChangeAddNode, &promoted), Ok(()));
+        assert_eq!(
+            apply(&mut cluster, ConfChangeAddNode, &promoted),
+            Err(MembershipError::Exists)
+        );
+        let b = cluster.member(2).unwrap();
+        assert!(!b.is_learner);
+        assert_eq!(b.name, "b", "promotion keeps the published attributes");
+        assert_eq!(cluster.conf_state().voters, vec![1, 2]);
+        assert_eq!(apply(&mut cluster, ConfChangeRemoveNode, &promoted), Ok(()));
+        assert_eq!(
+            apply(&mut cluster, ConfChangeRemoveNode, &promoted),
+            Err(MembershipError::NotFound),
+            "a removed ID"
+        );
+        assert_eq!(
+            apply(&mut cluster, ConfChangeAddLearnerNode, &learner),
+            Err(MembershipError::NotFound),
+            "a removed ID cannot come back"
+        );
+        save_conf_state(&backend, &cluster.conf_state()).unwrap();
+        assert_eq!(RaftCluster::load(&backend).unwrap(), cluster);
+        assert_eq!(
+            load_conf_state(&backend).unwrap(),
+            Some(cluster.conf_state())
+        );
+        assert!(cluster.is_removed(2));
     }
 
     #[test]
