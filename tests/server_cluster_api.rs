@@ -26,7 +26,7 @@ async fn followers_serve_the_whole_kv_watch_and_lease_api() {
     let mut f2 = connect(ports[followers[1]]).await.unwrap();
 
     // A watcher on one follower for writes made anywhere.
-    let (_watcher, mut events) = f2
+    let mut events = f2
         .watch(
             "k/",
             Some(WatchOptions::new().with_prefix().with_prev_key()),

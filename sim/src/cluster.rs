@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use detcd::runtime::{Clock, Disk, SimDisk};
 use detcd::server::member::{self, MemberConfig, MemberHandle, StateMachine};
+use detcd::server::metrics::ServerMetrics;
 use detcd::server::transport::{PeerServer, Transport};
 use detcd::wal::WalOptions;
 
@@ -147,6 +148,7 @@ async fn run_member(
         heartbeat_ticks: 1,
         request_timeout: Duration::from_secs(5),
         seed: seed ^ id,
+        metrics: Arc::new(ServerMetrics::new(id)),
     };
     let disk: Arc<dyn Disk> = Arc::new(disk);
     let (handle, task) = member::start(cfg, disk, transport, inbound_rx, events, Recorder(fresh))

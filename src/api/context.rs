@@ -43,6 +43,7 @@ impl Context {
 
     /// Proposes `request` and returns what applying it produced.
     pub async fn propose(&self, request: Internal) -> Result<Applied, Status> {
+        super::quota::check(self, &request).await?;
         let payload = InternalRaftRequest {
             request: Some(request),
         }

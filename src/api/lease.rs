@@ -1,5 +1,6 @@
 //! The Lease service. Grants and revokes go through the log; keepalives and time-to-live
-//! are the leader's (the primary lessor's) to answer, from its own clock.
+//! are the leader's (the primary lessor's) to answer, from its own clock: other members
+//! forward them to it.
 
 use std::pin::Pin;
 
@@ -12,45 +13,36 @@ use super::errors::status;
 use crate::lease;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
-    LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
-    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use crate::proto::internalpb::internal_raft_request::Request as Internal;
 use crate::server::kv_apply::lock;
+use crate::server::lease_forward::{ForwardError, LeaseForwarder};
 
 /// Keepalive responses waiting for a slow client.
 const KEEPALIVE_QUEUE_LEN: usize = 64;
 
 #[derive(Clone)]
-pub struct LeaseService(pub Context);
+pub struct LeaseService(pub Context, pub LeaseForwarder);
 
-/// etcd answers lease calls that only the leader can serve with this on followers.
-fn lease_error(e: lease::Error) -> Status {
+fn lease_error(e: ForwardError) -> Status {
     match e {
-        lease::Error::NotPrimary => Status::unavailable("etcdserver: not leader"),
-        other => status(other.to_string()),
+        ForwardError::Lease(e) => status(e.to_string()),
+        ForwardError::Member(e) => e.into(),
     }
 }
 
-/// One keepalive: renews on the leader; an unknown or expired lease gets TTL 0, as etcd
+/// One keepalive, renewed by the leader; an unknown or expired lease gets TTL 0, as etcd
 /// answers.
-fn keep_alive(ctx: &Context, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-    let renewed = lock(&ctx.lessor).keep_alive(id, ctx.clock.now());
-    let mut resp = match renewed {
-        Ok((resp, checkpoint)) => {
-            if let Some(cp) = checkpoint {
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    let request = LeaseCheckpointRequest {
-                        checkpoints: vec![cp],
-                    };
-                    let _ = ctx.propose(Internal::LeaseCheckpoint(request)).await;
-                });
-            }
-            resp
-        }
-        Err(lease::Error::NotFound) => LeaseKeepAliveResponse {
+async fn keep_alive(
+    ctx: &Context,
+    forwarder: &LeaseForwarder,
+    id: i64,
+) -> Result<LeaseKeepAliveResponse, Status> {
+    let mut resp = match forwarder.keep_alive(id).await {
+        Ok(resp) => resp,
+        Err(ForwardError::Lease(lease::Error::NotFound)) => LeaseKeepAliveResponse {
             header: None,
             id,
             ttl: 0,
@@ -87,10 +79,10 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut requests = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE_LEN);
-        let ctx = self.0.clone();
+        let (ctx, forwarder) = (self.0.clone(), self.1.clone());
         tokio::spawn(async move {
             while let Ok(Some(req)) = requests.message().await {
-                let resp = keep_alive(&ctx, req.id);
+                let resp = keep_alive(&ctx, &forwarder, req.id).await;
                 let stop = resp.is_err();
                 if tx.send(resp).await.is_err() || stop {
                     break;
@@ -107,9 +99,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let req = request.into_inner();
-        let mut resp = lock(&self.0.lessor)
-            .time_to_live(req.id, req.keys, self.0.clock.now())
+        let mut resp = self
+            .1
+            .time_to_live(request.into_inner())
+            .await
             .map_err(lease_error)?;
         resp.header = self.0.header(None);
         Ok(Response::new(resp))

@@ -1,46 +1,67 @@
-//! The Maintenance service: member status, hashes and leader moves. Alarms,
-//! defragmentation, snapshots and downgrades are not served yet and answer Unimplemented.
+//! The Maintenance service: member status, hashes, alarms, defragmentation, snapshots
+//! and leader moves. Downgrades are not served yet and answer Unimplemented.
 
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::context::Context;
+use super::context::{propose_rpc, Context};
 use super::errors::status;
+use super::snapshot::SnapshotDir;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
+use crate::server::alarm;
 use crate::server::kv_apply::lock;
+use crate::server::member::ProposeError;
+use crate::server::SERVER_VERSION;
 
 /// How long a leader move may take before the caller is told so.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The etcd API version detcd reports (etcdctl shows it in `endpoint status`).
-pub const SERVER_VERSION: &str = "3.5.0";
-
 #[derive(Clone)]
-pub struct MaintenanceService(pub Context);
+pub struct MaintenanceService(pub Context, pub SnapshotDir);
 
 fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!("detcd: {what} is not served yet"))
 }
 
+/// An alarm as etcd prints it in Status errors (its protobuf text form).
+fn alarm_text(m: &AlarmMember) -> String {
+    let alarm = AlarmType::try_from(m.alarm).unwrap_or(AlarmType::None);
+    format!("memberID:{} alarm:{} ", m.member_id, alarm.as_str_name())
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        Err(not_yet("Alarm"))
+    /// Every action goes through the log, as in etcd, so a GET sees what was applied.
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        propose_rpc!(self.0, Alarm, request)
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let st = self.0.member.status();
-        let (revision, db_size) = {
+        let (revision, db_size, quota, alarms) = {
             let mut store = lock(&self.0.store);
             let size = store.backend().size().map_err(|e| status(e.to_string()))?;
-            (store.kv().rev(), size as i64)
+            let alarms =
+                alarm::active(&mut store, AlarmType::None).map_err(|e| status(e.to_string()))?;
+            let quota = store.kv().config().quota_bytes as i64;
+            (store.kv().rev(), size as i64, quota, alarms)
         };
+        // etcd reports a missing leader, then each alarm in its text form.
+        let no_leader = (st.leader == 0).then(|| ProposeError::NoLeader.to_string());
+        let errors = no_leader
+            .into_iter()
+            .chain(alarms.iter().map(alarm_text))
+            .collect();
         Ok(Response::new(StatusResponse {
             header: self.0.header(Some(revision)),
             version: SERVER_VERSION.to_string(),
@@ -50,15 +71,30 @@ impl Maintenance for MaintenanceService {
             raft_term: st.term,
             raft_applied_index: st.applied,
             db_size_in_use: db_size,
+            errors,
+            db_size_quota: quota,
             ..Default::default()
         }))
     }
 
+    /// Commits, then compacts this member's backend file (members defragment one by one,
+    /// as in etcd: the call is not replicated).
     async fn defragment(
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_yet("Defragment"))
+        let revision = {
+            let mut store = lock(&self.0.store);
+            let defragmented = store
+                .kv_mut()
+                .commit()
+                .and_then(|()| Ok(store.backend().defragment()?));
+            defragmented.map_err(|e| status(format!("etcdserver: defragment: {e}")))?;
+            store.kv().rev()
+        };
+        Ok(Response::new(DefragmentResponse {
+            header: self.0.header(Some(revision)),
+        }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -83,13 +119,14 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(resp))
     }
 
-    type SnapshotStream = futures::stream::Empty<Result<SnapshotResponse, Status>>;
+    type SnapshotStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
     async fn snapshot(
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_yet("Snapshot"))
+        Ok(Response::new(Box::pin(self.1.stream(&self.0)?)))
     }
 
     /// etcd's MoveLeader: only the leader moves leadership, only to a voter, and answers
@@ -121,7 +158,7 @@ impl Maintenance for MaintenanceService {
             Ok(true) => Ok(Response::new(MoveLeaderResponse {
                 header: ctx.header(None),
             })),
-            Ok(false) => Err(crate::server::member::ProposeError::Stopped.into()),
+            Ok(false) => Err(ProposeError::Stopped.into()),
             Err(_) => Err(status(
                 "etcdserver: request timed out, leader transfer took too long".into(),
             )),

@@ -4,7 +4,11 @@
 pub mod cluster;
 pub mod context;
 pub mod errors;
+pub mod gateway;
+pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod quota;
+pub mod snapshot;
 pub mod watch;

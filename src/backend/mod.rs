@@ -14,9 +14,10 @@ mod layout;
 
 use std::path::Path;
 
+use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 
-use crate::runtime::{Disk, OpenMode};
+use crate::runtime::{Clock, Disk, OpenMode};
 
 pub use disk_backend::DiskBackend;
 use layout::{create_tables, HASHED};
@@ -51,6 +52,9 @@ pub struct Backend {
     tx: Option<WriteTransaction>,
     db: Database,
     file: std::sync::Arc<dyn crate::runtime::DiskFile>,
+    /// Where commits report their latency (etcd's
+    /// `etcd_disk_backend_commit_duration_seconds`), if anywhere.
+    commit_latency: Option<Histogram>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -79,7 +83,12 @@ impl Backend {
             .set_cache_size(DEFAULT_CACHE_BYTES)
             .create_with_backend(DiskBackend::new(file.clone()))
             .map_err(be)?;
-        let mut backend = Backend { db, tx: None, file };
+        let mut backend = Backend {
+            db,
+            tx: None,
+            file,
+            commit_latency: None,
+        };
         backend.begin()?;
         create_tables(backend.tx())?;
         backend.commit()?;
@@ -104,8 +113,19 @@ impl Backend {
     /// Makes everything written so far durable, atomically, and opens the next batch.
     pub fn commit(&mut self) -> Result<()> {
         let tx = self.tx.take().expect("a write transaction is always open");
-        tx.commit().map_err(be)?;
+        let start = Clock.now();
+        let committed = tx.commit();
+        if let Some(h) = &self.commit_latency {
+            h.observe((Clock.now() - start).as_secs_f64());
+        }
+        committed.map_err(be)?;
         self.begin()
+    }
+
+    /// Reports the latency of every later commit to `histogram`, in seconds on the
+    /// runtime clock.
+    pub fn observe_commits(&mut self, histogram: Histogram) {
+        self.commit_latency = Some(histogram);
     }
 
     /// Bytes of the database file, for the space quota.
@@ -128,6 +148,35 @@ impl Backend {
             }
         }
         Ok(h.finalize())
+    }
+
+    /// Commits, then rewrites the file without its free pages and shrinks it (etcd's
+    /// defragment). Fails while a reader holds a [`Backend::begin_read`] snapshot.
+    pub fn defragment(&mut self) -> Result<()> {
+        let tx = self.tx.take().expect("a write transaction is always open");
+        let compacted = tx
+            .commit()
+            .map_err(be)
+            .and_then(|()| self.db.compact().map_err(be));
+        self.begin()?;
+        compacted.map(|_| ())
+    }
+
+    /// Writes what `from` (a [`Backend::begin_read`] snapshot) sees, every table, into a
+    /// new, defragmented database file at `path`: a consistent copy made while applies go
+    /// on.
+    pub fn copy(from: &redb::ReadTransaction, disk: &dyn Disk, path: &Path) -> Result<()> {
+        let mut to = Backend::open(disk, path)?;
+        for handle in from.list_tables().map_err(be)? {
+            let def = redb::TableDefinition::<&[u8], &[u8]>::new(handle.name());
+            let src = from.open_table(def).map_err(be)?;
+            let mut dst = to.tx().open_table(def).map_err(be)?;
+            for entry in src.iter().map_err(be)? {
+                let (k, v) = entry.map_err(be)?;
+                dst.insert(k.value(), v.value()).map_err(be)?;
+            }
+        }
+        to.defragment()
     }
 
     /// Checks redb's own invariants; for tests after a crash.

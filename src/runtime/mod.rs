@@ -1,4 +1,5 @@
-//! The seam between detcd and the world: disk, clock and randomness.
+//! The seam between detcd and the world: disk, clock, randomness, and the client
+//! listener's HTTP/1.1 beside gRPC.
 //!
 //! Everything above this module reaches files, time and entropy only through here, so the
 //! same code runs for real (tokio, std::fs) and under the madsim simulator (virtual time,
@@ -7,11 +8,13 @@
 
 mod clock;
 mod disk;
+mod http;
 mod real_disk;
 mod sim_disk;
 
 pub use clock::Clock;
 pub use disk::{Disk, DiskFile, OpenMode};
+pub use http::{client_server, HttpHandler, HttpRequest, HttpResponse};
 pub use real_disk::RealDisk;
 pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};
 

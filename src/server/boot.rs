@@ -11,14 +11,18 @@ use tokio::sync::mpsc;
 
 use super::config::ServerConfig;
 use super::kv_apply::{lock, KvApplier, LeaseClock};
+use super::lease_forward::{LeaseForwardServer, LeaseForwardService, LeaseForwarder};
 use super::member::{self, MemberConfig, MemberError};
+use super::metrics::ServerMetrics;
 use super::transport::{PeerServer, Transport};
 use super::url::Url;
 use crate::api::cluster::{ClusterService, MembershipPeer};
 use crate::api::context::Context;
+use crate::api::http::HttpApi;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
+use crate::api::snapshot::SnapshotDir;
 use crate::api::watch::WatchService;
 use crate::lease::{Lessor, LessorConfig};
 use crate::mvcc::{self, KvStore, WatchConfig, WatchableStore};
@@ -30,7 +34,7 @@ use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::etcdserverpb::{LeaseCheckpointRequest, LeaseRevokeRequest};
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
 use crate::proto::peerpb::membership_server::MembershipServer;
-use crate::runtime::Disk;
+use crate::runtime::{Clock, Disk};
 use crate::wal::WalOptions;
 
 /// gRPC framing on top of the largest request, as etcd allows.
@@ -39,6 +43,9 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 const INBOUND_QUEUE_LEN: usize = 8192;
 /// How long a client request waits for its entry to apply (etcd: 5 s plus election time).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+/// How long in-flight requests may take to finish once shutdown starts: a write waits
+/// for its entry to be applied, which a working cluster does within a few heartbeats.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 /// How often unsynced and victim watchers are moved forward (etcd: 100 ms).
 const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How often watchers that asked for it get a progress notification (etcd: 10 min).
@@ -119,6 +126,10 @@ pub async fn run(
         cluster_id,
         cluster,
     } = super::join::cluster_at_start(&cfg, &store).await?;
+    let metrics = Arc::new(ServerMetrics::new(member_id));
+    lock(&store)
+        .backend()
+        .observe_commits(metrics.backend_commit.clone());
     let (transport, events) = Transport::new(member_id, cluster_id);
     for m in cluster.members().iter().filter(|m| m.id != member_id) {
         transport.add_peer(m.id, &m.peer_ur_ls[0]);
@@ -138,7 +149,9 @@ pub async fn run(
         heartbeat_ticks: 1,
         request_timeout: REQUEST_TIMEOUT,
         seed: member_id ^ crate::runtime::entropy_seed(),
+        metrics,
     };
+    let snapshots = SnapshotDir::new(disk.clone(), snap_dir);
     let (handle, member_task) = member::start(
         member_cfg,
         disk,
@@ -147,6 +160,13 @@ pub async fn run(
         events,
         KvApplier::new(store.clone(), lessor.clone(), clock).with_cluster(cluster.clone()),
     )?;
+    let leases = LeaseForwarder::new(
+        handle.clone(),
+        lessor.clone(),
+        clock,
+        transport.clone(),
+        REQUEST_TIMEOUT,
+    );
     tokio::spawn(sync_watchers(store.clone()));
     let ctx = Context {
         member: handle,
@@ -165,6 +185,7 @@ pub async fn run(
     let peer_addr = bind_addr(&cfg.listen_peer_urls[0])?;
     let peers = tonic::transport::Server::builder()
         .add_service(PeerServer::new(peer_service))
+        .add_service(LeaseForwardServer::new(LeaseForwardService(leases.clone())))
         .add_service(MembershipServer::new(MembershipPeer(
             cluster_service.clone(),
         )))
@@ -176,16 +197,17 @@ pub async fn run(
         client_urls.collect(),
     ));
     tokio::spawn(expire_leases(ctx.clone(), cfg.election_timeout));
+    let store = ctx.store.clone();
+    let (shutdown, drained) = drain_after(shutdown);
     let client_addr = bind_addr(&cfg.listen_client_urls[0])?;
-    let clients = tonic::transport::Server::builder()
-        .add_service(
-            KvServer::new(KvService(ctx.clone()))
-                .max_decoding_message_size(cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES),
-        )
+    let max_request = cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    let http = Arc::new(HttpApi(ctx.clone()));
+    let clients = crate::runtime::client_server(http, max_request)
+        .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(max_request))
         .add_service(WatchServer::new(WatchService(ctx.clone())))
-        .add_service(LeaseServer::new(LeaseService(ctx.clone())))
+        .add_service(LeaseServer::new(LeaseService(ctx.clone(), leases)))
         .add_service(ClusterServer::new(cluster_service))
-        .add_service(MaintenanceServer::new(MaintenanceService(ctx)))
+        .add_service(MaintenanceServer::new(MaintenanceService(ctx, snapshots)))
         .serve_with_shutdown(client_addr, shutdown);
     tracing::info!(
         member = format_args!("{member_id:x}"),
@@ -194,21 +216,54 @@ pub async fn run(
         peer = %peer_addr,
         "serving"
     );
+    let mut member_task = member_task;
     tokio::select! {
         r = clients => r.map_err(|e| BootError::Listen {
             url: cfg.listen_client_urls[0].to_string(),
             reason: e.to_string(),
-        }),
-        r = peers => Err(BootError::Listen {
+        })?,
+        () = drained => tracing::warn!("shutdown: cutting requests and streams still open"),
+        r = peers => return Err(BootError::Listen {
             url: cfg.listen_peer_urls[0].to_string(),
             reason: r.err().map_or_else(|| "peer listener stopped".into(), |e| e.to_string()),
         }),
-        r = member_task => match r {
+        r = &mut member_task => return match r {
             Ok(Ok(())) => Err(BootError::Stopped("member loop ended".into())),
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(BootError::Stopped(e.to_string())),
         },
     }
+    // Shutting down: the member loop stops between Readies (whatever it applied is in the
+    // WAL), then the backend commits its open batch so a restart replays nothing.
+    member_task.abort();
+    let _ = member_task.await;
+    lock(&store).kv_mut().commit()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Splits `shutdown` into the signal for the client listener (stop accepting, let
+/// in-flight requests finish) and a future that completes [`SHUTDOWN_DRAIN`] after it
+/// fired, when whatever is still open (watch and keepalive streams never end by
+/// themselves) is cut.
+fn drain_after(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (fired, fired_rx) = tokio::sync::oneshot::channel();
+    let signal = async move {
+        shutdown.await;
+        let _ = fired.send(());
+    };
+    let drained = async move {
+        match fired_rx.await {
+            Ok(()) => Clock.sleep(SHUTDOWN_DRAIN).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    (signal, drained)
 }
 
 /// Moves lagging watchers forward, and sends progress notifications, on their intervals.

@@ -167,6 +167,7 @@ fn run(
             set.map_err(|e| Failure::Backend(e.to_string()))?;
             Response::MemberAttrSet(MemberAttrSetResponse {})
         }
+        Request::Alarm(r) => Response::Alarm(super::alarm::apply(store, &r)?),
     })
 }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::metrics::{PendingProposal, ServerMetrics};
 use super::transport::{PeerEvent, Transport};
 use crate::proto::etcdserverpb::Member as MemberAttrs;
 use crate::proto::raftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message};
@@ -116,6 +117,8 @@ pub struct MemberConfig {
     pub request_timeout: Duration,
     /// Seeds Raft's randomized election timeouts.
     pub seed: u64,
+    /// This member's metrics: proposals, leadership, WAL fsyncs.
+    pub metrics: Arc<ServerMetrics>,
 }
 
 enum Payload {
@@ -150,6 +153,7 @@ pub struct MemberHandle {
     admin: mpsc::Sender<Admin>,
     status: watch::Receiver<MemberStatus>,
     request_timeout: Duration,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl MemberHandle {
@@ -158,7 +162,12 @@ impl MemberHandle {
         let (done, rx) = oneshot::channel();
         let payload = Payload::Entry(payload);
         queue(&self.proposals, Proposal { payload, done })?;
-        self.wait(rx).await
+        let pending = PendingProposal::start(&self.metrics);
+        let result = self.wait(rx).await;
+        if result.is_ok() {
+            pending.succeeded();
+        }
+        result
     }
 
     /// Proposes a configuration change (its ID is set here) and waits until it is
@@ -211,6 +220,11 @@ impl MemberHandle {
 
     pub fn status(&self) -> MemberStatus {
         *self.status.borrow()
+    }
+
+    /// This member's metrics.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
     }
 
     /// A receiver that wakes whenever the status changes.
@@ -266,6 +280,7 @@ struct Member<S> {
     ids: RequestIds,
     waiters: BTreeMap<u64, oneshot::Sender<Result<Vec<u8>, ProposeError>>>,
     status: watch::Sender<MemberStatus>,
+    metrics: Arc<ServerMetrics>,
     applied: u64,
     /// Reads that arrived since the last ReadIndex request.
     pending_reads: Vec<ReadWaiter>,
@@ -298,7 +313,7 @@ pub fn start<S: StateMachine>(
         voters: cfg.voters.clone(),
         ..ConfState::default()
     }));
-    let wal = if Wal::exists(disk.as_ref(), &cfg.wal_dir) {
+    let mut wal = if Wal::exists(disk.as_ref(), &cfg.wal_dir) {
         let (wal, replay) = Wal::open(disk, &cfg.wal_dir, &BOOTSTRAP, cfg.wal.clone())?;
         storage.append(&replay.entries);
         storage.set_hard_state(replay.hard_state);
@@ -312,6 +327,7 @@ pub fn start<S: StateMachine>(
         wal.save_snapshot(&BOOTSTRAP)?;
         wal
     };
+    wal.observe_fsyncs(cfg.metrics.wal_fsync.clone());
     let applied = sm.applied_index().max(BOOTSTRAP.index);
     let mut raft_cfg = raft::Config::new(cfg.id);
     raft_cfg.applied = applied;
@@ -331,6 +347,7 @@ pub fn start<S: StateMachine>(
         ids: RequestIds::new(cfg.id),
         waiters: BTreeMap::new(),
         status: status_tx,
+        metrics: cfg.metrics.clone(),
         applied,
         pending_reads: Vec::new(),
         requested_reads: BTreeMap::new(),
@@ -345,6 +362,7 @@ pub fn start<S: StateMachine>(
         admin: admin_tx,
         status: status_rx,
         request_timeout: cfg.request_timeout,
+        metrics: cfg.metrics,
     };
     Ok((handle, task))
 }
@@ -525,8 +543,12 @@ impl<S: StateMachine> Member<S> {
             commit: hs.commit,
             applied: self.applied,
         };
+        let metrics = &self.metrics;
         self.status.send_if_modified(|s| {
             let changed = *s != status;
+            if changed {
+                metrics.observe_status(s, &status);
+            }
             *s = status;
             changed
         });

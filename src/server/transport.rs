@@ -140,6 +140,11 @@ impl Transport {
         self.links().keys().copied().collect()
     }
 
+    /// The peer URL of member `id`, if it is a peer.
+    pub fn peer_url(&self, id: u64) -> Option<String> {
+        self.links().get(&id).map(|l| l.url.clone())
+    }
+
     /// Queues `msg` for its recipient. Returns false if it was dropped (unknown peer or
     /// full queue); a full queue also reports the peer unreachable.
     pub fn send(&self, msg: Message) -> bool {

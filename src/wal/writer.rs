@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use prometheus_client::metrics::histogram::Histogram;
 use prost::Message;
 
 use super::record::{self, RecordType, MAX_PAYLOAD};
@@ -10,7 +11,7 @@ use super::replay::{read_segments, Replayer, Tail};
 use super::segment::{SegmentName, TMP_SUFFIX};
 use super::{Metadata, Result, SnapshotMark, WalError, WalOptions};
 use crate::proto::raftpb::{Entry, HardState};
-use crate::runtime::{Disk, DiskFile, OpenMode, SECTOR};
+use crate::runtime::{Clock, Disk, DiskFile, OpenMode, SECTOR};
 
 /// An open WAL, positioned to append after the last valid record.
 #[derive(Debug)]
@@ -34,6 +35,9 @@ pub struct Wal {
     buf: Vec<u8>,
     /// Set by the first I/O error on the write path; writes are refused after it.
     failed: Option<String>,
+    /// Where fsyncs of the tail report their latency (etcd's
+    /// `etcd_disk_wal_fsync_duration_seconds`), if anywhere.
+    fsync_latency: Option<Histogram>,
 }
 
 /// What a WAL held, as replayed by [`Wal::open`].
@@ -221,6 +225,7 @@ impl Wal {
             hard_state,
             buf: Vec::new(),
             failed: None,
+            fsync_latency: None,
         })
     }
 
@@ -294,6 +299,7 @@ impl Wal {
                 hard_state: replay.hard_state,
                 buf: Vec::new(),
                 failed: None,
+                fsync_latency: None,
             },
             replay,
         ))
@@ -320,6 +326,21 @@ impl Wal {
         }
     }
 
+    /// Reports the latency of every later fsync of the tail segment to `histogram`, in
+    /// seconds on the runtime clock.
+    pub fn observe_fsyncs(&mut self, histogram: Histogram) {
+        self.fsync_latency = Some(histogram);
+    }
+
+    fn sync_tail(&self) -> Result<()> {
+        let start = Clock.now();
+        let result = self.tail.sync();
+        if let Some(h) = &self.fsync_latency {
+            h.observe((Clock.now() - start).as_secs_f64());
+        }
+        result.map_err(io_err("fsync", self.tail.path()))
+    }
+
     /// Writes `self.buf` at the tail and fsyncs; any error fails the WAL for good.
     fn write_buf(&mut self) -> Result<()> {
         let path = self.tail.path().to_path_buf();
@@ -327,7 +348,7 @@ impl Wal {
             .tail
             .write_at(self.offset, &self.buf)
             .map_err(io_err("write", &path))
-            .and_then(|()| self.tail.sync().map_err(io_err("fsync", &path)));
+            .and_then(|()| self.sync_tail());
         if let Err(e) = &result {
             self.failed = Some(e.to_string());
         }
@@ -413,7 +434,7 @@ impl Wal {
         self.tail
             .set_len(self.offset)
             .map_err(io_err("truncate", &path))?;
-        self.tail.sync().map_err(io_err("fsync", &path))?;
+        self.sync_tail()?;
         let last = *self.segments.last().expect("a WAL has a tail segment");
         let name = SegmentName {
             seq: last.seq + 1,

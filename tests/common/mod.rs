@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod http;
+pub mod maint;
 pub mod member;
 
 use std::net::TcpListener;

@@ -1,0 +1,159 @@
+//! HTTP/1.1 beside gRPC on the client listener, as etcd serves `/health`, `/version`,
+//! `/metrics` and the JSON gateway on its client URLs.
+//!
+//! The handler is plain data in, data out ([`HttpRequest`] to [`HttpResponse`]), so it
+//! compiles and can be called the same way in both builds. Only the real build puts it on
+//! the wire: a tower layer in front of tonic's gRPC routes takes the requests for the
+//! handler's paths, and tonic accepts HTTP/1.1 connections as well as HTTP/2. Under madsim
+//! the client listener serves gRPC only.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// A request for one of the handler's paths, its body read in full.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    /// The query string without the `?`, not decoded.
+    pub query: String,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// What the client listener serves besides gRPC.
+pub trait HttpHandler: Send + Sync + 'static {
+    /// Whether requests for `path` go to this handler rather than to gRPC.
+    fn serves(&self, path: &str) -> bool;
+
+    fn handle(&self, request: HttpRequest) -> Pin<Box<dyn Future<Output = HttpResponse> + Send>>;
+}
+
+/// The server builder for the client listener: gRPC, and `handler`'s paths over HTTP/1.1
+/// with request bodies of at most `max_body` bytes.
+#[cfg(not(madsim))]
+pub fn client_server(
+    handler: Arc<dyn HttpHandler>,
+    max_body: usize,
+) -> tonic::transport::Server<tower_layer::Stack<real::HttpLayer, tower_layer::Identity>> {
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(real::HttpLayer { handler, max_body })
+}
+
+/// The server builder for the client listener: gRPC only under the simulator.
+#[cfg(madsim)]
+pub fn client_server(_handler: Arc<dyn HttpHandler>, _max_body: usize) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+}
+
+#[cfg(not(madsim))]
+mod real {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use futures::future::{BoxFuture, Either};
+    use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+    use tonic::body::Body;
+
+    use super::{HttpHandler, HttpRequest, HttpResponse};
+
+    /// Puts [`HttpService`] in front of the gRPC routes.
+    #[derive(Clone)]
+    pub struct HttpLayer {
+        pub(super) handler: Arc<dyn HttpHandler>,
+        pub(super) max_body: usize,
+    }
+
+    impl<S> tower_layer::Layer<S> for HttpLayer {
+        type Service = HttpService<S>;
+
+        fn layer(&self, inner: S) -> HttpService<S> {
+            HttpService {
+                inner,
+                handler: self.handler.clone(),
+                max_body: self.max_body,
+            }
+        }
+    }
+
+    /// Sends the handler's paths to the handler and everything else to `inner` (gRPC).
+    #[derive(Clone)]
+    pub struct HttpService<S> {
+        inner: S,
+        handler: Arc<dyn HttpHandler>,
+        max_body: usize,
+    }
+
+    impl<S> tower_service::Service<http::Request<Body>> for HttpService<S>
+    where
+        S: tower_service::Service<
+                http::Request<Body>,
+                Response = http::Response<Body>,
+                Error = Infallible,
+            > + Send,
+        S::Future: Send + 'static,
+    {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        /// gRPC requests pass through unboxed; only HTTP ones pay for a boxed future.
+        type Future =
+            Either<S::Future, BoxFuture<'static, Result<http::Response<Body>, Infallible>>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+            if !self.handler.serves(request.uri().path()) {
+                return Either::Left(self.inner.call(request));
+            }
+            let handler = self.handler.clone();
+            let max_body = self.max_body;
+            Either::Right(Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let body = match Limited::new(body, max_body).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(e) if e.is::<LengthLimitError>() => {
+                        return Ok(respond(plain(413, "http: request body too large\n")))
+                    }
+                    Err(_) => return Ok(respond(plain(400, "400 Bad Request\n"))),
+                };
+                let request = HttpRequest {
+                    method: parts.method.as_str().to_string(),
+                    path: parts.uri.path().to_string(),
+                    query: parts.uri.query().unwrap_or("").to_string(),
+                    body,
+                };
+                Ok(respond(handler.handle(request).await))
+            }))
+        }
+    }
+
+    fn plain(status: u16, text: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: text.as_bytes().to_vec(),
+        }
+    }
+
+    fn respond(r: HttpResponse) -> http::Response<Body> {
+        http::Response::builder()
+            .status(r.status)
+            .header(http::header::CONTENT_TYPE, r.content_type)
+            .body(Body::new(Full::new(Bytes::from(r.body))))
+            .expect("a status code and a static content type make a valid response")
+    }
+}

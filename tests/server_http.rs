@@ -1,0 +1,264 @@
+//! The client URL serves plain HTTP/1.1 beside gRPC, as etcd's does: `/health` (200 with a
+//! leader, 503 once the member has lost its peers), `/version`, `/metrics` in Prometheus
+//! text format with etcd's metric names and values that follow the member's work.
+
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{poll, Cluster};
+use common::http::{get, request, sample};
+use common::{ready_client, Member};
+
+const HEALTHY: &str = r#"{"health":"true","reason":""}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_version_and_metrics_beside_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = Member::new("http", dir.path());
+    let _proc = member.start(None);
+    let port = member.client_port;
+    let mut client = ready_client(port).await;
+
+    let health = get(port, "/health").await.unwrap();
+    assert_eq!((health.status, health.body.as_str()), (200, HEALTHY));
+    let local = get(port, "/health?serializable=true").await.unwrap();
+    assert_eq!((local.status, local.body.as_str()), (200, HEALTHY));
+    let posted = request(port, "POST", "/health", "").await.unwrap();
+    assert_eq!(posted.status, 405);
+
+    let version = get(port, "/version").await.unwrap();
+    assert_eq!(version.status, 200);
+    assert_eq!(version.content_type, "application/json");
+    assert_eq!(
+        version.body,
+        r#"{"etcdserver":"3.5.0","etcdcluster":"3.5.0"}"#
+    );
+    let status = client.status().await.unwrap();
+    assert_eq!(status.version(), "3.5.0", "Maintenance Status agrees");
+
+    let before = get(port, "/metrics").await.unwrap();
+    assert_eq!(before.status, 200);
+    assert_eq!(
+        before.content_type,
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    for family in [
+        "# TYPE etcd_server_proposals_committed_total gauge",
+        "# TYPE etcd_server_proposals_applied_total gauge",
+        "# TYPE etcd_server_proposals_pending gauge",
+        "# TYPE etcd_server_proposals_failed_total counter",
+        "# TYPE etcd_server_leader_changes_seen_total counter",
+        "# TYPE etcd_server_has_leader gauge",
+        "# TYPE etcd_server_is_leader gauge",
+        "# TYPE etcd_disk_wal_fsync_duration_seconds histogram",
+        "# TYPE etcd_disk_backend_commit_duration_seconds histogram",
+        "# TYPE etcd_mvcc_db_total_size_in_bytes gauge",
+        "# TYPE etcd_debugging_mvcc_watcher_total gauge",
+    ] {
+        assert!(
+            before.body.lines().any(|l| l == family),
+            "no {family:?} in\n{}",
+            before.body
+        );
+    }
+    let m = &before.body;
+    assert_eq!(sample(m, "etcd_server_has_leader"), Some(1.0));
+    assert_eq!(sample(m, "etcd_server_is_leader"), Some(1.0));
+    assert!(sample(m, "etcd_server_leader_changes_seen_total").unwrap() >= 1.0);
+    assert_eq!(sample(m, "etcd_server_proposals_pending"), Some(0.0));
+    assert_eq!(
+        sample(m, r#"etcd_server_version{server_version="3.5.0"}"#),
+        Some(1.0)
+    );
+    let id = format!(
+        r#"etcd_server_id{{server_id="{:x}"}}"#,
+        status.header().unwrap().member_id()
+    );
+    assert_eq!(sample(m, &id), Some(1.0));
+    assert!(sample(m, "etcd_disk_wal_fsync_duration_seconds_count").unwrap() > 0.0);
+    assert!(
+        sample(
+            m,
+            r#"etcd_disk_wal_fsync_duration_seconds_bucket{le="8.192"}"#
+        )
+        .is_some(),
+        "etcd's fsync buckets end at 8.192 s"
+    );
+    assert!(sample(m, "etcd_mvcc_db_total_size_in_bytes").unwrap() > 0.0);
+    let committed = sample(m, "etcd_server_proposals_committed_total").unwrap();
+    let fsyncs = sample(m, "etcd_disk_wal_fsync_duration_seconds_count").unwrap();
+
+    for i in 0..10 {
+        client.put(format!("k{i}"), "v", None).await.unwrap();
+    }
+    let _watch = client.watch("k", None).await.unwrap();
+    poll(
+        "metrics that follow the puts",
+        Duration::from_secs(10),
+        || async {
+            let m = get(port, "/metrics").await.ok()?.body;
+            let moved = sample(&m, "etcd_server_proposals_committed_total")? >= committed + 10.0
+                && sample(&m, "etcd_server_proposals_applied_total")? >= committed + 10.0
+                && sample(&m, "etcd_disk_wal_fsync_duration_seconds_count")? >= fsyncs + 10.0
+                && sample(&m, "etcd_disk_backend_commit_duration_seconds_count")? > 0.0
+                && sample(&m, "etcd_debugging_mvcc_watcher_total")? == 1.0;
+            moved.then_some(())
+        },
+    )
+    .await;
+
+    // gRPC still works on the same port after the HTTP requests.
+    let got = client.get("k3", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"v");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_once_peers_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), &["h1", "h2", "h3"]).await;
+    let ports = cluster.ports();
+    for &p in &ports {
+        let h = get(p, "/health").await.unwrap();
+        assert_eq!((h.status, h.body.as_str()), (200, HEALTHY), "port {p}");
+    }
+    cluster.kill(1);
+    cluster.kill(2);
+    let survivor = ports[0];
+    let body = poll(
+        "/health 503 on the survivor",
+        Duration::from_secs(30),
+        || async {
+            let h = get(survivor, "/health").await.ok()?;
+            (h.status == 503).then_some(h.body)
+        },
+    )
+    .await;
+    let no_leader = "{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}\n";
+    let timed_out =
+        "{\"health\":\"false\",\"reason\":\"RANGE ERROR:etcdserver: request timed out\"}\n";
+    assert!(
+        body == no_leader || body == timed_out,
+        "unexpected /health body {body:?}"
+    );
+    // A serializable check asks about this member alone, which still serves reads.
+    let local = get(survivor, "/health?serializable=true").await.unwrap();
+    assert_eq!((local.status, local.body.as_str()), (200, HEALTHY));
+    poll(
+        "no leader in the survivor's metrics",
+        Duration::from_secs(30),
+        || async {
+            let m = get(survivor, "/metrics").await.ok()?.body;
+            let alone = sample(&m, "etcd_server_has_leader")? == 0.0
+                && sample(&m, "etcd_server_is_leader")? == 0.0;
+            alone.then_some(())
+        },
+    )
+    .await;
+    // A write without a leader fails, and is counted as a failed proposal.
+    let mut client = common::cluster::connect(survivor).await.unwrap();
+    assert!(client.put("k", "v", None).await.is_err());
+    let m = get(survivor, "/metrics").await.unwrap().body;
+    assert!(sample(&m, "etcd_server_proposals_failed_total").unwrap() >= 1.0);
+    assert_eq!(sample(&m, "etcd_server_proposals_pending"), Some(0.0));
+}
+
+/// The JSON gateway: etcd's paths, base64 bytes, 64-bit integers as strings, proto field
+/// names, enums by name; writes through it are the same writes gRPC sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_gateway_roundtrip() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = Member::new("gw", dir.path());
+    let _proc = member.start(None);
+    let port = member.client_port;
+    let mut client = ready_client(port).await;
+
+    // foo=bar, in base64.
+    let put = request(
+        port,
+        "POST",
+        "/v3/kv/put",
+        r#"{"key":"Zm9v","value":"YmFy"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert_eq!(put.content_type, "application/json");
+    let put: serde_json::Value = serde_json::from_str(&put.body).unwrap();
+    let revision = put["header"]["revision"]
+        .as_str()
+        .expect("int64 as a string");
+    let got = client.get("foo", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"bar");
+    assert_eq!(got.header().unwrap().revision().to_string(), revision);
+
+    let range = request(port, "POST", "/v3/kv/range", r#"{"key":"Zm9v"}"#)
+        .await
+        .unwrap();
+    let range: serde_json::Value = serde_json::from_str(&range.body).unwrap();
+    assert_eq!(range["count"], "1");
+    let kv = &range["kvs"][0];
+    assert_eq!((&kv["key"], &kv["value"]), (&"Zm9v".into(), &"YmFy".into()));
+    assert_eq!(kv["mod_revision"].as_str(), Some(revision));
+    assert_eq!(kv["version"], "1");
+
+    // A txn with a compare by enum name: foo is bar, so set it to baz.
+    let txn = r#"{"compare":[{"key":"Zm9v","result":"EQUAL","target":"VALUE","value":"YmFy"}],
+                  "success":[{"request_put":{"key":"Zm9v","value":"YmF6"}}]}"#;
+    let txn = request(port, "POST", "/v3/kv/txn", txn).await.unwrap();
+    let txn: serde_json::Value = serde_json::from_str(&txn.body).unwrap();
+    assert_eq!(txn["succeeded"], true, "{txn}");
+    let got = client.get("foo", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"baz");
+
+    let grant = request(port, "POST", "/v3/lease/grant", r#"{"TTL":"60"}"#)
+        .await
+        .unwrap();
+    let grant: serde_json::Value = serde_json::from_str(&grant.body).unwrap();
+    assert_eq!(grant["TTL"], "60", "{grant}");
+    let id: i64 = grant["ID"].as_str().unwrap().parse().unwrap();
+    let leases = client.leases().await.unwrap();
+    assert!(leases.leases().iter().any(|l| l.id() == id));
+
+    let status = request(port, "POST", "/v3/maintenance/status", "{}")
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(status["version"], "3.5.0");
+
+    // etcd's errors through grpc-gateway: the gRPC code and an HTTP status for it.
+    let future = request(
+        port,
+        "POST",
+        "/v3/kv/range",
+        r#"{"key":"Zm9v","revision":"1000"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(future.status, 400);
+    assert_eq!(
+        future.body,
+        r#"{"error":"etcdserver: mvcc: required revision is a future revision","code":11,"message":"etcdserver: mvcc: required revision is a future revision"}"#
+    );
+    let malformed = request(port, "POST", "/v3/kv/put", r#"{"key":"#)
+        .await
+        .unwrap();
+    assert_eq!(malformed.status, 400);
+
+    // What curl sends, byte for byte.
+    let body = r#"{"key":"Zm9v"}"#;
+    let reply = common::http::raw(
+        port,
+        &format!(
+            "POST /v3/kv/range HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.contains(r#""value":"YmF6""#), "{reply}");
+}
