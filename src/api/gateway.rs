@@ -15,7 +15,6 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, SerializeO
 use serde::Serialize;
 use tonic::{Code, Status};
 
-use super::context::Context;
 use super::http::response;
 use super::kv::KvService;
 use super::lease::LeaseService;
@@ -135,63 +134,77 @@ where
     }
 }
 
-/// Serves `POST /v3/...` with etcd 3.5's gateway paths.
-pub async fn handle(ctx: &Context, request: HttpRequest) -> HttpResponse {
-    if request.method != "POST" {
-        return not_found();
-    }
-    let body = request.body.as_ref();
-    let kv = KvService(ctx.clone());
-    let lease = LeaseService(ctx.clone());
-    let maintenance = MaintenanceService(ctx.clone());
-    match request.path.as_str() {
-        "/v3/kv/range" => unary("KV", "Range", body, |r| kv.range(r)).await,
-        "/v3/kv/put" => unary("KV", "Put", body, |r| kv.put(r)).await,
-        "/v3/kv/deleterange" => unary("KV", "DeleteRange", body, |r| kv.delete_range(r)).await,
-        "/v3/kv/txn" => unary("KV", "Txn", body, |r| kv.txn(r)).await,
-        "/v3/kv/compaction" => unary("KV", "Compact", body, |r| kv.compact(r)).await,
-        "/v3/lease/grant" => unary("Lease", "LeaseGrant", body, |r| lease.lease_grant(r)).await,
-        "/v3/lease/revoke" | "/v3/kv/lease/revoke" => {
-            unary("Lease", "LeaseRevoke", body, |r| lease.lease_revoke(r)).await
+/// The gRPC services behind the gateway's paths.
+#[derive(Clone)]
+pub struct Gateway {
+    pub kv: KvService,
+    pub lease: LeaseService,
+    pub maintenance: MaintenanceService,
+}
+
+impl Gateway {
+    /// Serves `POST /v3/...` with etcd 3.5's gateway paths.
+    pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
+        if request.method != "POST" {
+            return not_found();
         }
-        "/v3/lease/timetolive" | "/v3/kv/lease/timetolive" => {
-            unary("Lease", "LeaseTimeToLive", body, |r| {
-                lease.lease_time_to_live(r)
-            })
-            .await
+        let body = request.body.as_ref();
+        let Gateway {
+            kv,
+            lease,
+            maintenance,
+        } = self;
+        match request.path.as_str() {
+            "/v3/kv/range" => unary("KV", "Range", body, |r| kv.range(r)).await,
+            "/v3/kv/put" => unary("KV", "Put", body, |r| kv.put(r)).await,
+            "/v3/kv/deleterange" => unary("KV", "DeleteRange", body, |r| kv.delete_range(r)).await,
+            "/v3/kv/txn" => unary("KV", "Txn", body, |r| kv.txn(r)).await,
+            "/v3/kv/compaction" => unary("KV", "Compact", body, |r| kv.compact(r)).await,
+            "/v3/lease/grant" => unary("Lease", "LeaseGrant", body, |r| lease.lease_grant(r)).await,
+            "/v3/lease/revoke" | "/v3/kv/lease/revoke" => {
+                unary("Lease", "LeaseRevoke", body, |r| lease.lease_revoke(r)).await
+            }
+            "/v3/lease/timetolive" | "/v3/kv/lease/timetolive" => {
+                unary("Lease", "LeaseTimeToLive", body, |r| {
+                    lease.lease_time_to_live(r)
+                })
+                .await
+            }
+            "/v3/lease/leases" | "/v3/kv/lease/leases" => {
+                unary("Lease", "LeaseLeases", body, |r| lease.lease_leases(r)).await
+            }
+            "/v3/maintenance/status" => {
+                unary("Maintenance", "Status", body, |r| maintenance.status(r)).await
+            }
+            "/v3/maintenance/hash" => {
+                unary("Maintenance", "Hash", body, |r| maintenance.hash(r)).await
+            }
+            "/v3/maintenance/hashkv" => {
+                unary("Maintenance", "HashKV", body, |r| maintenance.hash_kv(r)).await
+            }
+            "/v3/maintenance/alarm" => {
+                unary("Maintenance", "Alarm", body, |r| maintenance.alarm(r)).await
+            }
+            "/v3/maintenance/defragment" => {
+                unary("Maintenance", "Defragment", body, |r| {
+                    maintenance.defragment(r)
+                })
+                .await
+            }
+            "/v3/maintenance/transfer-leadership" => {
+                unary("Maintenance", "MoveLeader", body, |r| {
+                    maintenance.move_leader(r)
+                })
+                .await
+            }
+            "/v3/maintenance/downgrade" => {
+                unary("Maintenance", "Downgrade", body, |r| {
+                    maintenance.downgrade(r)
+                })
+                .await
+            }
+            _ => not_found(),
         }
-        "/v3/lease/leases" | "/v3/kv/lease/leases" => {
-            unary("Lease", "LeaseLeases", body, |r| lease.lease_leases(r)).await
-        }
-        "/v3/maintenance/status" => {
-            unary("Maintenance", "Status", body, |r| maintenance.status(r)).await
-        }
-        "/v3/maintenance/hash" => unary("Maintenance", "Hash", body, |r| maintenance.hash(r)).await,
-        "/v3/maintenance/hashkv" => {
-            unary("Maintenance", "HashKV", body, |r| maintenance.hash_kv(r)).await
-        }
-        "/v3/maintenance/alarm" => {
-            unary("Maintenance", "Alarm", body, |r| maintenance.alarm(r)).await
-        }
-        "/v3/maintenance/defragment" => {
-            unary("Maintenance", "Defragment", body, |r| {
-                maintenance.defragment(r)
-            })
-            .await
-        }
-        "/v3/maintenance/transfer-leadership" => {
-            unary("Maintenance", "MoveLeader", body, |r| {
-                maintenance.move_leader(r)
-            })
-            .await
-        }
-        "/v3/maintenance/downgrade" => {
-            unary("Maintenance", "Downgrade", body, |r| {
-                maintenance.downgrade(r)
-            })
-            .await
-        }
-        _ => not_found(),
     }
 }
 

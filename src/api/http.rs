@@ -7,7 +7,7 @@ use std::pin::Pin;
 use serde::Serialize;
 
 use super::context::Context;
-use super::gateway;
+use super::gateway::{self, Gateway};
 use crate::proto::etcdserverpb::{AlarmType, RangeRequest};
 use crate::runtime::{HttpHandler, HttpRequest, HttpResponse};
 use crate::server::alarm;
@@ -21,9 +21,13 @@ pub const CLUSTER_VERSION: &str = "3.5.0";
 /// Go's `http.Error` and its content sniffing of a JSON body both give this.
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// Serves the client URL's HTTP paths for one member.
+/// Serves the client URL's HTTP paths for one member; the gateway calls the same service
+/// values the gRPC server holds.
 #[derive(Clone)]
-pub struct HttpApi(pub Context);
+pub struct HttpApi {
+    pub ctx: Context,
+    pub gateway: Gateway,
+}
 
 impl HttpHandler for HttpApi {
     fn serves(&self, path: &str) -> bool {
@@ -31,13 +35,14 @@ impl HttpHandler for HttpApi {
     }
 
     fn handle(&self, request: HttpRequest) -> Pin<Box<dyn Future<Output = HttpResponse> + Send>> {
-        let ctx = self.0.clone();
+        let ctx = self.ctx.clone();
+        let gateway = self.gateway.clone();
         Box::pin(async move {
             match request.path.as_str() {
                 "/health" => health(&ctx, &request).await,
                 "/version" => version(&request),
                 "/metrics" => metrics(&ctx),
-                _ => gateway::handle(&ctx, request).await,
+                _ => gateway.handle(request).await,
             }
         })
     }

@@ -18,6 +18,7 @@ use super::transport::{PeerServer, Transport};
 use super::url::Url;
 use crate::api::cluster::{ClusterService, MembershipPeer};
 use crate::api::context::Context;
+use crate::api::gateway::Gateway;
 use crate::api::http::HttpApi;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
@@ -201,13 +202,21 @@ pub async fn run(
     let (shutdown, drained) = drain_after(shutdown);
     let client_addr = bind_addr(&cfg.listen_client_urls[0])?;
     let max_request = cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
-    let http = Arc::new(HttpApi(ctx.clone()));
+    let gateway = Gateway {
+        kv: KvService(ctx.clone()),
+        lease: LeaseService(ctx.clone(), leases),
+        maintenance: MaintenanceService(ctx.clone(), snapshots),
+    };
+    let http = Arc::new(HttpApi {
+        ctx: ctx.clone(),
+        gateway: gateway.clone(),
+    });
     let clients = crate::runtime::client_server(http, max_request)
-        .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(max_request))
-        .add_service(WatchServer::new(WatchService(ctx.clone())))
-        .add_service(LeaseServer::new(LeaseService(ctx.clone(), leases)))
+        .add_service(KvServer::new(gateway.kv).max_decoding_message_size(max_request))
+        .add_service(WatchServer::new(WatchService(ctx)))
+        .add_service(LeaseServer::new(gateway.lease))
         .add_service(ClusterServer::new(cluster_service))
-        .add_service(MaintenanceServer::new(MaintenanceService(ctx, snapshots)))
+        .add_service(MaintenanceServer::new(gateway.maintenance))
         .serve_with_shutdown(client_addr, shutdown);
     tracing::info!(
         member = format_args!("{member_id:x}"),
