@@ -29,7 +29,9 @@ const CLUSTER_ID_KEY: &[u8] = b"clusterID";
 const MEMBER_ID_KEY: &[u8] = b"memberID";
 /// How long to ask the existing members before giving up.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long to wait between attempts to publish this member's attributes.
+/// How long one attempt to publish this member's attributes may take, and how long to
+/// wait before the next.
+const PUBLISH_ATTEMPT: Duration = Duration::from_secs(1);
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
 /// Who this member is and in which cluster.
@@ -149,18 +151,26 @@ async fn existing_cluster(cfg: &ServerConfig) -> Result<Identity, BootError> {
 }
 
 /// Publishes this member's name and client URLs through the log until it is applied
-/// (etcd's publishV3), so that every member lists them.
+/// (etcd's publishV3), so that every member lists them. Each attempt waits for a leader
+/// and gives up after [`PUBLISH_ATTEMPT`]: a proposal forwarded before the link to the
+/// leader was up is lost, and should not stay pending for a whole request timeout.
 pub async fn publish(ctx: Context, name: String, client_urls: Vec<String>) {
     let request = MemberAttrSetRequest {
         member_id: ctx.member_id,
         name,
         client_urls,
     };
-    while ctx
-        .propose(Internal::MemberAttrSet(request.clone()))
-        .await
-        .is_err()
-    {
+    let mut status = ctx.member.status_changes();
+    loop {
+        while status.borrow_and_update().leader == 0 {
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+        let attempt = ctx.propose(Internal::MemberAttrSet(request.clone()));
+        if let Ok(Ok(_)) = tokio::time::timeout(PUBLISH_ATTEMPT, attempt).await {
+            return;
+        }
         Clock.sleep(PUBLISH_RETRY).await;
     }
 }
