@@ -174,6 +174,140 @@ fn etcdctl_output_matches_etcd() {
     assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n\n"));
 }
 
+/// What a comparison sees of a membership command: [`normalize`], then the server's own
+/// URLs as `CLIENT` and `PEER`, member and cluster IDs (hex or decimal, 10 digits or more)
+/// as `ID`, runs of spaces and of dashes as one (etcdctl pads IDs to 16 columns, tables
+/// to the widest cell), and the members of
+/// `ETCD_INITIAL_CLUSTER` sorted; with `sort_lines`, lines sorted (lists order members by
+/// ID, which differ).
+fn normalize_members(o: &Output, m: &Member, sort_lines: bool) -> String {
+    let text = normalize(o)
+        .replace(&m.client_url(), "CLIENT")
+        .replace(&m.peer_url(), "PEER");
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let line = match line.strip_prefix("ETCD_INITIAL_CLUSTER=\"") {
+                Some(rest) => {
+                    let mut members: Vec<&str> = rest.trim_end_matches('"').split(',').collect();
+                    members.sort();
+                    format!("ETCD_INITIAL_CLUSTER=\"{}\"", members.join(","))
+                }
+                None => line.to_string(),
+            };
+            mask_ids(&line)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    if sort_lines {
+        lines.sort();
+    }
+    lines.join("\n")
+}
+
+/// Replaces every run of 10 or more hex digits with `ID`.
+fn mask_ids(line: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    for c in line.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+            continue;
+        }
+        out.push_str(if run.len() >= 10 { "ID" } else { &run });
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+/// The ID in etcdctl's "Member <hex id> added to cluster ..." line.
+fn added_id(o: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let id = stdout.split_whitespace().nth(1);
+    id.unwrap_or_else(|| panic!("member add printed {stdout:?}"))
+        .to_string()
+}
+
+#[test]
+fn etcdctl_member_commands_match_etcd() {
+    let (etcd_dir, detcd_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The same name on both, so that lists compare as they are.
+    let etcd = Member::new("m", etcd_dir.path());
+    let detcd = Member::new("m", detcd_dir.path());
+    let _etcd = etcd.spawn("etcd", None);
+    let _detcd = detcd.start(None);
+    for m in [&etcd, &detcd] {
+        wait_ready(&m.client_url());
+        // A member lists its client URLs once it has published them through the log.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !String::from_utf8_lossy(&etcdctl(&m.client_url(), &["member", "list"], None).stdout)
+            .contains(&m.client_url())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{} never listed its client URL",
+                m.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let learner_url = "http://127.0.0.1:9";
+    let add = [
+        "member",
+        "add",
+        "new",
+        "--peer-urls",
+        learner_url,
+        "--learner",
+    ];
+    let run = |m: &Member| -> Vec<String> {
+        let url = m.client_url();
+        let mut out = Vec::new();
+        let mut step = |args: &[&str], sort_lines: bool| {
+            let o = etcdctl(&url, args, None);
+            out.push(format!(
+                "etcdctl {}\n{}",
+                mask_ids(&args.join(" ")),
+                normalize_members(&o, m, sort_lines)
+            ));
+            o
+        };
+        step(&["member", "list"], false);
+        step(&["member", "list", "-w", "json"], false);
+        step(&["member", "list", "-w", "table"], false);
+        let id = added_id(&step(&add, false));
+        step(&["member", "list"], true);
+        step(&["member", "promote", &id], false);
+        step(
+            &[
+                "member",
+                "add",
+                "other",
+                "--peer-urls",
+                "http://127.0.0.1:8",
+                "--learner",
+            ],
+            false,
+        );
+        step(&["member", "remove", &id], false);
+        step(&["member", "remove", &id], false);
+        step(&["member", "list", "-w", "json"], false);
+        out
+    };
+    let (theirs, ours) = (run(&etcd), run(&detcd));
+    let mismatches: Vec<String> = theirs
+        .iter()
+        .zip(&ours)
+        .filter(|(t, o)| t != o)
+        .map(|(t, o)| format!("--- etcd\n{t}\n--- detcd\n{o}"))
+        .collect();
+    assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n\n"));
+}
+
 /// Replaces every run of digits with `N`, for outputs whose numbers differ by design
 /// (ports, sizes, indexes, versions, lease IDs).
 fn mask_digits(text: &str) -> String {

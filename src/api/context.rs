@@ -11,12 +11,14 @@ use crate::proto::internalpb::internal_raft_response::Response as Applied;
 use crate::proto::internalpb::{InternalRaftRequest, InternalRaftResponse};
 use crate::server::kv_apply::{lock, LeaseClock, SharedLessor, SharedStore};
 use crate::server::member::MemberHandle;
+use crate::server::membership::SharedCluster;
 
 #[derive(Clone)]
 pub struct Context {
     pub member: MemberHandle,
     pub store: SharedStore,
     pub lessor: SharedLessor,
+    pub cluster: SharedCluster,
     pub clock: LeaseClock,
     pub cluster_id: u64,
     pub member_id: u64,

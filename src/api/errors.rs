@@ -10,13 +10,25 @@ pub fn code_of(message: &str) -> Code {
     match message {
         "etcdserver: mvcc: required revision has been compacted"
         | "etcdserver: mvcc: required revision is a future revision" => Code::OutOfRange,
-        "etcdserver: requested lease not found" | "etcdserver: key not found" => Code::NotFound,
+        "etcdserver: requested lease not found"
+        | "etcdserver: key not found"
+        | "etcdserver: member not found" => Code::NotFound,
+        "etcdserver: member ID already exist"
+        | "etcdserver: Peer URLs already exists"
+        | "etcdserver: re-configuration failed due to not enough started members"
+        | "etcdserver: can only promote a learner member"
+        | "etcdserver: can only promote a learner member which is in sync with leader"
+        | "etcdserver: too many learner members in cluster"
+        | "etcdserver: not leader"
+        | "etcdserver: bad leader transferee" => Code::FailedPrecondition,
         "etcdserver: mvcc: database space exceeded" | "etcdserver: too many requests" => {
             Code::ResourceExhausted
         }
         "etcdserver: no leader"
         | "etcdserver: request timed out"
-        | "etcdserver: server stopped" => Code::Unavailable,
+        | "etcdserver: server stopped"
+        | "etcdserver: unhealthy cluster"
+        | "etcdserver: request timed out, leader transfer took too long" => Code::Unavailable,
         _ => Code::InvalidArgument,
     }
 }

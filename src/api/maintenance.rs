@@ -1,5 +1,7 @@
-//! The Maintenance service: member status, hashes, alarms, defragmentation and snapshots.
-//! Leader moves and downgrades are not served yet and answer Unimplemented.
+//! The Maintenance service: member status, hashes, alarms, defragmentation, snapshots
+//! and leader moves. Downgrades are not served yet and answer Unimplemented.
+
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
@@ -17,6 +19,9 @@ use crate::server::alarm;
 use crate::server::kv_apply::lock;
 use crate::server::member::ProposeError;
 use crate::server::SERVER_VERSION;
+
+/// How long a leader move may take before the caller is told so.
+const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct MaintenanceService(pub Context, pub SnapshotDir);
@@ -124,11 +129,40 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(Box::pin(self.1.stream(&self.0)?)))
     }
 
+    /// etcd's MoveLeader: only the leader moves leadership, only to a voter, and answers
+    /// once it sees the transferee lead.
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        let target = request.into_inner().target_id;
+        let ctx = &self.0;
+        if !ctx.member.status().is_leader {
+            return Err(status("etcdserver: not leader".into()));
+        }
+        let voter = lock(&ctx.cluster).member(target).map(|m| !m.is_learner);
+        if voter != Some(true) {
+            return Err(status("etcdserver: bad leader transferee".into()));
+        }
+        ctx.member.transfer_leader(target)?;
+        let mut changes = ctx.member.status_changes();
+        let moved = tokio::time::timeout(MOVE_LEADER_TIMEOUT, async {
+            while changes.borrow_and_update().leader != target {
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        match moved.await {
+            Ok(true) => Ok(Response::new(MoveLeaderResponse {
+                header: ctx.header(None),
+            })),
+            Ok(false) => Err(ProposeError::Stopped.into()),
+            Err(_) => Err(status(
+                "etcdserver: request timed out, leader transfer took too long".into(),
+            )),
+        }
     }
 
     async fn downgrade(

@@ -22,9 +22,32 @@ pub const AUTH_USERS: Table = TableDefinition::new("authUsers");
 /// Role name to encoded `authpb::Role`.
 pub const AUTH_ROLES: Table = TableDefinition::new("authRoles");
 
-const ALL: [Table; 6] = [KEY, META, LEASE, AUTH, AUTH_USERS, AUTH_ROLES];
-/// The tables that members must agree on byte for byte.
-pub(super) const HASHED: [Table; 5] = [KEY, LEASE, AUTH, AUTH_USERS, AUTH_ROLES];
+/// Member id (big-endian u64) to encoded `etcdserverpb::Member`: the cluster's members.
+pub const MEMBERS: Table = TableDefinition::new("members");
+/// Member id (big-endian u64) to nothing: members removed for good, whose messages are refused.
+pub const MEMBERS_REMOVED: Table = TableDefinition::new("members_removed");
+
+const ALL: [Table; 8] = [
+    KEY,
+    META,
+    LEASE,
+    AUTH,
+    AUTH_USERS,
+    AUTH_ROLES,
+    MEMBERS,
+    MEMBERS_REMOVED,
+];
+/// The tables that members must agree on byte for byte (etcd's hash covers its members
+/// buckets too).
+pub(super) const HASHED: [Table; 7] = [
+    KEY,
+    LEASE,
+    AUTH,
+    AUTH_USERS,
+    AUTH_ROLES,
+    MEMBERS,
+    MEMBERS_REMOVED,
+];
 
 pub(super) fn create_tables(tx: &WriteTransaction) -> Result<()> {
     for table in ALL {

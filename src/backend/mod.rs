@@ -22,7 +22,10 @@ use crate::runtime::{Clock, Disk, OpenMode};
 
 pub use disk_backend::DiskBackend;
 use layout::{create_tables, HASHED};
-pub use layout::{get_u64, put_u64, Table, AUTH, AUTH_ROLES, AUTH_USERS, KEY, LEASE, META};
+pub use layout::{
+    get_u64, put_u64, Table, AUTH, AUTH_ROLES, AUTH_USERS, KEY, LEASE, MEMBERS, MEMBERS_REMOVED,
+    META,
+};
 pub use snapshot::{verify, SnapshotSource};
 
 /// A backend failure: the disk or redb. The state machine cannot go on after one.

@@ -17,6 +17,7 @@ use super::metrics::ServerMetrics;
 use super::snapshot::{self, Inbox, SnapshotOptions};
 use super::transport::{PeerServer, Transport};
 use super::url::Url;
+use crate::api::cluster::{ClusterService, MembershipPeer};
 use crate::api::context::Context;
 use crate::api::gateway::Gateway;
 use crate::api::http::HttpApi;
@@ -27,12 +28,14 @@ use crate::api::snapshot::SnapshotDir;
 use crate::api::watch::WatchService;
 use crate::lease::{Lessor, LessorConfig};
 use crate::mvcc::{self, KvStore, WatchConfig, WatchableStore};
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::etcdserverpb::{LeaseCheckpointRequest, LeaseRevokeRequest};
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
+use crate::proto::peerpb::membership_server::MembershipServer;
 use crate::runtime::{Clock, Disk};
 use crate::wal::WalOptions;
 
@@ -121,18 +124,23 @@ pub async fn run(
     let lessor = Arc::new(Mutex::new(
         Lessor::open(&mut watchable, lessor_cfg).map_err(|e| BootError::Stopped(e.to_string()))?,
     ));
-    let member_id = cfg.member_id();
-    let metrics = Arc::new(ServerMetrics::new(member_id));
-    watchable
-        .backend()
-        .observe_commits(metrics.backend_commit.clone());
     let store = Arc::new(Mutex::new(watchable));
     let clock = LeaseClock::new();
-    let cluster_id = cfg.cluster_id();
+    let super::join::Identity {
+        member_id,
+        cluster_id,
+        cluster,
+    } = super::join::cluster_at_start(&cfg, &store, disk.as_ref(), &member_dir.join("wal")).await?;
+    let metrics = Arc::new(ServerMetrics::new(member_id));
+    lock(&store)
+        .backend()
+        .observe_commits(metrics.backend_commit.clone());
     let (transport, events) = Transport::new(member_id, cluster_id);
-    for m in cfg.initial_cluster.iter().filter(|m| m.id != member_id) {
-        transport.add_peer(m.id, &cfg.dial_url(m));
+    for m in cluster.members().iter().filter(|m| m.id != member_id) {
+        transport.add_peer(m.id, &cfg.dial_url(&m.name, &m.peer_ur_ls[0]));
     }
+    cluster.removed().for_each(|id| transport.remove_member(id));
+    let cluster = Arc::new(Mutex::new(cluster));
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
     let peer_service = transport.service(inbound).accept_snapshots(Inbox {
         disk: disk.clone(),
@@ -165,29 +173,44 @@ pub async fn run(
         transport.clone(),
         inbound_rx,
         events,
-        KvApplier::new(store.clone(), lessor.clone(), clock),
+        KvApplier::new(store.clone(), lessor.clone(), clock).with_cluster(cluster.clone()),
     )?;
     let leases = LeaseForwarder::new(
         handle.clone(),
         lessor.clone(),
         clock,
-        transport,
+        transport.clone(),
         REQUEST_TIMEOUT,
     );
-    let peer_addr = bind_addr(&cfg.listen_peer_urls[0])?;
-    let peers = tonic::transport::Server::builder()
-        .add_service(PeerServer::new(peer_service))
-        .add_service(LeaseForwardServer::new(LeaseForwardService(leases.clone())))
-        .serve(peer_addr);
     tokio::spawn(sync_watchers(store.clone()));
     let ctx = Context {
         member: handle,
         store,
         lessor,
+        cluster,
         clock,
         cluster_id,
         member_id,
     };
+    let cluster_service = ClusterService {
+        ctx: ctx.clone(),
+        transport,
+        token: cfg.initial_cluster_token.clone(),
+    };
+    let peer_addr = bind_addr(&cfg.listen_peer_urls[0])?;
+    let peers = tonic::transport::Server::builder()
+        .add_service(PeerServer::new(peer_service))
+        .add_service(LeaseForwardServer::new(LeaseForwardService(leases.clone())))
+        .add_service(MembershipServer::new(MembershipPeer(
+            cluster_service.clone(),
+        )))
+        .serve(peer_addr);
+    let client_urls = cfg.advertise_client_urls.iter().map(|u| u.to_string());
+    tokio::spawn(super::join::publish(
+        ctx.clone(),
+        cfg.name.clone(),
+        client_urls.collect(),
+    ));
     tokio::spawn(expire_leases(ctx.clone(), cfg.election_timeout));
     let store = ctx.store.clone();
     let (shutdown, drained) = drain_after(shutdown);
@@ -206,6 +229,7 @@ pub async fn run(
         .add_service(KvServer::new(gateway.kv).max_decoding_message_size(max_request))
         .add_service(WatchServer::new(WatchService(ctx)))
         .add_service(LeaseServer::new(gateway.lease))
+        .add_service(ClusterServer::new(cluster_service))
         .add_service(MaintenanceServer::new(gateway.maintenance))
         .serve_with_shutdown(client_addr, shutdown);
     tracing::info!(

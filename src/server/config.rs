@@ -360,12 +360,11 @@ impl ServerConfig {
         })
     }
 
-    /// The URL this member dials to reach `peer`.
-    pub fn dial_url(&self, peer: &InitialMember) -> String {
+    /// The URL this member dials to reach the peer named `name` that advertises `url`.
+    pub fn dial_url(&self, name: &str, url: &str) -> String {
         self.peer_dial_urls
-            .get(&peer.name)
-            .unwrap_or(&peer.peer_urls[0])
-            .to_string()
+            .get(name)
+            .map_or_else(|| url.to_string(), |u| u.to_string())
     }
 
     /// This member's ID.

@@ -8,16 +8,19 @@ use prost::Message;
 use tokio::time::Instant;
 
 use super::member::StateMachine;
+use super::membership::{self, RaftCluster, SharedCluster};
 use crate::lease::{self, Lessor};
 use crate::mvcc::{self, KvStore, WatchableStore};
 use crate::proto::etcdserverpb::LeaseCheckpointResponse;
 use crate::proto::internalpb::internal_raft_request::Request;
 use crate::proto::internalpb::internal_raft_response::Response;
+use crate::proto::internalpb::MemberAttrSetResponse;
 use crate::proto::internalpb::{InternalRaftRequest, InternalRaftResponse};
+use crate::proto::raftpb::{ConfChange, ConfState};
 use crate::runtime::Clock;
 
 /// The MVCC store with its watchers, shared by the apply loop (writes) and the API
-/// (serializable reads, watch streams). Lock order: store, then lessor.
+/// (serializable reads, watch streams). Lock order: store, then lessor, then cluster.
 pub type SharedStore = Arc<Mutex<WatchableStore>>;
 /// The leases; see [`SharedStore`] for the lock order.
 pub type SharedLessor = Arc<Mutex<Lessor>>;
@@ -53,12 +56,13 @@ impl Default for LeaseClock {
 /// already; committing per Ready would cost a second fsync per batch of proposals.
 pub const BACKEND_BATCH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The state machine of a member: keys, watchers and leases.
+/// The state machine of a member: keys, watchers, leases and membership.
 pub struct KvApplier {
     store: SharedStore,
     lessor: SharedLessor,
     clock: LeaseClock,
     last_commit: Instant,
+    cluster: SharedCluster,
 }
 
 impl KvApplier {
@@ -68,7 +72,13 @@ impl KvApplier {
             lessor,
             clock,
             last_commit: Clock.now(),
+            cluster: SharedCluster::default(),
         }
+    }
+
+    /// Applies membership changes to `cluster` (which the backend's tables seeded).
+    pub fn with_cluster(self, cluster: SharedCluster) -> Self {
+        KvApplier { cluster, ..self }
     }
 
     /// Commits the backend if the batch interval has passed, and runs pending compaction.
@@ -124,6 +134,7 @@ impl From<lease::Error> for Failure {
 fn run(
     store: &mut WatchableStore,
     lessor: &mut Lessor,
+    cluster: &SharedCluster,
     request: Request,
     now: Duration,
 ) -> Result<Response, Failure> {
@@ -150,6 +161,12 @@ fn run(
             lessor.apply_checkpoint(store, &r)?;
             Response::LeaseCheckpoint(LeaseCheckpointResponse { header: None })
         }
+        Request::MemberAttrSet(r) => {
+            let mut cluster = lock(cluster);
+            let set = cluster.set_attributes(store.backend(), r.member_id, r.name, r.client_urls);
+            set.map_err(|e| Failure::Backend(e.to_string()))?;
+            Response::MemberAttrSet(MemberAttrSetResponse {})
+        }
         Request::Alarm(r) => Response::Alarm(super::alarm::apply(store, &r)?),
     })
 }
@@ -173,7 +190,8 @@ impl StateMachine for KvApplier {
                 if let Err(e) = on_kv(&mut store, |kv| kv.begin_entry(index)) {
                     panic!("backend failed to start entry {index}: {e}");
                 }
-                match run(&mut store, &mut lessor, request, self.clock.now()) {
+                let now = self.clock.now();
+                match run(&mut store, &mut lessor, &self.cluster, request, now) {
                     Ok(r) => r,
                     Err(Failure::Client(message)) => Response::Error(message),
                     Err(Failure::Backend(e)) => {
@@ -221,5 +239,41 @@ impl StateMachine for KvApplier {
         let mut store = lock(&self.store);
         let mut lessor = lock(&self.lessor);
         super::snapshot::restore_store(disk, db, &mut store, &mut lessor);
+        let cluster = RaftCluster::load(store.backend())
+            .unwrap_or_else(|e| panic!("backend failed reading the restored membership: {e}"));
+        *lock(&self.cluster) = cluster;
+    }
+
+    fn peer_urls(&self) -> Vec<(u64, String)> {
+        let cluster = lock(&self.cluster);
+        let urls = cluster.members().into_iter();
+        urls.filter_map(|m| Some((m.id, m.peer_ur_ls.into_iter().next()?)))
+            .collect()
+    }
+
+    fn apply_conf_change(&mut self, index: u64, cc: &ConfChange) -> Result<(), String> {
+        let mut store = lock(&self.store);
+        let applied = on_kv(&mut store, |kv| kv.begin_entry(index)).map_err(|e| e.to_string());
+        let applied = applied.and_then(|()| {
+            let backend = store.backend();
+            let outcome = lock(&self.cluster).apply_conf_change(backend, cc);
+            outcome.map_err(|e| e.to_string())
+        });
+        match applied {
+            Ok(outcome) => outcome.map_err(|e| e.to_string()),
+            Err(e) => panic!("backend failed applying configuration change {index}: {e}"),
+        }
+    }
+
+    fn save_conf_state(&mut self, cs: &ConfState) {
+        if let Err(e) = membership::save_conf_state(lock(&self.store).backend(), cs) {
+            panic!("backend failed saving Raft's configuration: {e}");
+        }
+    }
+
+    fn conf_state(&self) -> Option<ConfState> {
+        let mut store = lock(&self.store);
+        membership::load_conf_state(store.backend())
+            .unwrap_or_else(|e| panic!("backend failed reading Raft's configuration: {e}"))
     }
 }

@@ -15,7 +15,10 @@
 //! A follower that needs compacted entries gets the backend streamed instead
 //! ([`super::snapshot`]).
 //!
-//! Not yet here: membership changes.
+//! Configuration changes carry the member in their context: the state machine validates
+//! and records the membership, Raft applies the change (as a no-op if the state machine
+//! refused it), and the transport gains or drops the peer. A member that applies its own
+//! removal stops, as etcd's does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,8 +31,10 @@ use super::metrics::{PendingProposal, ServerMetrics};
 use super::snapshot::{self as snapshots, Outgoing, SnapshotOptions, KEEP_SNAPSHOTS};
 use super::transport::{PeerEvent, Transport};
 use crate::backend::SnapshotSource;
+use crate::proto::etcdserverpb::Member as MemberAttrs;
 use crate::proto::raftpb::{
-    ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+    SnapshotMetadata,
 };
 use crate::raft::{self, MemStorage, RawNode, SnapshotStatus, StateRole, Storage};
 use crate::runtime::{Clock, Disk};
@@ -83,6 +88,26 @@ pub trait StateMachine: Send + 'static {
             db.display()
         );
     }
+    /// Records the configuration change at `index` in the membership. An error (etcd's
+    /// message) goes to the proposer, and Raft applies the change as a no-op.
+    fn apply_conf_change(&mut self, _index: u64, _cc: &ConfChange) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Every member's first peer URL, by member ID: the transport follows it after a
+    /// snapshot replaced the membership.
+    fn peer_urls(&self) -> Vec<(u64, String)> {
+        Vec::new()
+    }
+
+    /// Records Raft's configuration after a change, with the entry that made it.
+    fn save_conf_state(&mut self, _cs: &ConfState) {}
+
+    /// Raft's configuration as of [`StateMachine::applied_index`], if it keeps one; the
+    /// initial voters otherwise.
+    fn conf_state(&self) -> Option<ConfState> {
+        None
+    }
 }
 
 /// Why a proposal has no result. The messages are etcd's.
@@ -96,6 +121,8 @@ pub enum ProposeError {
     TooManyRequests,
     #[error("etcdserver: server stopped")]
     Stopped,
+    #[error("etcdserver: not leader")]
+    NotLeader,
 }
 
 /// Where the member stands, published after every Ready.
@@ -130,10 +157,27 @@ pub struct MemberConfig {
     pub metrics: Arc<ServerMetrics>,
 }
 
+enum Payload {
+    Entry(Vec<u8>),
+    ConfChange(ConfChange),
+}
+
 struct Proposal {
-    payload: Vec<u8>,
+    payload: Payload,
     done: oneshot::Sender<Result<Vec<u8>, ProposeError>>,
 }
+
+/// Requests for the loop that are neither proposals nor reads.
+enum Admin {
+    /// The leader's match index per member (None on a follower).
+    Progress(oneshot::Sender<Result<Option<BTreeMap<u64, u64>>, ProposeError>>),
+    /// Hands leadership to a member (etcd's MoveLeader); the caller watches the status.
+    TransferLeader(u64),
+}
+
+/// Ticks a removed member keeps running so that the others learn the commit (etcd waits
+/// ten ticks too).
+const REMOVED_STOP_TICKS: u32 = 10;
 
 type ReadWaiter = oneshot::Sender<Result<(), ProposeError>>;
 
@@ -142,6 +186,7 @@ type ReadWaiter = oneshot::Sender<Result<(), ProposeError>>;
 pub struct MemberHandle {
     proposals: mpsc::Sender<Proposal>,
     reads: mpsc::Sender<ReadWaiter>,
+    admin: mpsc::Sender<Admin>,
     status: watch::Receiver<MemberStatus>,
     request_timeout: Duration,
     metrics: Arc<ServerMetrics>,
@@ -151,6 +196,7 @@ impl MemberHandle {
     /// Proposes `payload` and waits until it is applied here.
     pub async fn propose(&self, payload: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
         let (done, rx) = oneshot::channel();
+        let payload = Payload::Entry(payload);
         queue(&self.proposals, Proposal { payload, done })?;
         let pending = PendingProposal::start(&self.metrics);
         let result = self.wait(rx).await;
@@ -158,6 +204,34 @@ impl MemberHandle {
             pending.succeeded();
         }
         result
+    }
+
+    /// Proposes a configuration change (its ID is set here) and waits until it is
+    /// applied here; the inner error is the state machine's refusal.
+    pub async fn propose_conf_change(
+        &self,
+        cc: ConfChange,
+    ) -> Result<Result<(), String>, ProposeError> {
+        let (done, rx) = oneshot::channel();
+        let payload = Payload::ConfChange(cc);
+        queue(&self.proposals, Proposal { payload, done })?;
+        let refusal = self.wait(rx).await?;
+        Ok(match refusal.is_empty() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&refusal).into_owned()),
+        })
+    }
+
+    /// The leader's match index per member, or None if this member is not the leader.
+    pub async fn progress(&self) -> Result<Option<BTreeMap<u64, u64>>, ProposeError> {
+        let (done, rx) = oneshot::channel();
+        queue(&self.admin, Admin::Progress(done))?;
+        self.wait(rx).await
+    }
+
+    /// Asks Raft to hand leadership to `transferee`; see [`MemberHandle::status`].
+    pub fn transfer_leader(&self, transferee: u64) -> Result<(), ProposeError> {
+        queue(&self.admin, Admin::TransferLeader(transferee))
     }
 
     /// Waits until this member has applied everything committed when the call was made:
@@ -212,6 +286,8 @@ pub enum MemberError {
     Raft(#[from] raft::Error),
     #[error(transparent)]
     Snap(#[from] crate::snap::SnapError),
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 /// Request IDs as etcd makes them: the low 16 bits of the member ID, then a counter that
@@ -257,6 +333,8 @@ struct Member<S> {
     snapshot_opts: SnapshotOptions,
     /// Index of the newest snapshot. Invariant: `snapshot_index <= applied`.
     snapshot_index: u64,
+    /// Ticks left before stopping, once this member applied its own removal.
+    stop_in: Option<u32>,
 }
 
 /// Opens (or creates) the WAL, restores Raft's state from it, and starts the loop.
@@ -276,10 +354,10 @@ pub fn start<S: StateMachine>(
     MemberError,
 > {
     let snapshotter = Snapshotter::new(disk.clone(), &cfg.snap_dir)?;
-    let mut storage = MemStorage::new_with_conf_state(ConfState {
+    let mut storage = MemStorage::new_with_conf_state(sm.conf_state().unwrap_or(ConfState {
         voters: cfg.voters.clone(),
         ..ConfState::default()
-    });
+    }));
     let mut snapshot_index = BOOTSTRAP.index;
     let mut wal = if Wal::exists(disk.as_ref(), &cfg.wal_dir) {
         let marks = Wal::snapshot_marks(disk.as_ref(), &cfg.wal_dir)?;
@@ -291,8 +369,13 @@ pub fn start<S: StateMachine>(
             conf_state: m.conf_state.clone(),
         });
         let (wal, mut replay) = Wal::open(disk.clone(), &cfg.wal_dir, &from, cfg.wal.clone())?;
-        if let Some(meta) = meta {
+        if let Some(mut meta) = meta {
             snapshot_index = meta.index;
+            // Raft resumes at the backend's applied index, which may be past the snapshot:
+            // its configuration is the one saved with that state.
+            if let Some(cs) = sm.conf_state() {
+                meta.conf_state = Some(cs);
+            }
             // The mark is written before the hard state that commits it; a crash between
             // leaves an older commit, but a snapshot only holds committed entries.
             replay.hard_state.commit = replay.hard_state.commit.max(meta.index);
@@ -329,6 +412,7 @@ pub fn start<S: StateMachine>(
     let (status_tx, status_rx) = watch::channel(MemberStatus::default());
     let (proposals_tx, proposals) = mpsc::channel(PROPOSAL_QUEUE_LEN);
     let (reads_tx, reads) = mpsc::channel(PROPOSAL_QUEUE_LEN);
+    let (admin_tx, admin) = mpsc::channel(PROPOSAL_QUEUE_LEN);
     let member = Member {
         node,
         wal,
@@ -348,11 +432,13 @@ pub fn start<S: StateMachine>(
         snap_dir: cfg.snap_dir.clone(),
         snapshot_opts: cfg.snapshot.clone(),
         snapshot_index,
+        stop_in: None,
     };
-    let task = tokio::spawn(member.run(cfg.tick, proposals, reads, inbound, events));
+    let task = tokio::spawn(member.run(cfg.tick, proposals, reads, admin, inbound, events));
     let handle = MemberHandle {
         proposals: proposals_tx,
         reads: reads_tx,
+        admin: admin_tx,
         status: status_rx,
         request_timeout: cfg.request_timeout,
         metrics: cfg.metrics,
@@ -366,6 +452,7 @@ impl<S: StateMachine> Member<S> {
         tick: Duration,
         mut proposals: mpsc::Receiver<Proposal>,
         mut reads: mpsc::Receiver<ReadWaiter>,
+        mut admin: mpsc::Receiver<Admin>,
         mut inbound: mpsc::Receiver<Message>,
         mut events: mpsc::Receiver<PeerEvent>,
     ) -> Result<(), MemberError> {
@@ -373,6 +460,12 @@ impl<S: StateMachine> Member<S> {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
+                    if let Some(left) = self.stop_in.as_mut() {
+                        if *left == 0 {
+                            return Err(MemberError::Removed);
+                        }
+                        *left -= 1;
+                    }
                     self.node.tick();
                     self.sm.on_tick();
                     // Callers that gave up no longer need their waiter.
@@ -399,9 +492,11 @@ impl<S: StateMachine> Member<S> {
                     }
                     self.request_read_index();
                 }
+                Some(a) = admin.recv() => self.admin(a),
                 Some(event) = events.recv() => match event {
                     PeerEvent::Unreachable(id) => self.node.report_unreachable(id),
                     PeerEvent::Snapshot { to, status } => self.node.report_snapshot(to, status),
+                    PeerEvent::Removed => return Err(MemberError::Removed),
                 },
                 else => return Ok(()),
             }
@@ -416,16 +511,37 @@ impl<S: StateMachine> Member<S> {
         let _ = self.node.step(m);
     }
 
+    fn admin(&mut self, a: Admin) {
+        match a {
+            Admin::Progress(done) => {
+                let progress = (self.node.raft.state == StateRole::Leader).then(|| {
+                    let prs = &self.node.raft.prs.progress;
+                    prs.iter().map(|(&id, pr)| (id, pr.matched)).collect()
+                });
+                let _ = done.send(Ok(progress));
+            }
+            Admin::TransferLeader(to) => {
+                let _ = self.node.transfer_leader(to);
+            }
+        }
+    }
+
     fn propose(&mut self, p: Proposal) {
         if self.waiters.len() >= MAX_PENDING_PROPOSALS {
             let _ = p.done.send(Err(ProposeError::TooManyRequests));
             return;
         }
         let id = self.ids.next();
-        let mut data = Vec::with_capacity(8 + p.payload.len());
-        data.extend_from_slice(&id.to_le_bytes());
-        data.extend_from_slice(&p.payload);
-        match self.node.propose(data) {
+        let proposed = match p.payload {
+            Payload::Entry(payload) => {
+                let mut data = Vec::with_capacity(8 + payload.len());
+                data.extend_from_slice(&id.to_le_bytes());
+                data.extend_from_slice(&payload);
+                self.node.propose(data)
+            }
+            Payload::ConfChange(cc) => self.node.propose_conf_change_v1(&ConfChange { id, ..cc }),
+        };
+        match proposed {
             Ok(()) => {
                 self.waiters.insert(id, p.done);
             }
@@ -539,7 +655,8 @@ impl<S: StateMachine> Member<S> {
             }
             // A new leader's empty entry.
             EntryType::EntryNormal => {}
-            EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+            EntryType::EntryConfChange => self.apply_conf_change(e)?,
+            EntryType::EntryConfChangeV2 => {
                 if let Some(cc) = raft::conf_change_of(e) {
                     self.node.apply_conf_change(&cc)?;
                 }
@@ -665,6 +782,7 @@ impl<S: StateMachine> Member<S> {
             .unwrap_or_else(|e| panic!("installing snapshot at {index}: {e}"));
         let db = self.snap_dir.join(snapshots::received_db_name(index));
         self.sm.restore(self.disk.as_ref(), &db);
+        self.follow_membership();
         self.applied = index;
         self.release(index)?;
         if let Err(e) = snapshots::remove_stale_received(self.disk.as_ref(), &self.snap_dir, index)
@@ -672,6 +790,58 @@ impl<S: StateMachine> Member<S> {
             tracing::warn!(error = %e, "removing stale received snapshots failed");
         }
         tracing::info!(index, "installed snapshot from the leader");
+        Ok(())
+    }
+
+    /// Links the transport to the members a restored snapshot names, and only to them;
+    /// links already up keep their address (it may be a dial override).
+    fn follow_membership(&mut self) {
+        let me = self.node.raft.id;
+        let urls = self.sm.peer_urls();
+        for id in self.transport.peers() {
+            if !urls.iter().any(|(m, _)| *m == id) {
+                self.transport.remove_member(id);
+            }
+        }
+        for (id, url) in urls.iter().filter(|(id, _)| *id != me) {
+            if self.transport.peer_url(*id).is_none() {
+                self.transport.add_peer(*id, url);
+            }
+        }
+    }
+
+    /// Applies a membership change: to the state machine, to Raft (as a no-op if the
+    /// state machine refused it), to the transport; answers its proposer.
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<(), MemberError> {
+        use prost::Message as _;
+        let Ok(mut cc) = ConfChange::decode(e.data.as_slice()) else {
+            return Ok(());
+        };
+        let outcome = self.sm.apply_conf_change(e.index, &cc);
+        if outcome.is_err() {
+            cc.node_id = 0;
+        }
+        let cs = self.node.apply_conf_change_v1(&cc)?;
+        self.sm.save_conf_state(&cs);
+        let me = self.node.raft.id;
+        match cc.r#type() {
+            _ if cc.node_id == 0 => {}
+            ConfChangeType::ConfChangeRemoveNode if cc.node_id == me => {
+                tracing::warn!("this member was removed from the cluster; stopping");
+                self.stop_in = Some(REMOVED_STOP_TICKS);
+            }
+            ConfChangeType::ConfChangeRemoveNode => self.transport.remove_member(cc.node_id),
+            _ if cc.node_id == me => {}
+            _ => {
+                let urls = MemberAttrs::decode(cc.context.as_slice()).map(|m| m.peer_ur_ls);
+                if let Some(url) = urls.ok().and_then(|u| u.into_iter().next()) {
+                    self.transport.add_peer(cc.node_id, &url);
+                }
+            }
+        }
+        if let Some(waiter) = self.waiters.remove(&cc.id) {
+            let _ = waiter.send(Ok(outcome.err().unwrap_or_default().into_bytes()));
+        }
         Ok(())
     }
 }

@@ -4,9 +4,11 @@
 pub mod alarm;
 pub mod boot;
 pub mod config;
+pub mod join;
 pub mod kv_apply;
 pub mod lease_forward;
 pub mod member;
+pub mod membership;
 pub mod metrics;
 pub mod snapshot;
 pub mod transport;

@@ -5,8 +5,11 @@
 //! is queued (Raft resends; stale appends would be refused anyway), backs off and
 //! reconnects. Receiving hands messages to the member loop through a bounded queue, and
 //! refuses streams from another cluster. The same code runs on tokio and under madsim.
+//!
+//! Members removed from the cluster are refused with etcd's message; a member refused so
+//! learns it was removed and stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,6 +26,9 @@ use crate::proto::raftpb::{Message, MessageType};
 use crate::raft::SnapshotStatus;
 use crate::runtime::Clock;
 use crate::server::snapshot::{self, Inbox, Outgoing};
+
+/// What a member tells a removed one (etcd's errMemberRemoved).
+pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
 
 /// Messages queued for one peer; past this, new ones are dropped and the peer is reported
 /// unreachable.
@@ -42,6 +48,8 @@ pub enum PeerEvent {
     Unreachable(u64),
     /// A snapshot sent to `to` arrived, or did not.
     Snapshot { to: u64, status: SnapshotStatus },
+    /// A peer refused this member as removed from the cluster.
+    Removed,
 }
 
 /// The sending side, shared by the member loop.
@@ -51,6 +59,8 @@ pub struct Transport {
     cluster_id: u64,
     links: Arc<Mutex<BTreeMap<u64, Link>>>,
     events: mpsc::Sender<PeerEvent>,
+    /// Members removed for good, whose messages are refused.
+    removed: Arc<Mutex<BTreeSet<u64>>>,
 }
 
 #[derive(Debug)]
@@ -58,6 +68,8 @@ struct Link {
     url: String,
     queue: mpsc::Sender<Message>,
     task: tokio::task::JoinHandle<()>,
+    /// Since when the stream to the peer is up (etcd's ActiveSince); None while down.
+    active_since: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl Drop for Link {
@@ -75,6 +87,7 @@ impl Transport {
             cluster_id,
             links: Arc::new(Mutex::new(BTreeMap::new())),
             events,
+            removed: Arc::default(),
         };
         (transport, rx)
     }
@@ -91,12 +104,14 @@ impl Transport {
             return;
         }
         let (queue, rx) = mpsc::channel(PEER_QUEUE_LEN);
+        let active_since = Arc::new(Mutex::new(None));
         let task = tokio::spawn(run_link(
             id,
             url.to_string(),
             self.cluster_id,
             rx,
             self.events.clone(),
+            active_since.clone(),
         ));
         links.insert(
             id,
@@ -104,12 +119,24 @@ impl Transport {
                 url: url.to_string(),
                 queue,
                 task,
+                active_since,
             },
         );
     }
 
     pub fn remove_peer(&self, id: u64) {
         self.links().remove(&id);
+    }
+
+    /// Drops the link to a member removed from the cluster and refuses its messages.
+    pub fn remove_member(&self, id: u64) {
+        self.remove_peer(id);
+        lock(&self.removed).insert(id);
+    }
+
+    /// Since when the stream to `id` is up, if it is.
+    pub fn active_since(&self, id: u64) -> Option<tokio::time::Instant> {
+        self.links().get(&id).and_then(|l| *lock(&l.active_since))
     }
 
     /// IDs of the peers with a link, ascending.
@@ -166,6 +193,7 @@ impl Transport {
             cluster_id: self.cluster_id,
             inbound,
             snapshots: None,
+            removed: self.removed.clone(),
         }
     }
 }
@@ -176,6 +204,8 @@ enum Stopped {
     Removed,
     /// The connection or stream failed: reconnect.
     Failed,
+    /// The peer refused this member as removed from the cluster.
+    Refused,
 }
 
 async fn run_link(
@@ -184,6 +214,7 @@ async fn run_link(
     cluster_id: u64,
     mut queue: mpsc::Receiver<Message>,
     events: mpsc::Sender<PeerEvent>,
+    active_since: Arc<Mutex<Option<tokio::time::Instant>>>,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -197,8 +228,14 @@ async fn run_link(
         };
         if let Some(channel) = connected {
             backoff = BACKOFF_MIN;
-            match stream_to(PeerClient::new(channel), cluster_id, &mut queue).await {
+            *lock(&active_since) = Some(Clock.now());
+            let stopped = stream_to(PeerClient::new(channel), cluster_id, &mut queue).await;
+            *lock(&active_since) = None;
+            match stopped {
                 Stopped::Removed => return,
+                Stopped::Refused => {
+                    let _ = events.try_send(PeerEvent::Removed);
+                }
                 Stopped::Failed => {}
             }
         }
@@ -228,7 +265,10 @@ async fn stream_to(
     let mut call = tokio::spawn(async move { client.stream(Request::new(outbound)).await });
     loop {
         tokio::select! {
-            _ = &mut call => return Stopped::Failed,
+            ended = &mut call => {
+                let refused = matches!(&ended, Ok(Err(s)) if s.message() == REMOVED_MESSAGE);
+                return if refused { Stopped::Refused } else { Stopped::Failed };
+            }
             msg = queue.recv() => match msg {
                 None => {
                     call.abort();
@@ -252,6 +292,7 @@ pub struct PeerService {
     inbound: mpsc::Sender<Message>,
     /// Where received snapshots go; without it, snapshots are refused.
     snapshots: Option<Inbox>,
+    removed: Arc<Mutex<BTreeSet<u64>>>,
 }
 
 impl PeerService {
@@ -260,6 +301,10 @@ impl PeerService {
         self.snapshots = Some(inbox);
         self
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[tonic::async_trait]
@@ -281,6 +326,9 @@ impl Peer for PeerService {
                     "peer message without a Raft message",
                 ));
             };
+            if lock(&self.removed).contains(&message.from) {
+                return Err(Status::failed_precondition(REMOVED_MESSAGE));
+            }
             if message.to != self.member_id {
                 return Err(Status::invalid_argument(format!(
                     "message for member {:x} delivered to member {:x}",

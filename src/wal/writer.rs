@@ -176,6 +176,17 @@ impl Wal {
     /// Every snapshot mark in the WAL, oldest first, without changing anything: what a
     /// member reads at start to pick the newest snapshot file that the WAL agrees with.
     pub fn snapshot_marks(disk: &dyn Disk, dir: &Path) -> Result<Vec<SnapshotMark>> {
+        Ok(Self::scan(disk, dir)?.snapshots)
+    }
+
+    /// The member and cluster IDs the WAL was created with, without changing anything:
+    /// they name this member even after a snapshot replaced its backend with the leader's.
+    pub fn read_metadata(disk: &dyn Disk, dir: &Path) -> Result<Metadata> {
+        Ok(Self::scan(disk, dir)?.metadata)
+    }
+
+    /// Reads every segment, keeping the metadata and snapshot marks but no entries.
+    fn scan(disk: &dyn Disk, dir: &Path) -> Result<Replay> {
         let segments = segment_names(disk, dir)?;
         if segments.is_empty() {
             return Err(WalError::NotFound(dir.to_path_buf()));
@@ -183,7 +194,7 @@ impl Wal {
         let from = SnapshotMark::default();
         let mut replayer = Replayer::new(&from, false);
         read_segments(disk, dir, &segments, 0, &mut replayer)?;
-        Ok(replayer.replay.snapshots)
+        Ok(replayer.replay)
     }
 
     /// Creates a WAL in `dir`, which must not hold one yet.

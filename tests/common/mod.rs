@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod http;
 pub mod maint;
+pub mod member;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

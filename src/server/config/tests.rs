@@ -157,8 +157,9 @@ fn peer_dial_urls_override_where_peers_are_dialed() {
         .iter()
         .find(|m| m.name == "b")
         .unwrap();
-    assert_eq!(plain.dial_url(b), "http://127.0.0.1:22380");
-    assert_eq!(proxied.dial_url(b), "http://127.0.0.1:40000");
+    let advertised = b.peer_urls[0].to_string();
+    assert_eq!(plain.dial_url("b", &advertised), advertised);
+    assert_eq!(proxied.dial_url("b", &advertised), "http://127.0.0.1:40000");
     assert_eq!(proxied.cluster_id(), plain.cluster_id());
     assert_eq!(
         with("c=http://127.0.0.1:40000").unwrap_err(),

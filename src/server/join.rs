@@ -1,0 +1,191 @@
+//! Where a member's membership comes from when it starts, and its announcement once
+//! started.
+//!
+//! After the first start the backend has it. A member of a new cluster starts from
+//! `--initial-cluster`. A member joining an existing cluster (`--initial-cluster-state
+//! existing`, after `member add`) asks the members listed in `--initial-cluster` for the
+//! cluster's ID and members, as etcd does over its peer URLs, takes the ID `member add`
+//! gave the member with its peer URLs, and starts with the others' configuration: it
+//! becomes part of it when it applies its own addition from the log, which it catches up
+//! on from the leader.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::boot::BootError;
+use super::config::{ClusterState, ServerConfig};
+use super::kv_apply::{lock, SharedStore};
+use super::membership::{save_conf_state, RaftCluster};
+use crate::api::context::Context;
+use crate::backend::{get_u64, put_u64, META};
+use crate::proto::etcdserverpb::{Member, MemberListRequest};
+use crate::proto::internalpb::internal_raft_request::Request as Internal;
+use crate::proto::internalpb::MemberAttrSetRequest;
+use crate::proto::peerpb::membership_client::MembershipClient;
+use crate::runtime::{Clock, Disk};
+use crate::wal::Wal;
+
+/// Where the cluster and member IDs are kept once known (etcd reads them from its WAL
+/// metadata).
+const CLUSTER_ID_KEY: &[u8] = b"clusterID";
+const MEMBER_ID_KEY: &[u8] = b"memberID";
+/// How long to ask the existing members before giving up.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one attempt to publish this member's attributes may take, and how long to
+/// wait before the next.
+const PUBLISH_ATTEMPT: Duration = Duration::from_secs(1);
+const PUBLISH_RETRY: Duration = Duration::from_millis(500);
+
+/// Who this member is and in which cluster.
+#[derive(Debug)]
+pub struct Identity {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub cluster: RaftCluster,
+}
+
+/// The IDs and membership this member starts with, saved to the backend (with Raft's
+/// configuration) the first time.
+pub async fn cluster_at_start(
+    cfg: &ServerConfig,
+    store: &SharedStore,
+    disk: &dyn Disk,
+    wal_dir: &Path,
+) -> Result<Identity, BootError> {
+    {
+        let mut st = lock(store);
+        let backend = st.backend();
+        let cluster = RaftCluster::load(backend).map_err(stopped)?;
+        if !cluster.is_empty() {
+            // A snapshot from the leader replaces the backend, the leader's own ID in it
+            // included: the WAL, created with this member's IDs, names this member.
+            let (member_id, cluster_id) = if Wal::exists(disk, wal_dir) {
+                let m = Wal::read_metadata(disk, wal_dir).map_err(stopped)?;
+                (m.member_id, m.cluster_id)
+            } else {
+                let tx = backend.tx();
+                (
+                    get_u64(tx, META, MEMBER_ID_KEY).map_err(stopped)?,
+                    get_u64(tx, META, CLUSTER_ID_KEY).map_err(stopped)?,
+                )
+            };
+            return Ok(Identity {
+                member_id,
+                cluster_id,
+                cluster,
+            });
+        }
+    }
+    let mut id = match cfg.initial_cluster_state {
+        ClusterState::New => Identity {
+            member_id: cfg.member_id(),
+            cluster_id: cfg.cluster_id(),
+            cluster: initial_members(cfg),
+        },
+        ClusterState::Existing => existing_cluster(cfg).await?,
+    };
+    let mut st = lock(store);
+    let backend = st.backend();
+    id.cluster.save_all(backend).map_err(stopped)?;
+    save_conf_state(backend, &id.cluster.conf_state()).map_err(stopped)?;
+    put_u64(backend.tx(), META, CLUSTER_ID_KEY, id.cluster_id).map_err(stopped)?;
+    put_u64(backend.tx(), META, MEMBER_ID_KEY, id.member_id).map_err(stopped)?;
+    backend.commit().map_err(stopped)?;
+    Ok(id)
+}
+
+fn stopped(e: impl ToString) -> BootError {
+    BootError::Stopped(e.to_string())
+}
+
+/// The members of `--initial-cluster`, named as it names them (etcd does the same).
+fn initial_members(cfg: &ServerConfig) -> RaftCluster {
+    RaftCluster::new(cfg.initial_cluster.iter().map(|m| Member {
+        id: m.id,
+        name: m.name.clone(),
+        peer_ur_ls: m.peer_urls.iter().map(ToString::to_string).collect(),
+        ..Member::default()
+    }))
+}
+
+/// Asks the other members of `--initial-cluster` for the cluster; the answer must list
+/// this member's peer URLs (added with `member add`). This member is left out of the
+/// membership it starts with: its addition is in the log.
+async fn existing_cluster(cfg: &ServerConfig) -> Result<Identity, BootError> {
+    let mut mine: Vec<String> = cfg
+        .initial_advertise_peer_urls
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    mine.sort();
+    let urls: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .flat_map(|m| m.peer_urls.iter().map(ToString::to_string))
+        .filter(|u| !mine.contains(u))
+        .collect();
+    let deadline = Clock.now() + JOIN_TIMEOUT;
+    loop {
+        for url in &urls {
+            let asked = async {
+                let mut client = MembershipClient::connect(url.clone()).await.ok()?;
+                let resp = client
+                    .member_list(MemberListRequest::default())
+                    .await
+                    .ok()?;
+                Some(resp.into_inner())
+            };
+            let Ok(Some(resp)) = tokio::time::timeout(Duration::from_secs(1), asked).await else {
+                continue;
+            };
+            let me = resp.members.iter().find(|m| {
+                let mut theirs = m.peer_ur_ls.clone();
+                theirs.sort();
+                theirs == mine
+            });
+            let Some(me) = me.map(|m| m.id) else {
+                return Err(BootError::Stopped(format!(
+                    "no member with peer URLs {mine:?} in the cluster that {url} reports: \
+                     add it with `member add` first"
+                )));
+            };
+            let others = resp.members.into_iter().filter(|m| m.id != me);
+            return Ok(Identity {
+                member_id: me,
+                cluster_id: resp.header.map_or(0, |h| h.cluster_id),
+                cluster: RaftCluster::new(others),
+            });
+        }
+        if Clock.now() >= deadline {
+            return Err(BootError::Stopped(format!(
+                "cannot fetch the cluster from the peer URLs {urls:?}"
+            )));
+        }
+        Clock.sleep(PUBLISH_RETRY).await;
+    }
+}
+
+/// Publishes this member's name and client URLs through the log until it is applied
+/// (etcd's publishV3), so that every member lists them. Each attempt waits for a leader
+/// and gives up after [`PUBLISH_ATTEMPT`]: a proposal forwarded before the link to the
+/// leader was up is lost, and should not stay pending for a whole request timeout.
+pub async fn publish(ctx: Context, name: String, client_urls: Vec<String>) {
+    let request = MemberAttrSetRequest {
+        member_id: ctx.member_id,
+        name,
+        client_urls,
+    };
+    let mut status = ctx.member.status_changes();
+    loop {
+        while status.borrow_and_update().leader == 0 {
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+        let attempt = ctx.propose(Internal::MemberAttrSet(request.clone()));
+        if let Ok(Ok(_)) = tokio::time::timeout(PUBLISH_ATTEMPT, attempt).await {
+            return;
+        }
+        Clock.sleep(PUBLISH_RETRY).await;
+    }
+}
