@@ -153,6 +153,33 @@ async fn lagging_follower_catches_up_through_a_snapshot() {
         leases.leases().iter().any(|l| l.id() == lease),
         "the restored follower knows lease {lease:x}"
     );
+
+    // The installed backend came from the leader, but the follower stays itself across a
+    // restart and keeps serving writes with the others.
+    cluster.kill(follower);
+    cluster.restart(follower);
+    let id = poll(
+        "the restarted follower's ID",
+        Duration::from_secs(20),
+        || common::cluster::member_id(fport),
+    )
+    .await;
+    assert_eq!(
+        id, cluster.ids[follower],
+        "the follower took another member's ID"
+    );
+    let mut f = poll(
+        "a write through the restarted follower",
+        Duration::from_secs(20),
+        || async {
+            let mut f = connect(fport).await?;
+            f.put("after-restart", "v", None).await.ok()?;
+            Some(f)
+        },
+    )
+    .await;
+    let got = f.get("after-restart", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"v");
 }
 
 /// A single member killed after several snapshots restarts from the newest one and the
