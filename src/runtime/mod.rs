@@ -7,11 +7,13 @@
 
 mod clock;
 mod disk;
+mod hooks;
 mod real_disk;
 mod sim_disk;
 
 pub use clock::Clock;
 pub use disk::{Disk, DiskFile, OpenMode};
+pub use hooks::{planted, trace, trace_reset, trace_value, Bug, PLANT_BUG_ENV};
 pub use real_disk::RealDisk;
 pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};
 

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::transport::{PeerEvent, Transport};
 use crate::proto::raftpb::{ConfState, Entry, EntryType, Message};
 use crate::raft::{self, MemStorage, RawNode, StateRole};
-use crate::runtime::{Clock, Disk};
+use crate::runtime::{self, Bug, Clock, Disk};
 use crate::wal::{Metadata, SnapshotMark, Wal, WalOptions};
 
 /// Proposals waiting to be applied; past this, new ones are refused.
@@ -109,6 +109,8 @@ pub struct MemberHandle {
     reads: mpsc::Sender<ReadWaiter>,
     status: watch::Receiver<MemberStatus>,
     request_timeout: Duration,
+    /// The planted stale-read bug (simulation only): reads skip ReadIndex.
+    skip_read_index: bool,
 }
 
 impl MemberHandle {
@@ -122,6 +124,9 @@ impl MemberHandle {
     /// Waits until this member has applied everything committed when the call was made:
     /// after it, a local read is linearizable.
     pub async fn read_index(&self) -> Result<(), ProposeError> {
+        if self.skip_read_index {
+            return Ok(());
+        }
         let (done, rx) = oneshot::channel();
         queue(&self.reads, done)?;
         self.wait(rx).await
@@ -268,6 +273,7 @@ pub fn start<S: StateMachine>(
         reads: reads_tx,
         status: status_rx,
         request_timeout: cfg.request_timeout,
+        skip_read_index: runtime::planted(Bug::StaleRead),
     };
     Ok((handle, task))
 }
@@ -323,6 +329,10 @@ impl<S: StateMachine> Member<S> {
     }
 
     fn step(&mut self, m: Message) {
+        runtime::trace(
+            b'M',
+            &[m.from, m.to, m.r#type as u64, m.term, m.index, m.commit],
+        );
         // Messages from unknown or removed members are refused by Raft; nothing to do.
         let _ = self.node.step(m);
     }
