@@ -308,6 +308,13 @@ impl<'a> Nemesis<'a> {
                     }
                     resolved.push(members);
                 }
+                let named: BTreeSet<usize> = resolved.iter().flatten().copied().collect();
+                let rest: Vec<usize> = (0..self.cluster.nodes.len())
+                    .filter(|i| !named.contains(i))
+                    .collect();
+                for g in resolved.iter_mut().filter(|g| g.is_empty()) {
+                    g.clone_from(&rest);
+                }
                 self.note(format!("partition {resolved:?}"));
                 self.cluster.nodes.partition(&resolved);
                 self.split_began();
@@ -453,11 +460,17 @@ impl<'a> Nemesis<'a> {
 
     fn restart(&mut self, i: usize) {
         self.note(format!("restart m{i}"));
-        self.cluster
-            .exits
-            .lock()
-            .unwrap()
-            .retain(|e| !e.starts_with(&format!("m{i}:")));
+        let stopped: Vec<String> = {
+            let mut exits = self.cluster.exits.lock().unwrap();
+            let (mine, others) = exits
+                .drain(..)
+                .partition(|e| e.starts_with(&format!("m{i}:")));
+            *exits = others;
+            mine
+        };
+        for e in stopped {
+            self.note(format!("had stopped: {e}"));
+        }
         self.cluster.nodes.restart(i);
         self.down.remove(&i);
         self.paused.remove(&i);

@@ -174,8 +174,11 @@ impl Nodes {
         self.disks[i].crash();
     }
 
-    /// Boots member `i` again from its disk.
+    /// Boots member `i` again from its disk. A kill first: madsim's restart alone keeps
+    /// the old incarnation's sockets bound, so a member that stopped by itself (its
+    /// listeners still open) could not listen again.
     pub fn restart(&self, i: usize) {
+        Handle::current().kill(self.nodes[i].id());
         Handle::current().restart(self.nodes[i].id());
     }
 

@@ -121,7 +121,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     let running = nemesis.running();
     let mut failures = std::mem::take(&mut nemesis.violations);
     let splits = std::mem::take(&mut nemesis.splits);
-    let log = std::mem::take(&mut nemesis.log);
+    let mut log = std::mem::take(&mut nemesis.log);
     drop(nemesis);
 
     let converged = ctl
@@ -142,8 +142,10 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     let events = history.events();
     failures.extend(check_history(&events));
     failures.extend(check_expectations(&scenario, &events, &splits));
-    if !scenario.expect.members_may_exit {
-        for e in cluster.exits.lock().unwrap().iter() {
+    for e in cluster.exits.lock().unwrap().iter() {
+        if scenario.expect.members_may_exit {
+            log.push(format!("member stopped: {e}"));
+        } else {
             failures.push(format!("member stopped: {e}"));
         }
     }

@@ -91,8 +91,8 @@ pub enum Target {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Action {
-    /// Cuts every link between members of different groups; members in no group are
-    /// alone. Clients still reach every member.
+    /// Cuts every link between members of different groups; an empty group takes every
+    /// member named in no other. Clients still reach every member.
     Partition {
         groups: Vec<Vec<Target>>,
     },
