@@ -123,6 +123,7 @@ struct Inode {
     durable: Vec<u8>,
     /// Dirty sector ranges `[start, end)`, disjoint and not adjacent.
     dirty: BTreeMap<u64, u64>,
+    synced_once: bool,
 }
 
 #[derive(Debug)]
@@ -627,13 +628,15 @@ impl DiskFile for SimFile {
         st.record_op(b's', &self.path, 0, 0);
         st.mutation()?;
         st.injected_eio(IoOp::Sync, &self.path)?;
-        let lie = st.lying_wal_sync && self.path.components().any(|c| c.as_os_str() == "wal");
-        if !lie {
-            st.inodes
-                .get_mut(&self.inode)
-                .expect("open inode exists")
-                .sync();
+        let in_wal = self.path.components().any(|c| c.as_os_str() == "wal");
+        let lying = st.lying_wal_sync && in_wal;
+        let inode = st.inodes.get_mut(&self.inode).expect("open inode exists");
+        // The planted bug spares a file's first sync, which makes a new segment's header
+        // durable: what it loses is appended records, not the WAL's structure.
+        if !(lying && inode.synced_once) {
+            inode.sync();
         }
+        inode.synced_once = true;
         let slow_sync = st.slow_sync;
         let stall = match slow_sync {
             Some((p, delay)) if p > 0.0 && st.rng.random_bool(p) => {
