@@ -505,8 +505,10 @@ impl<'a> Nemesis<'a> {
         let term_before = before.values().map(|s| s.term).max().unwrap_or(0);
         if let Some(within) = self.expect.leader_within_s_after_heal {
             let within = Duration::from_secs_f64(within);
-            if !self.agreed_leader(within).await {
-                self.violation(format!("no agreed leader within {within:?} after the heal"));
+            if let Err(seen) = self.agreed_leader(within).await {
+                self.violation(format!(
+                    "no agreed leader within {within:?} after the heal: {seen}"
+                ));
             }
         }
         if self.expect.term_unchanged_after_heal {
@@ -521,19 +523,22 @@ impl<'a> Nemesis<'a> {
         }
     }
 
-    /// Whether every running member reports the same leader within `within`.
-    async fn agreed_leader(&mut self, within: Duration) -> bool {
+    /// Waits until every running member reports the same leader; on timeout, the last
+    /// statuses seen.
+    async fn agreed_leader(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Clock.now() + within;
+        let mut seen = BTreeMap::new();
         while Clock.now() < deadline {
-            let statuses = self.statuses().await;
-            let leaders: BTreeSet<u64> = statuses.values().map(|s| s.leader).collect();
-            if statuses.len() == self.running().len() && leaders.len() == 1 && !leaders.contains(&0)
-            {
-                return true;
+            seen = self.statuses().await;
+            let leaders: BTreeSet<u64> = seen.values().map(|s| s.leader).collect();
+            if seen.len() == self.running().len() && leaders.len() == 1 && !leaders.contains(&0) {
+                let took = within - deadline.saturating_duration_since(Clock.now());
+                self.note(format!("one leader after {took:?}"));
+                return Ok(());
             }
             Clock.sleep(Duration::from_millis(100)).await;
         }
-        false
+        Err(format!("{seen:?}"))
     }
 
     /// The liveness phase begins: every fault is undone and every member runs again.

@@ -15,13 +15,21 @@ fn dir() -> PathBuf {
 /// Runs scenario `name` over its pinned seeds; fails with every failing seed's report.
 fn pinned(name: &str) {
     let s = load(&dir().join(format!("{name}.toml"))).unwrap();
-    assert!(!s.pending, "{name} is pending: remove its test or its pending flag");
+    assert!(
+        !s.pending,
+        "{name} is pending: remove its test or its pending flag"
+    );
     let seeds = s.pinned_seeds();
     assert!(!seeds.is_empty(), "{name} pins no seeds");
     let mut failed = Vec::new();
     for seed in seeds {
         let o = run_fresh(&s, seed);
-        eprintln!("{name}: {} ({} ok, {:?} simulated)", o.line(), o.ok_ops, o.simulated);
+        eprintln!(
+            "{name}: {} ({} ok, {:?} simulated)",
+            o.line(),
+            o.ok_ops,
+            o.simulated
+        );
         if !o.passed() {
             failed.push(format!(
                 "{}\n  {}\n  nemesis:\n    {}",
@@ -78,7 +86,12 @@ scenarios! {
 fn same_seed_same_trace_other_seed_other_trace() {
     let s = load(&dir().join("partition-minority.toml")).unwrap();
     let (a, b, c) = (run_fresh(&s, 7), run_fresh(&s, 7), run_fresh(&s, 8));
-    assert!(a.passed() && c.passed(), "{:?}\n{:?}", a.failures, c.failures);
+    assert!(
+        a.passed() && c.passed(),
+        "{:?}\n{:?}",
+        a.failures,
+        c.failures
+    );
     assert_eq!(a.line(), b.line(), "one seed, two traces");
     assert_eq!(a.history, b.history, "one seed, two histories");
     assert_ne!(a.trace, c.trace, "two seeds, one trace");
