@@ -19,4 +19,5 @@ pub mod nodes;
 pub mod run;
 pub mod scenario;
 pub mod wal_power_cut;
+pub mod watcher;
 pub mod workload;

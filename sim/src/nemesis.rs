@@ -62,7 +62,7 @@ pub fn timeline(scenario: &Scenario, seed: u64) -> Vec<Step> {
 
 /// One fault at a time: a gap, the fault, its hold, its undoing.
 fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> Vec<Step> {
-    let mut rng = seeded_rng(seed ^ 0x6e65_6d65_7369_73);
+    let mut rng = seeded_rng(seed ^ 0x006e_656d_6573_6973);
     let mut steps = Vec::new();
     let mut t = 0.0;
     loop {

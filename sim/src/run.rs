@@ -18,6 +18,7 @@ use madsim::Config;
 use crate::kv_cluster::{client_url, converged_hashes, KvCluster};
 use crate::nemesis::{self, Nemesis, SPLIT_GRACE};
 use crate::scenario::Scenario;
+use crate::watcher::{self, Responses};
 use crate::workload::{client, Recorder};
 
 /// How long the cluster has to converge once every fault is undone.
@@ -106,6 +107,17 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
             history,
         )));
     }
+    let responses = Responses::default();
+    let watcher = Handle::current()
+        .create_node()
+        .name("watcher")
+        .ip("10.0.1.200".parse().unwrap())
+        .build()
+        .spawn(watcher::watch(
+            scenario.members,
+            duration,
+            responses.clone(),
+        ));
     let ctl = Handle::current()
         .create_node()
         .name("nemesis")
@@ -117,6 +129,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     for c in clients {
         c.await.expect("client task");
     }
+    watcher.await.expect("watcher task");
     nemesis.heal_everything().await;
     let running = nemesis.running();
     let mut failures = std::mem::take(&mut nemesis.violations);
@@ -140,7 +153,8 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
         failures.push(e);
     }
     let events = history.events();
-    failures.extend(check_history(&events));
+    let responses = responses.lock().unwrap().clone();
+    failures.extend(check_history(&events, &responses));
     failures.extend(check_expectations(&scenario, &events, &splits));
     for e in cluster.exits.lock().unwrap().iter() {
         if scenario.expect.members_may_exit {
@@ -163,8 +177,9 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     }
 }
 
-/// The history must be linearizable; an unknown verdict fails too.
-fn check_history(events: &[Event]) -> Vec<String> {
+/// The history must be linearizable (an unknown verdict fails too), and the watch
+/// streams must keep etcd's guarantees and agree with it.
+fn check_history(events: &[Event], responses: &[detcd::check::watch::Response]) -> Vec<String> {
     let h = match from_events(events) {
         Ok(h) => h,
         Err(e) => return vec![format!("malformed history: {e}")],
@@ -172,14 +187,22 @@ fn check_history(events: &[Event]) -> Vec<String> {
     let options = Options {
         budget: Budget::Steps(CHECK_BUDGET),
     };
-    match check::linearizable(&h, Model::Kv, options) {
+    let mut failures: Vec<String> = check::watch::check(&h, responses)
+        .iter()
+        .map(|v| format!("watch: {v}"))
+        .collect();
+    if responses.is_empty() {
+        failures.push("the watcher received no events".into());
+    }
+    failures.extend(match check::linearizable(&h, Model::Kv, options) {
         Ok(Verdict::Linearizable) => Vec::new(),
         Ok(Verdict::NotLinearizable(report)) => {
             vec![format!("history not linearizable:\n{report}")]
         }
         Ok(v @ Verdict::Unknown { .. }) => vec![format!("linearizability unknown: {v:?}")],
         Err(e) => vec![format!("history rejected: {e}")],
-    }
+    });
+    failures
 }
 
 fn check_expectations(

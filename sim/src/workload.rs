@@ -70,9 +70,10 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// What one operation returned.
+/// What one operation returned: for `Ok`, the value read or written and the revision a
+/// write created.
 enum Outcome {
-    Ok(Option<String>),
+    Ok(Option<String>, Option<u64>),
     Fail,
     Unknown(String),
 }
@@ -222,7 +223,7 @@ impl Client {
                 self.history
                     .record(self.event(p, "invoke", "get", &key, None, None));
                 let outcome = get(kv, &key).await;
-                if let Outcome::Ok(v) = &outcome {
+                if let Outcome::Ok(v, _) = &outcome {
                     self.seen[k] = v.clone();
                 }
                 ("get", None, None, outcome)
@@ -255,8 +256,8 @@ impl Client {
                 );
                 self.history.record(e);
                 let outcome = match cas(kv, &key, &expect, &v, false).await {
-                    Ok((true, _)) => Outcome::Ok(Some(v.clone())),
-                    Ok((false, _)) => Outcome::Fail,
+                    Ok((true, _, revision)) => Outcome::Ok(Some(v.clone()), revision),
+                    Ok((false, _, _)) => Outcome::Fail,
                     Err(e) => Outcome::Unknown(e),
                 };
                 ("cas", Some(v), Some(expect), outcome)
@@ -266,10 +267,11 @@ impl Client {
         };
         let p = self.process;
         match outcome {
-            Outcome::Ok(v) => {
+            Outcome::Ok(v, revision) => {
                 let shown = if f == "get" { v } else { value };
-                self.history
-                    .record(self.event(p, "ok", f, &key, shown, expect));
+                let mut done = self.event(p, "ok", f, &key, shown, expect);
+                done.revision = revision;
+                self.history.record(done);
             }
             Outcome::Fail => self
                 .history
@@ -308,9 +310,10 @@ impl Client {
         self.history
             .record(self.event(reader, "invoke", "get", &key, None, None));
         match cas(kv, &key, &expect, &v, true).await {
-            Ok((succeeded, read)) => {
+            Ok((succeeded, read, revision)) => {
                 let kind = if succeeded { "ok" } else { "fail" };
-                let e = self.event(p, kind, "cas", &key, Some(v), Some(expect));
+                let mut e = self.event(p, kind, "cas", &key, Some(v), Some(expect));
+                e.revision = revision.filter(|_| succeeded);
                 self.history.record(e);
                 self.seen[k] = read.clone();
                 self.history
@@ -386,6 +389,7 @@ async fn get(mut kv: KvClient<Channel>, key: &str) -> Outcome {
             resp.kvs
                 .first()
                 .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+            None,
         ),
         Err(e) => Outcome::Unknown(e),
     }
@@ -398,7 +402,10 @@ async fn put(mut kv: KvClient<Channel>, key: &str, value: &str) -> Outcome {
         ..Default::default()
     };
     match with_timeout(kv.put(req)).await {
-        Ok(_) => Outcome::Ok(Some(value.to_string())),
+        Ok(resp) => Outcome::Ok(
+            Some(value.to_string()),
+            resp.header.map(|h| h.revision as u64),
+        ),
         Err(e) => Outcome::Unknown(e),
     }
 }
@@ -409,20 +416,20 @@ async fn delete(mut kv: KvClient<Channel>, key: &str) -> Outcome {
         ..Default::default()
     };
     match with_timeout(kv.delete_range(req)).await {
-        Ok(_) => Outcome::Ok(None),
+        Ok(_) => Outcome::Ok(None, None),
         Err(e) => Outcome::Unknown(e),
     }
 }
 
 /// If the key holds `expect` (absent: `None`), puts `value`. With `read`, both branches
-/// also read the key. Returns whether the put happened and what was read.
+/// also read the key. Returns whether the put happened, what was read, and the revision.
 async fn cas(
     mut kv: KvClient<Channel>,
     key: &str,
     expect: &Option<String>,
     value: &str,
     read: bool,
-) -> Result<(bool, Option<String>), String> {
+) -> Result<(bool, Option<String>, Option<u64>), String> {
     let key_bytes = key.as_bytes().to_vec();
     let compare = match expect {
         Some(e) => Compare {
@@ -478,5 +485,6 @@ async fn cas(
         })
         .next_back()
         .flatten();
-    Ok((resp.succeeded, read))
+    let revision = resp.header.map(|h| h.revision as u64);
+    Ok((resp.succeeded, read, revision))
 }
