@@ -26,8 +26,9 @@ fn first_failure(bug: Bug, scenario: &str) -> Option<(u64, Vec<String>)> {
 #[test]
 fn planted_bugs_are_caught_within_100_seeds() {
     for (bug, scenario, symptom) in [
-        // An isolated leader answers reads from its own state while a new leader commits.
-        (Bug::StaleRead, "isolate-leader", "not linearizable"),
+        // Members answer reads from their own state while no side of a 2+2 split has a
+        // quorum to confirm them.
+        (Bug::StaleRead, "split-2-2", "during the split"),
         // Acknowledged entries vanish when every member loses power at once.
         (Bug::AckBeforeFsync, "power-loss-all", ""),
     ] {
