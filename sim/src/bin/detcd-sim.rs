@@ -8,6 +8,10 @@
 //! ```
 //! Without `--seed`/`--seeds`, each scenario runs its pinned seeds. `--all` skips pending
 //! scenarios and says so. Exit status 1 when any run failed, 2 on bad arguments.
+//!
+//! Each run of a sweep gets its own process: state that outlives a simulation inside the
+//! process (madsim's task-ID counter, for one) changes the trace of runs that kill members,
+//! and `--seed N` must print what the sweep printed for N.
 
 #[cfg(madsim)]
 fn main() {
@@ -28,12 +32,17 @@ mod cli {
     use detcd_sim::harness::{load, load_dir, run_fresh};
     use detcd_sim::scenario::Scenario;
 
+    /// Marks the line a child process reports its simulated time on.
+    const SIMULATED: &str = "child-simulated-ns=";
+
     struct Args {
         scenario: Option<PathBuf>,
         all: Option<PathBuf>,
         seeds: Option<std::ops::Range<u64>>,
         stats: bool,
         history: bool,
+        /// Run here and report the simulated time: the parent of a sweep asked.
+        child: bool,
     }
 
     const USAGE: &str = "usage: detcd-sim (--scenario FILE | --all [--dir DIR]) \
@@ -46,6 +55,7 @@ mod cli {
             seeds: None,
             stats: false,
             history: false,
+            child: false,
         };
         let mut dir = PathBuf::from("scenarios");
         let mut all = false;
@@ -69,6 +79,7 @@ mod cli {
                 }
                 "--stats" => a.stats = true,
                 "--history" => a.history = true,
+                "--child" => a.child = true,
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -89,9 +100,13 @@ mod cli {
                 return 2;
             }
         };
-        let scenarios: Vec<Scenario> = match (&args.scenario, &args.all) {
-            (Some(path), _) => load(path).map(|s| vec![s]),
-            (_, Some(dir)) => load_dir(dir),
+        let scenarios: Vec<(PathBuf, Scenario)> = match (&args.scenario, &args.all) {
+            (Some(path), _) => load(path).map(|s| vec![(path.clone(), s)]),
+            (_, Some(dir)) => load_dir(dir).map(|all| {
+                all.into_iter()
+                    .map(|s| (dir.join(format!("{}.toml", s.name)), s))
+                    .collect()
+            }),
             _ => unreachable!("parse checks"),
         }
         .unwrap_or_else(|e| {
@@ -100,7 +115,7 @@ mod cli {
         });
         let wall = Instant::now();
         let (mut simulated, mut runs, mut failed) = (Duration::ZERO, 0u64, 0u64);
-        for s in &scenarios {
+        for (path, s) in &scenarios {
             if s.pending && args.all.is_some() {
                 println!("scenario={} skipped: pending", s.name);
                 continue;
@@ -109,13 +124,21 @@ mod cli {
                 Some(r) => r.clone().collect(),
                 None => s.pinned_seeds(),
             };
+            let sweep = args.all.is_some() || seeds.len() > 1;
             for seed in seeds {
-                let o = run_fresh(s, seed);
                 let prefix = if args.all.is_some() {
                     format!("scenario={} ", s.name)
                 } else {
                     String::new()
                 };
+                if sweep && !args.child {
+                    let (passed, took) = in_child(path, seed, &args, &prefix);
+                    failed += u64::from(!passed);
+                    simulated += took;
+                    runs += 1;
+                    continue;
+                }
+                let o = run_fresh(s, seed);
                 println!("{prefix}{}", o.line());
                 if !o.passed() {
                     failed += 1;
@@ -135,6 +158,9 @@ mod cli {
                         println!("{}", serde_json::to_string(e).expect("events serialize"));
                     }
                 }
+                if args.child {
+                    println!("{SIMULATED}{}", o.simulated.as_nanos());
+                }
                 simulated += o.simulated;
                 runs += 1;
             }
@@ -150,5 +176,30 @@ mod cli {
             );
         }
         i32::from(failed > 0)
+    }
+
+    /// Runs `seed` of the scenario at `path` in a child process, passing its report
+    /// through; returns whether it passed and the simulated time.
+    fn in_child(path: &std::path::Path, seed: u64, args: &Args, prefix: &str) -> (bool, Duration) {
+        let exe = std::env::current_exe().expect("the running binary has a path");
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("--scenario")
+            .arg(path)
+            .arg("--seed")
+            .arg(seed.to_string());
+        cmd.arg("--child");
+        if args.history {
+            cmd.arg("--history");
+        }
+        let out = cmd.output().expect("a child run starts");
+        let mut took = Duration::ZERO;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            match line.strip_prefix(SIMULATED) {
+                Some(ns) => took = Duration::from_nanos(ns.parse().unwrap_or(0)),
+                None if line.starts_with("seed=") => println!("{prefix}{line}"),
+                None => println!("{line}"),
+            }
+        }
+        (out.status.success(), took)
     }
 }
