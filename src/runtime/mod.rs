@@ -8,12 +8,14 @@
 
 mod clock;
 mod disk;
+mod hooks;
 mod http;
 mod real_disk;
 mod sim_disk;
 
 pub use clock::Clock;
 pub use disk::{Disk, DiskFile, OpenMode};
+pub use hooks::{planted, trace, trace_reset, trace_value, Bug, PLANT_BUG_ENV};
 pub use http::{client_server, HttpHandler, HttpRequest, HttpResponse};
 pub use real_disk::RealDisk;
 pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};

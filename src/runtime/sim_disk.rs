@@ -18,6 +18,10 @@
 //! - Injected faults ([`Fault`]): EIO on reads, writes or syncs (a failed sync makes
 //!   nothing durable), ENOSPC past a capacity, and bit flips in durable data, which no retry
 //!   cures. Random EIO can also be drawn from the RNG at a given rate.
+//! - Slow fsync ([`Fault::SlowSync`]): a sync drawn slow stalls its caller. Disk calls do
+//!   not yield, so the disk cannot sleep itself; it calls the stall hook
+//!   ([`SimDisk::on_stall`]), which the simulation implements by pausing the member's
+//!   machine for the delay, as a blocked fsync stalls the process.
 //!
 //! Every operation is folded into [`SimDisk::trace_hash`], so a simulation can prove that
 //! two runs with one seed did the same I/O.
@@ -26,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -71,6 +76,18 @@ pub enum Fault {
     /// After `ops` more operations that change the disk, every operation fails with EIO
     /// until the next crash: the moment power fails, seen from the process.
     DieAfter { ops: u64 },
+    /// Each file sync takes `delay` longer with this probability (0.0 turns it off).
+    SlowSync { probability: f64, delay: Duration },
+}
+
+/// What a slow sync calls to stall its caller for the given time.
+#[derive(Clone)]
+pub struct StallHook(Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl std::fmt::Debug for StallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StallHook")
+    }
 }
 
 /// A simulated disk; clones share the same state.
@@ -93,6 +110,10 @@ struct State {
     random_eio: BTreeMap<IoOp, f64>,
     capacity: Option<u64>,
     die_after: Option<u64>,
+    slow_sync: Option<(f64, Duration)>,
+    stall: Option<StallHook>,
+    /// The planted ack-before-fsync bug: WAL syncs succeed without making anything durable.
+    lying_wal_sync: bool,
     trace: u64,
 }
 
@@ -102,6 +123,7 @@ struct Inode {
     durable: Vec<u8>,
     /// Dirty sector ranges `[start, end)`, disjoint and not adjacent.
     dirty: BTreeMap<u64, u64>,
+    synced_once: bool,
 }
 
 #[derive(Debug)]
@@ -131,6 +153,9 @@ impl SimDisk {
                 random_eio: BTreeMap::new(),
                 capacity: None,
                 die_after: None,
+                slow_sync: None,
+                stall: None,
+                lying_wal_sync: crate::runtime::planted(crate::runtime::Bug::AckBeforeFsync),
                 trace: 0xcbf2_9ce4_8422_2325,
             })),
         }
@@ -175,6 +200,13 @@ impl SimDisk {
             }
             Fault::NoSpace { capacity } => st.capacity = capacity,
             Fault::DieAfter { ops } => st.die_after = Some(ops),
+            Fault::SlowSync { probability, delay } => {
+                assert!(
+                    (0.0..=1.0).contains(&probability),
+                    "probability({probability}) out of [0, 1]"
+                );
+                st.slow_sync = Some((probability, delay));
+            }
             Fault::BitFlip { path, offset, bit } => {
                 assert!(bit < 8, "bit({bit}) out of range [0, 8)");
                 let id = *st.names.get(&path).expect("bit flip in a missing file");
@@ -195,6 +227,12 @@ impl SimDisk {
         st.random_eio.clear();
         st.capacity = None;
         st.die_after = None;
+        st.slow_sync = None;
+    }
+
+    /// Sets what a slow sync calls to stall its caller.
+    pub fn on_stall(&self, hook: impl Fn(Duration) + Send + Sync + 'static) {
+        self.lock().stall = Some(StallHook(Arc::new(hook)));
     }
 
     /// A hash of every operation so far, for determinism checks.
@@ -590,10 +628,27 @@ impl DiskFile for SimFile {
         st.record_op(b's', &self.path, 0, 0);
         st.mutation()?;
         st.injected_eio(IoOp::Sync, &self.path)?;
-        st.inodes
-            .get_mut(&self.inode)
-            .expect("open inode exists")
-            .sync();
+        let in_wal = self.path.components().any(|c| c.as_os_str() == "wal");
+        let lying = st.lying_wal_sync && in_wal;
+        let inode = st.inodes.get_mut(&self.inode).expect("open inode exists");
+        // The planted bug spares a file's first sync, which makes a new segment's header
+        // durable: what it loses is appended records, not the WAL's structure.
+        if !(lying && inode.synced_once) {
+            inode.sync();
+        }
+        inode.synced_once = true;
+        let slow_sync = st.slow_sync;
+        let stall = match slow_sync {
+            Some((p, delay)) if p > 0.0 && st.rng.random_bool(p) => {
+                st.record_op(b'z', &self.path, delay.as_millis() as u64, 0);
+                st.stall.clone().map(|hook| (hook, delay))
+            }
+            _ => None,
+        };
+        drop(st);
+        if let Some((StallHook(hook), delay)) = stall {
+            hook(delay);
+        }
         Ok(())
     }
 }

@@ -37,7 +37,7 @@ use crate::proto::raftpb::{
     SnapshotMetadata,
 };
 use crate::raft::{self, MemStorage, RawNode, SnapshotStatus, StateRole, Storage};
-use crate::runtime::{Clock, Disk};
+use crate::runtime::{self, Bug, Clock, Disk};
 use crate::snap::{SnapshotFile, Snapshotter};
 use crate::wal::{Metadata, SnapshotMark, Wal, WalOptions};
 
@@ -190,6 +190,8 @@ pub struct MemberHandle {
     status: watch::Receiver<MemberStatus>,
     request_timeout: Duration,
     metrics: Arc<ServerMetrics>,
+    /// The planted stale-read bug (simulation only): reads skip ReadIndex.
+    skip_read_index: bool,
 }
 
 impl MemberHandle {
@@ -237,6 +239,9 @@ impl MemberHandle {
     /// Waits until this member has applied everything committed when the call was made:
     /// after it, a local read is linearizable.
     pub async fn read_index(&self) -> Result<(), ProposeError> {
+        if self.skip_read_index {
+            return Ok(());
+        }
         let (done, rx) = oneshot::channel();
         queue(&self.reads, done)?;
         self.wait(rx).await
@@ -442,6 +447,7 @@ pub fn start<S: StateMachine>(
         status: status_rx,
         request_timeout: cfg.request_timeout,
         metrics: cfg.metrics,
+        skip_read_index: runtime::planted(Bug::StaleRead),
     };
     Ok((handle, task))
 }
@@ -507,6 +513,10 @@ impl<S: StateMachine> Member<S> {
     }
 
     fn step(&mut self, m: Message) {
+        runtime::trace(
+            b'M',
+            &[m.from, m.to, m.r#type as u64, m.term, m.index, m.commit],
+        );
         // Messages from unknown or removed members are refused by Raft; nothing to do.
         let _ = self.node.step(m);
     }

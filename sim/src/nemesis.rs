@@ -1,0 +1,670 @@
+//! The nemesis: executes a scenario's timeline of fault steps (explicit ones and those the
+//! seed draws) against the cluster, and observes what the expectations need at the moments
+//! that matter (just before and after a heal). Leader moves and membership changes go
+//! through the real gRPC Maintenance and Cluster services.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
+
+use detcd::proto::etcdserverpb::cluster_client::ClusterClient;
+use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use detcd::proto::etcdserverpb::{
+    MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, StatusRequest,
+};
+use detcd::runtime::{seeded_rng, Clock, Fault, IoOp};
+use madsim::runtime::NodeHandle;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::kv_cluster::{client_url, peer_url, KvCluster};
+use crate::scenario::{Action, Expect, RandomFaults, Scenario, Step, Target};
+
+/// Faults the random nemesis can draw.
+pub const RANDOM_FAULTS: &[&str] = &[
+    "partition",
+    "isolate",
+    "one-way",
+    "loss",
+    "delay",
+    "kill",
+    "power-loss",
+    "pause",
+    "disk-eio",
+    "slow-fsync",
+];
+
+/// The WAL directory of every member: where injected EIO lands.
+const WAL_DIR: &str = "/data/member/wal";
+/// How long one status call may take before the member counts as unresponsive.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// After a partition, operations already in flight may still complete for this long.
+pub const SPLIT_GRACE: Duration = Duration::from_secs(1);
+
+/// What one member reports about itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Status {
+    pub member_id: u64,
+    pub leader: u64,
+    pub term: u64,
+}
+
+/// The explicit steps and the seed's random faults, in time order.
+pub fn timeline(scenario: &Scenario, seed: u64) -> Vec<Step> {
+    let mut steps = scenario.steps.clone();
+    if let Some(r) = &scenario.random {
+        steps.extend(random_steps(r, scenario.members, scenario.duration_s, seed));
+    }
+    steps.sort_by(|a, b| a.at.total_cmp(&b.at));
+    steps
+}
+
+/// One fault at a time: a gap, the fault, its hold, its undoing.
+fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> Vec<Step> {
+    let mut rng = seeded_rng(seed ^ 0x006e_656d_6573_6973);
+    let mut steps = Vec::new();
+    let mut t = 0.0;
+    loop {
+        t += rng.random_range(r.every[0]..=r.every[1]);
+        let hold = rng.random_range(r.hold[0]..=r.hold[1]);
+        if t + hold >= duration {
+            return steps;
+        }
+        let m = Target::Index(rng.random_range(0..members));
+        let fault = r.faults[rng.random_range(0..r.faults.len())].as_str();
+        let (apply, undo) = match fault {
+            "partition" => {
+                let mut order: Vec<usize> = (0..members).collect();
+                order.shuffle(&mut rng);
+                let cut = rng.random_range(1..members.max(2));
+                let groups = [&order[..cut], &order[cut..]]
+                    .map(|g| g.iter().map(|&i| Target::Index(i)).collect())
+                    .to_vec();
+                (Action::Partition { groups }, Action::Heal)
+            }
+            "isolate" => (Action::Isolate { member: m }, Action::Heal),
+            "one-way" => {
+                let to = Target::Index(rng.random_range(0..members));
+                (Action::OneWay { from: m, to }, Action::Heal)
+            }
+            "loss" => (
+                Action::Loss {
+                    rate: rng.random_range(0.05..0.3),
+                },
+                Action::Heal,
+            ),
+            "delay" => (
+                Action::Delay {
+                    min_ms: 1,
+                    max_ms: rng.random_range(50..500),
+                },
+                Action::Heal,
+            ),
+            "kill" => (
+                Action::Kill { member: m.clone() },
+                Action::Restart { member: m },
+            ),
+            "power-loss" => (
+                Action::PowerLoss { member: m.clone() },
+                Action::Restart { member: m },
+            ),
+            "pause" => (
+                Action::Pause { member: m.clone() },
+                Action::Resume { member: m },
+            ),
+            "disk-eio" => (
+                Action::DiskEio {
+                    member: m.clone(),
+                    op: ["write", "sync"][rng.random_range(0..2)].to_string(),
+                    count: rng.random_range(1..4),
+                },
+                // The member stopped on the error, as etcd exits: heal and boot it.
+                Action::DiskHeal { member: m },
+            ),
+            "slow-fsync" => (
+                Action::SlowFsync {
+                    member: m.clone(),
+                    probability: rng.random_range(0.1..0.5),
+                    delay_ms: rng.random_range(100..1500),
+                },
+                Action::DiskHeal { member: m },
+            ),
+            other => unreachable!("validated fault {other}"),
+        };
+        steps.push(Step {
+            at: t,
+            action: apply,
+        });
+        t += hold;
+        steps.push(Step {
+            at: t,
+            action: undo,
+        });
+    }
+}
+
+/// The nemesis of one run.
+pub struct Nemesis<'a> {
+    cluster: &'a mut KvCluster,
+    /// A machine with a network address, for the gRPC calls the nemesis makes.
+    ctl: NodeHandle,
+    start: Instant,
+    expect: Expect,
+    /// Members the previous step acted on.
+    last: Vec<usize>,
+    added: Option<usize>,
+    /// Member IDs learned from MemberAdd responses and status calls, by position.
+    ids: BTreeMap<usize, u64>,
+    down: BTreeSet<usize>,
+    paused: BTreeSet<usize>,
+    /// When the current split began, if one is in force.
+    split_since: Option<Duration>,
+    /// Closed splits as `[from, to)` in simulated time since start.
+    pub splits: Vec<(Duration, Duration)>,
+    /// What happened, for the failure report.
+    pub log: Vec<String>,
+    /// Expectations that did not hold, and steps that went wrong.
+    pub violations: Vec<String>,
+}
+
+impl<'a> Nemesis<'a> {
+    pub fn new(cluster: &'a mut KvCluster, ctl: NodeHandle, expect: Expect) -> Self {
+        Nemesis {
+            cluster,
+            ctl,
+            start: Clock.now(),
+            expect,
+            last: Vec::new(),
+            added: None,
+            ids: BTreeMap::new(),
+            down: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            split_since: None,
+            splits: Vec::new(),
+            log: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// Runs `steps`, each at its time.
+    pub async fn run(&mut self, steps: &[Step]) {
+        for step in steps {
+            let at = Duration::from_secs_f64(step.at);
+            Clock.sleep_until(self.start + at).await;
+            self.note(format!("{:?}", step.action));
+            self.apply(&step.action).await;
+        }
+    }
+
+    fn note(&mut self, what: String) {
+        let t = self.start.elapsed().as_secs_f64();
+        self.log.push(format!("{t:8.3}s {what}"));
+    }
+
+    fn violation(&mut self, what: String) {
+        let t = self.start.elapsed().as_secs_f64();
+        self.violations.push(format!("at {t:.3}s: {what}"));
+    }
+
+    /// Every member running now: not killed and not stopped.
+    pub fn running(&self) -> Vec<usize> {
+        let exited = self.exited();
+        (0..self.cluster.nodes.len())
+            .filter(|i| !self.down.contains(i) && !exited.contains(i))
+            .collect()
+    }
+
+    fn exited(&self) -> BTreeSet<usize> {
+        self.cluster
+            .exits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.strip_prefix('m')?.split(':').next()?.parse().ok())
+            .collect()
+    }
+
+    /// Runs `f` on the control machine, which has a network address.
+    async fn on_ctl<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> T {
+        self.ctl.spawn(f).await.expect("control task")
+    }
+
+    /// Each running member's status, by position; unresponsive ones are left out.
+    pub async fn statuses(&mut self) -> BTreeMap<usize, Status> {
+        let running = self.running();
+        let paused = self.paused.clone();
+        let statuses = self
+            .on_ctl(async move {
+                let mut out = BTreeMap::new();
+                for i in running.into_iter().filter(|i| !paused.contains(i)) {
+                    if let Some(s) = status(i).await {
+                        out.insert(i, s);
+                    }
+                }
+                out
+            })
+            .await;
+        for (&i, s) in &statuses {
+            self.ids.insert(i, s.member_id);
+        }
+        statuses
+    }
+
+    /// The leader's position, once some member reports itself leader (within 10 s).
+    async fn leader(&mut self) -> Option<usize> {
+        let deadline = Clock.now() + Duration::from_secs(10);
+        while Clock.now() < deadline {
+            let statuses = self.statuses().await;
+            if let Some((&i, _)) = statuses
+                .iter()
+                .find(|(_, s)| s.leader != 0 && s.leader == s.member_id)
+            {
+                return Some(i);
+            }
+            Clock.sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    async fn resolve(&mut self, t: &Target) -> Vec<usize> {
+        let found = match t {
+            Target::Index(i) => vec![*i],
+            Target::Role(r) => match r.as_str() {
+                "leader" => self.leader().await.into_iter().collect(),
+                "follower" => {
+                    let leader = self.leader().await;
+                    let running = self.running();
+                    running
+                        .into_iter()
+                        .find(|&i| Some(i) != leader)
+                        .into_iter()
+                        .collect()
+                }
+                "all" => (0..self.cluster.nodes.len()).collect(),
+                "last" => self.last.clone(),
+                "added" => self.added.into_iter().collect(),
+                other => {
+                    self.violation(format!("unknown target {other:?}"));
+                    Vec::new()
+                }
+            },
+        };
+        if found.is_empty() {
+            self.violation(format!("no member is {t:?}"));
+        }
+        self.last = found.clone();
+        found
+    }
+
+    async fn apply(&mut self, action: &Action) {
+        match action {
+            Action::Partition { groups } => {
+                let mut resolved = Vec::new();
+                for g in groups {
+                    let mut members = Vec::new();
+                    for t in g {
+                        members.extend(self.resolve(t).await);
+                    }
+                    resolved.push(members);
+                }
+                let named: BTreeSet<usize> = resolved.iter().flatten().copied().collect();
+                let rest: Vec<usize> = (0..self.cluster.nodes.len())
+                    .filter(|i| !named.contains(i))
+                    .collect();
+                for g in resolved.iter_mut().filter(|g| g.is_empty()) {
+                    g.clone_from(&rest);
+                }
+                self.note(format!("partition {resolved:?}"));
+                self.cluster.nodes.partition(&resolved);
+                self.split_began();
+            }
+            Action::Isolate { member } => {
+                for i in self.resolve(member).await {
+                    self.note(format!("isolate m{i}"));
+                    self.cluster.nodes.isolate(i);
+                }
+                self.split_began();
+            }
+            Action::OneWay { from, to } => {
+                let (from, to) = (self.resolve(from).await, self.resolve(to).await);
+                for &a in &from {
+                    for &b in to.iter().filter(|&&b| b != a) {
+                        self.cluster.nodes.one_way(a, b);
+                    }
+                }
+            }
+            Action::Heal => self.heal().await,
+            Action::Loss { rate } => self.cluster.nodes.loss(*rate),
+            Action::Delay { min_ms, max_ms } => self
+                .cluster
+                .nodes
+                .delay(Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms)),
+            Action::Kill { member } => {
+                for i in self.resolve(member).await {
+                    self.note(format!("kill m{i}"));
+                    self.cluster.nodes.kill(i);
+                    self.down.insert(i);
+                    self.paused.remove(&i);
+                }
+            }
+            Action::PowerLoss { member } => {
+                for i in self.resolve(member).await {
+                    self.note(format!("power loss m{i}"));
+                    self.cluster.nodes.power_loss(i);
+                    self.down.insert(i);
+                    self.paused.remove(&i);
+                }
+            }
+            Action::Restart { member } => {
+                for i in self.resolve(member).await {
+                    self.restart(i);
+                }
+            }
+            Action::Pause { member } => {
+                for i in self.resolve(member).await {
+                    self.note(format!("pause m{i}"));
+                    self.cluster.nodes.pause(i);
+                    self.paused.insert(i);
+                }
+            }
+            Action::Resume { member } => {
+                for i in self.resolve(member).await {
+                    self.cluster.nodes.resume(i);
+                    self.paused.remove(&i);
+                }
+            }
+            Action::DiskEio { member, op, count } => {
+                let op = match op.as_str() {
+                    "read" => IoOp::Read,
+                    "write" => IoOp::Write,
+                    _ => IoOp::Sync,
+                };
+                for i in self.resolve(member).await {
+                    self.cluster.nodes.disk(i).inject(Fault::Eio {
+                        op,
+                        path: WAL_DIR.into(),
+                        count: *count,
+                    });
+                }
+            }
+            Action::DiskFull { member, headroom } => {
+                for i in self.resolve(member).await {
+                    let disk = self.cluster.nodes.disk(i);
+                    let capacity = Some(disk.used_bytes() + headroom);
+                    disk.inject(Fault::NoSpace { capacity });
+                }
+            }
+            Action::SlowFsync {
+                member,
+                probability,
+                delay_ms,
+            } => {
+                for i in self.resolve(member).await {
+                    self.cluster.nodes.disk(i).inject(Fault::SlowSync {
+                        probability: *probability,
+                        delay: Duration::from_millis(*delay_ms),
+                    });
+                }
+            }
+            Action::DiskHeal { member } => {
+                for i in self.resolve(member).await {
+                    self.cluster.nodes.disk(i).heal();
+                    // A member that stopped on the fault boots again, as a supervisor
+                    // restarts etcd.
+                    if self.exited().contains(&i) {
+                        self.restart(i);
+                    }
+                }
+            }
+            Action::MoveLeader { to } => self.move_leader(to).await,
+            Action::MemberAdd {
+                learner,
+                start,
+                refused,
+            } => self.member_add(*learner, *start, refused.clone()).await,
+            Action::MemberPromote { member, refused } => {
+                for i in self.resolve(member).await {
+                    let Some(&id) = self.ids.get(&i) else {
+                        self.violation(format!("m{i} has no known member ID"));
+                        continue;
+                    };
+                    let r = self
+                        .cluster_call(move |mut c| async move {
+                            c.member_promote(MemberPromoteRequest { id })
+                                .await
+                                .map(|_| ())
+                        })
+                        .await;
+                    self.answered("member promote", r, refused.as_deref());
+                }
+            }
+            Action::MemberRemove { member } => {
+                for i in self.resolve(member).await {
+                    let Some(&id) = self.ids.get(&i) else {
+                        self.violation(format!("m{i} has no known member ID"));
+                        continue;
+                    };
+                    let r = self
+                        .cluster_call(move |mut c| async move {
+                            c.member_remove(MemberRemoveRequest { id })
+                                .await
+                                .map(|_| ())
+                        })
+                        .await;
+                    self.answered("member remove", r, None);
+                }
+            }
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.note(format!("restart m{i}"));
+        let stopped: Vec<String> = {
+            let mut exits = self.cluster.exits.lock().unwrap();
+            let (mine, others) = exits
+                .drain(..)
+                .partition(|e| e.starts_with(&format!("m{i}:")));
+            *exits = others;
+            mine
+        };
+        for e in stopped {
+            self.note(format!("had stopped: {e}"));
+        }
+        self.cluster.nodes.restart(i);
+        self.down.remove(&i);
+        self.paused.remove(&i);
+    }
+
+    fn split_began(&mut self) {
+        if self.split_since.is_none() {
+            self.split_since = Some(self.start.elapsed());
+        }
+    }
+
+    /// Restores the network, checking the expectations about a split around it.
+    async fn heal(&mut self) {
+        let before = if self.split_since.is_some() {
+            self.statuses().await
+        } else {
+            BTreeMap::new()
+        };
+        if self.expect.no_leader_during_split {
+            for (i, s) in &before {
+                if s.leader == s.member_id {
+                    self.violation(format!("m{i} still leads (term {}) in a split", s.term));
+                }
+            }
+        }
+        self.cluster.nodes.heal_all();
+        if let Some(since) = self.split_since.take() {
+            self.splits.push((since, self.start.elapsed()));
+        } else {
+            return;
+        }
+        let term_before = before.values().map(|s| s.term).max().unwrap_or(0);
+        if let Some(within) = self.expect.leader_within_s_after_heal {
+            let within = Duration::from_secs_f64(within);
+            if let Err(seen) = self.agreed_leader(within).await {
+                self.violation(format!(
+                    "no agreed leader within {within:?} after the heal: {seen}"
+                ));
+            }
+        }
+        if self.expect.term_unchanged_after_heal {
+            Clock.sleep(Duration::from_secs(2)).await;
+            let after = self.statuses().await;
+            let term_after = after.values().map(|s| s.term).max().unwrap_or(0);
+            if term_after != term_before {
+                self.violation(format!(
+                    "term went from {term_before} to {term_after} across the heal"
+                ));
+            }
+        }
+    }
+
+    /// Waits until every running member reports the same leader; on timeout, the last
+    /// statuses seen.
+    async fn agreed_leader(&mut self, within: Duration) -> Result<(), String> {
+        let deadline = Clock.now() + within;
+        let mut seen = BTreeMap::new();
+        while Clock.now() < deadline {
+            seen = self.statuses().await;
+            let leaders: BTreeSet<u64> = seen.values().map(|s| s.leader).collect();
+            if seen.len() == self.running().len() && leaders.len() == 1 && !leaders.contains(&0) {
+                let took = within - deadline.saturating_duration_since(Clock.now());
+                self.note(format!("one leader after {took:?}"));
+                return Ok(());
+            }
+            Clock.sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("{seen:?}"))
+    }
+
+    /// The liveness phase begins: every fault is undone and every member runs again.
+    pub async fn heal_everything(&mut self) {
+        self.note("heal everything".into());
+        for i in 0..self.cluster.nodes.len() {
+            self.cluster.nodes.disk(i).heal();
+            if self.paused.remove(&i) {
+                self.cluster.nodes.resume(i);
+            }
+        }
+        let stopped: Vec<usize> = self.down.iter().copied().chain(self.exited()).collect();
+        for i in stopped {
+            self.restart(i);
+        }
+        self.heal().await;
+    }
+
+    async fn move_leader(&mut self, to: &Target) {
+        let Some(leader) = self.leader().await else {
+            return self.violation("move-leader: no leader".into());
+        };
+        for i in self.resolve(to).await {
+            self.statuses().await;
+            let Some(&target_id) = self.ids.get(&i) else {
+                self.violation(format!("m{i} has no known member ID"));
+                continue;
+            };
+            let r = self
+                .on_ctl(async move {
+                    let mut m = MaintenanceClient::connect(client_url(leader))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    m.move_leader(MoveLeaderRequest { target_id })
+                        .await
+                        .map(|_| ())
+                        .map_err(|s| s.message().to_string())
+                })
+                .await;
+            self.answered("move leader", r, None);
+        }
+    }
+
+    async fn member_add(&mut self, learner: bool, start: bool, refused: Option<String>) {
+        let position = self.cluster.nodes.len();
+        let url = peer_url(position);
+        let r = self
+            .cluster_call(move |mut c| async move {
+                let req = MemberAddRequest {
+                    peer_ur_ls: vec![url],
+                    is_learner: learner,
+                };
+                c.member_add(req)
+                    .await
+                    .map(|r| r.into_inner().member.map(|m| m.id))
+            })
+            .await;
+        let id = match &r {
+            Ok(Some(id)) => Some(*id),
+            _ => None,
+        };
+        let answered = self.answered("member add", r.map(|_| ()), refused.as_deref());
+        if let (true, Some(id)) = (answered, id) {
+            self.ids.insert(position, id);
+            self.added = Some(position);
+            if start {
+                let i = self.cluster.join();
+                self.note(format!("m{i} joins as {id:x}"));
+            }
+        }
+    }
+
+    /// Calls the Cluster service on a running member, the leader if there is one.
+    async fn cluster_call<F, Fut, T>(&mut self, call: F) -> Result<T, String>
+    where
+        F: FnOnce(ClusterClient<tonic::transport::Channel>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, tonic::Status>> + Send,
+        T: Send + 'static,
+    {
+        let member = match self.leader().await {
+            Some(l) => l,
+            None => *self.running().first().ok_or("no member runs")?,
+        };
+        self.on_ctl(async move {
+            let c = ClusterClient::connect(client_url(member))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::timeout(Duration::from_secs(10), call(c))
+                .await
+                .map_err(|_| "timeout".to_string())?
+                .map_err(|s| s.message().to_string())
+        })
+        .await
+    }
+
+    /// Checks a call's answer against the refusal the step expects; true when it succeeded.
+    fn answered(&mut self, what: &str, r: Result<(), String>, refused: Option<&str>) -> bool {
+        self.note(format!("{what}: {r:?}"));
+        match (r, refused) {
+            (Ok(()), None) => true,
+            (Ok(()), Some(want)) => {
+                self.violation(format!("{what} succeeded; expected refusal {want:?}"));
+                true
+            }
+            (Err(e), Some(want)) if e.contains(want) => false,
+            (Err(e), want) => {
+                self.violation(format!("{what} failed with {e:?} (expected {want:?})"));
+                false
+            }
+        }
+    }
+}
+
+/// Member `i`'s status, or `None` when it does not answer in time.
+pub async fn status(i: usize) -> Option<Status> {
+    let call = async {
+        let mut m = MaintenanceClient::connect(client_url(i)).await.ok()?;
+        let s = m.status(StatusRequest {}).await.ok()?.into_inner();
+        Some(Status {
+            member_id: s.header?.member_id,
+            leader: s.leader,
+            term: s.raft_term,
+        })
+    };
+    tokio::time::timeout(STATUS_TIMEOUT, call)
+        .await
+        .ok()
+        .flatten()
+}

@@ -1,0 +1,274 @@
+//! Scenario files (`scenarios/*.toml`): the cluster, the workload, the nemesis schedule and
+//! what must hold, as data. One scenario and one seed decide a whole run.
+
+use serde::Deserialize;
+
+/// One scenario file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// The file stem, filled in by [`Scenario::load`].
+    #[serde(skip)]
+    pub name: String,
+    /// Waits on a feature not merged yet: the suite skips it and says so.
+    #[serde(default)]
+    pub pending: bool,
+    /// Voting members at start.
+    pub members: usize,
+    /// Simulated seconds of workload and faults (the safety phase).
+    pub duration_s: f64,
+    /// Seeds the regression suite runs on every test run.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+    /// Seeds that once failed, each with what it found; run beside `seeds`.
+    #[serde(default)]
+    pub regression: Vec<Regression>,
+    pub workload: Workload,
+    /// The explicit nemesis schedule.
+    #[serde(default, rename = "step")]
+    pub steps: Vec<Step>,
+    /// Faults drawn from the seed, one at a time, during the safety phase.
+    #[serde(default)]
+    pub random: Option<RandomFaults>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Regression {
+    pub seed: u64,
+    pub found: String,
+}
+
+/// Client processes and the relative weight of each operation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    pub clients: u64,
+    /// Keys of the checked key space (`k0`..): few, so operations contend.
+    pub keys: usize,
+    #[serde(default)]
+    pub get: u32,
+    #[serde(default)]
+    pub put: u32,
+    #[serde(default)]
+    pub delete: u32,
+    #[serde(default)]
+    pub cas: u32,
+    /// Compare-and-put with a get in both branches, checked as a cas and a get.
+    #[serde(default)]
+    pub txn: u32,
+    /// Grant a lease, attach a key (outside the checked key space), keep alive or revoke.
+    #[serde(default)]
+    pub lease: u32,
+    /// Simulated milliseconds a client waits between operations.
+    #[serde(default)]
+    pub think_ms: u64,
+}
+
+/// A nemesis step at a simulated time. (Unknown fields are refused by [`Action`]: serde
+/// cannot refuse them on a struct with a flattened field.)
+#[derive(Clone, Debug, Deserialize)]
+pub struct Step {
+    /// Seconds after start.
+    pub at: f64,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// A member a step acts on: an index (0-based), or a role resolved when the step runs.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Target {
+    Index(usize),
+    /// `leader`, `follower` (the lowest-numbered non-leader), `all`, `last` (whatever the
+    /// previous step acted on), `added` (the member the last member-add created).
+    Role(String),
+}
+
+/// What a step does.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Action {
+    /// Cuts every link between members of different groups; an empty group takes every
+    /// member named in no other. Clients still reach every member.
+    Partition {
+        groups: Vec<Vec<Target>>,
+    },
+    /// Cuts one member off every other member.
+    Isolate {
+        member: Target,
+    },
+    /// Drops everything `from` sends to `to`; the other direction still works.
+    OneWay {
+        from: Target,
+        to: Target,
+    },
+    /// Restores every link, no loss, default latency.
+    Heal,
+    /// Drops each packet with this probability.
+    Loss {
+        rate: f64,
+    },
+    /// Delivers each packet after a latency drawn from `[min_ms, max_ms)`.
+    Delay {
+        min_ms: u64,
+        max_ms: u64,
+    },
+    /// The process dies; what it wrote stays in the page cache and survives.
+    Kill {
+        member: Target,
+    },
+    /// Power loss: the process dies and the disk loses (or tears) what was not synced.
+    PowerLoss {
+        member: Target,
+    },
+    /// Boots a killed or powered-off member from its disk.
+    Restart {
+        member: Target,
+    },
+    /// Stops scheduling the member's tasks; its clock keeps running.
+    Pause {
+        member: Target,
+    },
+    Resume {
+        member: Target,
+    },
+    /// The next `count` WAL operations of kind `op` (`read`, `write`, `sync`) fail with EIO.
+    DiskEio {
+        member: Target,
+        op: String,
+        count: u32,
+    },
+    /// The disk fills: writes past `headroom` more bytes fail with ENOSPC.
+    DiskFull {
+        member: Target,
+        headroom: u64,
+    },
+    /// Each fsync stalls the member for `delay_ms` with this probability.
+    SlowFsync {
+        member: Target,
+        probability: f64,
+        delay_ms: u64,
+    },
+    /// Removes injected disk faults.
+    DiskHeal {
+        member: Target,
+    },
+    /// Maintenance MoveLeader, asked of the current leader.
+    MoveLeader {
+        to: Target,
+    },
+    /// Cluster MemberAdd. `start`: whether a member then boots at the new peer URL; without
+    /// it the URL is dead, the misconfigured member of etcd's outages.
+    MemberAdd {
+        #[serde(default)]
+        learner: bool,
+        #[serde(default = "yes")]
+        start: bool,
+        /// The error etcd answers with, when the add must be refused.
+        #[serde(default)]
+        refused: Option<String>,
+    },
+    /// Cluster MemberPromote of a learner; `refused` as for member-add.
+    MemberPromote {
+        member: Target,
+        #[serde(default)]
+        refused: Option<String>,
+    },
+    /// Cluster MemberRemove.
+    MemberRemove {
+        member: Target,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Faults drawn from the seed: after a gap in `every`, one fault from `faults` holds for a
+/// time in `hold`, then is undone.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomFaults {
+    pub every: [f64; 2],
+    pub hold: [f64; 2],
+    /// Any of: partition, isolate, one-way, loss, delay, kill, power-loss, pause,
+    /// disk-eio, slow-fsync.
+    pub faults: Vec<String>,
+}
+
+/// What must hold besides linearizability and convergence, which every run checks.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// From one second after a partition step until the next heal, no write and no
+    /// linearizable read completes: no side of the split has a quorum.
+    #[serde(default)]
+    pub no_commit_during_split: bool,
+    /// Just before the heal, no member considers itself leader (CheckQuorum stepped it down).
+    #[serde(default)]
+    pub no_leader_during_split: bool,
+    /// After every heal, all running members agree on one leader within this many seconds.
+    #[serde(default)]
+    pub leader_within_s_after_heal: Option<f64>,
+    /// The term does not change across a heal (PreVote: a rejoining member disrupts no one).
+    #[serde(default)]
+    pub term_unchanged_after_heal: bool,
+    /// Members may stop on disk errors (etcd exits on a failed WAL write); otherwise a
+    /// member that stops fails the run.
+    #[serde(default)]
+    pub members_may_exit: bool,
+    /// At least this many operations complete `ok`: the cluster made progress.
+    #[serde(default)]
+    pub min_ok: u64,
+}
+
+impl Scenario {
+    /// Parses and checks the text of scenario `name`.
+    pub fn parse(name: &str, text: &str) -> Result<Scenario, String> {
+        let mut s: Scenario = toml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
+        s.name = name.to_string();
+        s.validate().map_err(|e| format!("{name}: {e}"))?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.members == 0 || self.members > 9 {
+            return Err(format!("members({}) out of [1, 9]", self.members));
+        }
+        let w = &self.workload;
+        if w.get + w.put + w.delete + w.cas + w.txn + w.lease == 0 {
+            return Err("the workload has no operations".into());
+        }
+        if w.keys == 0 {
+            return Err("the workload has no keys".into());
+        }
+        if let Some(r) = &self.random {
+            if r.every[0] > r.every[1] || r.hold[0] > r.hold[1] || r.faults.is_empty() {
+                return Err("random: empty ranges or no faults".into());
+            }
+            for f in &r.faults {
+                if !crate::nemesis::RANDOM_FAULTS.contains(&f.as_str()) {
+                    return Err(format!("random: unknown fault {f:?}"));
+                }
+            }
+        }
+        let mut last = 0.0;
+        for s in &self.steps {
+            if s.at < last {
+                return Err(format!("step at {} comes before one at {last}", s.at));
+            }
+            last = s.at;
+        }
+        Ok(())
+    }
+
+    /// Every seed the regression suite runs: the pinned ones and the regressions.
+    pub fn pinned_seeds(&self) -> Vec<u64> {
+        let mut seeds = self.seeds.clone();
+        seeds.extend(self.regression.iter().map(|r| r.seed));
+        seeds
+    }
+}

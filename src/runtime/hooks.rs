@@ -1,0 +1,101 @@
+//! Simulation hooks the rest of detcd calls unconditionally: the run's trace hash and
+//! planted bugs. Under `cfg(madsim)` they are live; in the real build they do nothing, so
+//! the code above the runtime is the same in both builds.
+//!
+//! The trace is per thread: madsim runs a whole simulation on the thread that calls
+//! `block_on`, so parallel tests in one process keep separate traces.
+
+/// A deliberately broken behaviour, switched on in a simulation to prove that the checks
+/// catch it. `DETCD_PLANT_BUG` names them, comma-separated; members read it once at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// Linearizable reads are answered from local state without a ReadIndex round.
+    StaleRead,
+    /// WAL fsyncs report success without making anything durable, so members acknowledge
+    /// appends that a power loss takes back.
+    AckBeforeFsync,
+}
+
+impl Bug {
+    /// The name `DETCD_PLANT_BUG` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::StaleRead => "stale-read",
+            Bug::AckBeforeFsync => "ack-before-fsync",
+        }
+    }
+}
+
+/// The environment variable naming planted bugs.
+pub const PLANT_BUG_ENV: &str = "DETCD_PLANT_BUG";
+
+#[cfg(madsim)]
+mod imp {
+    use std::cell::Cell;
+
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+    thread_local! {
+        static TRACE: Cell<u64> = const { Cell::new(FNV_OFFSET) };
+    }
+
+    pub fn reset() {
+        TRACE.with(|t| t.set(FNV_OFFSET));
+    }
+
+    pub fn record(tag: u8, words: &[u64]) {
+        TRACE.with(|t| {
+            let mut h = t.get();
+            for b in std::iter::once(tag).chain(words.iter().flat_map(|w| w.to_le_bytes())) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(FNV_PRIME);
+            }
+            t.set(h);
+        });
+    }
+
+    pub fn value() -> u64 {
+        TRACE.with(Cell::get)
+    }
+
+    pub fn planted(bug: super::Bug) -> bool {
+        std::env::var(super::PLANT_BUG_ENV)
+            .is_ok_and(|v| v.split(',').any(|name| name.trim() == bug.name()))
+    }
+}
+
+#[cfg(not(madsim))]
+mod imp {
+    pub fn reset() {}
+
+    pub fn record(_tag: u8, _words: &[u64]) {}
+
+    pub fn value() -> u64 {
+        0
+    }
+
+    pub fn planted(_bug: super::Bug) -> bool {
+        false
+    }
+}
+
+/// Starts a new trace (a simulation run calls it first).
+pub fn trace_reset() {
+    imp::reset()
+}
+
+/// Folds one event, a tag and its fields, into the trace.
+pub fn trace(tag: u8, words: &[u64]) {
+    imp::record(tag, words)
+}
+
+/// The trace so far; 0 outside the simulation.
+pub fn trace_value() -> u64 {
+    imp::value()
+}
+
+/// Whether `bug` is planted; always false outside the simulation.
+pub fn planted(bug: Bug) -> bool {
+    imp::planted(bug)
+}
