@@ -98,6 +98,7 @@ impl Nodes {
         self.nodes.is_empty()
     }
 
+    /// The disk of member `i`, to look at what it holds.
     pub fn disk(&self, i: usize) -> &SimDisk {
         &self.disks[i]
     }
@@ -180,11 +181,6 @@ impl Nodes {
     pub fn restart(&self, i: usize) {
         Handle::current().kill(self.nodes[i].id());
         Handle::current().restart(self.nodes[i].id());
-    }
-
-    /// The disk of member `i`, to look at what it holds.
-    pub fn disk(&self, i: usize) -> &SimDisk {
-        &self.disks[i]
     }
 
     /// Power failure of member `i`, then restart from its disk.

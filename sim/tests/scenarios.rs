@@ -80,6 +80,10 @@ scenarios! {
     pause_leases => "pause-leases",
     slow_fsync => "slow-fsync",
     random_faults => "random-faults",
+    leader_transfer => "leader-transfer",
+    learner_add => "learner-add",
+    member_misconfigured => "member-misconfigured",
+    split_2_1_while_adding => "split-2-1-while-adding",
 }
 
 /// Runs `detcd-sim --scenario scenarios/rolling-restart.toml --seed N` and returns its one line. A

@@ -108,8 +108,9 @@ async fn scenario(seed: u64) -> Vec<u64> {
         .name("checker")
         .ip("10.0.2.1".parse().unwrap())
         .build();
+    let members: Vec<usize> = (0..MEMBERS).collect();
     let hashes = checker
-        .spawn(converged_hashes(MEMBERS, Duration::from_secs(30)))
+        .spawn(async move { converged_hashes(&members, Duration::from_secs(30)).await })
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
