@@ -41,6 +41,34 @@ use crate::runtime::{self, Bug, Clock, Disk};
 use crate::snap::{SnapshotFile, Snapshotter};
 use crate::wal::{Metadata, SnapshotMark, Wal, WalOptions};
 
+/// Ticks (heartbeat intervals) before an unanswered ReadIndex request is sent again:
+/// etcd retries after 500 ms.
+const READ_INDEX_RETRY_TICKS: u32 = 5;
+
+/// A ReadIndex request's context, unique in the cluster (the leader keeps one pending
+/// read per context and drops a second with the same bytes): this member's ID, then its
+/// counter.
+fn read_ctx(member: u64, n: u64) -> Vec<u8> {
+    let mut ctx = member.to_le_bytes().to_vec();
+    ctx.extend_from_slice(&n.to_le_bytes());
+    ctx
+}
+
+/// The counter of a context [`read_ctx`] made for `member`.
+fn own_read_ctx(member: u64, ctx: &[u8]) -> Option<u64> {
+    let (id, n) = ctx.split_at_checked(8)?;
+    if id != member.to_le_bytes() {
+        return None;
+    }
+    Some(u64::from_le_bytes(n.try_into().ok()?))
+}
+
+/// Reads sharing one ReadIndex request, and the ticks since it was last sent.
+struct RequestedRead {
+    waiters: Vec<ReadWaiter>,
+    ticks: u32,
+}
+
 /// Proposals waiting to be applied; past this, new ones are refused.
 pub const MAX_PENDING_PROPOSALS: usize = 16 * 1024;
 /// Proposals queued between callers and the loop.
@@ -328,7 +356,7 @@ struct Member<S> {
     /// Reads that arrived since the last ReadIndex request.
     pending_reads: Vec<ReadWaiter>,
     /// Reads whose ReadIndex request is out, by request context.
-    requested_reads: BTreeMap<u64, Vec<ReadWaiter>>,
+    requested_reads: BTreeMap<u64, RequestedRead>,
     /// Reads with a known read index, waiting for it to be applied.
     confirmed_reads: Vec<(u64, Vec<ReadWaiter>)>,
     next_read_ctx: u64,
@@ -477,7 +505,8 @@ impl<S: StateMachine> Member<S> {
                     // Callers that gave up no longer need their waiter.
                     self.waiters.retain(|_, w| !w.is_closed());
                     self.requested_reads
-                        .retain(|_, ws| ws.iter().any(|w| !w.is_closed()));
+                        .retain(|_, r| r.waiters.iter().any(|w| !w.is_closed()));
+                    self.retry_read_index();
                 }
                 Some(m) = inbound.recv() => {
                     self.step(m);
@@ -569,14 +598,29 @@ impl<S: StateMachine> Member<S> {
         let waiters = std::mem::take(&mut self.pending_reads);
         self.next_read_ctx += 1;
         let ctx = self.next_read_ctx;
-        match self.node.read_index(ctx.to_le_bytes().to_vec()) {
+        match self.node.read_index(read_ctx(self.node.raft.id, ctx)) {
             Ok(()) => {
-                self.requested_reads.insert(ctx, waiters);
+                let read = RequestedRead { waiters, ticks: 0 };
+                self.requested_reads.insert(ctx, read);
             }
             Err(_) => {
                 for w in waiters {
                     let _ = w.send(Err(ProposeError::NoLeader));
                 }
+            }
+        }
+    }
+
+    /// Sends again the ReadIndex requests unanswered for [`READ_INDEX_RETRY_TICKS`], as
+    /// etcd does: a leader drops them while it has not committed in its term, and a
+    /// message may be lost with its stream.
+    fn retry_read_index(&mut self) {
+        let me = self.node.raft.id;
+        for (&ctx, read) in self.requested_reads.iter_mut() {
+            read.ticks += 1;
+            if read.ticks >= READ_INDEX_RETRY_TICKS {
+                read.ticks = 0;
+                let _ = self.node.read_index(read_ctx(me, ctx));
             }
         }
     }
@@ -620,9 +664,9 @@ impl<S: StateMachine> Member<S> {
             self.maybe_snapshot()?;
         }
         for rs in &rd.read_states {
-            let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_le_bytes);
-            if let Some(waiters) = ctx.ok().and_then(|c| self.requested_reads.remove(&c)) {
-                self.confirmed_reads.push((rs.index, waiters));
+            let ctx = own_read_ctx(self.node.raft.id, &rs.request_ctx);
+            if let Some(read) = ctx.and_then(|c| self.requested_reads.remove(&c)) {
+                self.confirmed_reads.push((rs.index, read.waiters));
             }
         }
         self.release_reads();
