@@ -490,8 +490,24 @@ async fn lease_calls_at_a_follower_match_etcd() {
         &["lease", "keep-alive", "--once", "5eed"],
         &["lease", "timetolive", "5eed"],
         &["lease", "list"],
+        &["lease", "revoke", "LEASE"],
+        &["lease", "timetolive", "LEASE"],
+        &["lease", "revoke", "LEASE"],
         &["endpoint", "status", "-w", "json"],
     ];
     let mismatches = compare(script, &sides[0], &sides[1]);
     assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n\n"));
+    // `endpoint health` prints how long the check took, in whatever unit fits.
+    for side in &sides {
+        let out = etcdctl(&side.endpoint, &["endpoint", "health"], None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {text}", side.endpoint);
+        assert!(
+            text.starts_with(&format!(
+                "{} is healthy: successfully committed proposal: took = ",
+                side.endpoint
+            )),
+            "{text}"
+        );
+    }
 }

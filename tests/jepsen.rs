@@ -3,6 +3,8 @@
 //! same runner with a planted bug (serializable reads from random members, `--stale-reads`)
 //! must be found not linearizable, which shows the runner can fail at all.
 
+#![cfg(not(madsim))]
+
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
