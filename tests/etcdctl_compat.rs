@@ -497,10 +497,11 @@ async fn lease_calls_at_a_follower_match_etcd() {
     ];
     let mismatches = compare(script, &sides[0], &sides[1]);
     assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n\n"));
-    // `endpoint health` prints how long the check took, in whatever unit fits.
+    // `endpoint health` prints (to stderr, in etcdctl 3.4) how long the check took, in
+    // whatever unit fits.
     for side in &sides {
         let out = etcdctl(&side.endpoint, &["endpoint", "health"], None);
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{}: {text}", side.endpoint);
         assert!(
             text.starts_with(&format!(
