@@ -10,7 +10,6 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::maint::with_flags;
 use common::Member;
 
 fn on_path(program: &str) -> bool {
@@ -384,11 +383,12 @@ fn alarm_defrag_and_snapshot_output_matches_etcd() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = Member::new("etcd", dir.path());
     let detcd = Member::new("detcd", dir.path());
-    let quota = |program: &str, bytes: &str| {
-        with_flags(dir.path(), program, &["--quota-backend-bytes", bytes])
-    };
-    let _etcd = etcd.spawn(&quota("etcd", "53248"), None);
-    let _detcd = detcd.spawn(&quota(env!("CARGO_BIN_EXE_detcd"), "1200000"), None);
+    let _etcd = etcd.spawn_with("etcd", None, &["--quota-backend-bytes", "53248"]);
+    let _detcd = detcd.spawn_with(
+        env!("CARGO_BIN_EXE_detcd"),
+        None,
+        &["--quota-backend-bytes", "1200000"],
+    );
     // host:port without a scheme: for calls on one endpoint (status, defrag) etcdctl 3.4
     // sends the whole URL as :authority, which Rust's h2 refuses (hyperium/h2#525).
     let side = |m: &Member| Side {

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{connect, poll, Cluster};
-use common::maint::{terminate, with_flags};
+use common::maint::terminate;
 use common::{grpc_message as message, ready_client, Member};
 use etcd_client::{
     AlarmAction, AlarmOptions, AlarmType, Client, Compare, CompareOp, DeleteOptions, Txn, TxnOp,
@@ -57,12 +57,9 @@ async fn nospace_alarm_caps_writes_until_disarmed() {
     let dir = tempfile::tempdir().unwrap();
     let node = Member::new("default", dir.path());
     let quota = QUOTA.to_string();
-    let detcd = with_flags(
-        dir.path(),
-        env!("CARGO_BIN_EXE_detcd"),
-        &["--quota-backend-bytes", &quota],
-    );
-    let process = node.spawn(&detcd, None);
+    let flags = ["--quota-backend-bytes", &quota];
+    let detcd = env!("CARGO_BIN_EXE_detcd");
+    let process = node.spawn_with(detcd, None, &flags);
     let mut c = ready_client(node.client_port).await;
     let me = c.status().await.unwrap().header().unwrap().member_id();
     assert!(alarms(&mut c).await.is_empty());
@@ -114,7 +111,7 @@ async fn nospace_alarm_caps_writes_until_disarmed() {
         NOSPACE
     );
     drop(process);
-    let _process = node.spawn(&detcd, None);
+    let _process = node.spawn_with(detcd, None, &flags);
     let mut c = status_client(node.client_port).await;
     assert_eq!(alarms(&mut c).await, [(me, AlarmType::Nospace)]);
     assert_eq!(

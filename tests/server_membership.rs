@@ -117,7 +117,7 @@ async fn learner_joins_catches_up_and_is_promoted() {
     );
 
     let with_d = format!("{},d={}", cluster.initial_cluster, d.peer_url());
-    let _d = start_joining(&d, &with_d, dir.path());
+    let _d = start_joining(&d, &with_d);
     poll("the learner to serve the keys", DEADLINE, || async {
         let mut dc = connect(d.client_port).await?;
         let opts = GetOptions::new().with_serializable();

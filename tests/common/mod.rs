@@ -62,6 +62,19 @@ impl Member {
     /// Starts `program` with etcd's flags for this member; `initial_cluster` defaults to
     /// this member alone.
     pub fn spawn(&self, program: &str, initial_cluster: Option<&str>) -> Process {
+        self.spawn_with(program, initial_cluster, &[])
+    }
+
+    /// [`Member::spawn`] with `extra` flags after the member's own. Flags are passed as
+    /// arguments, never through a wrapper script: a script written while another test
+    /// thread forks can be held open for writing by that child, and exec then fails with
+    /// "Text file busy".
+    pub fn spawn_with(
+        &self,
+        program: &str,
+        initial_cluster: Option<&str>,
+        extra: &[&str],
+    ) -> Process {
         let own = format!("{}={}", self.name, self.peer_url());
         let child = Command::new(program)
             .args(["--name", &self.name])
@@ -72,6 +85,7 @@ impl Member {
             .args(["--initial-advertise-peer-urls", &self.peer_url()])
             .args(["--initial-cluster", initial_cluster.unwrap_or(&own)])
             .args(["--initial-cluster-token", "detcd-test"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
