@@ -297,6 +297,18 @@ impl<'a> Nemesis<'a> {
         found
     }
 
+    /// The member IDs of the members `t` names; one whose ID is unknown is a violation.
+    async fn resolve_ids(&mut self, t: &Target) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for i in self.resolve(t).await {
+            match self.ids.get(&i) {
+                Some(&id) => ids.push(id),
+                None => self.violation(format!("m{i} has no known member ID")),
+            }
+        }
+        ids
+    }
+
     async fn apply(&mut self, action: &Action) {
         match action {
             Action::Partition { groups } => {
@@ -424,11 +436,7 @@ impl<'a> Nemesis<'a> {
                 refused,
             } => self.member_add(*learner, *start, refused.clone()).await,
             Action::MemberPromote { member, refused } => {
-                for i in self.resolve(member).await {
-                    let Some(&id) = self.ids.get(&i) else {
-                        self.violation(format!("m{i} has no known member ID"));
-                        continue;
-                    };
+                for id in self.resolve_ids(member).await {
                     let r = self
                         .cluster_call(move |mut c| async move {
                             c.member_promote(MemberPromoteRequest { id })
@@ -440,11 +448,7 @@ impl<'a> Nemesis<'a> {
                 }
             }
             Action::MemberRemove { member } => {
-                for i in self.resolve(member).await {
-                    let Some(&id) = self.ids.get(&i) else {
-                        self.violation(format!("m{i} has no known member ID"));
-                        continue;
-                    };
+                for id in self.resolve_ids(member).await {
                     let r = self
                         .cluster_call(move |mut c| async move {
                             c.member_remove(MemberRemoveRequest { id })
@@ -561,12 +565,8 @@ impl<'a> Nemesis<'a> {
         let Some(leader) = self.leader().await else {
             return self.violation("move-leader: no leader".into());
         };
-        for i in self.resolve(to).await {
-            self.statuses().await;
-            let Some(&target_id) = self.ids.get(&i) else {
-                self.violation(format!("m{i} has no known member ID"));
-                continue;
-            };
+        self.statuses().await;
+        for target_id in self.resolve_ids(to).await {
             let r = self
                 .on_ctl(async move {
                     let mut m = MaintenanceClient::connect(client_url(leader))

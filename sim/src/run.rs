@@ -11,7 +11,7 @@ use detcd::check::history::{from_events, Event};
 use detcd::check::{self, Budget, Model, Options, Verdict};
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::RangeRequest;
-use detcd::runtime::{trace, trace_reset, trace_value, Clock};
+use detcd::runtime::{reached, trace, trace_reset, trace_value, Clock, Milestone};
 use madsim::runtime::{Handle, Runtime};
 use madsim::Config;
 
@@ -87,7 +87,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> Outcome {
 async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     trace_reset();
     let begin = Clock.now();
-    let mut cluster = KvCluster::start(scenario.members, seed);
+    let flags: Vec<&str> = scenario.flags.iter().map(String::as_str).collect();
+    let mut cluster = KvCluster::start_with_flags(scenario.members, seed, &flags);
     let history = Recorder::default();
     let duration = Duration::from_secs_f64(scenario.duration_s);
     let mut clients = Vec::new();
@@ -218,6 +219,17 @@ fn check_expectations(
             scenario.expect.min_ok
         ));
     }
+    if scenario.expect.snapshot_installed && reached(Milestone::SnapshotInstalled) == 0 {
+        failures.push("no member installed a snapshot from the leader".into());
+    }
+    if let Some(max) = scenario.expect.write_latency_max_s {
+        let (slowest, at) = slowest_write(events);
+        if slowest.as_secs_f64() > max {
+            failures.push(format!(
+                "a write took {slowest:?}, completing at {at:.3}s (expected at most {max}s)"
+            ));
+        }
+    }
     if scenario.expect.no_commit_during_split {
         for &(from, to) in splits {
             let window = (from + SPLIT_GRACE).as_nanos() as u64..to.as_nanos() as u64;
@@ -235,6 +247,29 @@ fn check_expectations(
         }
     }
     failures
+}
+
+/// The longest time from invocation to `ok` of a put, delete or cas, and when it completed
+/// (seconds). A process has one operation outstanding, so its last invocation is the one
+/// that completed.
+fn slowest_write(events: &[Event]) -> (Duration, f64) {
+    let mut invoked = std::collections::BTreeMap::new();
+    let mut slowest = (Duration::ZERO, 0.0);
+    for e in events {
+        match e.kind.as_str() {
+            "invoke" => {
+                invoked.insert(e.process, e.time);
+            }
+            "ok" if matches!(e.f.as_str(), "put" | "delete" | "cas") => {
+                let took = Duration::from_nanos(e.time - invoked[&e.process]);
+                if took > slowest.0 {
+                    slowest = (took, e.time as f64 / 1e9);
+                }
+            }
+            _ => {}
+        }
+    }
+    slowest
 }
 
 /// Every leased key is gone once the leases ran out: nobody keeps them alive any more.

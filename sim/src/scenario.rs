@@ -15,6 +15,10 @@ pub struct Scenario {
     pub pending: bool,
     /// Voting members at start.
     pub members: usize,
+    /// Server flags every member gets beyond the cluster flags, e.g. a small
+    /// `--snapshot-count` so that the log is compacted within the run.
+    #[serde(default)]
+    pub flags: Vec<String>,
     /// Simulated seconds of workload and faults (the safety phase).
     pub duration_s: f64,
     /// Seeds the regression suite runs on every test run.
@@ -223,6 +227,14 @@ pub struct Expect {
     /// At least this many operations complete `ok`: the cluster made progress.
     #[serde(default)]
     pub min_ok: u64,
+    /// Some member installed a snapshot from the leader: it caught up past the leader's
+    /// compacted log.
+    #[serde(default)]
+    pub snapshot_installed: bool,
+    /// Every write (put, delete, cas) that completed `ok` did so within this many
+    /// seconds of its invocation: the voters' commit latency was not disturbed.
+    #[serde(default)]
+    pub write_latency_max_s: Option<f64>,
 }
 
 impl Scenario {

@@ -243,18 +243,7 @@ impl Client {
                 ("delete", None, None, delete(kv, &key).await)
             }
             OpKind::Cas => {
-                let v = self.next_value();
-                let expect = self.seen[k].clone();
-                let p = self.process;
-                let e = self.event(
-                    p,
-                    "invoke",
-                    "cas",
-                    &key,
-                    Some(v.clone()),
-                    Some(expect.clone()),
-                );
-                self.history.record(e);
+                let (v, expect) = self.invoke_cas(k, &key);
                 let outcome = match cas(kv, &key, &expect, &v, false).await {
                     Ok((true, _, revision)) => Outcome::Ok(Some(v.clone()), revision),
                     Ok((false, _, _)) => Outcome::Fail,
@@ -285,6 +274,23 @@ impl Client {
         }
     }
 
+    /// Records the invocation of a cas of key `k` from the value last seen to a new one,
+    /// and returns both.
+    fn invoke_cas(&mut self, k: usize, key: &str) -> (String, Option<String>) {
+        let v = self.next_value();
+        let expect = self.seen[k].clone();
+        let e = self.event(
+            self.process,
+            "invoke",
+            "cas",
+            key,
+            Some(v.clone()),
+            Some(expect.clone()),
+        );
+        self.history.record(e);
+        (v, expect)
+    }
+
     /// After an unknown outcome: a new process number, on the next member.
     fn unknown_outcome(&mut self) {
         self.process += 1;
@@ -295,18 +301,8 @@ impl Client {
     /// reading the key back on success, reading it on failure. Recorded as a cas and a get
     /// by two processes over the same interval, so both results are checked.
     async fn txn(&mut self, kv: KvClient<Channel>, k: usize, key: String) {
-        let v = self.next_value();
-        let expect = self.seen[k].clone();
+        let (v, expect) = self.invoke_cas(k, &key);
         let (p, reader) = (self.process, self.process | TXN_READ_PROCESS);
-        let e = self.event(
-            p,
-            "invoke",
-            "cas",
-            &key,
-            Some(v.clone()),
-            Some(expect.clone()),
-        );
-        self.history.record(e);
         self.history
             .record(self.event(reader, "invoke", "get", &key, None, None));
         match cas(kv, &key, &expect, &v, true).await {

@@ -26,6 +26,14 @@ impl Bug {
     }
 }
 
+/// Rare protocol events a simulation's expectations count (each is also in the trace), e.g.
+/// that a scenario really made a member catch up through the leader's snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Milestone {
+    /// A follower or learner replaced its state with a snapshot received from the leader.
+    SnapshotInstalled,
+}
+
 /// The environment variable naming planted bugs.
 pub const PLANT_BUG_ENV: &str = "DETCD_PLANT_BUG";
 
@@ -35,13 +43,31 @@ mod imp {
 
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0100_0000_01b3;
+    /// One counter per [`super::Milestone`].
+    const MILESTONE_KINDS: usize = 1;
 
     thread_local! {
         static TRACE: Cell<u64> = const { Cell::new(FNV_OFFSET) };
+        static MILESTONES: Cell<[u64; MILESTONE_KINDS]> =
+            const { Cell::new([0; MILESTONE_KINDS]) };
     }
 
     pub fn reset() {
         TRACE.with(|t| t.set(FNV_OFFSET));
+        MILESTONES.with(|m| m.set([0; MILESTONE_KINDS]));
+    }
+
+    pub fn reach(m: super::Milestone) {
+        record(b'R', &[m as u64]);
+        MILESTONES.with(|c| {
+            let mut counts = c.get();
+            counts[m as usize] += 1;
+            c.set(counts);
+        });
+    }
+
+    pub fn reached(m: super::Milestone) -> u64 {
+        MILESTONES.with(|c| c.get()[m as usize])
     }
 
     pub fn record(tag: u8, words: &[u64]) {
@@ -71,6 +97,12 @@ mod imp {
 
     pub fn record(_tag: u8, _words: &[u64]) {}
 
+    pub fn reach(_m: super::Milestone) {}
+
+    pub fn reached(_m: super::Milestone) -> u64 {
+        0
+    }
+
     pub fn value() -> u64 {
         0
     }
@@ -93,6 +125,16 @@ pub fn trace(tag: u8, words: &[u64]) {
 /// The trace so far; 0 outside the simulation.
 pub fn trace_value() -> u64 {
     imp::value()
+}
+
+/// Counts one occurrence of `m` in this simulation run.
+pub fn reach(m: Milestone) {
+    imp::reach(m)
+}
+
+/// How often `m` occurred since [`trace_reset`]; 0 outside the simulation.
+pub fn reached(m: Milestone) -> u64 {
+    imp::reached(m)
 }
 
 /// Whether `bug` is planted; always false outside the simulation.

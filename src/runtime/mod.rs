@@ -15,7 +15,9 @@ mod sim_disk;
 
 pub use clock::Clock;
 pub use disk::{Disk, DiskFile, OpenMode};
-pub use hooks::{planted, trace, trace_reset, trace_value, Bug, PLANT_BUG_ENV};
+pub use hooks::{
+    planted, reach, reached, trace, trace_reset, trace_value, Bug, Milestone, PLANT_BUG_ENV,
+};
 pub use http::{client_server, HttpHandler, HttpRequest, HttpResponse};
 pub use real_disk::RealDisk;
 pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};

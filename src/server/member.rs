@@ -843,6 +843,7 @@ impl<S: StateMachine> Member<S> {
         {
             tracing::warn!(error = %e, "removing stale received snapshots failed");
         }
+        runtime::reach(runtime::Milestone::SnapshotInstalled);
         tracing::info!(index, "installed snapshot from the leader");
         Ok(())
     }
