@@ -3,7 +3,9 @@
 //! Sending never blocks the member loop: each peer has a bounded queue drained by its own
 //! task, which connects, streams, and on failure reports the peer unreachable, drops what
 //! is queued (Raft resends; stale appends would be refused anyway), backs off and
-//! reconnects. Receiving hands messages to the member loop through a bounded queue, and
+//! reconnects. A stream that stays open while the peer has gone silent (a partition: TCP
+//! keeps retransmitting, with ever longer pauses) is dropped and redialled, as etcd's
+//! connection read timeout does, so that a healed link carries messages again at once. Receiving hands messages to the member loop through a bounded queue, and
 //! refuses streams from another cluster. The same code runs on tokio and under madsim.
 //!
 //! Members removed from the cluster are refused with etcd's message; a member refused so
@@ -38,8 +40,16 @@ const STREAM_WINDOW: usize = 256;
 /// Events waiting for the member loop; they are advisory, so overflow drops them.
 const EVENT_QUEUE_LEN: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// etcd redials an unreachable peer every 100 ms; dialling is cheap, a slow recovery is not.
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a stream may carry messages to a peer that says nothing back before it is
+/// redialled: ten election timeouts' worth of heartbeats at etcd's defaults would be
+/// answered in this time (etcd's ConnReadTimeout is 5 s; a follower busy with a slow fsync
+/// answers late, and dropping its stream then costs a redial, not safety).
+const STREAM_STALL: Duration = Duration::from_secs(2);
+/// How often a stream checks for a stall.
+const STALL_CHECK: Duration = Duration::from_millis(500);
 
 /// What the transport reports besides delivering messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +71,13 @@ pub struct Transport {
     events: mpsc::Sender<PeerEvent>,
     /// Members removed for good, whose messages are refused.
     removed: Arc<Mutex<BTreeSet<u64>>>,
+    /// When each peer was last heard from, kept across link restarts.
+    heard: Arc<Mutex<BTreeMap<u64, Heard>>>,
 }
+
+/// When a peer's last message arrived, written by the receiving side and read by the
+/// stream to that peer.
+type Heard = Arc<Mutex<tokio::time::Instant>>;
 
 #[derive(Debug)]
 struct Link {
@@ -88,6 +104,7 @@ impl Transport {
             links: Arc::new(Mutex::new(BTreeMap::new())),
             events,
             removed: Arc::default(),
+            heard: Arc::default(),
         };
         (transport, rx)
     }
@@ -105,13 +122,20 @@ impl Transport {
         }
         let (queue, rx) = mpsc::channel(PEER_QUEUE_LEN);
         let active_since = Arc::new(Mutex::new(None));
+        let heard = lock(&self.heard)
+            .entry(id)
+            .or_insert_with(|| Arc::new(Mutex::new(Clock.now())))
+            .clone();
         let task = tokio::spawn(run_link(
             id,
             url.to_string(),
             self.cluster_id,
             rx,
             self.events.clone(),
-            active_since.clone(),
+            LinkState {
+                active_since: active_since.clone(),
+                heard,
+            },
         ));
         links.insert(
             id,
@@ -194,6 +218,7 @@ impl Transport {
             inbound,
             snapshots: None,
             removed: self.removed.clone(),
+            heard: self.heard.clone(),
         }
     }
 }
@@ -206,6 +231,15 @@ enum Stopped {
     Failed,
     /// The peer refused this member as removed from the cluster.
     Refused,
+    /// Messages went out but the peer said nothing for [`STREAM_STALL`].
+    Stalled,
+}
+
+/// What a link's task shares with the transport.
+struct LinkState {
+    /// Since when the stream is up; None while down.
+    active_since: Arc<Mutex<Option<tokio::time::Instant>>>,
+    heard: Heard,
 }
 
 async fn run_link(
@@ -214,7 +248,7 @@ async fn run_link(
     cluster_id: u64,
     mut queue: mpsc::Receiver<Message>,
     events: mpsc::Sender<PeerEvent>,
-    active_since: Arc<Mutex<Option<tokio::time::Instant>>>,
+    state: LinkState,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -228,13 +262,17 @@ async fn run_link(
         };
         if let Some(channel) = connected {
             backoff = BACKOFF_MIN;
-            *lock(&active_since) = Some(Clock.now());
-            let stopped = stream_to(PeerClient::new(channel), cluster_id, &mut queue).await;
-            *lock(&active_since) = None;
+            *lock(&state.active_since) = Some(Clock.now());
+            let client = PeerClient::new(channel);
+            let stopped = stream_to(client, cluster_id, &mut queue, &state.heard).await;
+            *lock(&state.active_since) = None;
             match stopped {
                 Stopped::Removed => return,
                 Stopped::Refused => {
                     let _ = events.try_send(PeerEvent::Removed);
+                }
+                Stopped::Stalled => {
+                    tracing::debug!(peer = format_args!("{to:x}"), "peer silent; redialling");
                 }
                 Stopped::Failed => {}
             }
@@ -247,11 +285,13 @@ async fn run_link(
     }
 }
 
-/// Forwards `queue` onto one stream until the stream fails or the link is removed.
+/// Forwards `queue` onto one stream until the stream fails or stalls, or the link is
+/// removed.
 async fn stream_to(
     mut client: PeerClient<tonic::transport::Channel>,
     cluster_id: u64,
     queue: &mut mpsc::Receiver<Message>,
+    heard: &Mutex<tokio::time::Instant>,
 ) -> Stopped {
     let (tx, rx) = mpsc::channel::<Message>(STREAM_WINDOW);
     let outbound =
@@ -263,8 +303,20 @@ async fn stream_to(
         );
     // The call runs as its own task so that a full window never stalls it.
     let mut call = tokio::spawn(async move { client.stream(Request::new(outbound)).await });
+    let started = Clock.now();
+    let mut last_sent = None;
+    let mut check = tokio::time::interval_at(started + STALL_CHECK, STALL_CHECK);
     loop {
         tokio::select! {
+            _ = check.tick() => {
+                let silent_since = (*lock(heard)).max(started);
+                if last_sent.is_some_and(|sent| sent > silent_since)
+                    && silent_since.elapsed() > STREAM_STALL
+                {
+                    call.abort();
+                    return Stopped::Stalled;
+                }
+            }
             ended = &mut call => {
                 let refused = matches!(&ended, Ok(Err(s)) if s.message() == REMOVED_MESSAGE);
                 return if refused { Stopped::Refused } else { Stopped::Failed };
@@ -278,6 +330,7 @@ async fn stream_to(
                     if tx.send(m).await.is_err() {
                         return Stopped::Failed;
                     }
+                    last_sent = Some(Clock.now());
                 }
             },
         }
@@ -293,6 +346,7 @@ pub struct PeerService {
     /// Where received snapshots go; without it, snapshots are refused.
     snapshots: Option<Inbox>,
     removed: Arc<Mutex<BTreeSet<u64>>>,
+    heard: Arc<Mutex<BTreeMap<u64, Heard>>>,
 }
 
 impl PeerService {
@@ -314,6 +368,8 @@ impl Peer for PeerService {
         request: Request<Streaming<PeerMessage>>,
     ) -> Result<Response<StreamResponse>, Status> {
         let mut stream = request.into_inner();
+        // One sender per stream; looked up until the sender is a peer.
+        let mut heard: Option<Heard> = None;
         while let Some(pm) = stream.message().await? {
             if pm.cluster_id != self.cluster_id {
                 return Err(Status::failed_precondition(format!(
@@ -339,6 +395,12 @@ impl Peer for PeerService {
                 return Err(Status::invalid_argument(
                     "a MsgSnap comes with its database through the Snapshot call",
                 ));
+            }
+            if heard.is_none() {
+                heard = lock(&self.heard).get(&message.from).cloned();
+            }
+            if let Some(heard) = &heard {
+                *lock(heard) = Clock.now();
             }
             // A full queue means the member loop is behind; dropping is safe, Raft resends.
             let _ = self.inbound.try_send(message);
