@@ -402,6 +402,14 @@ pub fn start<S: StateMachine>(
             conf_state: m.conf_state.clone(),
         });
         let (wal, mut replay) = Wal::open(disk.clone(), &cfg.wal_dir, &from, cfg.wal.clone())?;
+        // The WAL does not fsync a hard state that only moves the commit index, so a crash
+        // may leave it behind what the backend applied; applied entries were committed.
+        let applied = sm.applied_index();
+        assert!(
+            applied <= replay.entries.last().map_or(from.index, |e| e.index),
+            "the backend applied entry {applied}, past the end of the WAL"
+        );
+        replay.hard_state.commit = replay.hard_state.commit.max(applied);
         if let Some(mut meta) = meta {
             snapshot_index = meta.index;
             // Raft resumes at the backend's applied index, which may be past the snapshot:

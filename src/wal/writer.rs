@@ -352,14 +352,15 @@ impl Wal {
         result.map_err(io_err("fsync", self.tail.path()))
     }
 
-    /// Writes `self.buf` at the tail and fsyncs; any error fails the WAL for good.
-    fn write_buf(&mut self) -> Result<()> {
+    /// Writes `self.buf` at the tail, and fsyncs if `sync`; any error fails the WAL for
+    /// good.
+    fn write_buf(&mut self, sync: bool) -> Result<()> {
         let path = self.tail.path().to_path_buf();
         let result = self
             .tail
             .write_at(self.offset, &self.buf)
             .map_err(io_err("write", &path))
-            .and_then(|()| self.sync_tail());
+            .and_then(|()| if sync { self.sync_tail() } else { Ok(()) });
         if let Err(e) = &result {
             self.failed = Some(e.to_string());
         }
@@ -371,6 +372,11 @@ impl Wal {
     /// Appends `entries` and then `hard_state`, and returns once they are durable. Entries
     /// must be consecutive and start at most one past the last index (an earlier start
     /// overwrites the log from there, as Raft does on a conflict).
+    ///
+    /// As etcd's `MustSync`: a save of a hard state whose term and vote are unchanged, with
+    /// no entries (a commit index moving), is written but not fsynced; the next fsync makes
+    /// it durable. A crash may lose it: replay then gives an older commit index, and the
+    /// member takes the commit back from its applied index and the leader.
     pub fn save(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<()> {
         self.check_writable()?;
         if hard_state.is_none() && entries.is_empty() {
@@ -400,7 +406,11 @@ impl Wal {
             crc = encode_message(&mut self.buf, self.offset, crc, RecordType::HardState, hs)?;
         }
         crc = record::pad_to_sector(&mut self.buf, self.offset, crc);
-        self.write_buf()?;
+        let must_sync = !entries.is_empty()
+            || hard_state.is_some_and(|hs| {
+                hs.term != self.hard_state.term || hs.vote != self.hard_state.vote
+            });
+        self.write_buf(must_sync)?;
         self.crc = crc;
         self.last_index = last;
         if let Some(hs) = hard_state {
@@ -424,7 +434,7 @@ impl Wal {
             mark,
         )?;
         let crc = record::pad_to_sector(&mut self.buf, self.offset, crc);
-        self.write_buf()?;
+        self.write_buf(true)?;
         self.crc = crc;
         self.last_index = self.last_index.max(mark.index);
         Ok(())
