@@ -415,3 +415,35 @@ fn snapshot_marks_lists_every_mark_without_changing_anything() {
     let (_, replay) = reopen(&disk, &mark).unwrap();
     assert_eq!(replay.snapshots, vec![mark]);
 }
+
+#[test]
+fn a_commit_only_hard_state_waits_for_the_next_fsync() {
+    let (sim, disk, mut wal) = setup();
+    wal.save(Some(&hs(1, 1)), &[entry(1, 1, 10), entry(2, 1, 10)])
+        .unwrap();
+    // Only the commit index moves: written, not fsynced (etcd's MustSync).
+    wal.save(Some(&hs(1, 2)), &[]).unwrap();
+    drop(wal);
+    sim.crash_with(CrashMode::DropAll);
+    let (mut wal, replay) = reopen(&disk, &start()).unwrap();
+    assert_eq!(indexes(&replay.entries), vec![1, 2]);
+    assert_eq!(
+        replay.hard_state,
+        hs(1, 1),
+        "a commit-only save was fsynced"
+    );
+    // A new term (or vote) is durable at once.
+    wal.save(Some(&hs(2, 1)), &[]).unwrap();
+    drop(wal);
+    sim.crash_with(CrashMode::DropAll);
+    let (mut wal, replay) = reopen(&disk, &start()).unwrap();
+    assert_eq!(replay.hard_state, hs(2, 1), "a new term was not fsynced");
+    // Entries are, and their fsync takes the commit-only save before them along.
+    wal.save(Some(&hs(2, 2)), &[]).unwrap();
+    wal.save(None, &[entry(3, 2, 10)]).unwrap();
+    drop(wal);
+    sim.crash_with(CrashMode::DropAll);
+    let (_, replay) = reopen(&disk, &start()).unwrap();
+    assert_eq!(indexes(&replay.entries), vec![1, 2, 3]);
+    assert_eq!(replay.hard_state, hs(2, 2));
+}
