@@ -9,6 +9,10 @@
 //! client: grpc-go and tonic keep one authority per connection). A connection whose first
 //! `:authority` has a scheme gets every header block decoded and re-encoded with the
 //! scheme removed, for its whole life. The server's bytes to the client are never touched.
+//!
+//! The price for a plain connection is one header block decoded when it opens: loona-hpack
+//! builds its Huffman table for each Huffman-coded string, about 1.5M instructions per
+//! connection; requests after that cost nothing extra.
 
 use std::io;
 use std::pin::Pin;
