@@ -5,9 +5,12 @@
 //! compiles and can be called the same way in both builds. Only the real build puts it on
 //! the wire: a tower layer in front of tonic's gRPC routes takes the requests for the
 //! handler's paths, and tonic accepts HTTP/1.1 connections as well as HTTP/2. Under madsim
-//! the client listener serves gRPC only.
+//! the client listener serves gRPC only. The real listener also accepts etcdctl 3.4's
+//! HTTP/2 requests whose `:authority` is a URL ([`super::authority`]).
 
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -54,6 +57,54 @@ pub fn client_server(
 #[cfg(madsim)]
 pub fn client_server(_handler: Arc<dyn HttpHandler>, _max_body: usize) -> tonic::transport::Server {
     tonic::transport::Server::builder()
+}
+
+/// The client listener's services, as [`client_server`] and `add_service` build them.
+#[cfg(not(madsim))]
+pub type ClientRouter =
+    tonic::transport::server::Router<tower_layer::Stack<real::HttpLayer, tower_layer::Identity>>;
+
+/// The client listener's services, as [`client_server`] and `add_service` build them.
+#[cfg(madsim)]
+pub type ClientRouter = tonic::transport::server::Router;
+
+/// Serves `router` on `addr` until `shutdown`. Each connection goes through
+/// [`super::authority::Authority`], so that etcdctl 3.4's `http://` endpoints work.
+#[cfg(not(madsim))]
+pub async fn serve_clients(
+    router: ClientRouter,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let incoming = futures::stream::poll_fn(move |cx| {
+        listener.poll_accept(cx).map(|accepted| {
+            Some(accepted.map(|(tcp, _)| {
+                // As tonic's own listener does: responses are small and latency matters.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::warn!("client connection: cannot set TCP_NODELAY: {e}");
+                }
+                super::authority::Authority::new(tcp)
+            }))
+        })
+    });
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(io::Error::other)
+}
+
+/// Serves `router` on `addr` until `shutdown`.
+#[cfg(madsim)]
+pub async fn serve_clients(
+    router: ClientRouter,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    router
+        .serve_with_shutdown(addr, shutdown)
+        .await
+        .map_err(io::Error::other)
 }
 
 #[cfg(not(madsim))]

@@ -6,6 +6,8 @@
 //! seeded randomness, [`SimDisk`] with its crash and fault model). `ci/lint-seams` enforces
 //! the rule on the source tree.
 
+#[cfg(not(madsim))]
+mod authority;
 mod clock;
 mod disk;
 mod hooks;
@@ -18,7 +20,9 @@ pub use disk::{Disk, DiskFile, OpenMode};
 pub use hooks::{
     planted, reach, reached, trace, trace_reset, trace_value, Bug, Milestone, PLANT_BUG_ENV,
 };
-pub use http::{client_server, HttpHandler, HttpRequest, HttpResponse};
+pub use http::{
+    client_server, serve_clients, ClientRouter, HttpHandler, HttpRequest, HttpResponse,
+};
 pub use real_disk::RealDisk;
 pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};
 

@@ -225,13 +225,13 @@ pub async fn run(
         ctx: ctx.clone(),
         gateway: gateway.clone(),
     });
-    let clients = crate::runtime::client_server(http, max_request)
+    let router = crate::runtime::client_server(http, max_request)
         .add_service(KvServer::new(gateway.kv).max_decoding_message_size(max_request))
         .add_service(WatchServer::new(WatchService(ctx)))
         .add_service(LeaseServer::new(gateway.lease))
         .add_service(ClusterServer::new(cluster_service))
-        .add_service(MaintenanceServer::new(gateway.maintenance))
-        .serve_with_shutdown(client_addr, shutdown);
+        .add_service(MaintenanceServer::new(gateway.maintenance));
+    let clients = crate::runtime::serve_clients(router, client_addr, shutdown);
     tracing::info!(
         member = format_args!("{member_id:x}"),
         cluster = format_args!("{cluster_id:x}"),
