@@ -12,6 +12,7 @@ mod hooks;
 mod http;
 mod real_disk;
 mod sim_disk;
+mod sparse;
 
 pub use clock::Clock;
 pub use disk::{Disk, DiskFile, OpenMode};
