@@ -20,6 +20,7 @@ pub use hooks::{planted, trace, trace_reset, trace_value, Bug, PLANT_BUG_ENV};
 pub use http::{client_server, HttpHandler, HttpRequest, HttpResponse};
 pub use real_disk::RealDisk;
 pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};
+pub(crate) use sparse::all_zero;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -181,19 +181,11 @@ pub(super) fn read_segments(
             tail = Some(Tail {
                 file,
                 end: read.end as u64,
-                dirty: !all_zero(&data[read.end..]),
+                dirty: !crate::runtime::all_zero(&data[read.end..]),
                 len,
                 crc: prev_crc.expect("set above"),
             });
         }
     }
     Ok(tail.expect("the last segment was read"))
-}
-
-/// Whether `bytes` are all zero. The tail of a preallocated segment is tens of MiB: OR-ing
-/// whole chunks lets the compiler vectorize what a byte-wise early exit would not.
-fn all_zero(bytes: &[u8]) -> bool {
-    bytes
-        .chunks(4096)
-        .all(|chunk| chunk.iter().fold(0, |acc, &b| acc | b) == 0)
 }
