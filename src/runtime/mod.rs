@@ -14,6 +14,7 @@ mod hooks;
 mod http;
 mod real_disk;
 mod sim_disk;
+mod sparse;
 
 pub use clock::Clock;
 pub use disk::{Disk, DiskFile, OpenMode};
@@ -25,6 +26,7 @@ pub use http::{
 };
 pub use real_disk::RealDisk;
 pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};
+pub(crate) use sparse::all_zero;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -36,6 +36,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::disk::{parent_dir, Disk, DiskFile, OpenMode};
+use super::sparse::Sparse;
 
 /// Sector size: the unit in which a crash keeps or drops unsynced data.
 pub const SECTOR: u64 = 512;
@@ -119,8 +120,8 @@ struct State {
 
 #[derive(Debug, Default)]
 struct Inode {
-    current: Vec<u8>,
-    durable: Vec<u8>,
+    current: Sparse,
+    durable: Sparse,
     /// Dirty sector ranges `[start, end)`, disjoint and not adjacent.
     dirty: BTreeMap<u64, u64>,
     synced_once: bool,
@@ -211,11 +212,8 @@ impl SimDisk {
                 assert!(bit < 8, "bit({bit}) out of range [0, 8)");
                 let id = *st.names.get(&path).expect("bit flip in a missing file");
                 let inode = st.inodes.get_mut(&id).expect("named inode exists");
-                for data in [&mut inode.durable, &mut inode.current] {
-                    if let Some(byte) = data.get_mut(offset as usize) {
-                        *byte ^= 1 << bit;
-                    }
-                }
+                inode.durable.flip(offset, bit);
+                inode.current.flip(offset, bit);
             }
         }
     }
@@ -262,7 +260,7 @@ impl State {
     }
 
     fn used(&self) -> u64 {
-        self.inodes.values().map(|i| i.current.len() as u64).sum()
+        self.inodes.values().map(|i| i.current.len()).sum()
     }
 
     /// Counts one operation that changes the disk against [`Fault::DieAfter`].
@@ -301,7 +299,7 @@ impl State {
         let Some(capacity) = self.capacity else {
             return Ok(());
         };
-        let old_len = self.inodes[&id].current.len() as u64;
+        let old_len = self.inodes[&id].current.len();
         if new_len > old_len && self.used() + (new_len - old_len) > capacity {
             return Err(io::Error::from_raw_os_error(ENOSPC));
         }
@@ -385,22 +383,20 @@ impl Inode {
         self.dirty.insert(start, end);
     }
 
-    fn copy_sector(&mut self, sector: u64) {
-        let from = (sector * SECTOR) as usize;
-        let to = (from + SECTOR as usize)
+    /// Makes sectors `[start, end)` durable as they are now.
+    fn copy_sectors(&mut self, start: u64, end: u64) {
+        let to = (end * SECTOR)
             .min(self.current.len())
             .min(self.durable.len());
-        if from < to {
-            self.durable[from..to].copy_from_slice(&self.current[from..to]);
+        if start * SECTOR < to {
+            self.durable.copy_range(&self.current, start * SECTOR, to);
         }
     }
 
     fn sync(&mut self) {
-        self.durable.resize(self.current.len(), 0);
+        self.durable.set_len(self.current.len());
         for (s, e) in std::mem::take(&mut self.dirty) {
-            for sector in s..e {
-                self.copy_sector(sector);
-            }
+            self.copy_sectors(s, e);
         }
         assert_eq!(
             self.durable.len(),
@@ -417,17 +413,18 @@ impl Inode {
             CrashMode::Tear if rng.random_bool(0.5) => self.current.len(),
             CrashMode::Tear => self.durable.len(),
         };
-        self.durable.resize(new_len, 0);
+        self.durable.set_len(new_len);
+        // A dropped sector keeps its durable content, or zeros past the old end.
         for (s, e) in std::mem::take(&mut self.dirty) {
-            for sector in s..e {
-                let keep = match mode {
-                    CrashMode::DropAll => false,
-                    CrashMode::KeepAll => true,
-                    CrashMode::Tear => rng.random_bool(0.5),
-                };
-                // A dropped sector keeps its durable content, or zeros past the old end.
-                if keep {
-                    self.copy_sector(sector);
+            match mode {
+                CrashMode::DropAll => {}
+                CrashMode::KeepAll => self.copy_sectors(s, e),
+                CrashMode::Tear => {
+                    for sector in s..e {
+                        if rng.random_bool(0.5) {
+                            self.copy_sectors(sector, sector + 1);
+                        }
+                    }
                 }
             }
         }
@@ -571,7 +568,7 @@ impl DiskFile for SimFile {
 
     fn len(&self) -> io::Result<u64> {
         let st = self.live()?;
-        Ok(st.inodes[&self.inode].current.len() as u64)
+        Ok(st.inodes[&self.inode].current.len())
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -579,7 +576,7 @@ impl DiskFile for SimFile {
         st.record_op(b'r', &self.path, offset, buf.len() as u64);
         st.injected_eio(IoOp::Read, &self.path)?;
         let data = &st.inodes[&self.inode].current;
-        let end = offset as usize + buf.len();
+        let end = offset + buf.len() as u64;
         if end > data.len() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -590,7 +587,7 @@ impl DiskFile for SimFile {
                 ),
             ));
         }
-        buf.copy_from_slice(&data[offset as usize..end]);
+        data.read(offset, buf);
         Ok(())
     }
 
@@ -602,10 +599,7 @@ impl DiskFile for SimFile {
         let end = offset + data.len() as u64;
         st.check_space(self.inode, end)?;
         let inode = st.inodes.get_mut(&self.inode).expect("open inode exists");
-        if inode.current.len() < end as usize {
-            inode.current.resize(end as usize, 0);
-        }
-        inode.current[offset as usize..end as usize].copy_from_slice(data);
+        inode.current.write(offset, data);
         inode.mark_dirty(offset, end);
         Ok(())
     }
@@ -617,8 +611,8 @@ impl DiskFile for SimFile {
         st.injected_eio(IoOp::Write, &self.path)?;
         st.check_space(self.inode, len)?;
         let inode = st.inodes.get_mut(&self.inode).expect("open inode exists");
-        let old = inode.current.len() as u64;
-        inode.current.resize(len as usize, 0);
+        let old = inode.current.len();
+        inode.current.set_len(len);
         inode.mark_dirty(old.min(len), old.max(len));
         Ok(())
     }

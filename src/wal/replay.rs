@@ -181,7 +181,7 @@ pub(super) fn read_segments(
             tail = Some(Tail {
                 file,
                 end: read.end as u64,
-                dirty: data[read.end..].iter().any(|&b| b != 0),
+                dirty: !crate::runtime::all_zero(&data[read.end..]),
                 len,
                 crc: prev_crc.expect("set above"),
             });
