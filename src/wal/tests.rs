@@ -447,3 +447,21 @@ fn a_commit_only_hard_state_waits_for_the_next_fsync() {
     assert_eq!(indexes(&replay.entries), vec![1, 2, 3]);
     assert_eq!(replay.hard_state, hs(2, 2));
 }
+
+#[test]
+fn metadata_comes_from_the_newest_segment_head_even_after_release() {
+    let (_, disk, mut wal) = setup();
+    for i in 1..=60 {
+        wal.save(Some(&hs(1, i)), &[entry(i, 1, 200)]).unwrap();
+    }
+    wal.release_to(40).unwrap();
+    assert!(segment_paths(&disk).len() > 1, "the entries span segments");
+    assert_eq!(Wal::read_metadata(disk.as_ref(), &dir()).unwrap(), meta());
+    // A head that is not a WAL's is an error naming the file, not a panic.
+    let newest = segment_paths(&disk).pop().unwrap();
+    let f = disk.open(&newest, OpenMode::Existing).unwrap();
+    f.write_at(0, &[0xff; 64]).unwrap();
+    drop(f);
+    let err = Wal::read_metadata(disk.as_ref(), &dir()).unwrap_err();
+    assert!(err.to_string().contains(newest.to_str().unwrap()), "{err}");
+}

@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::record::{self, RecordType, MAX_PAYLOAD};
 use super::replay::{read_segments, Replayer, Tail};
-use super::segment::{SegmentName, TMP_SUFFIX};
+use super::segment::{self, SegmentName, TMP_SUFFIX};
 use super::{Metadata, Result, SnapshotMark, WalError, WalOptions};
 use crate::proto::raftpb::{Entry, HardState};
 use crate::runtime::{Clock, Disk, DiskFile, OpenMode, SECTOR};
@@ -53,6 +53,10 @@ pub struct Replay {
     /// The file and offset of a torn write that was truncated away, if any.
     pub torn_tail: Option<(PathBuf, u64)>,
 }
+
+/// How much of a segment [`Wal::read_metadata`] reads: its head (seed, metadata, hard
+/// state, snapshot mark) is a few hundred bytes.
+const HEAD_READ: u64 = 64 * 1024;
 
 pub(super) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WalError {
     let path = path.to_path_buf();
@@ -181,8 +185,35 @@ impl Wal {
 
     /// The member and cluster IDs the WAL was created with, without changing anything:
     /// they name this member even after a snapshot replaced its backend with the leader's.
+    /// Every segment's head carries them, so only the newest segment's head is read.
     pub fn read_metadata(disk: &dyn Disk, dir: &Path) -> Result<Metadata> {
-        Ok(Self::scan(disk, dir)?.metadata)
+        let segments = segment_names(disk, dir)?;
+        let Some(newest) = segments.last() else {
+            return Err(WalError::NotFound(dir.to_path_buf()));
+        };
+        let path = dir.join(newest.file_name());
+        let file = disk
+            .open(&path, OpenMode::Existing)
+            .map_err(io_err("open", &path))?;
+        let len = file.len().map_err(io_err("stat", &path))?;
+        let mut head = vec![0; len.min(HEAD_READ) as usize];
+        file.read_at(0, &mut head).map_err(io_err("read", &path))?;
+        // Cut short, the head reads as a segment whose last record is torn.
+        let read = segment::read_records(&path, &head, true)?;
+        let record = read
+            .records
+            .iter()
+            .find(|r| r.typ == RecordType::Metadata)
+            .ok_or_else(|| WalError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason: "the segment's head has no metadata record".into(),
+            })?;
+        Metadata::decode(record.payload.as_slice()).map_err(|e| WalError::Corrupt {
+            path,
+            offset: 0,
+            reason: format!("bad metadata: {e}"),
+        })
     }
 
     /// Reads every segment, keeping the metadata and snapshot marks but no entries.
