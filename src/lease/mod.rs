@@ -35,4 +35,4 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -17,7 +17,12 @@ fn secs(s: u64) -> Duration {
 }
 
 fn open(disk: &SimDisk) -> (WatchableStore, Lessor) {
-    let kv = KvStore::open(disk, Path::new(DB), Config::default()).unwrap();
+    open_at(disk, DB)
+}
+
+/// A store and its lessor on the database at `path`, with default settings.
+pub(crate) fn open_at(disk: &SimDisk, path: &str) -> (WatchableStore, Lessor) {
+    let kv = KvStore::open(disk, Path::new(path), Config::default()).unwrap();
     let mut store = WatchableStore::new(kv, WatchConfig::default());
     let lessor = Lessor::open(&mut store, LessorConfig::default()).unwrap();
     (store, lessor)
@@ -37,7 +42,8 @@ fn grant(store: &mut WatchableStore, lessor: &mut Lessor, id: i64, ttl: i64, now
         .id
 }
 
-fn put(store: &mut WatchableStore, lessor: &mut Lessor, key: &str, lease: i64) {
+/// Puts `key` = "v" attached to `lease` (0: none) and lets the lessor see the events.
+pub(crate) fn put(store: &mut WatchableStore, lessor: &mut Lessor, key: &str, lease: i64) {
     let req = PutRequest {
         key: key.into(),
         value: b"v".to_vec(),

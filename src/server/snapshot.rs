@@ -443,28 +443,9 @@ async fn write_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::LessorConfig;
-    use crate::mvcc::{Config, WatchConfig};
-    use crate::proto::etcdserverpb::{LeaseGrantRequest, PutRequest, WatchCreateRequest};
+    use crate::lease::tests::{open_at as open, put};
+    use crate::proto::etcdserverpb::{LeaseGrantRequest, WatchCreateRequest};
     use crate::runtime::SimDisk;
-
-    fn open(disk: &SimDisk, path: &str) -> (WatchableStore, Lessor) {
-        let kv = KvStore::open(disk, Path::new(path), Config::default()).unwrap();
-        let mut store = WatchableStore::new(kv, WatchConfig::default());
-        let lessor = Lessor::open(&mut store, LessorConfig::default()).unwrap();
-        (store, lessor)
-    }
-
-    fn put(store: &mut WatchableStore, lessor: &mut Lessor, key: &str, lease: i64) {
-        let req = PutRequest {
-            key: key.into(),
-            value: b"v".to_vec(),
-            lease,
-            ..Default::default()
-        };
-        let (_, events) = store.write(|kv| kv.put(&req, &*lessor)).unwrap();
-        lessor.observe(&events);
-    }
 
     /// After a restore the store reads the received database, its watchers catch up from
     /// the new history, and its leases are the received ones with their keys.
