@@ -115,6 +115,21 @@ impl<'a> Replayer<'a> {
 }
 
 /// Reads `segments[start..]` in order into `replayer`; only the last may end torn.
+/// The segment at `path`, open, and its first `limit` bytes (all of it if shorter).
+pub(super) fn read_segment(
+    disk: &dyn Disk,
+    path: &Path,
+    limit: u64,
+) -> Result<(Box<dyn DiskFile>, Vec<u8>)> {
+    let file = disk
+        .open(path, OpenMode::Existing)
+        .map_err(io_err("open", path))?;
+    let len = file.len().map_err(io_err("stat", path))?;
+    let mut data = vec![0; len.min(limit) as usize];
+    file.read_at(0, &mut data).map_err(io_err("read", path))?;
+    Ok((file, data))
+}
+
 pub(super) fn read_segments(
     disk: &dyn Disk,
     dir: &Path,
@@ -127,12 +142,7 @@ pub(super) fn read_segments(
     for (i, name) in segments.iter().enumerate().skip(start) {
         let is_last = i + 1 == segments.len();
         let path = dir.join(name.file_name());
-        let file = disk
-            .open(&path, OpenMode::Existing)
-            .map_err(io_err("open", &path))?;
-        let len = file.len().map_err(io_err("stat", &path))?;
-        let mut data = vec![0; len as usize];
-        file.read_at(0, &mut data).map_err(io_err("read", &path))?;
+        let (file, data) = read_segment(disk, &path, u64::MAX)?;
         let read = segment::read_records(&path, &data, is_last)?;
         let corrupt = |offset: usize, reason: String| WalError::Corrupt {
             path: path.clone(),
@@ -182,7 +192,7 @@ pub(super) fn read_segments(
                 file,
                 end: read.end as u64,
                 dirty: !crate::runtime::all_zero(&data[read.end..]),
-                len,
+                len: data.len() as u64,
                 crc: prev_crc.expect("set above"),
             });
         }

@@ -7,7 +7,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prost::Message;
 
 use super::record::{self, RecordType, MAX_PAYLOAD};
-use super::replay::{read_segments, Replayer, Tail};
+use super::replay::{read_segment, read_segments, Replayer, Tail};
 use super::segment::{self, SegmentName, TMP_SUFFIX};
 use super::{Metadata, Result, SnapshotMark, WalError, WalOptions};
 use crate::proto::raftpb::{Entry, HardState};
@@ -192,12 +192,7 @@ impl Wal {
             return Err(WalError::NotFound(dir.to_path_buf()));
         };
         let path = dir.join(newest.file_name());
-        let file = disk
-            .open(&path, OpenMode::Existing)
-            .map_err(io_err("open", &path))?;
-        let len = file.len().map_err(io_err("stat", &path))?;
-        let mut head = vec![0; len.min(HEAD_READ) as usize];
-        file.read_at(0, &mut head).map_err(io_err("read", &path))?;
+        let (_, head) = read_segment(disk, &path, HEAD_READ)?;
         // Cut short, the head reads as a segment whose last record is torn.
         let read = segment::read_records(&path, &head, true)?;
         let record = read
