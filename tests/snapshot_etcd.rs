@@ -6,6 +6,10 @@
 //!   status` prints what `etcdutl snapshot status` prints; `detcdutl snapshot restore`;
 //!   detcd answers every range at every uncompacted revision as etcd did, and the same
 //!   HashKV.
+//! - detcd → etcd: the same history written to detcd; `etcdctl snapshot save` against
+//!   detcd; `etcdutl snapshot status` reads it as `detcdutl` does; `etcdutl snapshot
+//!   restore`; etcd 3.5.1 serves every range at every uncompacted revision as detcd did,
+//!   the lease, and the same HashKV.
 //! - Refusals: a truncated file, a bad sha256 trailer, a bolt file that is not an etcd
 //!   database, a non-empty data directory: exit 1, a message naming the file, nothing
 //!   written.
@@ -121,6 +125,37 @@ async fn ranges(c: &mut Client, from: i64, to: i64) -> BTreeMap<i64, Vec<String>
     out
 }
 
+/// What a member serves of a history: every range from the compaction to the current
+/// revision, and HashKV (hash, compact revision) at the current one.
+async fn served(
+    c: &mut Client,
+    compacted: i64,
+    cur: i64,
+) -> (BTreeMap<i64, Vec<String>>, u32, i64) {
+    let hash = c.hash_kv(cur).await.unwrap();
+    (
+        ranges(c, compacted, cur).await,
+        hash.hash(),
+        hash.compact_version(),
+    )
+}
+
+/// `etcdctl snapshot save` from `endpoint` into `file`; `detcdutl snapshot status` must
+/// print what `etcdutl snapshot status` prints, in every format.
+fn save_and_compare_status(etcdctl: &Path, etcdutl: &Path, endpoint: &str, file: &str) {
+    stdout(&run(
+        etcdctl,
+        &["--endpoints", endpoint, "snapshot", "save", file],
+    ));
+    for format in ["simple", "json", "table"] {
+        assert_eq!(
+            stdout(&detcdutl(&["snapshot", "status", file, "-w", format])),
+            stdout(&run(etcdutl, &["snapshot", "status", file, "-w", format])),
+            "snapshot status -w {format}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_snapshot_restores_into_detcd() {
     let (Some(etcd), Some(etcdctl), Some(etcdutl)) = (
@@ -161,28 +196,10 @@ async fn etcd_snapshot_restores_into_detcd() {
             "reader",
         ],
     ));
-    let want = ranges(&mut c, compacted, cur).await;
-    let want_hash = c.hash_kv(cur).await.unwrap();
+    let want = served(&mut c, compacted, cur).await;
     let file = dir.path().join("etcd.snap");
     let file = file.to_str().unwrap();
-    stdout(&run(
-        &etcdctl,
-        &[
-            "--endpoints",
-            &source.client_url(),
-            "snapshot",
-            "save",
-            file,
-        ],
-    ));
-
-    for format in ["simple", "json", "table"] {
-        assert_eq!(
-            stdout(&detcdutl(&["snapshot", "status", file, "-w", format])),
-            stdout(&run(&etcdutl, &["snapshot", "status", file, "-w", format])),
-            "snapshot status -w {format}"
-        );
-    }
+    save_and_compare_status(&etcdctl, &etcdutl, &source.client_url(), file);
 
     let target = Member::new("detcd", dir.path());
     let own = format!("detcd={}", target.peer_url());
@@ -202,15 +219,53 @@ async fn etcd_snapshot_restores_into_detcd() {
     let _detcd = target.start(None);
     let mut d = ready_client(target.client_port).await;
     // ready_client's write to detcd lands after `cur`.
-    assert_eq!(ranges(&mut d, compacted, cur).await, want);
-    let got_hash = d.hash_kv(cur).await.unwrap();
-    assert_eq!(
-        (got_hash.hash(), got_hash.compact_version()),
-        (want_hash.hash(), want_hash.compact_version()),
-        "HashKV at {cur}"
-    );
+    assert_eq!(served(&mut d, compacted, cur).await, want);
     let leases = d.leases().await.unwrap();
     assert_eq!(leases.leases().len(), 1, "the lease is restored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detcd_snapshot_restores_into_etcd() {
+    let (Some(etcd), Some(etcdctl), Some(etcdutl)) = (
+        etcd35("etcd", "detcd_snapshot_restores_into_etcd"),
+        etcd35("etcdctl", "detcd_snapshot_restores_into_etcd"),
+        etcd35("etcdutl", "detcd_snapshot_restores_into_etcd"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = Member::new("detcd", dir.path());
+    let _detcd = source.start(None);
+    let mut d = ready_client(source.client_port).await;
+    let (cur, compacted) = history(&mut d).await;
+    let want = served(&mut d, compacted, cur).await;
+    let file = dir.path().join("detcd.snap");
+    let file = file.to_str().unwrap();
+    save_and_compare_status(&etcdctl, &etcdutl, &source.client_url(), file);
+
+    let target = Member::new("etcd", dir.path());
+    stdout(&run(
+        &etcdutl,
+        &[
+            "snapshot",
+            "restore",
+            file,
+            "--name",
+            "etcd",
+            "--initial-cluster",
+            &format!("etcd={}", target.peer_url()),
+            "--initial-cluster-token",
+            "detcd-test",
+            "--initial-advertise-peer-urls",
+            &target.peer_url(),
+            "--data-dir",
+            target.data_dir.to_str().unwrap(),
+        ],
+    ));
+    let _etcd = target.spawn(etcd.to_str().unwrap(), None);
+    let mut c = ready_client(target.client_port).await;
+    assert_eq!(served(&mut c, compacted, cur).await, want);
+    assert_eq!(c.leases().await.unwrap().leases().len(), 1, "the lease");
 }
 
 #[test]

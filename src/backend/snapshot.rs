@@ -40,22 +40,21 @@ impl SnapshotSource {
     }
 }
 
-impl SnapshotSource {
-    /// Every table as data: name to keys and values (what an etcd-layout export reads).
-    pub fn tables(&self) -> Result<Buckets> {
-        let mut out = Buckets::new();
-        for handle in self.0.list_tables().map_err(be)? {
-            let def = redb::TableDefinition::<&[u8], &[u8]>::new(handle.name());
-            let table = self.0.open_table(def).map_err(be)?;
-            let mut kvs = std::collections::BTreeMap::new();
-            for entry in table.iter().map_err(be)? {
-                let (k, v) = entry.map_err(be)?;
-                kvs.insert(k.value().to_vec(), v.value().to_vec());
-            }
-            out.insert(handle.name().as_bytes().to_vec(), kvs);
+/// Every table that `from` (a [`Backend::begin_read`] snapshot) sees, as data: name to
+/// keys and values (what an etcd-layout export reads).
+pub fn tables(from: &redb::ReadTransaction) -> Result<Buckets> {
+    let mut out = Buckets::new();
+    for handle in from.list_tables().map_err(be)? {
+        let def = redb::TableDefinition::<&[u8], &[u8]>::new(handle.name());
+        let table = from.open_table(def).map_err(be)?;
+        let mut kvs = std::collections::BTreeMap::new();
+        for entry in table.iter().map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            kvs.insert(k.value().to_vec(), v.value().to_vec());
         }
-        Ok(out)
+        out.insert(handle.name().as_bytes().to_vec(), kvs);
     }
+    Ok(out)
 }
 
 impl Backend {

@@ -4,7 +4,7 @@
 //! | bucket | etcd | detcd |
 //! | --- | --- | --- |
 //! | `key` | revision key (main, `_`, sub; `t` after a tombstone) to `mvccpb.KeyValue` | the same |
-//! | `meta` | `consistent_index`, `term` (u64); `scheduledCompactRev`, `finishedCompactRev` (revision keys, sub 0); `confState` (JSON) | u64s, compaction revisions stored plus one; `confState` a `raftpb.ConfState` |
+//! | `meta` | `consistent_index`, `term` (u64; detcd exports no term); `scheduledCompactRev`, `finishedCompactRev` (revision keys, sub 0); `confState` (JSON) | u64s, compaction revisions stored plus one; `confState` a `raftpb.ConfState` |
 //! | `lease` | id (i64) to `leasepb.Lease` | id to id, TTL, remaining TTL (3 × i64) |
 //! | `auth` | `authEnabled` (one byte), `authRevision` (u64) | both u64 |
 //! | `authUsers`, `authRoles` | name to `authpb.User` / `authpb.Role` | the same |
@@ -73,9 +73,10 @@ fn bucket<'a>(b: &'a Buckets, name: &str) -> impl Iterator<Item = (&'a Vec<u8>, 
     b.get(name.as_bytes()).into_iter().flatten()
 }
 
-/// etcd's buckets from detcd's tables (as [`crate::backend::SnapshotSource::tables`] reads
-/// them), with `term` the Raft term of the last applied entry.
-pub fn export(tables: &Buckets, term: u64) -> Result<Buckets, MigrateError> {
+/// etcd's buckets from detcd's tables (as [`crate::backend::tables`] reads them). `term`
+/// stays out: detcd keeps none in its backend, and etcd reads an absent one as 0 until
+/// `etcdutl snapshot restore` writes it.
+pub fn export(tables: &Buckets) -> Result<Buckets, MigrateError> {
     let mut out = Buckets::new();
     for name in [
         "key",
@@ -118,7 +119,6 @@ pub fn export(tables: &Buckets, term: u64) -> Result<Buckets, MigrateError> {
             _ => {}
         }
     }
-    put("meta", b"term", &term.to_be_bytes());
     for (k, v) in bucket(tables, "lease") {
         let int = |r: std::ops::Range<usize>| {
             v.get(r)

@@ -10,8 +10,12 @@ pub mod layout;
 
 use sha2::{Digest, Sha256};
 
+use std::path::Path;
+
 use crate::backend::bolt::{self, BoltError, Buckets};
+use crate::backend::{tables, BackendError};
 use crate::mvcc::Castagnoli;
+use crate::runtime::{Disk, OpenMode};
 
 pub use layout::{export, import};
 
@@ -29,6 +33,25 @@ pub enum MigrateError {
     HashMismatch { expected: Vec<u8>, got: Vec<u8> },
     #[error("not an etcd database: {0}")]
     NotEtcd(String),
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes what `from` (a [`crate::backend::Backend::begin_read`] snapshot) sees as an etcd
+/// database file at `path`, replacing any file there: what the Snapshot call streams.
+pub fn write_etcd_db(
+    from: &redb::ReadTransaction,
+    disk: &dyn Disk,
+    path: &Path,
+) -> Result<(), MigrateError> {
+    let db = bolt::write(&export(&tables(from)?)?)?;
+    if disk.exists(path) {
+        disk.remove(path)?;
+    }
+    let file = disk.open(path, OpenMode::CreateNew)?;
+    Ok(file.write_at(0, &db)?)
 }
 
 /// The database followed by its sha256, as etcd's Snapshot RPC streams it.
