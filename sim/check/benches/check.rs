@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use detcd::check::gen::{generate, Anomaly, GenConfig, Workload};
-use detcd::check::history::parse_str;
-use detcd::check::{linearizable, Budget, Model, Options, Verdict};
+use detcd_check::gen::{generate, Anomaly, GenConfig, Workload};
+use detcd_check::history::parse_str;
+use detcd_check::{linearizable, Budget, Model, Options, Verdict};
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 const KEYS: usize = 100;
