@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod lease;
+pub mod migrate;
 pub mod mvcc;
 pub mod proto;
 pub mod raft;

@@ -37,7 +37,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-pub use read::read;
+pub use read::{read, used_bytes};
 pub use write::write;
 
 /// A bolt database as data: bucket name to the bucket's keys and values, in byte order.

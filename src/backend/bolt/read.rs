@@ -263,3 +263,9 @@ pub fn read(file: &[u8]) -> Result<Buckets, BoltError> {
     }
     Ok(buckets)
 }
+
+/// Bytes of the pages in use (bbolt's `Tx.Size`), from the current meta page.
+pub fn used_bytes(file: &[u8]) -> Result<u64, BoltError> {
+    let m = current_meta(file)?;
+    Ok(m.high_water * m.page_size as u64)
+}
