@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backend;
 pub mod check;
 pub mod lease;
+pub mod migrate;
 pub mod mvcc;
 pub mod proto;
 pub mod raft;

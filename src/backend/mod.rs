@@ -9,6 +9,7 @@
 //!
 //! [`runtime::Disk`]: crate::runtime::Disk
 
+pub mod bolt;
 mod disk_backend;
 mod layout;
 mod snapshot;
