@@ -4,12 +4,15 @@
 //! - etcd → detcd: a history of puts, deletes, a txn, a lease with keys, a compaction and
 //!   a user with a role, written to etcd; `etcdctl snapshot save`; `detcdutl snapshot
 //!   status` prints what `etcdutl snapshot status` prints; `detcdutl snapshot restore`;
-//!   detcd answers every range at every uncompacted revision as etcd did, and the same
-//!   HashKV.
+//!   `detcdutl hashkv` of the restored data directory, offline, is etcd's; detcd answers
+//!   every range at every uncompacted revision as etcd did, and the same HashKV.
 //! - detcd → etcd: the same history written to detcd; `etcdctl snapshot save` against
 //!   detcd; `etcdutl snapshot status` reads it as `detcdutl` does; `etcdutl snapshot
 //!   restore`; etcd 3.5.1 serves every range at every uncompacted revision as detcd did,
 //!   the lease, and the same HashKV.
+//! - etcd 3.4 (Debian's) → detcd likewise, its etcdctl reading the snapshot's status.
+//! - detcd → detcd: three restores of one snapshot form a 3-member cluster that survives
+//!   the kill of its leader with every key.
 //! - Refusals: a truncated file, a bad sha256 trailer, a bolt file that is not an etcd
 //!   database, a non-empty data directory: exit 1, a message naming the file, nothing
 //!   written.
@@ -22,7 +25,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{etcd35, ready_client, Member};
+use common::cluster::Cluster;
+use common::{etcd35, on_path, ready_client, Member};
 use detcd::backend::bolt;
 use detcd::migrate;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
@@ -141,7 +145,7 @@ async fn served(
 }
 
 /// `etcdctl snapshot save` from `endpoint` into `file`; `detcdutl snapshot status` must
-/// print what `etcdutl snapshot status` prints, in every format.
+/// print what `snapshot status` of `etcdutl` (etcdctl for 3.4) prints, in every format.
 fn save_and_compare_status(etcdctl: &Path, etcdutl: &Path, endpoint: &str, file: &str) {
     stdout(&run(
         etcdctl,
@@ -157,21 +161,36 @@ fn save_and_compare_status(etcdctl: &Path, etcdutl: &Path, endpoint: &str, file:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_snapshot_restores_into_detcd() {
+async fn etcd_3_5_snapshot_restores_into_detcd() {
     let (Some(etcd), Some(etcdctl), Some(etcdutl)) = (
-        etcd35("etcd", "etcd_snapshot_restores_into_detcd"),
-        etcd35("etcdctl", "etcd_snapshot_restores_into_detcd"),
-        etcd35("etcdutl", "etcd_snapshot_restores_into_detcd"),
+        etcd35("etcd", "etcd_3_5_snapshot_restores_into_detcd"),
+        etcd35("etcdctl", "etcd_3_5_snapshot_restores_into_detcd"),
+        etcd35("etcdutl", "etcd_3_5_snapshot_restores_into_detcd"),
     ) else {
         return;
     };
+    etcd_to_detcd(&etcd, &etcdctl, &etcdutl).await;
+}
+
+/// etcd 3.4 (Debian's) has no etcdutl: its etcdctl reads snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_3_4_snapshot_restores_into_detcd() {
+    if !on_path("etcd") || !on_path("etcdctl") {
+        eprintln!("SKIPPED etcd_3_4_snapshot_restores_into_detcd: no etcd 3.4 on PATH (run ci/install-etcd)");
+        return;
+    }
+    let (etcd, etcdctl) = (Path::new("etcd"), Path::new("etcdctl"));
+    etcd_to_detcd(etcd, etcdctl, etcdctl).await;
+}
+
+async fn etcd_to_detcd(etcd: &Path, etcdctl: &Path, etcdutl: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let source = Member::new("etcd", dir.path());
     let _etcd = source.spawn(etcd.to_str().unwrap(), None);
     let mut c = ready_client(source.client_port).await;
     let (cur, compacted) = history(&mut c).await;
     let user = run(
-        &etcdctl,
+        etcdctl,
         &[
             "--endpoints",
             &source.client_url(),
@@ -182,11 +201,11 @@ async fn etcd_snapshot_restores_into_detcd() {
     );
     stdout(&user);
     stdout(&run(
-        &etcdctl,
+        etcdctl,
         &["--endpoints", &source.client_url(), "role", "add", "reader"],
     ));
     stdout(&run(
-        &etcdctl,
+        etcdctl,
         &[
             "--endpoints",
             &source.client_url(),
@@ -199,7 +218,7 @@ async fn etcd_snapshot_restores_into_detcd() {
     let want = served(&mut c, compacted, cur).await;
     let file = dir.path().join("etcd.snap");
     let file = file.to_str().unwrap();
-    save_and_compare_status(&etcdctl, &etcdutl, &source.client_url(), file);
+    save_and_compare_status(etcdctl, etcdutl, &source.client_url(), file);
 
     let target = Member::new("detcd", dir.path());
     let own = format!("detcd={}", target.peer_url());
@@ -216,6 +235,25 @@ async fn etcd_snapshot_restores_into_detcd() {
         "--data-dir",
         target.data_dir.to_str().unwrap(),
     ]));
+    // Offline, before the member starts: defrag keeps the data, hashkv is etcd's.
+    let data_dir = target.data_dir.to_str().unwrap();
+    stdout(&detcdutl(&["defrag", "--data-dir", data_dir]));
+    let offline = stdout(&detcdutl(&[
+        "hashkv",
+        "--data-dir",
+        data_dir,
+        "--rev",
+        &cur.to_string(),
+        "-w",
+        "json",
+    ]));
+    assert_eq!(
+        offline,
+        format!(
+            "{{\"hash\":{},\"hashRevision\":{cur},\"compactRevision\":{}}}\n",
+            want.1, want.2
+        )
+    );
     let _detcd = target.start(None);
     let mut d = ready_client(target.client_port).await;
     // ready_client's write to detcd lands after `cur`.
@@ -266,6 +304,68 @@ async fn detcd_snapshot_restores_into_etcd() {
     let mut c = ready_client(target.client_port).await;
     assert_eq!(served(&mut c, compacted, cur).await, want);
     assert_eq!(c.leases().await.unwrap().leases().len(), 1, "the lease");
+}
+
+/// Three restores of one detcd snapshot form a 3-member cluster that serves the
+/// snapshot's data, and loses no key when its leader is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detcd_snapshot_restores_into_three_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Member::new("source", dir.path());
+    let source_proc = source.start(None);
+    let mut d = ready_client(source.client_port).await;
+    let (cur, compacted) = history(&mut d).await;
+    let want = served(&mut d, compacted, cur).await;
+    let mut stream = d.snapshot().await.unwrap();
+    let mut bytes = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        bytes.extend_from_slice(m.blob());
+    }
+    drop(source_proc);
+    let file = dir.path().join("detcd.snap");
+    std::fs::write(&file, bytes).unwrap();
+
+    let members: Vec<Member> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|n| Member::new(n, dir.path()))
+        .collect();
+    let initial_cluster = common::initial_cluster(&members);
+    for m in &members {
+        stdout(&detcdutl(&[
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--name",
+            &m.name,
+            "--initial-cluster",
+            &initial_cluster,
+            "--initial-cluster-token",
+            "detcd-test",
+            "--initial-advertise-peer-urls",
+            &m.peer_url(),
+            "--data-dir",
+            m.data_dir.to_str().unwrap(),
+        ]));
+    }
+    let mut cluster = Cluster::start_members(members).await;
+    for port in cluster.ports() {
+        let mut c = ready_client(port).await;
+        assert_eq!(
+            served(&mut c, compacted, cur).await,
+            want,
+            "member on {port}"
+        );
+    }
+    let victim = cluster.leader().await;
+    cluster.kill(victim);
+    let survivor = cluster.ports()[(victim + 1) % 3];
+    let mut c = ready_client(survivor).await;
+    c.put("after-kill", "x", None).await.unwrap();
+    assert_eq!(
+        served(&mut c, compacted, cur).await,
+        want,
+        "after the leader kill"
+    );
 }
 
 #[test]
