@@ -97,8 +97,17 @@ pub fn export(tables: &Buckets) -> Result<Buckets, MigrateError> {
             .expect("every bucket created")
             .insert(k.to_vec(), v.to_vec());
     };
+    // detcd's compaction keeps a delete exactly at the compaction revision (for watchers
+    // starting there); etcd's removes it, and its HashKV would count it if left.
+    let finished = match tables.get(&b"meta"[..]).and_then(|m| m.get(FINISHED)) {
+        Some(v) => u64_of(v, "finishedCompactRev")? as i64 - 1,
+        None => -1,
+    };
     for (k, v) in bucket(tables, "key") {
-        put("key", k, v);
+        let (rev, tombstone) = revision(k)?;
+        if !(tombstone && rev.main <= finished) {
+            put("key", k, v);
+        }
     }
     let mut member_id = 0;
     let mut nospace = false;
@@ -396,6 +405,19 @@ mod tests {
         };
         assert_eq!(get(&e, "alarm", &alarm.encode_to_vec()), Some(&[][..]));
         assert_eq!(e[&b"key"[..]], detcd_tables()[&b"key"[..]]);
+    }
+
+    /// A delete detcd's compaction kept at the compaction revision is not exported.
+    #[test]
+    fn export_drops_the_delete_at_the_compaction_revision() {
+        let mut t = detcd_tables();
+        let meta = t.get_mut(&b"meta"[..]).unwrap();
+        meta.insert(FINISHED.to_vec(), 4u64.to_be_bytes().to_vec()); // compacted at 3
+        let e = export(&t).unwrap();
+        assert_eq!(
+            e[&b"key"[..]].keys().collect::<Vec<_>>(),
+            [&Revision::new(2, 0).to_key(false)]
+        );
     }
 
     /// Import takes back the data export gave out, membership and indexes aside.
