@@ -73,6 +73,22 @@ fn bucket<'a>(b: &'a Buckets, name: &str) -> impl Iterator<Item = (&'a Vec<u8>, 
     b.get(name.as_bytes()).into_iter().flatten()
 }
 
+/// The revision of detcd's last finished compaction, -1 if none.
+pub(super) fn finished_compaction(tables: &Buckets) -> Result<i64, MigrateError> {
+    match tables.get(&b"meta"[..]).and_then(|m| m.get(FINISHED)) {
+        Some(v) => Ok(u64_of(v, "finishedCompactRev")? as i64 - 1),
+        None => Ok(-1),
+    }
+}
+
+/// Whether a `key` table entry goes into etcd's database. detcd's compaction keeps a
+/// delete exactly at the compaction revision (for watchers starting there); etcd's
+/// removes it, and its HashKV would count it if left.
+pub(super) fn exported(key: &[u8], finished: i64) -> Result<bool, MigrateError> {
+    let (rev, tombstone) = revision(key)?;
+    Ok(!(tombstone && rev.main <= finished))
+}
+
 /// etcd's buckets from detcd's tables (as [`crate::backend::tables`] reads them). `term`
 /// stays out: detcd keeps none in its backend, and etcd reads an absent one as 0 until
 /// `etcdutl snapshot restore` writes it.
@@ -97,15 +113,9 @@ pub fn export(tables: &Buckets) -> Result<Buckets, MigrateError> {
             .expect("every bucket created")
             .insert(k.to_vec(), v.to_vec());
     };
-    // detcd's compaction keeps a delete exactly at the compaction revision (for watchers
-    // starting there); etcd's removes it, and its HashKV would count it if left.
-    let finished = match tables.get(&b"meta"[..]).and_then(|m| m.get(FINISHED)) {
-        Some(v) => u64_of(v, "finishedCompactRev")? as i64 - 1,
-        None => -1,
-    };
+    let finished = finished_compaction(tables)?;
     for (k, v) in bucket(tables, "key") {
-        let (rev, tombstone) = revision(k)?;
-        if !(tombstone && rev.main <= finished) {
+        if exported(k, finished)? {
             put("key", k, v);
         }
     }
