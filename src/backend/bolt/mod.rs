@@ -37,7 +37,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-pub use read::{read, used_bytes};
+pub use read::{read, read_each, used_bytes, Source};
 pub use write::{write, Sink, Writer};
 
 /// A bolt database as data: bucket name to the bucket's keys and values, in byte order.
@@ -77,7 +77,7 @@ pub enum BoltError {
     Checksum,
     #[error("file size {len} below the {pages} pages of {page_size} bytes the database uses")]
     Truncated {
-        len: usize,
+        len: u64,
         pages: u64,
         page_size: u32,
     },
