@@ -8,7 +8,6 @@
 pub mod api;
 pub mod auth;
 pub mod backend;
-pub mod check;
 pub mod lease;
 pub mod migrate;
 pub mod mvcc;

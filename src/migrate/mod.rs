@@ -10,8 +10,12 @@ pub mod layout;
 
 use sha2::{Digest, Sha256};
 
+use std::path::Path;
+
 use crate::backend::bolt::{self, BoltError, Buckets};
+use crate::backend::{for_each, tables, BackendError};
 use crate::mvcc::Castagnoli;
+use crate::runtime::{Disk, DiskFile, OpenMode};
 
 pub use layout::{export, import};
 
@@ -29,6 +33,53 @@ pub enum MigrateError {
     HashMismatch { expected: Vec<u8>, got: Vec<u8> },
     #[error("not an etcd database: {0}")]
     NotEtcd(String),
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes what `from` (a [`crate::backend::Backend::begin_read`] snapshot) sees as an etcd
+/// database file at `path`, replacing any file there: what the Snapshot call streams. The
+/// `key` table streams through; only the other tables (leases, auth, membership: small)
+/// are held in memory.
+pub fn write_etcd_db(
+    from: &redb::ReadTransaction,
+    disk: &dyn Disk,
+    path: &Path,
+) -> Result<(), MigrateError> {
+    let rest = tables(from, &["key"])?;
+    let finished = layout::finished_compaction(&rest)?;
+    if disk.exists(path) {
+        disk.remove(path)?;
+    }
+    let file = disk.open(path, OpenMode::CreateNew)?;
+    let mut w = bolt::Writer::new(FileSink(file.as_ref()));
+    for (name, kvs) in &export(&rest)? {
+        w.bucket(name)?;
+        if name == b"key" {
+            for_each(from, "key", |k, v| {
+                if layout::exported(k, finished)? {
+                    w.put(k, v)?;
+                }
+                Ok::<_, MigrateError>(())
+            })?;
+        }
+        for (k, v) in kvs {
+            w.put(k, v)?;
+        }
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// The bolt writer's sink on a disk file.
+struct FileSink<'a>(&'a dyn DiskFile);
+
+impl bolt::Sink for FileSink<'_> {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.write_at(offset, bytes)
+    }
 }
 
 /// The database followed by its sha256, as etcd's Snapshot RPC streams it.

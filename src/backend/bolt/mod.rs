@@ -38,7 +38,7 @@ mod tests;
 use std::collections::BTreeMap;
 
 pub use read::{read, used_bytes};
-pub use write::write;
+pub use write::{write, Sink, Writer};
 
 /// A bolt database as data: bucket name to the bucket's keys and values, in byte order.
 pub type Buckets = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -89,6 +89,10 @@ pub enum BoltError {
     KeySize(usize),
     #[error("value of {0} bytes: bbolt takes at most 2147483646")]
     ValueSize(usize),
+    #[error("bucket {0:?}: written twice, or keys not in ascending order")]
+    Order(String),
+    #[error("write: {0}")]
+    Io(String),
 }
 
 /// FNV-1a 64 (Go's hash/fnv New64a), the meta page checksum.
