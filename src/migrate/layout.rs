@@ -284,22 +284,22 @@ pub fn import_entry(bucket: &[u8], k: &[u8], v: &[u8]) -> Result<Option<Entry>, 
     }
 }
 
-/// detcd's tables from etcd's buckets, in memory ([`import_entry`] for each entry).
-pub fn import(etcd: &Buckets) -> Result<Buckets, MigrateError> {
-    let mut out = Buckets::new();
-    for (name, kvs) in etcd {
-        for (k, v) in kvs {
-            if let Some((t, k, v)) = import_entry(name, k, v)? {
-                out.entry(t.as_bytes().to_vec()).or_default().insert(k, v);
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// detcd's tables from etcd's buckets, in memory ([`import_entry`] for each entry).
+    pub fn import(etcd: &Buckets) -> Result<Buckets, MigrateError> {
+        let mut out = Buckets::new();
+        for (name, kvs) in etcd {
+            for (k, v) in kvs {
+                if let Some((t, k, v)) = import_entry(name, k, v)? {
+                    out.entry(t.as_bytes().to_vec()).or_default().insert(k, v);
+                }
+            }
+        }
+        Ok(out)
+    }
 
     fn table(kvs: &[(&[u8], Vec<u8>)]) -> BTreeMap<Vec<u8>, Vec<u8>> {
         kvs.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect()

@@ -17,7 +17,7 @@ use crate::backend::{for_each, tables, BackendError};
 use crate::mvcc::Castagnoli;
 use crate::runtime::{Disk, DiskFile, OpenMode};
 
-pub use layout::{export, import, import_entry};
+pub use layout::{export, import_entry};
 
 /// Bytes of the sha256 trailer.
 pub const TRAILER_BYTES: usize = 32;
