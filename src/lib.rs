@@ -13,6 +13,7 @@ pub mod backend;
 pub mod check;
 pub mod lease;
 pub mod mvcc;
+pub mod net;
 pub mod proto;
 pub mod raft;
 pub mod runtime;

@@ -60,13 +60,13 @@ pub async fn run(
         server: server.clone(),
         gateway: gateway.clone(),
     });
-    let router = crate::runtime::client_server(http, max_request)
+    let router = crate::net::client_server(http, max_request)
         .add_service(KvServer::new(gateway.kv).max_decoding_message_size(max_request))
         .add_service(WatchServer::new(WatchService(server.clone())))
         .add_service(LeaseServer::new(gateway.lease))
         .add_service(ClusterServer::new(ClusterService(server.clone())))
         .add_service(MaintenanceServer::new(gateway.maintenance));
-    let clients = crate::runtime::serve_clients(router, client_addr, shutdown);
+    let clients = crate::net::serve_clients(router, client_addr, shutdown);
     tracing::info!(
         member = format_args!("{:x}", server.member_id()),
         cluster = format_args!("{:x}", server.cluster_id()),

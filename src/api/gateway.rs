@@ -22,7 +22,7 @@ use super::maintenance::MaintenanceService;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
-use crate::runtime::{HttpRequest, HttpResponse};
+use crate::net::{HttpRequest, HttpResponse};
 
 const JSON: &str = "application/json";
 

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use serde::Serialize;
 
 use super::gateway::{self, Gateway};
-use crate::runtime::{HttpHandler, HttpRequest, HttpResponse};
+use crate::net::{HttpHandler, HttpRequest, HttpResponse};
 use crate::server::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::server::{Server, SERVER_VERSION};
 
