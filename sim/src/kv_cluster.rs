@@ -7,8 +7,8 @@ use std::time::Duration;
 use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use detcd::proto::etcdserverpb::{HashKvRequest, StatusRequest};
 use detcd::runtime::{Clock, Disk, SimDisk};
-use detcd::start;
 use detcd::server::config::{Flags, ServerConfig};
+use detcd::start;
 
 use crate::nodes::{member_ip, Nodes};
 

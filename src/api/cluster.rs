@@ -20,7 +20,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Ok(Response::new(self.0.member_add(request.into_inner()).await?))
+        Ok(Response::new(
+            self.0.member_add(request.into_inner()).await?,
+        ))
     }
 
     async fn member_remove(
@@ -35,7 +37,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Ok(Response::new(self.0.member_update(request.into_inner()).await?))
+        Ok(Response::new(
+            self.0.member_update(request.into_inner()).await?,
+        ))
     }
 
     async fn member_list(

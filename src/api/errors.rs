@@ -86,7 +86,10 @@ mod tests {
         assert_eq!(code(mvcc::Error::NoSpace), Code::ResourceExhausted);
         assert_eq!(code(ProposeError::TimedOut), Code::Unavailable);
         assert_eq!(code(ProposeError::TooManyRequests), Code::ResourceExhausted);
-        assert_eq!(code(MembershipError::LearnerNotReady), Code::FailedPrecondition);
+        assert_eq!(
+            code(MembershipError::LearnerNotReady),
+            Code::FailedPrecondition
+        );
         assert_eq!(code(MembershipError::NotFound), Code::NotFound);
         assert_eq!(
             Status::from(Error::from(ProposeError::NoLeader)).message(),

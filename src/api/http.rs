@@ -125,7 +125,11 @@ fn version(request: &HttpRequest) -> HttpResponse {
 
 /// Prometheus's text format.
 fn metrics(server: &Server) -> HttpResponse {
-    response(200, METRICS_CONTENT_TYPE, server.metrics_text().into_bytes())
+    response(
+        200,
+        METRICS_CONTENT_TYPE,
+        server.metrics_text().into_bytes(),
+    )
 }
 
 #[cfg(test)]

@@ -30,7 +30,9 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        Ok(Response::new(self.0.delete_range(request.into_inner()).await?))
+        Ok(Response::new(
+            self.0.delete_range(request.into_inner()).await?,
+        ))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {

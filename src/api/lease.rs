@@ -29,14 +29,18 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        Ok(Response::new(self.0.lease_grant(request.into_inner()).await?))
+        Ok(Response::new(
+            self.0.lease_grant(request.into_inner()).await?,
+        ))
     }
 
     async fn lease_revoke(
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        Ok(Response::new(self.0.lease_revoke(request.into_inner()).await?))
+        Ok(Response::new(
+            self.0.lease_revoke(request.into_inner()).await?,
+        ))
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;

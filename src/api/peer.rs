@@ -6,9 +6,8 @@ use tonic::{Request, Response, Status};
 
 use crate::lease;
 use crate::proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
-    MemberPromoteResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
 };
 use crate::proto::peerpb::lease_forward_server::LeaseForward;
 pub use crate::proto::peerpb::lease_forward_server::LeaseForwardServer;

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use detcd::runtime::RealDisk;
-use detcd::start;
 use detcd::server::config::{Flags, ServerConfig};
+use detcd::start;
 
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();

@@ -39,40 +39,34 @@ impl LogRequest for Request {
     }
 }
 
-/// What applying a request produced, one variant per kind of request.
-#[derive(Debug)]
-pub enum Applied {
-    Put(PutResponse),
-    DeleteRange(DeleteRangeResponse),
-    Txn(TxnResponse),
-    Compaction(CompactionResponse),
-    LeaseGrant(LeaseGrantResponse),
-    LeaseRevoke(LeaseRevokeResponse),
-    LeaseCheckpoint(LeaseCheckpointResponse),
-    MemberAttrSet(MemberAttrSetResponse),
-    Alarm(AlarmResponse),
-}
-
 /// A response type that one kind of request produces: the proposer of a request of that
 /// kind takes its response out of [`Applied`].
 pub trait AppliedAs: Sized {
     fn from_applied(applied: Applied) -> Option<Self>;
 }
 
-macro_rules! applied_as {
-    ($($variant:ident($ty:ty)),* $(,)?) => {$(
-        impl AppliedAs for $ty {
+/// Declares [`Applied`], one variant per kind of request, and each response type's way
+/// out of it.
+macro_rules! applied {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        /// What applying a request produced.
+        #[derive(Debug)]
+        pub enum Applied {
+            $($variant($ty)),*
+        }
+
+        $(impl AppliedAs for $ty {
             fn from_applied(applied: Applied) -> Option<Self> {
                 match applied {
                     Applied::$variant(r) => Some(r),
                     _ => None,
                 }
             }
-        }
-    )*};
+        })*
+    };
 }
 
-applied_as!(
+applied!(
     Put(PutResponse),
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::apply::Applier;
 use super::config::ServerConfig;
 use super::lease_forward::LeaseForwarder;
-use super::member::{self, MemberConfig, MemberError};
+use super::member::{self, MemberConfig, MemberError, MemberTask};
 use super::metrics::ServerMetrics;
 use super::snapshot::{self, Inbox, SnapshotOptions};
 use super::snapshot_stream::SnapshotDir;
@@ -87,7 +87,7 @@ pub struct Started {
     /// Serves Raft messages and snapshots from peers, beside the peer services in `api`.
     pub raft_peers: PeerService,
     /// Ends when the member stops: removed, or its durable state failed.
-    pub member_task: tokio::task::JoinHandle<Result<(), MemberError>>,
+    pub member_task: MemberTask,
 }
 
 /// Opens the data directory, store and WAL, finds the member's identity, and starts the

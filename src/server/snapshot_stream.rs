@@ -106,15 +106,18 @@ impl SnapshotDir {
             sha: Some(Sha256::new()),
         };
         copy.len = copy.file.len().map_err(io_error)?;
-        Ok(Box::pin(futures::stream::unfold(copy, |mut copy| async move {
-            let next = copy.next_message().transpose()?;
-            if next.is_err() {
-                // A failed read ends the stream.
-                copy.sha = None;
-                copy.sent = copy.len;
-            }
-            Some((next, copy))
-        })))
+        Ok(Box::pin(futures::stream::unfold(
+            copy,
+            |mut copy| async move {
+                let next = copy.next_message().transpose()?;
+                if next.is_err() {
+                    // A failed read ends the stream.
+                    copy.sha = None;
+                    copy.sent = copy.len;
+                }
+                Some((next, copy))
+            },
+        )))
     }
 }
 

@@ -18,7 +18,7 @@ pub type SharedLessor = Arc<Mutex<Lessor>>;
 
 /// Locks `shared`. A poisoned lock is taken as is: the task that panicked holding it
 /// reports its own failure, and the others go on with the data as it was left.
-pub fn lock<T>(shared: &Arc<Mutex<T>>) -> MutexGuard<'_, T> {
+pub fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 

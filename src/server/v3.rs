@@ -21,9 +21,8 @@ use crate::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
     DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, HashResponse, LeaseGrantRequest,
     LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest,
-    TxnResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
 };
 use crate::proto::internalpb::internal_raft_request::Request;
 
@@ -96,8 +95,15 @@ impl Server {
     pub(super) async fn propose<R: AppliedAs>(&self, request: Request) -> Result<R> {
         quota::check(self, &request).await?;
         let applied = self.member.propose(request).await??;
-        Ok(R::from_applied(applied)
-            .expect("a request applies to the response of its own kind"))
+        Ok(R::from_applied(applied).expect("a request applies to the response of its own kind"))
+    }
+
+    /// Proposes a client write and completes the header of its response.
+    async fn write<R: AppliedAs + Headed>(&self, request: Request) -> Result<R> {
+        let mut resp: R = self.propose(request).await?;
+        let header = resp.header();
+        *header = self.complete(header.take());
+        Ok(resp)
     }
 
     /// Waits until this member has applied everything committed when called.
@@ -115,39 +121,27 @@ impl Server {
     }
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        let mut resp: PutResponse = self.propose(Request::Put(req)).await?;
-        resp.header = self.complete(resp.header);
-        Ok(resp)
+        self.write(Request::Put(req)).await
     }
 
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        let mut resp: DeleteRangeResponse = self.propose(Request::DeleteRange(req)).await?;
-        resp.header = self.complete(resp.header);
-        Ok(resp)
+        self.write(Request::DeleteRange(req)).await
     }
 
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        let mut resp: TxnResponse = self.propose(Request::Txn(req)).await?;
-        resp.header = self.complete(resp.header);
-        Ok(resp)
+        self.write(Request::Txn(req)).await
     }
 
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
-        let mut resp: CompactionResponse = self.propose(Request::Compaction(req)).await?;
-        resp.header = self.complete(resp.header);
-        Ok(resp)
+        self.write(Request::Compaction(req)).await
     }
 
     pub async fn lease_grant(&self, req: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
-        let mut resp: LeaseGrantResponse = self.propose(Request::LeaseGrant(req)).await?;
-        resp.header = self.complete(resp.header);
-        Ok(resp)
+        self.write(Request::LeaseGrant(req)).await
     }
 
     pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
-        let mut resp: LeaseRevokeResponse = self.propose(Request::LeaseRevoke(req)).await?;
-        resp.header = self.complete(resp.header);
-        Ok(resp)
+        self.write(Request::LeaseRevoke(req)).await
     }
 
     /// One keepalive, renewed by the leader; an unknown or expired lease gets TTL 0, as
@@ -184,9 +178,7 @@ impl Server {
 
     /// Every action goes through the log, as in etcd, so a GET sees what was applied.
     pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse> {
-        let mut resp: AlarmResponse = self.propose(Request::Alarm(req)).await?;
-        resp.header = self.complete(resp.header);
-        Ok(resp)
+        self.write(Request::Alarm(req)).await
     }
 
     /// The alarms raised in the cluster, as applied on this member.
@@ -337,6 +329,31 @@ impl Server {
         metrics.encode()
     }
 }
+
+/// A response with etcd's header, which leaves the server complete.
+trait Headed {
+    fn header(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! headed {
+    ($($ty:ty),*) => {$(
+        impl Headed for $ty {
+            fn header(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+
+headed!(
+    PutResponse,
+    DeleteRangeResponse,
+    TxnResponse,
+    CompactionResponse,
+    LeaseGrantResponse,
+    LeaseRevokeResponse,
+    AlarmResponse
+);
 
 fn alarm_type(alarm: i32) -> AlarmType {
     AlarmType::try_from(alarm).unwrap_or(AlarmType::None)

@@ -19,7 +19,10 @@ impl<S: StateMachine> Member<S> {
     /// state machine refused it), to the transport; answers its proposer.
     pub(super) fn apply_conf_change(&mut self, e: &Entry) -> Result<(), MemberError> {
         let Ok(mut cc) = ConfChange::decode(e.data.as_slice()) else {
-            tracing::warn!(index = e.index, "skipping an undecodable configuration change");
+            tracing::warn!(
+                index = e.index,
+                "skipping an undecodable configuration change"
+            );
             return Ok(());
         };
         let outcome = self.sm.apply_conf_change(e.index, &cc);

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub use handle::{MemberHandle, MemberStatus, ProposeError};
-pub use recover::start;
+pub use recover::{start, MemberTask};
 
 use handle::{Admin, Proposal, ReadWaiter, Waiter};
 use reads::Reads;

@@ -27,6 +27,9 @@ const BOOTSTRAP: SnapshotMark = SnapshotMark {
     conf_state: None,
 };
 
+/// The running member loop; it ends when the member stops.
+pub type MemberTask = tokio::task::JoinHandle<Result<(), MemberError>>;
+
 /// Opens (or creates) the WAL, restores Raft's state from it, and starts the loop.
 /// `inbound` carries messages from the peer service, `events` the transport's reports.
 pub fn start<S: StateMachine>(
@@ -36,13 +39,7 @@ pub fn start<S: StateMachine>(
     inbound: mpsc::Receiver<Message>,
     events: mpsc::Receiver<PeerEvent>,
     sm: S,
-) -> Result<
-    (
-        MemberHandle<S>,
-        tokio::task::JoinHandle<Result<(), MemberError>>,
-    ),
-    MemberError,
-> {
+) -> Result<(MemberHandle<S>, MemberTask), MemberError> {
     let snapshotter = Snapshotter::new(disk.clone(), &cfg.snap_dir)?;
     let (mut wal, storage, snapshot_index) = if Wal::exists(disk.as_ref(), &cfg.wal_dir) {
         reopen(&cfg, &disk, &snapshotter, &sm)?

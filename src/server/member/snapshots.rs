@@ -131,8 +131,7 @@ impl<S: StateMachine> Member<S> {
         self.follow_membership();
         self.applied = index;
         self.release(index)?;
-        if let Err(e) = transfer::remove_stale_received(self.disk.as_ref(), &self.snap_dir, index)
-        {
+        if let Err(e) = transfer::remove_stale_received(self.disk.as_ref(), &self.snap_dir, index) {
             tracing::warn!(error = %e, "removing stale received snapshots failed");
         }
         runtime::reach(runtime::Milestone::SnapshotInstalled);
