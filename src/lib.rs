@@ -10,8 +10,8 @@
 pub mod api;
 pub mod auth;
 pub mod backend;
-pub mod check;
 pub mod lease;
+pub mod migrate;
 pub mod mvcc;
 pub mod net;
 pub mod proto;

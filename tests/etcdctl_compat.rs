@@ -10,16 +10,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Member;
-
-fn on_path(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
+use common::{on_path, Member};
 
 /// Runs etcdctl; a `watch` never ends by itself, so it runs for one second (timeout(1)).
 fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {

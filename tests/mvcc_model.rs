@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use detcd::mvcc::{Config, KvStore, Revision};
+use detcd::mvcc::{Castagnoli, Config, KvStore, Revision};
 use detcd::proto::etcdserverpb::compare::{CompareTarget, TargetUnion};
 use detcd::proto::etcdserverpb::request_op::Request;
 use detcd::proto::etcdserverpb::response_op::Response;
@@ -419,24 +419,25 @@ impl Model {
         })
     }
 
-    /// HashKV by its definition: every revision up to `at`, minus those compaction drops
-    /// (all at or below the compact revision except, per key, its value there or its
-    /// delete exactly there).
-    fn hash_kv(&self, at: i64) -> u32 {
-        let kept: Vec<(i64, i64)> = self
-            .keys()
+    /// Per key, the revision that shows its value at `at` (none if it was absent then):
+    /// etcd's `treeIndex.Keep`.
+    fn keep(&self, at: i64) -> Vec<(i64, i64)> {
+        self.keys()
             .into_iter()
-            .filter_map(|k| {
-                self.recs
-                    .iter()
-                    .rev()
-                    .find(|r| r.key == k && r.main <= self.compact)
-            })
-            // A delete exactly at the compaction revision stays, for watchers starting there.
-            .filter(|r| r.kv.is_some() || r.main == self.compact)
+            .filter_map(|k| self.recs.iter().rev().find(|r| r.key == k && r.main <= at))
+            .filter(|r| r.kv.is_some())
             .map(|r| (r.main, r.sub))
-            .collect();
-        let mut h = crc32fast::Hasher::new();
+            .collect()
+    }
+
+    /// HashKV by etcd's definition: every revision up to `at`, but at or below the compact
+    /// revision only those kept at `at`, or if there are none, those compaction keeps.
+    fn hash_kv(&self, at: i64) -> u32 {
+        let mut kept = self.keep(at);
+        if kept.is_empty() {
+            kept = self.keep(self.compact);
+        }
+        let mut h = Castagnoli::default();
         h.update(b"key");
         for r in self
             .recs
@@ -746,14 +747,20 @@ fn run(ops: Vec<Op>) {
                     .map(|r| (r.hash, r.compact_revision, r.hash_revision))
                     .map_err(err);
                 let at = if cur - back > 0 { cur - back } else { cur };
-                let readable = model.range(
-                    &RangeRequest {
-                        revision: cur - back,
-                        ..Default::default()
-                    },
-                    cur,
-                );
-                let want = readable.map(|_| (model.hash_kv(at), model.compact, at));
+                // As etcd, a hash at the compact revision is compacted (a range there is not).
+                let want = if cur - back > 0 && at <= model.compact {
+                    Err("etcdserver: mvcc: required revision has been compacted".to_string())
+                } else {
+                    model
+                        .range(
+                            &RangeRequest {
+                                revision: cur - back,
+                                ..Default::default()
+                            },
+                            cur,
+                        )
+                        .map(|_| (model.hash_kv(at), model.compact, at))
+                };
                 assert_eq!(got, want, "{ctx}");
             }
             Op::Commit => {

@@ -95,6 +95,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("start", 9),
     ("api", 8),
     ("server", 7),
+    ("migrate", 6),
     ("mvcc", 6),
     ("lease", 6),
     ("auth", 6),

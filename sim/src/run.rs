@@ -7,11 +7,11 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use detcd::check::history::{from_events, Event};
-use detcd::check::{self, Budget, Model, Options, Verdict};
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::RangeRequest;
 use detcd::runtime::{reached, trace, trace_reset, trace_value, Clock, Milestone};
+use detcd_check::history::{from_events, Event};
+use detcd_check::{self as check, Budget, Model, Options, Verdict};
 use madsim::runtime::{Handle, Runtime};
 use madsim::Config;
 
@@ -180,7 +180,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
 
 /// The history must be linearizable (an unknown verdict fails too), and the watch
 /// streams must keep etcd's guarantees and agree with it.
-fn check_history(events: &[Event], responses: &[detcd::check::watch::Response]) -> Vec<String> {
+fn check_history(events: &[Event], responses: &[detcd_check::watch::Response]) -> Vec<String> {
     let h = match from_events(events) {
         Ok(h) => h,
         Err(e) => return vec![format!("malformed history: {e}")],

@@ -6,12 +6,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use detcd::check::watch::{Kv as WatchKv, Response, WatchEvent};
 use detcd::proto::etcdserverpb::watch_client::WatchClient;
 use detcd::proto::etcdserverpb::watch_request::RequestUnion;
 use detcd::proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
 use detcd::proto::mvccpb::{self, event::EventType};
 use detcd::runtime::{trace, Clock};
+use detcd_check::watch::{Kv as WatchKv, Response, WatchEvent};
 use futures::StreamExt as _;
 
 use crate::kv_cluster::client_url;

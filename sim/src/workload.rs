@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use detcd::check::history::Event;
 use detcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::lease_client::LeaseClient;
@@ -17,6 +16,7 @@ use detcd::proto::etcdserverpb::{
     PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use detcd::runtime::{seeded_rng, trace, Clock};
+use detcd_check::history::Event;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;

@@ -6,7 +6,10 @@
 
 use std::path::Path;
 
-use super::{Backend, Result};
+use redb::{ReadableTable, TableHandle};
+
+use super::bolt::Buckets;
+use super::{be, Backend, Result};
 use crate::runtime::Disk;
 
 /// The backend as of one commit, held by a redb read transaction: later commits do not
@@ -34,6 +37,38 @@ impl SnapshotSource {
             disk.remove(path)?;
         }
         Backend::copy(&self.0, disk, path)
+    }
+}
+
+/// Every table that `from` (a [`Backend::begin_read`] snapshot) sees, as data: name to
+/// keys and values (what an etcd-layout export reads).
+pub fn tables(from: &redb::ReadTransaction) -> Result<Buckets> {
+    let mut out = Buckets::new();
+    for handle in from.list_tables().map_err(be)? {
+        let def = redb::TableDefinition::<&[u8], &[u8]>::new(handle.name());
+        let table = from.open_table(def).map_err(be)?;
+        let mut kvs = std::collections::BTreeMap::new();
+        for entry in table.iter().map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            kvs.insert(k.value().to_vec(), v.value().to_vec());
+        }
+        out.insert(handle.name().as_bytes().to_vec(), kvs);
+    }
+    Ok(out)
+}
+
+impl Backend {
+    /// Writes `tables` (name to keys and values) into the open batch.
+    pub fn insert_all(&self, tables: &Buckets) -> Result<()> {
+        for (name, kvs) in tables {
+            let name = String::from_utf8_lossy(name);
+            let def = redb::TableDefinition::<&[u8], &[u8]>::new(&name);
+            let mut table = self.tx().open_table(def).map_err(be)?;
+            for (k, v) in kvs {
+                table.insert(k.as_slice(), v.as_slice()).map_err(be)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -167,9 +167,15 @@ impl KeyIndex {
         (gi, idx)
     }
 
-    /// Adds to `keep` what compaction at `at` would keep, without changing anything.
+    /// etcd's `keyIndex.keep`, which HashKV uses: the revision that shows the key's value
+    /// at `at`, none if the key was absent then. Unlike [`KeyIndex::compact`], a delete
+    /// exactly at `at` keeps nothing (etcd compacts that tombstone away).
     pub fn keep(&self, at: i64, keep: &mut BTreeSet<Revision>) {
-        self.keep_at(at, keep);
+        let (gi, idx) = self.keep_at(at, keep);
+        let g = &self.generations[gi];
+        if gi + 1 < self.generations.len() && idx == Some(g.revs.len() - 1) {
+            keep.remove(&g.revs[g.revs.len() - 1]);
+        }
     }
 
     /// Drops every revision at or below `at` except the one that shows the key's state at
@@ -269,7 +275,8 @@ mod tests {
     }
 
     /// Compaction at every revision must not change any answer above it, and must keep
-    /// exactly the revision that shows the key at the compaction point.
+    /// exactly the revision that shows the key at the compaction point (or its delete
+    /// there); etcd's keep is the former alone.
     #[test]
     fn compact_preserves_later_reads() {
         let full = history();
@@ -279,7 +286,8 @@ mod tests {
             ki.compact(at, &mut keep);
             let mut kept = BTreeSet::new();
             full.keep(at, &mut kept);
-            assert_eq!(keep, kept, "keep and compact agree at {at}");
+            let shown: BTreeSet<Revision> = full.get(at).map(|k| k.modified).into_iter().collect();
+            assert_eq!(kept, shown, "etcd's keep at {at}");
             let tombstone_at = |r: &Revision| r.main == at;
             let deleted_at: Option<Revision> = full
                 .generations

@@ -14,7 +14,7 @@ use super::revision::Revision;
 use super::tree_index::TreeIndex;
 use crate::backend::{be, get_u64, put_u64, Backend, KEY, META};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
-use crate::proto::etcdserverpb::{HashKvResponse, RangeRequest, RangeResponse, ResponseHeader};
+use crate::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
 use crate::runtime::Disk;
@@ -297,33 +297,6 @@ impl KvStore {
             out.push(decode(v.value()));
         }
         Ok(out)
-    }
-
-    /// etcd's HashKV: a crc32 of every revision up to `rev` (0: current) that compaction
-    /// keeps, so members that applied the same log agree whether or not their physical
-    /// compaction has finished.
-    pub fn hash_kv(&self, rev: i64) -> Result<HashKvResponse> {
-        let at = self.read_rev(rev, self.current_rev)?;
-        let keep = self.index.keep(self.compact_rev);
-        let mut h = crc32fast::Hasher::new();
-        h.update(b"key");
-        let table = self.backend.tx().open_table(KEY).map_err(be)?;
-        let upper = Revision::start_key(at + 1);
-        for entry in table.range(..upper.as_slice()).map_err(be)? {
-            let (k, v) = entry.map_err(be)?;
-            let (r, _) = Revision::from_key(k.value());
-            if r.main <= self.compact_rev && !keep.contains(&r) {
-                continue;
-            }
-            h.update(k.value());
-            h.update(v.value());
-        }
-        Ok(HashKvResponse {
-            header: Some(header(self.current_rev)),
-            hash: h.finalize(),
-            compact_revision: self.compact_rev,
-            hash_revision: at,
-        })
     }
 
     /// A hash of the whole backend but the per-member metadata (etcd's Hash).

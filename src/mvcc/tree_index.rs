@@ -91,7 +91,7 @@ impl TreeIndex {
         keep
     }
 
-    /// What [`TreeIndex::compact`] at `at` would keep.
+    /// etcd's `treeIndex.Keep`: per key, the revision that shows its value at `at`.
     pub fn keep(&self, at: i64) -> BTreeSet<Revision> {
         let mut keep = BTreeSet::new();
         for ki in self.keys.values() {

@@ -134,3 +134,34 @@ pub fn grpc_message(e: etcd_client::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// Where ci/install-etcd puts the official etcd 3.5.1 binaries (`$ETCD35_DIR` overrides).
+pub fn etcd35_dir() -> PathBuf {
+    std::env::var_os("ETCD35_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/etcd-v3.5.1"))
+}
+
+/// The etcd 3.5.1 binary `name` (etcd, etcdctl, etcdutl), or `None` with a message saying
+/// the test that wanted it is skipped.
+pub fn etcd35(name: &str, test: &str) -> Option<PathBuf> {
+    let path = etcd35_dir().join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    eprintln!(
+        "SKIPPED {test}: {} is absent (run ci/install-etcd, or set ETCD35_DIR)",
+        path.display()
+    );
+    None
+}
+
+/// Whether `program` runs (is on PATH).
+pub fn on_path(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}

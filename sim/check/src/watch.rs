@@ -326,7 +326,7 @@ fn check_prev(key: &str, rev: u64, prev: &Kv, facts: &Facts) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::testing::history;
+    use crate::testing::history;
 
     /// k1=a at 2, k1=b at 3, k2=c at 4.
     fn writes() -> History {

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use detcd::check::history::{from_events, Event};
-use detcd::check::{Model, Verdict};
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::runtime::{entropy_seed, seeded_rng};
+use detcd_check::history::{from_events, Event};
+use detcd_check::{Model, Verdict};
 use futures::future::join_all;
 use serde_json::json;
 

@@ -126,7 +126,7 @@ pub fn parse(text: &str) -> Result<History, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::history::{Call, Status};
+    use crate::history::{Call, Status};
 
     #[test]
     fn vectors_are_one_token() {

@@ -2,7 +2,7 @@
 //! version (1 on creation, +1 per put, 0 once deleted).
 
 use super::{check_expect, check_read, same_number, History, Mismatch, Op, SeqModel, Val};
-use crate::check::history::{Call, Status};
+use crate::history::{Call, Status};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Kv;

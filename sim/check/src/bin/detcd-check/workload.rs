@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use detcd::check::history::Event;
 use detcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::request_op::Request;
@@ -20,6 +19,7 @@ use detcd::proto::etcdserverpb::{
     Compare, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
 };
 use detcd::runtime::seeded_rng;
+use detcd_check::history::Event;
 use rand::Rng;
 use tonic::transport::Channel;
 

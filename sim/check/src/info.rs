@@ -148,7 +148,7 @@ pub fn deadlines(h: &History, ops: &[usize]) -> Vec<Option<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::testing::history;
+    use crate::testing::history;
 
     #[test]
     fn interchangeable_info_operations_are_chained_in_invocation_order() {

@@ -6,7 +6,7 @@
 #![cfg(not(madsim))]
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,18 @@ impl Drop for Runner {
     }
 }
 
+/// The detcd binary beside detcd-check's. Cargo hands a test only its own package's
+/// binaries; `cargo test --workspace` builds detcd's in the same directory.
+fn detcd_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_detcd-check")).with_file_name("detcd");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build --bin detcd`) or run `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
 /// Runs `detcd-check jepsen` with `args` in a run directory under `dir`; returns its exit
 /// status, standard output and `summary.json`.
 fn jepsen(dir: &Path, args: &[&str]) -> (ExitStatus, String, Value) {
@@ -32,7 +44,8 @@ fn jepsen(dir: &Path, args: &[&str]) -> (ExitStatus, String, Value) {
     let out = dir.join("stdout");
     let child = Command::new(env!("CARGO_BIN_EXE_detcd-check"))
         .arg("jepsen")
-        .args(["--detcd", env!("CARGO_BIN_EXE_detcd")])
+        .arg("--detcd")
+        .arg(detcd_binary())
         .arg("--dir")
         .arg(&run)
         .args(args)

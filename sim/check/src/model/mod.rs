@@ -169,7 +169,7 @@ impl std::str::FromStr for Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::testing::history;
+    use crate::testing::history;
 
     /// Applies every operation of `spec` in order, returning the first mismatch.
     fn replay<M: SeqModel>(model: &M, spec: &str) -> Result<M::State, String> {

@@ -1,7 +1,7 @@
 //! One register: read, write, compare-and-set. The key starts absent (`nil`).
 
 use super::{check_expect, check_read, History, Mismatch, Op, SeqModel, Val};
-use crate::check::history::Call;
+use crate::history::Call;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Register;

@@ -3,9 +3,9 @@
 //! operations, random results, random outcomes (ok, fail, info, no completion), values from a
 //! small pool so that the same value is often written twice.
 
-use detcd::check::brute;
-use detcd::check::history::{from_events, Event};
-use detcd::check::{linearizable, Model, Options, Verdict};
+use detcd_check::brute;
+use detcd_check::history::{from_events, Event};
+use detcd_check::{linearizable, Model, Options, Verdict};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -36,20 +36,28 @@ pub enum Anomaly {
     LostWrite,
     /// A write takes effect again some time after the next one: from then on reads see it.
     DuplicatedWrite,
+    /// A cas succeeds although the value it expected was overwritten before it was invoked.
+    WrongCas,
+    /// One read returns a value nobody wrote.
+    Phantom,
 }
 
 impl Anomaly {
-    pub const ALL: [Anomaly; 3] = [
+    pub const ALL: [Anomaly; 5] = [
         Anomaly::StaleRead,
         Anomaly::LostWrite,
         Anomaly::DuplicatedWrite,
+        Anomaly::WrongCas,
+        Anomaly::Phantom,
     ];
     /// Each anomaly, and none (first): the cases a checker test runs.
-    pub const OR_NONE: [Option<Anomaly>; 4] = [
+    pub const OR_NONE: [Option<Anomaly>; 6] = [
         None,
         Some(Anomaly::StaleRead),
         Some(Anomaly::LostWrite),
         Some(Anomaly::DuplicatedWrite),
+        Some(Anomaly::WrongCas),
+        Some(Anomaly::Phantom),
     ];
 }
 
@@ -98,6 +106,7 @@ struct Track {
     /// Position of an `ok` completion.
     ok_at: Option<usize>,
     read: bool,
+    cas: bool,
     /// For reads: the write (track index) whose value they saw; `None` before any write.
     observed: Option<usize>,
     /// For writes that took effect: the key afterwards.
@@ -189,6 +198,7 @@ impl Sim {
             key,
             invoke,
             read: flight.f == "get",
+            cas: flight.f == "cas",
             ok_at: None,
             observed: None,
             wrote: None,
@@ -287,8 +297,19 @@ impl Sim {
     }
 }
 
-/// Generates a history as events in order.
+/// Generates a history as events in order; panics when the anomaly has no place.
 pub fn generate(cfg: &GenConfig) -> Vec<Event> {
+    try_generate(cfg).unwrap_or_else(|| {
+        panic!(
+            "no place to inject {:?} in {cfg:?}: use more operations",
+            cfg.anomaly
+        )
+    })
+}
+
+/// Generates a history as events in order; `None` when no place in it makes the anomaly
+/// certain (e.g. a lost write needs a read that began after the write returned and saw it).
+pub fn try_generate(cfg: &GenConfig) -> Option<Vec<Event>> {
     assert!(
         (1..=MAX_PROCESSES).contains(&cfg.processes) && cfg.keys > 0,
         "processes {} must be in 1..={MAX_PROCESSES}, keys {} positive",
@@ -312,13 +333,9 @@ pub fn generate(cfg: &GenConfig) -> Vec<Event> {
         sim.step(&mut slots, &mut invoked);
     }
     if let Some(anomaly) = cfg.anomaly {
-        let injected = inject(&mut sim, anomaly);
-        assert!(
-            injected,
-            "no place to inject {anomaly:?} in {cfg:?}: use more operations"
-        );
+        inject(&mut sim, anomaly).then_some(())?;
     }
-    sim.events
+    Some(sim.events)
 }
 
 /// Rewrites the completion of read `r` to show `snapshot`.
@@ -341,6 +358,17 @@ fn before(sim: &Sim, a: usize, b: usize) -> bool {
 
 /// Injects `anomaly` at the first place that makes it certain; false when there is none.
 fn inject(sim: &mut Sim, anomaly: Anomaly) -> bool {
+    if anomaly == Anomaly::Phantom {
+        let Some(r) =
+            (0..sim.tracks.len()).find(|&r| sim.tracks[r].read && sim.tracks[r].ok_at.is_some())
+        else {
+            return false;
+        };
+        let unwritten = (sim.next_value + 1).to_string();
+        let at = sim.tracks[r].ok_at.expect("found an ok read");
+        sim.events[at].value = Some(unwritten);
+        return true;
+    }
     for key in 0..sim.store.len() {
         let writes = sim.store[key].1.clone();
         for pair in writes.windows(2) {
@@ -360,6 +388,23 @@ fn inject(sim: &mut Sim, anomaly: Anomaly) -> bool {
                 .filter(|&r| is_read(r) && before(sim, w1, r))
                 .collect();
             let saw_after: Vec<usize> = after_w1.iter().copied().filter(saw_w1).collect();
+            if anomaly == Anomaly::WrongCas {
+                // An ok cas invoked after w1 returned, now expecting w0's value.
+                let late_cas = (0..sim.tracks.len()).find(|&c| {
+                    let t = &sim.tracks[c];
+                    t.key == key
+                        && t.cas
+                        && t.wrote.is_some()
+                        && t.ok_at.is_some()
+                        && before(sim, w1, c)
+                });
+                let Some(c) = late_cas else { continue };
+                let ends = [Some(sim.tracks[c].invoke), sim.tracks[c].ok_at];
+                for at in ends.into_iter().flatten() {
+                    sim.events[at].expect = Some(first.value.clone());
+                }
+                return true;
+            }
             let victims: Vec<usize> = match anomaly {
                 Anomaly::StaleRead => after_w1.last().copied().into_iter().collect(),
                 Anomaly::LostWrite if saw_after.is_empty() => Vec::new(),
@@ -367,6 +412,7 @@ fn inject(sim: &mut Sim, anomaly: Anomaly) -> bool {
                     .filter(|&r| is_read(r) && saw_w1(&r))
                     .collect(),
                 Anomaly::DuplicatedWrite => saw_after[saw_after.len() / 2..].to_vec(),
+                Anomaly::WrongCas | Anomaly::Phantom => unreachable!("handled above"),
             };
             if victims.is_empty() {
                 continue;

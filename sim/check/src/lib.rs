@@ -12,9 +12,9 @@
 //! limits come in as a [`Budget`]:
 //!
 //! ```text
-//! let h = check::parse(reader)?;                       // Err(ParseError { line, msg })
+//! let h = detcd_check::parse(reader)?;                       // Err(ParseError { line, msg })
 //! let budget = Budget::Steps(10_000_000);              // or Budget::Deadline(Box::new(..))
-//! match check::linearizable(&h, Model::Kv, Options { budget })? { .. }
+//! match detcd_check::linearizable(&h, Model::Kv, Options { budget })? { .. }
 //! ```
 //!
 //! Known limit: the search is exponential in the worst case. A failing single-key history

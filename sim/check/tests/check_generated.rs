@@ -2,9 +2,9 @@
 //! makes without an anomaly must check linearizable, and every injected anomaly must be found
 //! (the generator only injects where real-time order makes it certain).
 
-use detcd::check::gen::{generate, jepsen_log, Anomaly, GenConfig, Workload};
-use detcd::check::history::{from_events, parse_str, History};
-use detcd::check::{linearizable, Budget, Model, Options, Verdict};
+use detcd_check::gen::{generate, jepsen_log, Anomaly, GenConfig, Workload};
+use detcd_check::history::{from_events, parse_str, History};
+use detcd_check::{linearizable, Budget, Model, Options, Verdict};
 
 fn verdict(cfg: &GenConfig, model: Model) -> Verdict {
     let h = from_events(&generate(cfg)).expect("generated histories are well formed");

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use detcd::check::gen::{generate, jepsen_log, Anomaly, GenConfig, Workload};
-use detcd::check::{linearizable, parse, Model, Options, Verdict};
+use detcd_check::gen::{generate, jepsen_log, Anomaly, GenConfig, Workload};
+use detcd_check::{linearizable, parse, Model, Options, Verdict};
 
 fn path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -290,7 +290,7 @@ fn the_page_is_well_formed() {
     let p = path("register_stale_read.jsonl");
     let h = parse(std::fs::File::open(&p).expect("test data exists")).expect("parses");
     let v = linearizable(&h, Model::Register, Options::default()).expect("register");
-    let page = detcd::check::html::render(&h, &v, "a <title> & more");
+    let page = detcd_check::html::render(&h, &v, "a <title> & more");
     let svg = &page[page.find("<svg").expect("an svg")..page.find("</svg>").expect("closed") + 6];
     assert_eq!(
         svg.matches("<rect").count(),

@@ -22,8 +22,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use detcd::check::history::{is_jepsen, parse_str};
-use detcd::check::{
+use detcd_check::history::{is_jepsen, parse_str};
+use detcd_check::{
     html, linearizable, watch, Budget, History, Model, Options, ParseError, Verdict,
 };
 
@@ -126,7 +126,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     } else {
         Model::Kv
     });
-    let unreadable = |e: detcd::check::ParseError| format!("{}: {e}", history.display());
+    let unreadable = |e: detcd_check::ParseError| format!("{}: {e}", history.display());
     let h = parse_str(&text).map_err(unreadable)?;
     let (verdict, _) = check(&h, model, args.time_limit).map_err(unreadable)?;
     if let Some(path) = &args.html {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::{check_expect, check_read, same_number, History, Mismatch, Op, SeqModel};
-use crate::check::fingerprint;
-use crate::check::history::{Call, Id};
+use crate::fingerprint;
+use crate::history::{Call, Id};
 
 /// Revision of an empty store.
 pub const INITIAL_REVISION: u64 = 1;

@@ -280,11 +280,11 @@ fn note_stuck<S: Clone + Eq>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::budget::Budget;
-    use crate::check::model::Register;
-    use crate::check::testing::history;
+    use crate::budget::Budget;
+    use crate::model::Register;
+    use crate::testing::history;
 
-    fn run(spec: &str) -> Outcome<crate::check::history::Val> {
+    fn run(spec: &str) -> Outcome<crate::history::Val> {
         let h = history(spec);
         let ops: Vec<usize> = (0..h.ops.len()).filter(|&i| relevant(&h, i)).collect();
         search(&h, &Register, &ops, &mut Meter::new(Budget::Unlimited))
