@@ -24,6 +24,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::cluster::Cluster;
 use common::{etcd35, on_path, ready_client, Member};
@@ -254,6 +255,16 @@ async fn etcd_to_detcd(etcd: &Path, etcdctl: &Path, etcdutl: &Path) {
             want.1, want.2
         )
     );
+    {
+        // The user, its role and its etcd-made bcrypt hash came over.
+        let db = target.data_dir.join("member/snap/db");
+        let backend = detcd::backend::Backend::open(&detcd::runtime::RealDisk, &db).unwrap();
+        let auth = detcd::auth::AuthStore::open(&backend, Duration::from_secs(300)).unwrap();
+        let alice = auth.user_get("alice").unwrap();
+        assert_eq!(alice.roles, ["reader"]);
+        let hash = String::from_utf8_lossy(&alice.password);
+        assert!(bcrypt::verify("pw", &hash).unwrap(), "{hash}");
+    }
     let _detcd = target.start(None);
     let mut d = ready_client(target.client_port).await;
     // ready_client's write to detcd lands after `cur`.
@@ -304,6 +315,45 @@ async fn detcd_snapshot_restores_into_etcd() {
     let mut c = ready_client(target.client_port).await;
     assert_eq!(served(&mut c, compacted, cur).await, want);
     assert_eq!(c.leases().await.unwrap().leases().len(), 1, "the lease");
+}
+
+/// bbolt itself (etcdutl's status runs its `Tx.Check`: every page reachable once, none
+/// beyond the high-water mark) reads what the writer makes of many keys, several tree
+/// levels, inline and paged buckets and values larger than a page, and hashes it as
+/// `migrate::status` does.
+#[test]
+fn bbolt_reads_large_written_files() {
+    let Some(etcdutl) = etcd35("etcdutl", "bbolt_reads_large_written_files") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut buckets = bolt::Buckets::new();
+    let key: BTreeMap<Vec<u8>, Vec<u8>> = (0u32..20_000)
+        .map(|i| {
+            let size = if i % 997 == 0 {
+                20_000
+            } else {
+                (i % 300) as usize
+            };
+            let rev = detcd::mvcc::Revision::new(i as i64 + 1, 0);
+            (rev.to_key(false), vec![i as u8; size])
+        })
+        .collect();
+    buckets.insert(b"key".to_vec(), key);
+    buckets.insert(
+        b"meta".to_vec(),
+        BTreeMap::from([(b"x".to_vec(), b"1".to_vec())]),
+    );
+    buckets.insert(b"lease".to_vec(), BTreeMap::new());
+    let db = bolt::write(&buckets).unwrap();
+    let want = migrate::status(&db[..]).unwrap();
+    let file = dir.path().join("large.db");
+    std::fs::write(&file, migrate::with_trailer(db)).unwrap();
+    let got = stdout(&run(
+        &etcdutl,
+        &["snapshot", "status", file.to_str().unwrap(), "-w", "json"],
+    ));
+    assert_eq!(got, format!("{}\n", serde_json::to_string(&want).unwrap()));
 }
 
 /// Three restores of one detcd snapshot form a 3-member cluster that serves the
