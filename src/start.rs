@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::gateway::Gateway;
 use crate::api::http::HttpApi;
@@ -15,6 +16,7 @@ use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::peer::{LeaseForwardPeer, LeaseForwardServer, MembershipPeer, MembershipServer};
 use crate::api::watch::WatchService;
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -65,6 +67,7 @@ pub async fn run(
         .add_service(WatchServer::new(WatchService(server.clone())))
         .add_service(LeaseServer::new(gateway.lease))
         .add_service(ClusterServer::new(ClusterService(server.clone())))
+        .add_service(AuthServer::new(AuthService(server.clone())))
         .add_service(MaintenanceServer::new(gateway.maintenance));
     let clients = crate::net::serve_clients(router, client_addr, shutdown);
     tracing::info!(
