@@ -42,9 +42,9 @@ macro_rules! with_caller {
 impl Auth for AuthService {
     async fn auth_enable(
         &self,
-        _: Request<AuthEnableRequest>,
+        request: Request<AuthEnableRequest>,
     ) -> Result<Response<AuthEnableResponse>, Status> {
-        Ok(Response::new(self.0.auth_enable().await?))
+        with_caller!(self, request, |c, _r| self.0.auth_enable(c))
     }
 
     async fn auth_disable(

@@ -10,9 +10,8 @@ use super::apply::Applied;
 use super::error::Result;
 use super::store::lock;
 use super::v3::Server;
-use crate::auth::{hash_password, AuthInfo, AuthStore, PermType, ROOT};
+use crate::auth::{hash_password, AuthInfo, AuthStore, PermType};
 use crate::backend::Backend;
-use crate::proto::authpb::{permission, Permission};
 use crate::proto::etcdserverpb::{
     AuthDisableRequest, AuthDisableResponse, AuthEnableRequest, AuthEnableResponse,
     AuthRoleAddRequest, AuthRoleAddResponse, AuthRoleDeleteRequest, AuthRoleDeleteResponse,
@@ -158,7 +157,9 @@ impl Server {
         hash_password(password, self.bcrypt_cost, salt)
     }
 
-    pub async fn auth_enable(&self) -> Result<AuthEnableResponse> {
+    /// Anyone may turn auth on; once it is on, asking again is root's.
+    pub async fn auth_enable(&self, caller: Option<&AuthInfo>) -> Result<AuthEnableResponse> {
+        self.admin(caller)?;
         self.write(Request::AuthEnable(AuthEnableRequest {})).await
     }
 
@@ -299,15 +300,8 @@ impl Server {
             self.admin(caller)?;
         }
         self.read_index().await?;
-        let mut perm = lock(&self.auth).role_get(role)?.key_permission.clone();
-        if role == ROOT {
-            // Root may do anything: etcd answers one read-write permission on every key.
-            perm = vec![Permission {
-                perm_type: permission::Type::Readwrite as i32,
-                key: Vec::new(),
-                range_end: vec![0],
-            }];
-        }
+        // Root's permissions are implicit: it lists none, as etcd 3.4 answers.
+        let perm = lock(&self.auth).role_get(role)?.key_permission.clone();
         Ok(AuthRoleGetResponse {
             header: self.header(None),
             perm,
