@@ -136,11 +136,16 @@ impl Server {
 
     /// The caller a request's `token` names: `None` while auth is off (tokens are then
     /// ignored, as etcd does) or when no token came; an unknown or expired token fails.
+    /// A simple token names only a user: as in etcd, the caller is checked at the auth
+    /// revision of its arrival, so a token outlives permission changes and every request
+    /// meets the permissions of its time.
     pub fn auth_info(&self, token: Option<&str>) -> Result<Option<AuthInfo>> {
         let mut auth = lock(&self.auth);
         match token {
             Some(token) if auth.is_enabled() => {
-                Ok(Some(auth.tokens.info(token, self.clock.now())?))
+                let user = auth.tokens.info(token, self.clock.now())?.user;
+                let revision = auth.revision();
+                Ok(Some(AuthInfo { user, revision }))
             }
             _ => Ok(None),
         }
