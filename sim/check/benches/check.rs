@@ -105,7 +105,9 @@ fn run(label: &str, model: Model, base: GenConfig, anomalies: &[Option<Anomaly>]
         let info = h.ops.iter().filter(|op| op.status == Status::Info).count();
         let started = Instant::now();
         let budget = Budget::Deadline(Box::new(move || started.elapsed() >= time_limit));
-        let v = linearizable(&h, model, Options { budget }).expect("generated operations fit");
+        let memory = limit("DETCD_CHECK_MEMORY_LIMIT", 1024) as usize * (1 << 20);
+        let v =
+            linearizable(&h, model, Options { budget, memory }).expect("generated operations fit");
         let checked = started.elapsed();
         println!(
             "{label:<30} {:>7} {:>5.1} {name:<16} {:>8.0} {:>9.0} {:>8.1}  {}",
@@ -116,6 +118,9 @@ fn run(label: &str, model: Model, base: GenConfig, anomalies: &[Option<Anomaly>]
             PEAK.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
             v.word()
         );
+        if let Some(why) = v.why_unknown(&h) {
+            println!("  {why}");
+        }
         match v {
             Verdict::Unknown { .. } => unknown += 1,
             v => assert_eq!(v == Verdict::Linearizable, anomaly.is_none(), "{cfg:?}"),

@@ -30,7 +30,7 @@ pub fn linearizable(h: &History, model: Model) -> bool {
         Model::Kv => Orders {
             h,
             ops,
-            model: Kv,
+            model: Kv::default(),
             per_key: true,
         }
         .run(),

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::history::{Call, History, Id, Status, Val};
-use super::model::Model;
+use super::model::{Kv, Model};
 
 /// What makes two `info` operations interchangeable: key, kind, expectation, and written
 /// value (`None` when no operation observes it, or for deletes).
@@ -90,10 +90,11 @@ fn written(call: Call) -> Option<Val> {
 /// In a linearization that includes such a write, the operations between it and the next
 /// write neither read nor expect its value, so there are none but writes, and dropping it
 /// changes nothing anyone saw. This holds while only values are observed, so it is skipped
-/// when versions or revisions are (a dropped put would shift them).
+/// when versions or revisions are (a dropped put would shift them, and whether a delete
+/// makes a revision tells whether the key existed).
 pub fn drop_unobserved(h: &History, model: Model, ops: &mut Vec<usize>) {
-    let versions = ops.iter().any(|&i| h.ops[i].out.version.is_some());
-    if model == Model::Etcd || (model == Model::Kv && versions) {
+    let kv = Kv::observing(h, ops);
+    if model == Model::Etcd || (model == Model::Kv && (kv.versions || kv.revisions)) {
         return;
     }
     loop {

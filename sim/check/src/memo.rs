@@ -29,6 +29,17 @@ pub struct Memo<K> {
     counts: Vec<u32>,
     /// Fingerprint of the required operations linearized: XOR of one value per member.
     required: u128,
+    /// Heap bytes of the class counts kept beside the entries, about.
+    counts_bytes: usize,
+}
+
+/// Heap bytes of one kept `Counts` of `n` classes, about (the allocator's header included).
+fn counts_bytes(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        4 * n + 16
+    }
 }
 
 /// 128 pseudo-random bits for operation `j`.
@@ -45,7 +56,22 @@ impl<K: Eq + Hash> Memo<K> {
             class,
             counts: vec![0; classes],
             required: 0,
+            counts_bytes: 0,
         }
+    }
+
+    /// About how many bytes the memo holds after one more entry: its table (doubled when
+    /// full, the old one still alive while the entries move) and the class counts.
+    pub fn bytes_after_insert(&self) -> usize {
+        let slot = std::mem::size_of::<((u128, K), (Counts, Vec<Counts>))>() + 1;
+        // hashbrown keeps at most 7 entries per 8 slots.
+        let slots = self.seen.capacity().max(3) * 8 / 7;
+        let table = if self.seen.len() >= self.seen.capacity() {
+            3 * slots
+        } else {
+            slots
+        };
+        table * slot + self.counts_bytes + counts_bytes(self.counts.len())
     }
 
     /// Moves to the configuration after linearizing `j` into a state with key `key`, unless
@@ -64,10 +90,15 @@ impl<K: Eq + Hash> Memo<K> {
                 let subsumed = at_most(first) || more.iter().any(|e| at_most(e));
                 if !subsumed {
                     more.push(counts.clone().into_boxed_slice());
+                    // The box and its place in `more`.
+                    self.counts_bytes += counts_bytes(counts.len()) + 16;
                 }
                 !subsumed
             }
         };
+        if fresh {
+            self.counts_bytes += counts_bytes(self.counts.len());
+        }
         if !fresh {
             self.toggle(j, false);
         }
