@@ -76,7 +76,7 @@ fn limit(var: &str, default: u64) -> u64 {
 /// a line each; skipped unless the label contains the first command-line argument. Returns
 /// how many checks answered "unknown".
 fn run(label: &str, model: Model, base: GenConfig, anomalies: &[Option<Anomaly>]) -> usize {
-    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let label = format!("{} {label}", model.name());
     if !filter.is_none_or(|f| label.contains(&f)) {
         return 0;

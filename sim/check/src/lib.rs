@@ -174,6 +174,11 @@ fn check_part<M: SeqModel>(
 /// A failing partition decides "not linearizable" even when another ran out of budget.
 pub fn linearizable(h: &History, model: Model, options: Options) -> Result<Verdict, ParseError> {
     validate(h, model)?;
+    let placed = model
+        .checks_revisions()
+        .then(|| info::place_by_revision(h))
+        .flatten();
+    let h = placed.as_ref().unwrap_or(h);
     let mut meter = Meter::new(options.budget, options.memory);
     let mut unknown = None;
     for p in partition::partitions(h, model) {

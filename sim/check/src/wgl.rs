@@ -186,10 +186,10 @@ pub fn search<M: SeqModel>(
     let mut stack: Vec<(usize, M::State)> = Vec::new();
     let mut failure: Option<Failure<M::State>> = None;
     let mut gate = info::gates(h, ops);
+    let mut memo = Memo::new(info::classes(&gate, &deadline));
     if model.orders_by_revision() {
         chain_by_revision(h, ops, &mut gate);
     }
-    let mut memo = Memo::new(info::classes(&gate, &deadline));
     // Reads change no state: one that fits the current state can be linearized at once
     // (any order placing it later stays legal with it moved here), so the search never
     // backtracks to try the others instead of it.
@@ -258,7 +258,7 @@ pub fn search<M: SeqModel>(
     Outcome::Linearizable
 }
 
-/// Chains the `ok` puts and cas of `ops` that report a revision in revision order: each
+/// Chains the puts and cas of `ops` that report a revision in revision order: each
 /// may be linearized only after the one before it (`gate`). Every such write made a revision
 /// of its own, so under a model that checks revisions no other order succeeds.
 fn chain_by_revision(h: &History, ops: &[usize], gate: &mut [Option<usize>]) {
@@ -268,7 +268,9 @@ fn chain_by_revision(h: &History, ops: &[usize], gate: &mut [Option<usize>]) {
         .filter_map(|(j, &i)| {
             let op = &h.ops[i];
             let makes_revision = matches!(op.call, Call::Put { .. } | Call::Cas { .. });
-            (makes_revision && op.status == Status::Ok)
+            // `info` writes have a revision from rule 4 of `info` only.
+            let placed = op.status == Status::Ok || gate[j].is_none();
+            (makes_revision && placed)
                 .then_some(op.out.revision)
                 .flatten()
                 .map(|r| (r, j))
@@ -279,7 +281,7 @@ fn chain_by_revision(h: &History, ops: &[usize], gate: &mut [Option<usize>]) {
         let (before, after) = (pair[0].1, pair[1].1);
         assert!(
             gate[after].is_none(),
-            "ok op {after} is already gated on {:?}",
+            "op {after} is already gated on {:?}",
             gate[after]
         );
         gate[after] = Some(before);

@@ -168,6 +168,11 @@ impl Model {
         self != Model::Etcd
     }
 
+    /// Whether the model checks the revisions a history reports.
+    pub fn checks_revisions(self) -> bool {
+        self != Model::Register
+    }
+
     /// Whether the model defines `call`.
     pub fn supports(self, call: Call) -> bool {
         self != Model::Register || call != Call::Delete
@@ -219,6 +224,39 @@ mod tests {
                     1 invoke get a\n1 ok get a y ver=1";
         let s = replay(&Kv::default(), spec).expect("legal");
         assert_eq!((s.value, s.version), (Some(1), 1));
+    }
+
+    #[test]
+    fn kv_keeps_only_what_the_history_reports() {
+        let bare = history("1 invoke put a x\n1 ok put a\n1 invoke get a\n1 ok get a x");
+        let all: Vec<usize> = (0..bare.ops.len()).collect();
+        let kv = Kv::observing(&bare, &all);
+        assert_eq!((kv.versions, kv.revisions), (false, false));
+        let s = kv.step(&kv.init(), &bare.ops[0]).expect("a put");
+        let again = kv.step(&s, &bare.ops[0]).expect("a put");
+        assert_eq!(kv.key(&s), kv.key(&again), "no version told apart");
+        let full =
+            history("1 invoke put a x\n1 ok put a rev=2\n1 invoke get a\n1 ok get a x ver=1");
+        let kv = Kv::observing(&full, &all);
+        assert_eq!((kv.versions, kv.revisions), (true, true));
+    }
+
+    #[test]
+    fn kv_writes_take_increasing_revisions_and_reads_see_the_last() {
+        let ok = "1 invoke put a x\n1 ok put a rev=3\n1 invoke delete a\n1 ok delete a rev=5\n\
+                  1 invoke delete a\n1 ok delete a rev=6\n1 invoke put a y\n1 ok put a rev=7\n\
+                  1 invoke get a\n1 ok get a y rev=7 mod=7";
+        replay(&Kv::default(), ok).expect("legal");
+        let back = "1 invoke put a x\n1 ok put a rev=3\n1 invoke put a y\n1 ok put a rev=2";
+        assert_eq!(
+            replay(&Kv::default(), back).expect_err("revision 2 after 3"),
+            "revision 2 but the key changed at revision 3 or later"
+        );
+        let old = "1 invoke put a x\n1 ok put a rev=3\n1 invoke get a\n1 ok get a x rev=2 mod=3";
+        assert!(
+            replay(&Kv::default(), old).is_err(),
+            "a read before the change"
+        );
     }
 
     #[test]
