@@ -18,10 +18,15 @@
 //! match detcd_check::linearizable(&h, Model::Kv, options)? { .. }
 //! ```
 //!
-//! Known limit: the search is exponential in the worst case. A failing single-key history
-//! whose versions are checked (kv model) with many pending `info` operations is the slow
-//! shape: the search must exhaust every configuration before the failure, and each pending
-//! operation multiplies them (benchmark: 5,000 operations on one key, a few seconds).
+//! What makes it fast on etcd histories: the kv model keeps versions and revisions only
+//! when the history reports them ([`model::Kv::observing`]); writes that report a revision
+//! are linearized in revision order, and `info` writes read back with a mod_revision get
+//! that revision ([`info`], rule 4); a read that fits the current state is never delayed
+//! ([`wgl`]). Known limit: the search is still exponential in the worst case. A failing
+//! single-key history with many `info` operations pending at once is the slow shape (the
+//! search must exhaust every configuration before the failure), and so is the etcd model
+//! over many keys when unobserved `info` writes leave revisions unaccounted for; both end
+//! in "unknown" at the time or memory bound, naming the key and the window.
 
 pub mod brute;
 pub mod budget;
