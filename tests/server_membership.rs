@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::cluster::{connect, leader_seen_by, poll, Cluster};
 use common::member::{exited, once_healthy, start_joining};
@@ -263,6 +263,32 @@ async fn removed_member_stops_and_the_rest_serve() {
     assert_eq!(got.kvs()[0].value(), b"removal");
     let list = r.member_list().await.unwrap();
     assert!(list.members().iter().all(|m| m.id() != cluster.ids[gone]));
+}
+
+/// A member started with `--initial-cluster-state existing` that no `member add` made
+/// keeps asking for the join timeout (an answer without it may only be stale), then stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_without_member_add_stops_after_the_join_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), &["a"]).await;
+    let stranger = Member::new("s", dir.path());
+    let with_s = format!("{},s={}", cluster.initial_cluster, stranger.peer_url());
+    let started = Instant::now();
+    let mut p = start_joining(&stranger, &with_s);
+    poll(
+        "the unlisted member to stop",
+        Duration::from_secs(30),
+        || {
+            let stopped = exited(&mut p);
+            async move { stopped.then_some(()) }
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9),
+        "stopped after only {took:?}"
+    );
 }
 
 /// MoveLeader hands leadership to the chosen follower; a follower refuses to move it, and

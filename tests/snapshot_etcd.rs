@@ -4,8 +4,15 @@
 //! - etcd → detcd: a history of puts, deletes, a txn, a lease with keys, a compaction and
 //!   a user with a role, written to etcd; `etcdctl snapshot save`; `detcdutl snapshot
 //!   status` prints what `etcdutl snapshot status` prints; `detcdutl snapshot restore`;
-//!   detcd answers every range at every uncompacted revision as etcd did, and the same
-//!   HashKV.
+//!   `detcdutl hashkv` of the restored data directory, offline, is etcd's; detcd answers
+//!   every range at every uncompacted revision as etcd did, and the same HashKV.
+//! - detcd → etcd: the same history written to detcd; `etcdctl snapshot save` against
+//!   detcd; `etcdutl snapshot status` reads it as `detcdutl` does; `etcdutl snapshot
+//!   restore`; etcd 3.5.1 serves every range at every uncompacted revision as detcd did,
+//!   the lease, and the same HashKV.
+//! - etcd 3.4 (Debian's) → detcd likewise, its etcdctl reading the snapshot's status.
+//! - detcd → detcd: three restores of one snapshot form a 3-member cluster that survives
+//!   the kill of its leader with every key.
 //! - Refusals: a truncated file, a bad sha256 trailer, a bolt file that is not an etcd
 //!   database, a non-empty data directory: exit 1, a message naming the file, nothing
 //!   written.
@@ -17,8 +24,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::{etcd35, ready_client, Member};
+use common::cluster::Cluster;
+use common::{etcd35, on_path, ready_client, Member};
 use detcd::backend::bolt;
 use detcd::migrate;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
@@ -121,22 +130,68 @@ async fn ranges(c: &mut Client, from: i64, to: i64) -> BTreeMap<i64, Vec<String>
     out
 }
 
+/// What a member serves of a history: every range from the compaction to the current
+/// revision, and HashKV (hash, compact revision) at the current one.
+async fn served(
+    c: &mut Client,
+    compacted: i64,
+    cur: i64,
+) -> (BTreeMap<i64, Vec<String>>, u32, i64) {
+    let hash = c.hash_kv(cur).await.unwrap();
+    (
+        ranges(c, compacted, cur).await,
+        hash.hash(),
+        hash.compact_version(),
+    )
+}
+
+/// `etcdctl snapshot save` from `endpoint` into `file`; `detcdutl snapshot status` must
+/// print what `snapshot status` of `etcdutl` (etcdctl for 3.4) prints, in every format.
+fn save_and_compare_status(etcdctl: &Path, etcdutl: &Path, endpoint: &str, file: &str) {
+    stdout(&run(
+        etcdctl,
+        &["--endpoints", endpoint, "snapshot", "save", file],
+    ));
+    for format in ["simple", "json", "table"] {
+        assert_eq!(
+            stdout(&detcdutl(&["snapshot", "status", file, "-w", format])),
+            stdout(&run(etcdutl, &["snapshot", "status", file, "-w", format])),
+            "snapshot status -w {format}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_snapshot_restores_into_detcd() {
+async fn etcd_3_5_snapshot_restores_into_detcd() {
     let (Some(etcd), Some(etcdctl), Some(etcdutl)) = (
-        etcd35("etcd", "etcd_snapshot_restores_into_detcd"),
-        etcd35("etcdctl", "etcd_snapshot_restores_into_detcd"),
-        etcd35("etcdutl", "etcd_snapshot_restores_into_detcd"),
+        etcd35("etcd", "etcd_3_5_snapshot_restores_into_detcd"),
+        etcd35("etcdctl", "etcd_3_5_snapshot_restores_into_detcd"),
+        etcd35("etcdutl", "etcd_3_5_snapshot_restores_into_detcd"),
     ) else {
         return;
     };
+    etcd_to_detcd(&etcd, &etcdctl, &etcdutl).await;
+}
+
+/// etcd 3.4 (Debian's) has no etcdutl: its etcdctl reads snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_3_4_snapshot_restores_into_detcd() {
+    if !on_path("etcd") || !on_path("etcdctl") {
+        eprintln!("SKIPPED etcd_3_4_snapshot_restores_into_detcd: no etcd 3.4 on PATH (run ci/install-etcd)");
+        return;
+    }
+    let (etcd, etcdctl) = (Path::new("etcd"), Path::new("etcdctl"));
+    etcd_to_detcd(etcd, etcdctl, etcdctl).await;
+}
+
+async fn etcd_to_detcd(etcd: &Path, etcdctl: &Path, etcdutl: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let source = Member::new("etcd", dir.path());
     let _etcd = source.spawn(etcd.to_str().unwrap(), None);
     let mut c = ready_client(source.client_port).await;
     let (cur, compacted) = history(&mut c).await;
     let user = run(
-        &etcdctl,
+        etcdctl,
         &[
             "--endpoints",
             &source.client_url(),
@@ -147,11 +202,11 @@ async fn etcd_snapshot_restores_into_detcd() {
     );
     stdout(&user);
     stdout(&run(
-        &etcdctl,
+        etcdctl,
         &["--endpoints", &source.client_url(), "role", "add", "reader"],
     ));
     stdout(&run(
-        &etcdctl,
+        etcdctl,
         &[
             "--endpoints",
             &source.client_url(),
@@ -161,28 +216,10 @@ async fn etcd_snapshot_restores_into_detcd() {
             "reader",
         ],
     ));
-    let want = ranges(&mut c, compacted, cur).await;
-    let want_hash = c.hash_kv(cur).await.unwrap();
+    let want = served(&mut c, compacted, cur).await;
     let file = dir.path().join("etcd.snap");
     let file = file.to_str().unwrap();
-    stdout(&run(
-        &etcdctl,
-        &[
-            "--endpoints",
-            &source.client_url(),
-            "snapshot",
-            "save",
-            file,
-        ],
-    ));
-
-    for format in ["simple", "json", "table"] {
-        assert_eq!(
-            stdout(&detcdutl(&["snapshot", "status", file, "-w", format])),
-            stdout(&run(&etcdutl, &["snapshot", "status", file, "-w", format])),
-            "snapshot status -w {format}"
-        );
-    }
+    save_and_compare_status(etcdctl, etcdutl, &source.client_url(), file);
 
     let target = Member::new("detcd", dir.path());
     let own = format!("detcd={}", target.peer_url());
@@ -199,18 +236,186 @@ async fn etcd_snapshot_restores_into_detcd() {
         "--data-dir",
         target.data_dir.to_str().unwrap(),
     ]));
+    // Offline, before the member starts: defrag keeps the data, hashkv is etcd's.
+    let data_dir = target.data_dir.to_str().unwrap();
+    stdout(&detcdutl(&["defrag", "--data-dir", data_dir]));
+    let offline = stdout(&detcdutl(&[
+        "hashkv",
+        "--data-dir",
+        data_dir,
+        "--rev",
+        &cur.to_string(),
+        "-w",
+        "json",
+    ]));
+    assert_eq!(
+        offline,
+        format!(
+            "{{\"hash\":{},\"hashRevision\":{cur},\"compactRevision\":{}}}\n",
+            want.1, want.2
+        )
+    );
+    {
+        // The user, its role and its etcd-made bcrypt hash came over.
+        let db = target.data_dir.join("member/snap/db");
+        let backend = detcd::backend::Backend::open(&detcd::runtime::RealDisk, &db).unwrap();
+        let auth = detcd::auth::AuthStore::open(&backend, Duration::from_secs(300)).unwrap();
+        let alice = auth.user_get("alice").unwrap();
+        assert_eq!(alice.roles, ["reader"]);
+        let hash = String::from_utf8_lossy(&alice.password);
+        assert!(bcrypt::verify("pw", &hash).unwrap(), "{hash}");
+    }
     let _detcd = target.start(None);
     let mut d = ready_client(target.client_port).await;
     // ready_client's write to detcd lands after `cur`.
-    assert_eq!(ranges(&mut d, compacted, cur).await, want);
-    let got_hash = d.hash_kv(cur).await.unwrap();
-    assert_eq!(
-        (got_hash.hash(), got_hash.compact_version()),
-        (want_hash.hash(), want_hash.compact_version()),
-        "HashKV at {cur}"
-    );
+    assert_eq!(served(&mut d, compacted, cur).await, want);
     let leases = d.leases().await.unwrap();
     assert_eq!(leases.leases().len(), 1, "the lease is restored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detcd_snapshot_restores_into_etcd() {
+    let (Some(etcd), Some(etcdctl), Some(etcdutl)) = (
+        etcd35("etcd", "detcd_snapshot_restores_into_etcd"),
+        etcd35("etcdctl", "detcd_snapshot_restores_into_etcd"),
+        etcd35("etcdutl", "detcd_snapshot_restores_into_etcd"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = Member::new("detcd", dir.path());
+    let _detcd = source.start(None);
+    let mut d = ready_client(source.client_port).await;
+    let (cur, compacted) = history(&mut d).await;
+    let want = served(&mut d, compacted, cur).await;
+    let file = dir.path().join("detcd.snap");
+    let file = file.to_str().unwrap();
+    save_and_compare_status(&etcdctl, &etcdutl, &source.client_url(), file);
+
+    let target = Member::new("etcd", dir.path());
+    stdout(&run(
+        &etcdutl,
+        &[
+            "snapshot",
+            "restore",
+            file,
+            "--name",
+            "etcd",
+            "--initial-cluster",
+            &format!("etcd={}", target.peer_url()),
+            "--initial-cluster-token",
+            "detcd-test",
+            "--initial-advertise-peer-urls",
+            &target.peer_url(),
+            "--data-dir",
+            target.data_dir.to_str().unwrap(),
+        ],
+    ));
+    let _etcd = target.spawn(etcd.to_str().unwrap(), None);
+    let mut c = ready_client(target.client_port).await;
+    assert_eq!(served(&mut c, compacted, cur).await, want);
+    assert_eq!(c.leases().await.unwrap().leases().len(), 1, "the lease");
+}
+
+/// bbolt itself (etcdutl's status runs its `Tx.Check`: every page reachable once, none
+/// beyond the high-water mark) reads what the writer makes of many keys, several tree
+/// levels, inline and paged buckets and values larger than a page, and hashes it as
+/// `migrate::status` does.
+#[test]
+fn bbolt_reads_large_written_files() {
+    let Some(etcdutl) = etcd35("etcdutl", "bbolt_reads_large_written_files") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut buckets = bolt::Buckets::new();
+    let key: BTreeMap<Vec<u8>, Vec<u8>> = (0u32..20_000)
+        .map(|i| {
+            let size = if i % 997 == 0 {
+                20_000
+            } else {
+                (i % 300) as usize
+            };
+            let rev = detcd::mvcc::Revision::new(i as i64 + 1, 0);
+            (rev.to_key(false), vec![i as u8; size])
+        })
+        .collect();
+    buckets.insert(b"key".to_vec(), key);
+    buckets.insert(
+        b"meta".to_vec(),
+        BTreeMap::from([(b"x".to_vec(), b"1".to_vec())]),
+    );
+    buckets.insert(b"lease".to_vec(), BTreeMap::new());
+    let db = bolt::write(&buckets).unwrap();
+    let want = migrate::status(&db[..]).unwrap();
+    let file = dir.path().join("large.db");
+    std::fs::write(&file, migrate::with_trailer(db)).unwrap();
+    let got = stdout(&run(
+        &etcdutl,
+        &["snapshot", "status", file.to_str().unwrap(), "-w", "json"],
+    ));
+    assert_eq!(got, format!("{}\n", serde_json::to_string(&want).unwrap()));
+}
+
+/// Three restores of one detcd snapshot form a 3-member cluster that serves the
+/// snapshot's data, and loses no key when its leader is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detcd_snapshot_restores_into_three_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Member::new("source", dir.path());
+    let source_proc = source.start(None);
+    let mut d = ready_client(source.client_port).await;
+    let (cur, compacted) = history(&mut d).await;
+    let want = served(&mut d, compacted, cur).await;
+    let mut stream = d.snapshot().await.unwrap();
+    let mut bytes = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        bytes.extend_from_slice(m.blob());
+    }
+    drop(source_proc);
+    let file = dir.path().join("detcd.snap");
+    std::fs::write(&file, bytes).unwrap();
+
+    let members: Vec<Member> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|n| Member::new(n, dir.path()))
+        .collect();
+    let initial_cluster = common::initial_cluster(&members);
+    for m in &members {
+        stdout(&detcdutl(&[
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--name",
+            &m.name,
+            "--initial-cluster",
+            &initial_cluster,
+            "--initial-cluster-token",
+            "detcd-test",
+            "--initial-advertise-peer-urls",
+            &m.peer_url(),
+            "--data-dir",
+            m.data_dir.to_str().unwrap(),
+        ]));
+    }
+    let mut cluster = Cluster::start_members(members).await;
+    for port in cluster.ports() {
+        let mut c = ready_client(port).await;
+        assert_eq!(
+            served(&mut c, compacted, cur).await,
+            want,
+            "member on {port}"
+        );
+    }
+    let victim = cluster.leader().await;
+    cluster.kill(victim);
+    let survivor = cluster.ports()[(victim + 1) % 3];
+    let mut c = ready_client(survivor).await;
+    c.put("after-kill", "x", None).await.unwrap();
+    assert_eq!(
+        served(&mut c, compacted, cur).await,
+        want,
+        "after the leader kill"
+    );
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The Snapshot call (etcdctl `snapshot save`): a consistent copy of the backend, streamed
+//! The Snapshot call (etcdctl `snapshot save`): a consistent copy of the backend as an etcd
+//! database (bbolt, etcd's buckets: see [`crate::migrate`]), streamed
 //! in etcd's chunks and followed, as etcd does, by one message holding the sha256 of
 //! everything before it (etcdctl `snapshot restore` checks the file's last 32 bytes).
 //!
@@ -16,7 +17,6 @@ use tonic::Status;
 
 use super::context::Context;
 use super::errors::status;
-use crate::backend::Backend;
 use crate::proto::etcdserverpb::SnapshotResponse;
 use crate::runtime::{Disk, DiskFile, OpenMode};
 use crate::server::kv_apply::lock;
@@ -88,7 +88,7 @@ impl SnapshotDir {
         };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("{COPY_PREFIX}{n}{COPY_SUFFIX}"));
-        let copied = Backend::copy(&read, self.disk.as_ref(), &path);
+        let copied = crate::migrate::write_etcd_db(&read, self.disk.as_ref(), &path);
         drop(read);
         if let Err(e) = copied {
             let _ = self.disk.remove(&path);

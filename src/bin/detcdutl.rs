@@ -1,15 +1,21 @@
 //! detcdutl: the offline tool, as etcdutl is for etcd. `snapshot status` reads a snapshot
 //! saved from detcd or etcd (`etcdctl snapshot save`); `snapshot restore` turns one into
 //! a new member's data directory, from which `detcd` started with the same flags forms a
-//! new cluster holding the snapshot's keys, revisions, leases and users.
+//! new cluster holding the snapshot's keys, revisions, leases and users. `defrag` and
+//! `hashkv` work on the data directory of a stopped member.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use detcd::backend::bolt::Source;
 use detcd::backend::Backend;
-use detcd::migrate::{self, Status};
+use detcd::migrate::{self, Prefix, Status};
+use detcd::mvcc::{self, KvStore};
 use detcd::runtime::RealDisk;
+
+/// Entries restored per backend commit: bounds the memory of one write transaction.
+const RESTORE_BATCH: usize = 10_000;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +42,19 @@ enum Command {
     /// Manages snapshots.
     #[command(subcommand)]
     Snapshot(Snapshot),
+    /// Defragments the backend of a data directory not in use by detcd.
+    Defrag {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Prints the KV history hash (etcd's HashKV) of a data directory not in use.
+    Hashkv {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Maximum revision to hash (0: the latest).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,6 +84,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Snapshot(Snapshot::Status { file }) => status(&file, cli.write_out),
+        Command::Defrag { data_dir } => defrag(&data_dir),
+        Command::Hashkv { data_dir, rev } => hashkv(&data_dir, rev, cli.write_out),
         Command::Snapshot(Snapshot::Restore {
             file,
             name,
@@ -88,18 +109,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(file: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))
+/// A file read in place by the bolt reader: databases can be larger than memory.
+struct FileSource(std::fs::File, u64);
+
+impl Source for FileSource {
+    fn size(&self) -> u64 {
+        self.1
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
+    }
+}
+
+fn open(file: &Path) -> Result<FileSource, String> {
+    let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let len = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .len();
+    Ok(FileSource(f, len))
 }
 
 fn status(file: &Path, format: Format) -> Result<(), String> {
-    let bytes = read(file)?;
-    let s = migrate::status(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let src = open(file)?;
+    let s = migrate::status(&src).map_err(|e| format!("{}: {e}", file.display()))?;
     print!("{}", render(&s, format));
     Ok(())
 }
 
-/// etcdutl's printers: a row of hash (hex), revision, total keys and size (humanized).
+/// etcdutl's status row: hash (hex), revision, total keys and size (humanized).
 fn render(s: &Status, format: Format) -> String {
     let row = [
         format!("{:x}", s.hash),
@@ -107,14 +146,26 @@ fn render(s: &Status, format: Format) -> String {
         s.total_key.to_string(),
         humanize_bytes(s.total_size),
     ];
+    let json = serde_json::to_string(s).expect("plain struct");
+    print_row(
+        &["hash", "revision", "total keys", "total size"],
+        &row,
+        json,
+        format,
+    )
+}
+
+/// etcdutl's printers of one row: `simple` joins it with commas, `json` is the message,
+/// `table` is tablewriter's (headers upper-case and centred, cells right-aligned).
+fn print_row(hdr: &[&str], row: &[String], json: String, format: Format) -> String {
     match format {
         Format::Simple => format!("{}\n", row.join(", ")),
-        Format::Json => format!("{}\n", serde_json::to_string(s).expect("plain struct")),
+        Format::Json => format!("{json}\n"),
         Format::Table => {
-            let hdr = ["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"];
+            let hdr: Vec<String> = hdr.iter().map(|h| h.to_uppercase()).collect();
             let widths: Vec<usize> = hdr
                 .iter()
-                .zip(&row)
+                .zip(row)
                 .map(|(h, r)| h.len().max(r.len()) + 2)
                 .collect();
             let line: String = widths
@@ -140,6 +191,64 @@ fn render(s: &Status, format: Format) -> String {
             format!("{line}{centered}{line}{right}{line}")
         }
     }
+}
+
+/// The backend of a data directory, which must exist.
+fn backend_path(data_dir: &Path) -> Result<PathBuf, String> {
+    let db = data_dir.join("member").join("snap").join("db");
+    if !db.is_file() {
+        return Err(format!("{}: no such file", db.display()));
+    }
+    Ok(db)
+}
+
+fn defrag(data_dir: &Path) -> Result<(), String> {
+    let failed = |e: String| {
+        format!(
+            "Failed to defragment etcd data[{}] ({e})",
+            data_dir.display()
+        )
+    };
+    let db = backend_path(data_dir).map_err(failed)?;
+    let mut backend = Backend::open(&RealDisk, &db).map_err(|e| failed(e.to_string()))?;
+    backend.defragment().map_err(|e| failed(e.to_string()))?;
+    Ok(())
+}
+
+/// etcdutl 3.6's `hashkv`, on a detcd data directory.
+fn hashkv(data_dir: &Path, rev: i64, format: Format) -> Result<(), String> {
+    let db = backend_path(data_dir)?;
+    let kv = KvStore::open(&RealDisk, &db, mvcc::Config::default()).map_err(|e| e.to_string())?;
+    let h = kv.hash_kv(rev).map_err(|e| e.to_string())?;
+    /// etcdutl's HashKV, in its field order.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct HashKv {
+        hash: u32,
+        hash_revision: i64,
+        compact_revision: i64,
+    }
+    let json = serde_json::to_string(&HashKv {
+        hash: h.hash,
+        hash_revision: h.hash_revision,
+        compact_revision: h.compact_revision,
+    })
+    .expect("plain struct");
+    let row = [
+        h.hash.to_string(),
+        h.hash_revision.to_string(),
+        h.compact_revision.to_string(),
+    ];
+    print!(
+        "{}",
+        print_row(
+            &["hash", "hash revision", "compact revision"],
+            &row,
+            json,
+            format
+        )
+    );
+    Ok(())
 }
 
 /// go-humanize's Bytes: SI units, one decimal below 10.
@@ -191,17 +300,26 @@ fn restore(file: &Path, data_dir: &Path, skip_hash_check: bool) -> Result<(), St
             data_dir.display().to_string()
         ));
     }
-    let bytes = read(file)?;
-    let tables = migrate::strip_trailer(&bytes, skip_hash_check)
-        .and_then(migrate::read_etcd)
-        .and_then(|etcd| migrate::import(&etcd))
+    let src = open(file)?;
+    migrate::check_trailer(&src, skip_hash_check)
         .map_err(|e| format!("{}: {e}", file.display()))?;
+    let db = Prefix(&src, migrate::db_len(src.size()));
     let staging = data_dir.with_extension("restoring");
     let _ = std::fs::remove_dir_all(&staging);
     let written = (|| -> Result<(), String> {
-        let db = staging.join("member").join("snap").join("db");
-        let mut backend = Backend::open(&RealDisk, &db).map_err(|e| e.to_string())?;
-        backend.insert_all(&tables).map_err(|e| e.to_string())?;
+        let path = staging.join("member").join("snap").join("db");
+        let mut backend = Backend::open(&RealDisk, &path).map_err(|e| e.to_string())?;
+        let mut batch = 0;
+        migrate::import_each(&db, |table, k, v| {
+            backend.insert(table, k, v)?;
+            batch += 1;
+            if batch == RESTORE_BATCH {
+                backend.commit()?;
+                batch = 0;
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("{}: {e}", file.display()))?;
         backend.commit().map_err(|e| e.to_string())?;
         drop(backend);
         if data_dir.exists() {
@@ -211,7 +329,7 @@ fn restore(file: &Path, data_dir: &Path, skip_hash_check: bool) -> Result<(), St
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(format!("{}: {e}", data_dir.display()));
+        return Err(e);
     }
     eprintln!(
         "restored snapshot {} into {}",

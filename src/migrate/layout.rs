@@ -4,7 +4,7 @@
 //! | bucket | etcd | detcd |
 //! | --- | --- | --- |
 //! | `key` | revision key (main, `_`, sub; `t` after a tombstone) to `mvccpb.KeyValue` | the same |
-//! | `meta` | `consistent_index`, `term` (u64); `scheduledCompactRev`, `finishedCompactRev` (revision keys, sub 0); `confState` (JSON) | u64s, compaction revisions stored plus one; `confState` a `raftpb.ConfState` |
+//! | `meta` | `consistent_index`, `term` (u64; detcd exports no term); `scheduledCompactRev`, `finishedCompactRev` (revision keys, sub 0); `confState` (JSON) | u64s, compaction revisions stored plus one; `confState` a `raftpb.ConfState` |
 //! | `lease` | id (i64) to `leasepb.Lease` | id to id, TTL, remaining TTL (3 × i64) |
 //! | `auth` | `authEnabled` (one byte), `authRevision` (u64) | both u64 |
 //! | `authUsers`, `authRoles` | name to `authpb.User` / `authpb.Role` | the same |
@@ -73,9 +73,26 @@ fn bucket<'a>(b: &'a Buckets, name: &str) -> impl Iterator<Item = (&'a Vec<u8>, 
     b.get(name.as_bytes()).into_iter().flatten()
 }
 
-/// etcd's buckets from detcd's tables (as [`crate::backend::SnapshotSource::tables`] reads
-/// them), with `term` the Raft term of the last applied entry.
-pub fn export(tables: &Buckets, term: u64) -> Result<Buckets, MigrateError> {
+/// The revision of detcd's last finished compaction, -1 if none.
+pub(super) fn finished_compaction(tables: &Buckets) -> Result<i64, MigrateError> {
+    match tables.get(&b"meta"[..]).and_then(|m| m.get(FINISHED)) {
+        Some(v) => Ok(u64_of(v, "finishedCompactRev")? as i64 - 1),
+        None => Ok(-1),
+    }
+}
+
+/// Whether a `key` table entry goes into etcd's database. detcd's compaction keeps a
+/// delete exactly at the compaction revision (for watchers starting there); etcd's
+/// removes it, and its HashKV would count it if left.
+pub(super) fn exported(key: &[u8], finished: i64) -> Result<bool, MigrateError> {
+    let (rev, tombstone) = revision(key)?;
+    Ok(!(tombstone && rev.main <= finished))
+}
+
+/// etcd's buckets from detcd's tables (as [`crate::backend::tables`] reads them). `term`
+/// stays out: detcd keeps none in its backend, and etcd reads an absent one as 0 until
+/// `etcdutl snapshot restore` writes it.
+pub fn export(tables: &Buckets) -> Result<Buckets, MigrateError> {
     let mut out = Buckets::new();
     for name in [
         "key",
@@ -96,8 +113,11 @@ pub fn export(tables: &Buckets, term: u64) -> Result<Buckets, MigrateError> {
             .expect("every bucket created")
             .insert(k.to_vec(), v.to_vec());
     };
+    let finished = finished_compaction(tables)?;
     for (k, v) in bucket(tables, "key") {
-        put("key", k, v);
+        if exported(k, finished)? {
+            put("key", k, v);
+        }
     }
     let mut member_id = 0;
     let mut nospace = false;
@@ -118,7 +138,6 @@ pub fn export(tables: &Buckets, term: u64) -> Result<Buckets, MigrateError> {
             _ => {}
         }
     }
-    put("meta", b"term", &term.to_be_bytes());
     for (k, v) in bucket(tables, "lease") {
         let int = |r: std::ops::Range<usize>| {
             v.get(r)
@@ -187,70 +206,276 @@ fn conf_state_json(cs: &ConfState) -> String {
     )
 }
 
-/// etcd's membership.Member in JSON (empty fields omitted as its tags say).
-fn member_json(m: &Member) -> String {
-    let mut j = serde_json::json!({ "id": m.id, "peerURLs": m.peer_ur_ls });
-    if m.is_learner {
-        j["isLearner"] = true.into();
-    }
-    if !m.name.is_empty() {
-        j["name"] = m.name.clone().into();
-    }
-    if !m.client_ur_ls.is_empty() {
-        j["clientURLs"] = m.client_ur_ls.clone().into();
-    }
-    j.to_string()
+/// etcd's membership.Member as encoding/json writes it: its fields in Go's order, the
+/// `omitempty` ones left out when empty.
+#[derive(serde::Serialize)]
+struct MemberJson<'a> {
+    id: u64,
+    #[serde(rename = "peerURLs")]
+    peer_urls: &'a [String],
+    #[serde(rename = "isLearner", skip_serializing_if = "std::ops::Not::not")]
+    is_learner: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    #[serde(rename = "clientURLs", skip_serializing_if = "<[String]>::is_empty")]
+    client_urls: &'a [String],
 }
 
-/// detcd's tables from etcd's buckets: the data, checked so that nothing undecodable
-/// reaches the store; membership and the consistent index left out.
-pub fn import(etcd: &Buckets) -> Result<Buckets, MigrateError> {
-    let mut out = Buckets::new();
-    let mut put = |t: &str, k: &[u8], v: &[u8]| {
-        out.entry(t.as_bytes().to_vec())
-            .or_default()
-            .insert(k.to_vec(), v.to_vec());
-    };
-    for (k, v) in bucket(etcd, "key") {
-        let (rev, tombstone) = revision(k)?;
-        let kv = KeyValue::decode(v.as_slice())
-            .map_err(|e| bad(format!("key bucket: value at {rev}: {e}")))?;
-        if kv.key.is_empty() || (!tombstone && kv.mod_revision != rev.main) {
-            return Err(bad(format!("key bucket: value at {rev} does not match")));
+fn member_json(m: &Member) -> String {
+    serde_json::to_string(&MemberJson {
+        id: m.id,
+        peer_urls: &m.peer_ur_ls,
+        is_learner: m.is_learner,
+        name: &m.name,
+        client_urls: &m.client_ur_ls,
+    })
+    .expect("plain struct")
+}
+
+/// An entry of a detcd table: the table's name, a key and its value.
+pub type Entry = (&'static str, Vec<u8>, Vec<u8>);
+
+/// One entry of etcd's database as detcd stores it: the table, key and value, or `None`
+/// for what import leaves out (membership, the consistent index, the term). Checked, so
+/// that nothing undecodable reaches the store.
+pub fn import_entry(bucket: &[u8], k: &[u8], v: &[u8]) -> Result<Option<Entry>, MigrateError> {
+    let keep = |t: &'static str, v: Vec<u8>| Ok(Some((t, k.to_vec(), v)));
+    match bucket {
+        b"key" => {
+            let (rev, tombstone) = revision(k)?;
+            let kv =
+                KeyValue::decode(v).map_err(|e| bad(format!("key bucket: value at {rev}: {e}")))?;
+            if kv.key.is_empty() || (!tombstone && kv.mod_revision != rev.main) {
+                return Err(bad(format!("key bucket: value at {rev} does not match")));
+            }
+            keep("key", v.to_vec())
         }
-        put("key", k, v);
-    }
-    for (k, v) in bucket(etcd, "meta") {
-        if k == SCHEDULED || k == FINISHED {
+        b"meta" if k == SCHEDULED || k == FINISHED => {
             let (rev, _) = revision(v)?;
-            put("meta", k, &(rev.main as u64 + 1).to_be_bytes());
+            keep("meta", (rev.main as u64 + 1).to_be_bytes().to_vec())
         }
-    }
-    for (k, v) in bucket(etcd, "lease") {
-        let l = LeasePb::decode(v.as_slice()).map_err(|e| bad(format!("lease: {e}")))?;
-        if u64_of(k, "lease id")? != l.id as u64 || l.id <= 0 {
-            return Err(bad(format!("lease {:x}: id does not match its key", l.id)));
+        b"lease" => {
+            let l = LeasePb::decode(v).map_err(|e| bad(format!("lease: {e}")))?;
+            if u64_of(k, "lease id")? != l.id as u64 || l.id <= 0 {
+                return Err(bad(format!("lease {:x}: id does not match its key", l.id)));
+            }
+            let record = [l.id, l.ttl, l.remaining_ttl]
+                .iter()
+                .flat_map(|x| x.to_be_bytes())
+                .collect();
+            keep("lease", record)
         }
-        let mut record = Vec::with_capacity(24);
-        for x in [l.id, l.ttl, l.remaining_ttl] {
-            record.extend_from_slice(&x.to_be_bytes());
+        b"auth" if k == b"authEnabled" => keep(
+            "auth",
+            u64::from(v.first() == Some(&1)).to_be_bytes().to_vec(),
+        ),
+        b"auth" if k == b"authRevision" => {
+            keep("auth", u64_of(v, "authRevision")?.to_be_bytes().to_vec())
         }
-        put("lease", k, &record);
-    }
-    for (k, v) in bucket(etcd, "auth") {
-        match k.as_slice() {
-            b"authEnabled" => put("auth", k, &u64::from(v.first() == Some(&1)).to_be_bytes()),
-            b"authRevision" => put("auth", k, &u64_of(v, "authRevision")?.to_be_bytes()),
-            _ => {}
+        b"authUsers" => {
+            User::decode(v).map_err(|e| bad(format!("user {k:?}: {e}")))?;
+            keep("authUsers", v.to_vec())
         }
+        b"authRoles" => {
+            Role::decode(v).map_err(|e| bad(format!("role {k:?}: {e}")))?;
+            keep("authRoles", v.to_vec())
+        }
+        _ => Ok(None),
     }
-    for (k, v) in bucket(etcd, "authUsers") {
-        User::decode(v.as_slice()).map_err(|e| bad(format!("user {k:?}: {e}")))?;
-        put("authUsers", k, v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// detcd's tables from etcd's buckets, in memory ([`import_entry`] for each entry).
+    pub fn import(etcd: &Buckets) -> Result<Buckets, MigrateError> {
+        let mut out = Buckets::new();
+        for (name, kvs) in etcd {
+            for (k, v) in kvs {
+                if let Some((t, k, v)) = import_entry(name, k, v)? {
+                    out.entry(t.as_bytes().to_vec()).or_default().insert(k, v);
+                }
+            }
+        }
+        Ok(out)
     }
-    for (k, v) in bucket(etcd, "authRoles") {
-        Role::decode(v.as_slice()).map_err(|e| bad(format!("role {k:?}: {e}")))?;
-        put("authRoles", k, v);
+
+    fn table(kvs: &[(&[u8], Vec<u8>)]) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        kvs.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect()
     }
-    Ok(out)
+
+    /// detcd's tables holding one of everything.
+    fn detcd_tables() -> Buckets {
+        let put = KeyValue {
+            key: b"k".to_vec(),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            value: b"v".to_vec(),
+            lease: 7,
+        };
+        let tomb = KeyValue {
+            key: b"k".to_vec(),
+            ..Default::default()
+        };
+        let cs = ConfState {
+            voters: vec![10],
+            ..Default::default()
+        };
+        let member = Member {
+            id: 10,
+            name: "m".into(),
+            peer_ur_ls: vec!["http://a:2380".into()],
+            ..Default::default()
+        };
+        let lease: Vec<u8> = [7i64, 60, 0].iter().flat_map(|x| x.to_be_bytes()).collect();
+        let user = User {
+            name: b"alice".to_vec(),
+            roles: vec!["r".into()],
+            ..Default::default()
+        };
+        let mut t = Buckets::new();
+        let r2 = Revision::new(2, 0).to_key(false);
+        let r3 = Revision::new(3, 0).to_key(true);
+        t.insert(
+            b"key".to_vec(),
+            table(&[(&r2, put.encode_to_vec()), (&r3, tomb.encode_to_vec())]),
+        );
+        t.insert(
+            b"meta".to_vec(),
+            table(&[
+                (b"consistent_index", 9u64.to_be_bytes().to_vec()),
+                (SCHEDULED, 3u64.to_be_bytes().to_vec()),
+                (FINISHED, 3u64.to_be_bytes().to_vec()),
+                (b"confState", cs.encode_to_vec()),
+                (b"memberID", 10u64.to_be_bytes().to_vec()),
+                (b"alarm_nospace", 1u64.to_be_bytes().to_vec()),
+            ]),
+        );
+        t.insert(b"lease".to_vec(), table(&[(&7i64.to_be_bytes(), lease)]));
+        t.insert(
+            b"auth".to_vec(),
+            table(&[
+                (b"authEnabled", 1u64.to_be_bytes().to_vec()),
+                (b"authRevision", 4u64.to_be_bytes().to_vec()),
+            ]),
+        );
+        t.insert(
+            b"authUsers".to_vec(),
+            table(&[(b"alice", user.encode_to_vec())]),
+        );
+        t.insert(
+            b"authRoles".to_vec(),
+            table(&[(
+                b"r",
+                Role {
+                    name: b"r".to_vec(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            )]),
+        );
+        t.insert(
+            b"members".to_vec(),
+            table(&[(&10u64.to_be_bytes(), member.encode_to_vec())]),
+        );
+        t.insert(
+            b"members_removed".to_vec(),
+            table(&[(&11u64.to_be_bytes(), vec![])]),
+        );
+        t
+    }
+
+    fn get<'a>(b: &'a Buckets, bucket: &str, key: &[u8]) -> Option<&'a [u8]> {
+        b.get(bucket.as_bytes())?.get(key).map(Vec::as_slice)
+    }
+
+    /// The encodings etcd 3.5 reads (its schema package), value by value.
+    #[test]
+    fn export_writes_etcds_encodings() {
+        let e = export(&detcd_tables()).unwrap();
+        assert_eq!(
+            get(&e, "meta", SCHEDULED),
+            Some(&Revision::new(2, 0).to_key(false)[..])
+        );
+        assert_eq!(
+            get(&e, "meta", b"consistent_index"),
+            Some(&9u64.to_be_bytes()[..])
+        );
+        assert_eq!(
+            get(&e, "meta", b"confState"),
+            Some(&br#"{"voters":[10],"learners":null,"voters_outgoing":null,"learners_next":null,"auto_leave":false}"#[..])
+        );
+        let lease = LeasePb {
+            id: 7,
+            ttl: 60,
+            remaining_ttl: 0,
+        }
+        .encode_to_vec();
+        assert_eq!(get(&e, "lease", &7i64.to_be_bytes()), Some(&lease[..]));
+        assert_eq!(get(&e, "auth", b"authEnabled"), Some(&[1u8][..]));
+        assert_eq!(
+            get(&e, "members", b"a"),
+            Some(&br#"{"id":10,"peerURLs":["http://a:2380"],"name":"m"}"#[..])
+        );
+        assert_eq!(get(&e, "members_removed", b"b"), Some(&b"removed"[..]));
+        assert_eq!(get(&e, "cluster", b"clusterVersion"), Some(CLUSTER_VERSION));
+        let alarm = AlarmMember {
+            member_id: 10,
+            alarm: AlarmType::Nospace as i32,
+        };
+        assert_eq!(get(&e, "alarm", &alarm.encode_to_vec()), Some(&[][..]));
+        assert_eq!(e[&b"key"[..]], detcd_tables()[&b"key"[..]]);
+    }
+
+    /// A delete detcd's compaction kept at the compaction revision is not exported.
+    #[test]
+    fn export_drops_the_delete_at_the_compaction_revision() {
+        let mut t = detcd_tables();
+        let meta = t.get_mut(&b"meta"[..]).unwrap();
+        meta.insert(FINISHED.to_vec(), 4u64.to_be_bytes().to_vec()); // compacted at 3
+        let e = export(&t).unwrap();
+        assert_eq!(
+            e[&b"key"[..]].keys().collect::<Vec<_>>(),
+            [&Revision::new(2, 0).to_key(false)]
+        );
+    }
+
+    /// Import takes back the data export gave out, membership and indexes aside.
+    #[test]
+    fn import_inverts_export_on_the_data() {
+        let t = detcd_tables();
+        let back = import(&export(&t).unwrap()).unwrap();
+        for name in ["key", "lease", "auth", "authUsers", "authRoles"] {
+            assert_eq!(back[name.as_bytes()], t[name.as_bytes()], "{name}");
+        }
+        let meta = &back[&b"meta"[..]];
+        assert_eq!(meta.keys().collect::<Vec<_>>(), [FINISHED, SCHEDULED]);
+        assert_eq!(meta[FINISHED], t[&b"meta"[..]][FINISHED]);
+        assert!(!back.contains_key(&b"members"[..]));
+    }
+
+    #[test]
+    fn import_refuses_what_the_store_could_not_read() {
+        let good = export(&detcd_tables()).unwrap();
+        let with = |bucket: &str, k: &[u8], v: &[u8]| {
+            let mut b = good.clone();
+            b.get_mut(bucket.as_bytes())
+                .unwrap()
+                .insert(k.to_vec(), v.to_vec());
+            import(&b).unwrap_err().to_string()
+        };
+        assert!(with("key", b"short", b"").contains("revision key"));
+        let r9 = Revision::new(9, 0).to_key(false);
+        assert!(with("key", &r9, b"\xff\xff").contains("value at 9.0"));
+        let other = LeasePb {
+            id: 8,
+            ttl: 1,
+            remaining_ttl: 0,
+        }
+        .encode_to_vec();
+        assert!(with("lease", &7i64.to_be_bytes(), &other).contains("does not match"));
+        assert!(with("meta", FINISHED, b"x").contains("revision key"));
+    }
 }

@@ -10,10 +10,14 @@ pub mod layout;
 
 use sha2::{Digest, Sha256};
 
-use crate::backend::bolt::{self, BoltError, Buckets};
-use crate::mvcc::Castagnoli;
+use std::path::Path;
 
-pub use layout::{export, import};
+use crate::backend::bolt::{self, BoltError, Source};
+use crate::backend::{for_each, tables, BackendError};
+use crate::mvcc::Castagnoli;
+use crate::runtime::{Disk, DiskFile, OpenMode};
+
+pub use layout::{export, import_entry};
 
 /// Bytes of the sha256 trailer.
 pub const TRAILER_BYTES: usize = 32;
@@ -29,6 +33,53 @@ pub enum MigrateError {
     HashMismatch { expected: Vec<u8>, got: Vec<u8> },
     #[error("not an etcd database: {0}")]
     NotEtcd(String),
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes what `from` (a [`crate::backend::Backend::begin_read`] snapshot) sees as an etcd
+/// database file at `path`, replacing any file there: what the Snapshot call streams. The
+/// `key` table streams through; only the other tables (leases, auth, membership: small)
+/// are held in memory.
+pub fn write_etcd_db(
+    from: &redb::ReadTransaction,
+    disk: &dyn Disk,
+    path: &Path,
+) -> Result<(), MigrateError> {
+    let rest = tables(from, &["key"])?;
+    let finished = layout::finished_compaction(&rest)?;
+    if disk.exists(path) {
+        disk.remove(path)?;
+    }
+    let file = disk.open(path, OpenMode::CreateNew)?;
+    let mut w = bolt::Writer::new(FileSink(file.as_ref()));
+    for (name, kvs) in &export(&rest)? {
+        w.bucket(name)?;
+        if name == b"key" {
+            for_each(from, "key", |k, v| {
+                if layout::exported(k, finished)? {
+                    w.put(k, v)?;
+                }
+                Ok::<_, MigrateError>(())
+            })?;
+        }
+        for (k, v) in kvs {
+            w.put(k, v)?;
+        }
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// The bolt writer's sink on a disk file.
+struct FileSink<'a>(&'a dyn DiskFile);
+
+impl bolt::Sink for FileSink<'_> {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.write_at(offset, bytes)
+    }
 }
 
 /// The database followed by its sha256, as etcd's Snapshot RPC streams it.
@@ -38,28 +89,64 @@ pub fn with_trailer(mut db: Vec<u8>) -> Vec<u8> {
     db
 }
 
-/// The database inside a snapshot file, its sha256 trailer checked unless `skip_check`;
-/// a file without a trailer passes only when `skip_check` (etcdutl's rules).
-pub fn strip_trailer(file: &[u8], skip_check: bool) -> Result<&[u8], MigrateError> {
-    let has_trailer = file.len() % 512 == TRAILER_BYTES;
-    if !has_trailer {
+/// Bytes of the database inside a snapshot file of `len` bytes (etcd's rule for a trailer).
+pub fn db_len(len: u64) -> u64 {
+    if len % 512 == TRAILER_BYTES as u64 {
+        len - TRAILER_BYTES as u64
+    } else {
+        len
+    }
+}
+
+/// Checks a snapshot's sha256 trailer unless `skip_check`; a file without one passes only
+/// when `skip_check` (etcdutl's rules). Reads the file in chunks.
+pub fn check_trailer<S: Source + ?Sized>(file: &S, skip_check: bool) -> Result<(), MigrateError> {
+    let db = db_len(file.size());
+    if db == file.size() {
         return if skip_check {
-            Ok(file)
+            Ok(())
         } else {
             Err(MigrateError::MissingHash)
         };
     }
-    let (db, sum) = file.split_at(file.len() - TRAILER_BYTES);
-    if !skip_check {
-        let got = Sha256::digest(db);
-        if got.as_slice() != sum {
-            return Err(MigrateError::HashMismatch {
-                expected: sum.to_vec(),
-                got: got.to_vec(),
-            });
-        }
+    if skip_check {
+        return Ok(());
     }
-    Ok(db)
+    let mut sha = Sha256::new();
+    let mut chunk = vec![0; 1 << 20];
+    let mut at = 0;
+    while at < db {
+        let n = chunk.len().min((db - at) as usize);
+        file.read_at(at, &mut chunk[..n])?;
+        sha.update(&chunk[..n]);
+        at += n as u64;
+    }
+    let mut expected = [0; TRAILER_BYTES];
+    file.read_at(db, &mut expected)?;
+    let got = sha.finalize();
+    if got.as_slice() != expected {
+        return Err(MigrateError::HashMismatch {
+            expected: expected.to_vec(),
+            got: got.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// The first `len` bytes of a source: the database without its trailer.
+pub struct Prefix<'a, S: ?Sized>(pub &'a S, pub u64);
+
+impl<S: Source + ?Sized> Source for Prefix<'_, S> {
+    fn size(&self) -> u64 {
+        self.1
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if offset + buf.len() as u64 > self.1 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.0.read_at(offset, buf)
+    }
 }
 
 /// What `etcdutl snapshot status` reports.
@@ -76,9 +163,8 @@ pub struct Status {
     pub total_size: u64,
 }
 
-/// etcdutl's status of a bolt file (trailer, if any, removed).
-pub fn status(db: &[u8]) -> Result<Status, MigrateError> {
-    let buckets = bolt::read(db)?;
+/// etcdutl's status of a bolt file (a trailer, if any, is past the pages and unread).
+pub fn status<S: Source + ?Sized>(db: &S) -> Result<Status, MigrateError> {
     let mut s = Status {
         hash: 0,
         revision: 0,
@@ -86,30 +172,49 @@ pub fn status(db: &[u8]) -> Result<Status, MigrateError> {
         total_size: bolt::used_bytes(db)?,
     };
     let mut h = Castagnoli::default();
-    for (name, kvs) in &buckets {
-        h.update(name);
-        for (k, v) in kvs {
-            h.update(k);
-            h.update(v);
-            s.total_key += 1;
+    let mut current: Option<Vec<u8>> = None;
+    bolt::read_each(db, |bucket, k, v| {
+        if current.as_deref() != Some(bucket) {
+            h.update(bucket);
+            current = Some(bucket.to_vec());
         }
-        if name == b"key" {
-            if let Some(k) = kvs.keys().next_back() {
-                s.revision = layout::revision(k)?.0.main;
-            }
+        if k.is_empty() {
+            return Ok(()); // an empty bucket
         }
-    }
+        h.update(k);
+        h.update(v);
+        s.total_key += 1;
+        if bucket == b"key" {
+            s.revision = layout::revision(k)?.0.main;
+        }
+        Ok::<_, MigrateError>(())
+    })?;
     s.hash = h.finalize();
     Ok(s)
 }
 
-/// Reads an etcd database, refusing a bolt file that is not one.
-pub fn read_etcd(db: &[u8]) -> Result<Buckets, MigrateError> {
-    let buckets = bolt::read(db)?;
-    if !buckets.contains_key(&b"key"[..]) || !buckets.contains_key(&b"meta"[..]) {
+/// Calls `f(table, key, value)` with every entry of an etcd database as detcd stores it
+/// ([`layout::import_entry`]); refuses a bolt file that is not an etcd database.
+pub fn import_each<S: Source + ?Sized>(
+    db: &S,
+    mut f: impl FnMut(&str, &[u8], &[u8]) -> Result<(), MigrateError>,
+) -> Result<(), MigrateError> {
+    let mut seen = (false, false);
+    bolt::read_each(db, |bucket, k, v| {
+        seen.0 |= bucket == b"key";
+        seen.1 |= bucket == b"meta";
+        if k.is_empty() {
+            return Ok(()); // an empty bucket
+        }
+        match layout::import_entry(bucket, k, v)? {
+            Some((t, k, v)) => f(t, &k, &v),
+            None => Ok(()),
+        }
+    })?;
+    if seen != (true, true) {
         return Err(MigrateError::NotEtcd(
             "no \"key\" and \"meta\" buckets".to_string(),
         ));
     }
-    Ok(buckets)
+    Ok(())
 }

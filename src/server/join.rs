@@ -18,7 +18,7 @@ use super::kv_apply::{lock, SharedStore};
 use super::membership::{save_conf_state, RaftCluster};
 use crate::api::context::Context;
 use crate::backend::{get_u64, put_u64, META};
-use crate::proto::etcdserverpb::{Member, MemberListRequest};
+use crate::proto::etcdserverpb::{Member, MemberListRequest, MemberListResponse};
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
 use crate::proto::internalpb::MemberAttrSetRequest;
 use crate::proto::peerpb::membership_client::MembershipClient;
@@ -29,8 +29,11 @@ use crate::wal::Wal;
 /// metadata).
 const CLUSTER_ID_KEY: &[u8] = b"clusterID";
 const MEMBER_ID_KEY: &[u8] = b"memberID";
-/// How long to ask the existing members before giving up.
+/// How long to ask the existing members before giving up, how long one may take to
+/// answer, and how long to wait before asking them all again.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+const JOIN_ASK: Duration = Duration::from_secs(1);
+const JOIN_RETRY: Duration = Duration::from_millis(500);
 /// How long one attempt to publish this member's attributes may take, and how long to
 /// wait before the next.
 const PUBLISH_ATTEMPT: Duration = Duration::from_secs(1);
@@ -108,9 +111,14 @@ fn initial_members(cfg: &ServerConfig) -> RaftCluster {
     }))
 }
 
-/// Asks the other members of `--initial-cluster` for the cluster; the answer must list
-/// this member's peer URLs (added with `member add`). This member is left out of the
-/// membership it starts with: its addition is in the log.
+/// Asks the other members of `--initial-cluster` for the cluster until one lists this
+/// member's peer URLs (added with `member add`). This member is left out of the membership
+/// it starts with: its addition is in the log.
+///
+/// An answer without this member is not final: `member add` returns once the member that
+/// took it has applied the addition, and a follower asked a moment later (or one cut off
+/// from the leader) may not have yet. So every peer is asked, again and again, until
+/// [`JOIN_TIMEOUT`]; only then does a member that no answer lists stop.
 async fn existing_cluster(cfg: &ServerConfig) -> Result<Identity, BootError> {
     let mut mine: Vec<String> = cfg
         .initial_advertise_peer_urls
@@ -125,44 +133,70 @@ async fn existing_cluster(cfg: &ServerConfig) -> Result<Identity, BootError> {
         .filter(|u| !mine.contains(u))
         .collect();
     let deadline = Clock.now() + JOIN_TIMEOUT;
+    // Peers that answered without this member, in the order of `urls`.
+    let mut without_me: Vec<&str> = Vec::new();
     loop {
         for url in &urls {
-            let asked = async {
-                let mut client = MembershipClient::connect(url.clone()).await.ok()?;
-                let resp = client
-                    .member_list(MemberListRequest::default())
-                    .await
-                    .ok()?;
-                Some(resp.into_inner())
-            };
-            let Ok(Some(resp)) = tokio::time::timeout(Duration::from_secs(1), asked).await else {
+            let Some(resp) = ask_members(url).await else {
                 continue;
             };
-            let me = resp.members.iter().find(|m| {
-                let mut theirs = m.peer_ur_ls.clone();
-                theirs.sort();
-                theirs == mine
-            });
-            let Some(me) = me.map(|m| m.id) else {
-                return Err(BootError::Stopped(format!(
-                    "no member with peer URLs {mine:?} in the cluster that {url} reports: \
-                     add it with `member add` first"
-                )));
-            };
-            let others = resp.members.into_iter().filter(|m| m.id != me);
-            return Ok(Identity {
-                member_id: me,
-                cluster_id: resp.header.map_or(0, |h| h.cluster_id),
-                cluster: RaftCluster::new(others),
-            });
+            if let Some(id) = joined(resp, &mine) {
+                return Ok(id);
+            }
+            if !without_me.contains(&url.as_str()) {
+                without_me.push(url);
+            }
         }
         if Clock.now() >= deadline {
-            return Err(BootError::Stopped(format!(
-                "cannot fetch the cluster from the peer URLs {urls:?}"
-            )));
+            return Err(BootError::Stopped(if without_me.is_empty() {
+                format!("cannot fetch the cluster from the peer URLs {urls:?}")
+            } else {
+                format!(
+                    "no member with peer URLs {mine:?} in the cluster that {without_me:?} \
+                     reported for {JOIN_TIMEOUT:?}: add it with `member add` first"
+                )
+            }));
         }
-        Clock.sleep(PUBLISH_RETRY).await;
+        tracing::info!(
+            peers = ?urls,
+            answered_without_this_member = ?without_me,
+            "waiting for a peer to list this member's peer URLs {mine:?}"
+        );
+        Clock.sleep(JOIN_RETRY).await;
     }
+}
+
+/// One peer's membership, or None if it does not answer within [`JOIN_ASK`].
+async fn ask_members(url: &str) -> Option<MemberListResponse> {
+    let asked = async {
+        let mut client = MembershipClient::connect(url.to_string()).await.ok()?;
+        let resp = client
+            .member_list(MemberListRequest::default())
+            .await
+            .ok()?;
+        Some(resp.into_inner())
+    };
+    tokio::time::timeout(JOIN_ASK, asked).await.ok().flatten()
+}
+
+/// This member's identity from a peer's membership, if it lists the peer URLs `mine`
+/// (sorted).
+fn joined(resp: MemberListResponse, mine: &[String]) -> Option<Identity> {
+    let me = resp
+        .members
+        .iter()
+        .find(|m| {
+            let mut theirs = m.peer_ur_ls.clone();
+            theirs.sort();
+            theirs == mine
+        })?
+        .id;
+    let others = resp.members.into_iter().filter(|m| m.id != me);
+    Some(Identity {
+        member_id: me,
+        cluster_id: resp.header.map_or(0, |h| h.cluster_id),
+        cluster: RaftCluster::new(others),
+    })
 }
 
 /// Publishes this member's name and client URLs through the log until it is applied

@@ -53,7 +53,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts members named `names` under `dir` and waits until they agree on a leader.
     pub async fn start(dir: &Path, names: &[&str]) -> Cluster {
-        let members: Vec<Member> = names.iter().map(|n| Member::new(n, dir)).collect();
+        Cluster::start_members(names.iter().map(|n| Member::new(n, dir)).collect()).await
+    }
+
+    /// Starts `members` (whose data directories may hold restored snapshots) as one
+    /// cluster and waits until they agree on a leader.
+    pub async fn start_members(members: Vec<Member>) -> Cluster {
         let initial_cluster = initial_cluster(&members);
         let procs = members
             .iter()
