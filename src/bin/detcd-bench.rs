@@ -305,7 +305,9 @@ async fn run(args: Args) -> Result<(), String> {
         return Err("--conns, --clients and --endpoints must not be empty or zero".into());
     }
     match args.workload {
-        Workload::Put { key_space_size, .. } if key_space_size == 0 => {
+        Workload::Put {
+            key_space_size: 0, ..
+        } => {
             return Err("--key-space-size must be at least 1".into());
         }
         Workload::TxnPut { key_space_size, .. } if key_space_size < args.clients as u64 => {
