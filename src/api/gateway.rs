@@ -19,10 +19,10 @@ use super::http::response;
 use super::kv::KvService;
 use super::lease::LeaseService;
 use super::maintenance::MaintenanceService;
+use crate::net::{HttpRequest, HttpResponse};
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
-use crate::runtime::{HttpRequest, HttpResponse};
 
 const JSON: &str = "application/json";
 

@@ -27,7 +27,7 @@ pub use layout::{
     get_u64, put_u64, Table, AUTH, AUTH_ROLES, AUTH_USERS, KEY, LEASE, MEMBERS, MEMBERS_REMOVED,
     META,
 };
-pub use snapshot::{tables, verify, SnapshotSource};
+pub use snapshot::{for_each, tables, verify, SnapshotSource};
 
 /// A backend failure: the disk or redb. The state machine cannot go on after one.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::path::Path;
 use redb::{ReadableTable, TableHandle};
 
 use super::bolt::Buckets;
-use super::{be, Backend, Result};
+use super::{be, Backend, BackendError, Result};
 use crate::runtime::Disk;
 
 /// The backend as of one commit, held by a redb read transaction: later commits do not
@@ -40,34 +40,46 @@ impl SnapshotSource {
     }
 }
 
-/// Every table that `from` (a [`Backend::begin_read`] snapshot) sees, as data: name to
-/// keys and values (what an etcd-layout export reads).
-pub fn tables(from: &redb::ReadTransaction) -> Result<Buckets> {
+/// Every table that `from` (a [`Backend::begin_read`] snapshot) sees but those named in
+/// `except`, as data: name to keys and values.
+pub fn tables(from: &redb::ReadTransaction, except: &[&str]) -> Result<Buckets> {
     let mut out = Buckets::new();
     for handle in from.list_tables().map_err(be)? {
-        let def = redb::TableDefinition::<&[u8], &[u8]>::new(handle.name());
-        let table = from.open_table(def).map_err(be)?;
-        let mut kvs = std::collections::BTreeMap::new();
-        for entry in table.iter().map_err(be)? {
-            let (k, v) = entry.map_err(be)?;
-            kvs.insert(k.value().to_vec(), v.value().to_vec());
+        if except.contains(&handle.name()) {
+            continue;
         }
+        let mut kvs = std::collections::BTreeMap::new();
+        for_each(from, handle.name(), |k, v| {
+            kvs.insert(k.to_vec(), v.to_vec());
+            Ok::<_, BackendError>(())
+        })?;
         out.insert(handle.name().as_bytes().to_vec(), kvs);
     }
     Ok(out)
 }
 
+/// Calls `f` with every entry of table `name` that `from` sees, in key order, without
+/// holding the table in memory.
+pub fn for_each<E: From<BackendError>>(
+    from: &redb::ReadTransaction,
+    name: &str,
+    mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let def = redb::TableDefinition::<&[u8], &[u8]>::new(name);
+    let table = from.open_table(def).map_err(be)?;
+    for entry in table.iter().map_err(be)? {
+        let (k, v) = entry.map_err(be)?;
+        f(k.value(), v.value())?;
+    }
+    Ok(())
+}
+
 impl Backend {
-    /// Writes `tables` (name to keys and values) into the open batch.
-    pub fn insert_all(&self, tables: &Buckets) -> Result<()> {
-        for (name, kvs) in tables {
-            let name = String::from_utf8_lossy(name);
-            let def = redb::TableDefinition::<&[u8], &[u8]>::new(&name);
-            let mut table = self.tx().open_table(def).map_err(be)?;
-            for (k, v) in kvs {
-                table.insert(k.as_slice(), v.as_slice()).map_err(be)?;
-            }
-        }
+    /// Writes one entry of table `name` into the open batch.
+    pub fn insert(&self, name: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let def = redb::TableDefinition::<&[u8], &[u8]>::new(name);
+        let mut table = self.tx().open_table(def).map_err(be)?;
+        table.insert(key, value).map_err(be)?;
         Ok(())
     }
 }

@@ -4,10 +4,13 @@
 //! ```text
 //! detcd-sim --scenario scenarios/split-2-2.toml --seed 7
 //! detcd-sim --scenario scenarios/split-2-2.toml --seeds 0..100
-//! detcd-sim --all [--seeds 0..1000] [--stats]
+//! detcd-sim --all [--seeds 0..1000] [--chunk 20] [--stats]
 //! ```
 //! Without `--seed`/`--seeds`, each scenario runs its pinned seeds. `--all` skips pending
-//! scenarios and says so. Exit status 1 when any run failed, 2 on bad arguments.
+//! scenarios and says so. `--chunk N` runs every scenario over N seeds before the next N,
+//! so that a sweep stopped early has covered every scenario alike. `--stats` adds the
+//! totals so far after each chunk and each scenario's at the end. Exit status 1 when any
+//! run failed, 2 on bad arguments.
 //!
 //! Each run of a sweep gets its own process: state that outlives a simulation inside the
 //! process (madsim's task-ID counter, for one) changes the trace of runs that kill members,
@@ -26,6 +29,7 @@ fn main() {
 
 #[cfg(madsim)]
 mod cli {
+    use std::collections::BTreeMap;
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
@@ -39,6 +43,8 @@ mod cli {
         scenario: Option<PathBuf>,
         all: Option<PathBuf>,
         seeds: Option<std::ops::Range<u64>>,
+        /// Seeds per scenario before moving on to the next scenario.
+        chunk: Option<u64>,
         stats: bool,
         history: bool,
         /// Run here and report the simulated time: the parent of a sweep asked.
@@ -46,13 +52,14 @@ mod cli {
     }
 
     const USAGE: &str = "usage: detcd-sim (--scenario FILE | --all [--dir DIR]) \
-        [--seed N | --seeds A..B] [--stats] [--history]";
+        [--seed N | --seeds A..B [--chunk N]] [--stats] [--history]";
 
     fn parse(args: Vec<String>) -> Result<Args, String> {
         let mut a = Args {
             scenario: None,
             all: None,
             seeds: None,
+            chunk: None,
             stats: false,
             history: false,
             child: false,
@@ -77,6 +84,10 @@ mod cli {
                     let to: u64 = to.parse().map_err(|e| format!("--seeds: {e}"))?;
                     a.seeds = Some(from..to);
                 }
+                "--chunk" => {
+                    let n: u64 = value()?.parse().map_err(|e| format!("--chunk: {e}"))?;
+                    a.chunk = Some(n.max(1));
+                }
                 "--stats" => a.stats = true,
                 "--history" => a.history = true,
                 "--child" => a.child = true,
@@ -88,6 +99,9 @@ mod cli {
         }
         if a.scenario.is_some() == a.all.is_some() {
             return Err("give exactly one of --scenario and --all".into());
+        }
+        if a.chunk.is_some() && a.seeds.is_none() {
+            return Err("--chunk needs --seeds".into());
         }
         Ok(a)
     }
@@ -113,69 +127,146 @@ mod cli {
             eprintln!("detcd-sim: {e}");
             std::process::exit(2)
         });
-        let wall = Instant::now();
-        let (mut simulated, mut runs, mut failed) = (Duration::ZERO, 0u64, 0u64);
-        for (path, s) in &scenarios {
+        for (_, s) in &scenarios {
             if s.pending && args.all.is_some() {
                 println!("scenario={} skipped: pending", s.name);
-                continue;
             }
-            let seeds: Vec<u64> = match &args.seeds {
-                Some(r) => r.clone().collect(),
-                None => s.pinned_seeds(),
-            };
-            let sweep = args.all.is_some() || seeds.len() > 1;
-            for seed in seeds {
-                let prefix = if args.all.is_some() {
-                    format!("scenario={} ", s.name)
-                } else {
-                    String::new()
-                };
-                if sweep && !args.child {
-                    let (passed, took) = in_child(path, seed, &args, &prefix);
-                    failed += u64::from(!passed);
-                    simulated += took;
-                    runs += 1;
-                    continue;
+        }
+        let scenarios: Vec<&(PathBuf, Scenario)> = scenarios
+            .iter()
+            .filter(|(_, s)| !(s.pending && args.all.is_some()))
+            .collect();
+        let prefix = |s: &Scenario| match args.all {
+            Some(_) => format!("scenario={} ", s.name),
+            None => String::new(),
+        };
+        let wall = Instant::now();
+        let mut total = Tally::default();
+        let mut each: BTreeMap<&str, Tally> = BTreeMap::new();
+        for chunk in chunks(&args) {
+            for (path, s) in &scenarios {
+                let pinned = s.pinned_seeds();
+                // One process per run whenever this process starts more than one.
+                let sweep = args.all.is_some()
+                    || args
+                        .seeds
+                        .as_ref()
+                        .map_or(pinned.len(), |r| r.clone().count())
+                        > 1;
+                let seeds = chunk.clone().map_or(pinned, |r| r.collect());
+                for seed in seeds {
+                    let began = Instant::now();
+                    let (passed, took) = if sweep && !args.child {
+                        in_child(path, seed, &args, &prefix(s))
+                    } else {
+                        here(s, seed, &args, &prefix(s))
+                    };
+                    let run = Run {
+                        passed,
+                        simulated: took,
+                        wall: began.elapsed(),
+                    };
+                    total.add(&run);
+                    each.entry(&s.name).or_default().add(&run);
                 }
-                let o = run_fresh(s, seed);
-                println!("{prefix}{}", o.line());
-                if !o.passed() {
-                    failed += 1;
-                    for f in &o.failures {
-                        println!("  failure: {f}");
-                    }
-                    for l in &o.log {
-                        println!("  nemesis: {l}");
-                    }
-                    println!(
-                        "  replay: ci/sim --scenario scenarios/{}.toml --seed {seed}",
-                        s.name
-                    );
-                }
-                if args.history {
-                    for e in &o.history {
-                        println!("{}", serde_json::to_string(e).expect("events serialize"));
-                    }
-                }
-                if args.child {
-                    println!("{SIMULATED}{}", o.simulated.as_nanos());
-                }
-                simulated += o.simulated;
-                runs += 1;
+            }
+            if let (true, Some(seeds)) = (args.stats && args.chunk.is_some(), &chunk) {
+                println!(
+                    "chunk={}..{} {}",
+                    seeds.start,
+                    seeds.end,
+                    total.line(wall.elapsed())
+                );
             }
         }
         if args.stats {
-            let secs = wall.elapsed().as_secs_f64();
-            println!(
-                "runs={runs} failed={failed} simulated={:.1}s wall={secs:.1}s \
+            if args.all.is_some() {
+                for (name, t) in &each {
+                    println!("scenario={name} {}", t.line(t.wall));
+                }
+            }
+            println!("{}", total.line(wall.elapsed()));
+        }
+        i32::from(total.failed > 0)
+    }
+
+    /// The seeds of each round over the scenarios: `--seeds` cut into `--chunk`s, the
+    /// whole range, or (None) each scenario's pinned seeds.
+    fn chunks(args: &Args) -> Vec<Option<std::ops::Range<u64>>> {
+        let Some(r) = args.seeds.clone() else {
+            return vec![None];
+        };
+        let size = args.chunk.unwrap_or(r.end.saturating_sub(r.start)).max(1);
+        r.clone()
+            .step_by(size as usize)
+            .map(|from| Some(from..from.saturating_add(size).min(r.end)))
+            .collect()
+    }
+
+    /// What one run took.
+    struct Run {
+        passed: bool,
+        simulated: Duration,
+        wall: Duration,
+    }
+
+    /// Runs, failures, simulated and wall time of a set of runs.
+    #[derive(Default)]
+    struct Tally {
+        runs: u64,
+        failed: u64,
+        simulated: Duration,
+        wall: Duration,
+    }
+
+    impl Tally {
+        fn add(&mut self, run: &Run) {
+            self.runs += 1;
+            self.failed += u64::from(!run.passed);
+            self.simulated += run.simulated;
+            self.wall += run.wall;
+        }
+
+        fn line(&self, wall: Duration) -> String {
+            let secs = wall.as_secs_f64();
+            format!(
+                "runs={} failed={} simulated={:.1}s wall={secs:.1}s \
                  simulated_per_wall={:.2} seeds_per_minute={:.1}",
-                simulated.as_secs_f64(),
-                simulated.as_secs_f64() / secs,
-                runs as f64 * 60.0 / secs
+                self.runs,
+                self.failed,
+                self.simulated.as_secs_f64(),
+                self.simulated.as_secs_f64() / secs,
+                self.runs as f64 * 60.0 / secs
+            )
+        }
+    }
+
+    /// Runs `seed` in this process and prints its report; returns whether it passed and
+    /// the simulated time.
+    fn here(s: &Scenario, seed: u64, args: &Args, prefix: &str) -> (bool, Duration) {
+        let o = run_fresh(s, seed);
+        println!("{prefix}{}", o.line());
+        if !o.passed() {
+            for f in &o.failures {
+                println!("  failure: {f}");
+            }
+            for l in &o.log {
+                println!("  nemesis: {l}");
+            }
+            println!(
+                "  replay: ci/sim --scenario scenarios/{}.toml --seed {seed}",
+                s.name
             );
         }
-        i32::from(failed > 0)
+        if args.history {
+            for e in &o.history {
+                println!("{}", serde_json::to_string(e).expect("events serialize"));
+            }
+        }
+        if args.child {
+            println!("{SIMULATED}{}", o.simulated.as_nanos());
+        }
+        (o.passed(), o.simulated)
     }
 
     /// Runs `seed` of the scenario at `path` in a child process, passing its report

@@ -25,6 +25,10 @@
 //!   inline: a leaf page (header and elements, no padding) follows the header inside the
 //!   value; bbolt inlines a single-leaf bucket of at most a quarter page.
 //!
+//! The writer streams: sorted keys in, pages out in order, one page per tree level held
+//! in memory. The reader walks the trees through a [`Source`] (a slice or a file read in
+//! place), one node in memory at a time.
+//!
 //! The reader trusts nothing: every offset is bounded by its page and the file, every page
 //! by the high-water mark, every page may be part of one node only (no cycles), the tree
 //! depth and key order are checked. Corrupt input is an error, never a panic.
@@ -37,8 +41,8 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-pub use read::{read, used_bytes};
-pub use write::write;
+pub use read::{read, read_each, used_bytes, Source};
+pub use write::{write, Sink, Writer};
 
 /// A bolt database as data: bucket name to the bucket's keys and values, in byte order.
 pub type Buckets = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -77,7 +81,7 @@ pub enum BoltError {
     Checksum,
     #[error("file size {len} below the {pages} pages of {page_size} bytes the database uses")]
     Truncated {
-        len: usize,
+        len: u64,
         pages: u64,
         page_size: u32,
     },
@@ -89,6 +93,10 @@ pub enum BoltError {
     KeySize(usize),
     #[error("value of {0} bytes: bbolt takes at most 2147483646")]
     ValueSize(usize),
+    #[error("bucket {0:?}: written twice, or keys not in ascending order")]
+    Order(String),
+    #[error("write: {0}")]
+    Io(String),
 }
 
 /// FNV-1a 64 (Go's hash/fnv New64a), the meta page checksum.

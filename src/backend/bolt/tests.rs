@@ -66,6 +66,21 @@ fn refusals() {
     assert_eq!(write(&empty_key), Err(BoltError::KeySize(0)));
 }
 
+#[test]
+fn writer_refuses_disorder() {
+    let mut w = Writer::new(Vec::new());
+    w.bucket(b"b").unwrap();
+    for i in 0u32..2000 {
+        w.put(&i.to_be_bytes(), b"v").unwrap(); // past inline, past one page
+    }
+    assert!(matches!(
+        w.put(&5u32.to_be_bytes(), b"v"),
+        Err(BoltError::Order(_))
+    ));
+    w.bucket(b"a").unwrap();
+    assert!(matches!(w.bucket(b"b"), Err(BoltError::Order(_))));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
