@@ -116,6 +116,10 @@ mod tests {
             Code::FailedPrecondition
         );
         assert_eq!(code(MembershipError::NotFound), Code::NotFound);
+        assert_eq!(code(auth::Error::PermissionDenied), Code::PermissionDenied);
+        assert_eq!(code(auth::Error::InvalidAuthToken), Code::Unauthenticated);
+        assert_eq!(code(auth::Error::AuthFailed), Code::InvalidArgument);
+        assert_eq!(code(auth::Error::RoleNotFound), Code::FailedPrecondition);
         assert_eq!(
             Status::from(Error::from(ProposeError::NoLeader)).message(),
             "etcdserver: no leader"
