@@ -3,11 +3,13 @@
 //! become etcd's gRPC codes in one place ([`errors`]). No business logic lives here.
 
 pub mod cluster;
+pub mod election;
 pub mod errors;
 pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod peer;
 pub mod watch;
