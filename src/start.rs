@@ -59,6 +59,9 @@ pub async fn run(
         kv: KvService(server.clone()),
         lease: LeaseService(server.clone()),
         maintenance: MaintenanceService(server.clone()),
+        cluster: ClusterService(server.clone()),
+        election: ElectionService(server.clone()),
+        lock: LockService(server.clone()),
     };
     let http = Arc::new(HttpApi {
         server: server.clone(),
@@ -68,10 +71,10 @@ pub async fn run(
         .add_service(KvServer::new(gateway.kv).max_decoding_message_size(max_request))
         .add_service(WatchServer::new(WatchService(server.clone())))
         .add_service(LeaseServer::new(gateway.lease))
-        .add_service(ClusterServer::new(ClusterService(server.clone())))
+        .add_service(ClusterServer::new(gateway.cluster))
         .add_service(MaintenanceServer::new(gateway.maintenance))
-        .add_service(ElectionServer::new(ElectionService(server.clone())))
-        .add_service(LockServer::new(LockService(server.clone())));
+        .add_service(ElectionServer::new(gateway.election))
+        .add_service(LockServer::new(gateway.lock));
     let clients = crate::net::serve_clients(router, client_addr, shutdown);
     tracing::info!(
         member = format_args!("{:x}", server.member_id()),
