@@ -42,7 +42,12 @@ fn code_of(e: &Error) -> Code {
         },
         Error::BadLeaderTransferee => Code::FailedPrecondition,
         Error::LeaderTransferTimeout => Code::Unavailable,
-        Error::Defragment(_) | Error::Snapshot(_) => Code::Internal,
+        Error::Defragment(_) | Error::Snapshot(_) | Error::WatchRefused(_) => Code::Internal,
+        // etcd's election and lock servers return these as plain errors: gRPC's Unknown.
+        Error::ElectionNotLeader
+        | Error::ElectionNoLeader
+        | Error::MissingLeaderKey
+        | Error::SessionExpired => Code::Unknown,
         Error::Forwarded(s) => s.code(),
     }
 }

@@ -4,11 +4,13 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod election;
 pub mod errors;
 pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod peer;
 pub mod watch;
