@@ -8,7 +8,7 @@ mod common;
 
 use common::{grpc_message, ready_client, Member};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, Permission, Txn, TxnOp, UserAddOptions,
+    Client, Compare, CompareOp, ConnectOptions, LockOptions, Permission, Txn, TxnOp, UserAddOptions,
 };
 use tonic::Code;
 
@@ -78,6 +78,21 @@ async fn users_roles_and_permissions_through_etcd_client() {
         .and_then([TxnOp::put("app/2", "two", None)]);
     assert_eq!(refusal(alice.txn(txn).await).0, Code::PermissionDenied);
     assert_eq!(refusal(alice.user_list().await).0, Code::PermissionDenied);
+    // A lock reads and writes the keys under its name, as etcd's does through KV calls.
+    let lease = alice.lease_grant(30, None).await.unwrap().id();
+    let held = LockOptions::new().with_lease(lease);
+    let key = alice
+        .lock("app/locks", Some(held))
+        .await
+        .unwrap()
+        .key()
+        .to_vec();
+    alice.unlock(key).await.unwrap();
+    let other = LockOptions::new().with_lease(lease);
+    assert_eq!(
+        refusal(alice.lock("other", Some(other)).await).0,
+        Code::PermissionDenied
+    );
 
     // Revoking under alice's live token: her next write is checked against the new
     // permissions, not the ones her token was issued with.

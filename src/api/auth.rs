@@ -3,7 +3,8 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::auth::AuthInfo;
+use crate::auth::{AuthInfo, PermType};
+use crate::mvcc::KeyRange;
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::*;
 use crate::server::auth::Access;
@@ -26,6 +27,17 @@ pub fn caller<T>(server: &Server, request: &Request<T>) -> Result<Option<AuthInf
 pub fn admin<T>(server: &Server, request: &Request<T>) -> Result<(), Status> {
     let caller = caller(server, request)?;
     Ok(server.authorize(caller.as_ref(), Access::Admin)?)
+}
+
+/// Refuses the call unless its caller may read and write the keys under `name/`, where
+/// an election or lock keeps its contenders.
+pub fn contend<T>(server: &Server, request: &Request<T>, name: &[u8]) -> Result<(), Status> {
+    let caller = caller(server, request)?;
+    let range = KeyRange::prefix(&[name, b"/"].concat());
+    for want in [PermType::Read, PermType::Write] {
+        server.authorize(caller.as_ref(), Access::Keys(range.clone(), want))?;
+    }
+    Ok(())
 }
 
 /// Resolves the caller, then answers `$call` on the server with it and the request.

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 
+use super::auth::contend;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
@@ -28,6 +29,7 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        contend(&self.0, &request, &request.get_ref().name)?;
         let req = request.into_inner();
         let resp = self.0.campaign(&req.name, req.lease, &req.value).await?;
         Ok(Response::new(resp))
@@ -37,6 +39,8 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let name = request.get_ref().leader.as_ref().map(|l| l.name.clone());
+        contend(&self.0, &request, &name.unwrap_or_default())?;
         let req = request.into_inner();
         let leader = leader_key(req.leader)?;
         Ok(Response::new(self.0.proclaim(&leader, &req.value).await?))
@@ -46,6 +50,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        contend(&self.0, &request, &request.get_ref().name)?;
         let name = request.into_inner().name;
         Ok(Response::new(self.0.election_leader(&name).await?))
     }
@@ -56,6 +61,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        contend(&self.0, &request, &request.get_ref().name)?;
         let changes = self.0.observe(&request.into_inner().name);
         let out = futures::stream::unfold(changes, |mut changes| async move {
             let next = changes.recv().await?;
@@ -68,6 +74,8 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let name = request.get_ref().leader.as_ref().map(|l| l.name.clone());
+        contend(&self.0, &request, &name.unwrap_or_default())?;
         let leader = leader_key(request.into_inner().leader)?;
         Ok(Response::new(self.0.resign(&leader).await?))
     }

@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::auth::contend;
 use crate::proto::v3lockpb::lock_server::Lock;
 use crate::proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use crate::server::Server;
@@ -12,6 +13,7 @@ pub struct LockService(pub Server);
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        contend(&self.0, &request, &request.get_ref().name)?;
         let req = request.into_inner();
         Ok(Response::new(self.0.lock(&req.name, req.lease).await?))
     }
@@ -20,6 +22,11 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        // The key is `<name>/<lease hex>`: its name is all before the last slash.
+        let key = &request.get_ref().key;
+        let slash = key.iter().rposition(|&b| b == b'/').unwrap_or(key.len());
+        let name = key[..slash].to_vec();
+        contend(&self.0, &request, &name)?;
         Ok(Response::new(
             self.0.unlock(request.into_inner().key).await?,
         ))

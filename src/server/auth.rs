@@ -12,6 +12,7 @@ use super::store::lock;
 use super::v3::Server;
 use crate::auth::{hash_password, AuthInfo, AuthStore, PermType};
 use crate::backend::Backend;
+use crate::mvcc::KeyRange;
 use crate::proto::etcdserverpb::{
     AuthDisableRequest, AuthDisableResponse, AuthEnableRequest, AuthEnableResponse,
     AuthRoleAddRequest, AuthRoleAddResponse, AuthRoleDeleteRequest, AuthRoleDeleteResponse,
@@ -97,6 +98,9 @@ pub enum Access<'a> {
     Watch(&'a WatchCreateRequest),
     /// Revoking deletes the lease's keys: write on every one.
     LeaseRevoke(i64),
+    /// Keys an election or lock reads or writes (as etcd's, whose Election and Lock
+    /// servers act through KV calls carrying the caller's token).
+    Keys(KeyRange, PermType),
     /// Maintenance and membership calls that only root may make.
     Admin,
 }
@@ -130,6 +134,7 @@ impl Server {
             Access::Txn(t) => auth.check_txn(caller, t),
             Access::Watch(w) => auth.check_watch(caller, w),
             Access::LeaseRevoke(_) => Ok(()),
+            Access::Keys(range, want) => auth.check(caller, &range, want),
             Access::Admin => auth.check_admin(caller),
         }?)
     }
