@@ -180,7 +180,7 @@ async fn snapshot_is_an_etcd_database_with_sha256_trailer() {
 
     // An etcd database: the revision etcdutl would report, and the values.
     assert_eq!(detcd::migrate::status(db).unwrap().revision, revision);
-    let etcd = detcd::migrate::read_etcd(db).unwrap();
+    let etcd = detcd::backend::bolt::read(db).unwrap();
     let latest = |key: &str| {
         etcd[&b"key"[..]]
             .values()

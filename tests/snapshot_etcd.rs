@@ -346,7 +346,7 @@ fn bbolt_reads_large_written_files() {
     );
     buckets.insert(b"lease".to_vec(), BTreeMap::new());
     let db = bolt::write(&buckets).unwrap();
-    let want = migrate::status(&db).unwrap();
+    let want = migrate::status(&db[..]).unwrap();
     let file = dir.path().join("large.db");
     std::fs::write(&file, migrate::with_trailer(db)).unwrap();
     let got = stdout(&run(

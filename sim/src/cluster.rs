@@ -24,19 +24,24 @@ const CLUSTER_ID: u64 = 0xd37cd;
 pub type AppliedLog = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
 
 /// Records what it applies; answers with the payload's length.
-struct Recorder(AppliedLog);
+pub struct Recorder(AppliedLog);
 
 impl StateMachine for Recorder {
-    fn apply(&mut self, index: u64, payload: &[u8]) -> Vec<u8> {
-        self.0.lock().unwrap().push((index, payload.to_vec()));
-        (payload.len() as u64).to_le_bytes().to_vec()
+    type Request = Vec<u8>;
+    type Response = usize;
+    type Refusal = std::convert::Infallible;
+
+    fn apply(&mut self, index: u64, payload: Vec<u8>) -> usize {
+        let len = payload.len();
+        self.0.lock().unwrap().push((index, payload));
+        len
     }
 }
 
 /// A running simulated cluster. Member `i` (0-based) has Raft ID `i + 1`.
 pub struct SimCluster {
     nodes: Nodes,
-    members: Arc<Mutex<BTreeMap<u64, MemberHandle>>>,
+    members: Arc<Mutex<BTreeMap<u64, MemberHandle<Recorder>>>>,
     applied: Vec<Arc<Mutex<AppliedLog>>>,
 }
 
@@ -65,7 +70,7 @@ impl SimCluster {
     }
 
     /// The handle of member `i`, once it has started.
-    pub fn member(&self, i: usize) -> Option<MemberHandle> {
+    pub fn member(&self, i: usize) -> Option<MemberHandle<Recorder>> {
         self.members.lock().unwrap().get(&(i as u64 + 1)).cloned()
     }
 
@@ -73,7 +78,7 @@ impl SimCluster {
     pub async fn wait_leader(&self, deadline: Duration) -> Option<u64> {
         let start = Clock.now();
         while start.elapsed() < deadline {
-            let handles: Vec<MemberHandle> =
+            let handles: Vec<MemberHandle<Recorder>> =
                 self.members.lock().unwrap().values().cloned().collect();
             let leaders: Vec<u64> = handles.iter().map(|h| h.status().leader).collect();
             let leader = leaders.first().copied().unwrap_or(0);
@@ -115,7 +120,7 @@ async fn run_member(
     voters: Vec<u64>,
     disk: SimDisk,
     log: Arc<Mutex<AppliedLog>>,
-    members: Arc<Mutex<BTreeMap<u64, MemberHandle>>>,
+    members: Arc<Mutex<BTreeMap<u64, MemberHandle<Recorder>>>>,
 ) {
     let fresh = AppliedLog::default();
     *log.lock().unwrap() = fresh.clone();

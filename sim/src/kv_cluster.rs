@@ -1,4 +1,4 @@
-//! The whole detcd server (`server::boot::run`: Raft, WAL, MVCC, the gRPC services) on
+//! The whole detcd server (`start::run`: Raft, WAL, MVCC, the gRPC services) on
 //! simulated machines, and the cluster-wide convergence check.
 
 use std::sync::{Arc, Mutex};
@@ -7,8 +7,8 @@ use std::time::Duration;
 use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use detcd::proto::etcdserverpb::{HashKvRequest, StatusRequest};
 use detcd::runtime::{Clock, Disk, SimDisk};
-use detcd::server::boot;
 use detcd::server::config::{Flags, ServerConfig};
+use detcd::start;
 
 use crate::nodes::{member_ip, Nodes};
 
@@ -108,7 +108,7 @@ fn boot(
             let flags = Flags::parse_from(args).expect("simulation flags parse");
             let cfg = ServerConfig::from_flags(&flags).expect("simulation flags are valid");
             let disk: Arc<dyn Disk> = Arc::new(disk);
-            if let Err(e) = boot::run(cfg, disk, std::future::pending()).await {
+            if let Err(e) = start::run(cfg, disk, std::future::pending()).await {
                 exits.lock().unwrap().push(format!("m{i}: {e}"));
             }
         })

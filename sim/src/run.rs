@@ -187,6 +187,7 @@ fn check_history(events: &[Event], responses: &[detcd_check::watch::Response]) -
     };
     let options = Options {
         budget: Budget::Steps(CHECK_BUDGET),
+        ..Options::default()
     };
     let mut failures: Vec<String> = check::watch::check(&h, responses)
         .iter()
@@ -200,7 +201,10 @@ fn check_history(events: &[Event], responses: &[detcd_check::watch::Response]) -
         Ok(Verdict::NotLinearizable(report)) => {
             vec![format!("history not linearizable:\n{report}")]
         }
-        Ok(v @ Verdict::Unknown { .. }) => vec![format!("linearizability unknown: {v:?}")],
+        Ok(v @ Verdict::Unknown { .. }) => vec![format!(
+            "linearizability unknown: {}",
+            v.why_unknown(&h).unwrap_or_default()
+        )],
         Err(e) => vec![format!("history rejected: {e}")],
     });
     failures

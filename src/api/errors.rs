@@ -1,45 +1,76 @@
-//! etcd's error strings and the gRPC codes etcd sends with them (etcd's
-//! api/v3rpc/rpctypes), so clients that match on either keep working.
+//! etcd's gRPC codes for the server's errors (etcd's api/v3rpc/rpctypes), chosen by the
+//! error's kind, with etcd's message, so clients that match on either keep working. This
+//! is the one place where a server error becomes a gRPC status.
 
 use tonic::{Code, Status};
 
+use crate::lease;
+use crate::mvcc;
 use crate::server::member::ProposeError;
+use crate::server::membership::MembershipError;
+use crate::server::Error;
 
-/// The gRPC code etcd uses for one of its error messages.
-pub fn code_of(message: &str) -> Code {
-    match message {
-        "etcdserver: mvcc: required revision has been compacted"
-        | "etcdserver: mvcc: required revision is a future revision" => Code::OutOfRange,
-        "etcdserver: requested lease not found"
-        | "etcdserver: key not found"
-        | "etcdserver: member not found" => Code::NotFound,
-        "etcdserver: member ID already exist"
-        | "etcdserver: Peer URLs already exists"
-        | "etcdserver: re-configuration failed due to not enough started members"
-        | "etcdserver: can only promote a learner member"
-        | "etcdserver: can only promote a learner member which is in sync with leader"
-        | "etcdserver: too many learner members in cluster"
-        | "etcdserver: not leader"
-        | "etcdserver: bad leader transferee" => Code::FailedPrecondition,
-        "etcdserver: mvcc: database space exceeded" | "etcdserver: too many requests" => {
-            Code::ResourceExhausted
-        }
-        "etcdserver: no leader"
-        | "etcdserver: request timed out"
-        | "etcdserver: server stopped"
-        | "etcdserver: unhealthy cluster"
-        | "etcdserver: request timed out, leader transfer took too long" => Code::Unavailable,
-        _ => Code::InvalidArgument,
+fn code_of(e: &Error) -> Code {
+    match e {
+        Error::Propose(p) => match p {
+            ProposeError::NoLeader | ProposeError::TimedOut | ProposeError::Stopped => {
+                Code::Unavailable
+            }
+            ProposeError::TooManyRequests => Code::ResourceExhausted,
+            ProposeError::NotLeader => Code::FailedPrecondition,
+        },
+        Error::Mvcc(m) | Error::Lease(lease::Error::Mvcc(m)) => mvcc_code(m),
+        Error::Lease(l) => match l {
+            lease::Error::NotFound => Code::NotFound,
+            lease::Error::Exists => Code::FailedPrecondition,
+            lease::Error::TtlTooLarge => Code::OutOfRange,
+            lease::Error::NotPrimary => Code::Unavailable,
+            lease::Error::Backend(_) | lease::Error::Mvcc(_) => Code::Internal,
+        },
+        Error::Membership(m) => match m {
+            MembershipError::NotFound => Code::NotFound,
+            MembershipError::BadUrls => Code::InvalidArgument,
+            MembershipError::Unhealthy => Code::Unavailable,
+            MembershipError::Exists
+            | MembershipError::PeerUrlExists
+            | MembershipError::NotEnoughStarted
+            | MembershipError::TooManyLearners
+            | MembershipError::NotLearner
+            | MembershipError::LearnerNotReady => Code::FailedPrecondition,
+        },
+        Error::BadLeaderTransferee => Code::FailedPrecondition,
+        Error::LeaderTransferTimeout => Code::Unavailable,
+        Error::Defragment(_) | Error::Snapshot(_) | Error::WatchRefused(_) => Code::Internal,
+        // etcd's election and lock servers return these as plain errors: gRPC's Unknown.
+        Error::ElectionNotLeader
+        | Error::ElectionNoLeader
+        | Error::MissingLeaderKey
+        | Error::SessionExpired => Code::Unknown,
+        Error::Forwarded(s) => s.code(),
     }
 }
 
-pub fn status(message: String) -> Status {
-    Status::new(code_of(&message), message)
+fn mvcc_code(e: &mvcc::Error) -> Code {
+    match e {
+        mvcc::Error::Compacted | mvcc::Error::FutureRev => Code::OutOfRange,
+        mvcc::Error::LeaseNotFound | mvcc::Error::KeyNotFound => Code::NotFound,
+        mvcc::Error::NoSpace => Code::ResourceExhausted,
+        mvcc::Error::TooManyOps
+        | mvcc::Error::DuplicateKey
+        | mvcc::Error::RequestTooLarge
+        | mvcc::Error::EmptyKey
+        | mvcc::Error::ValueProvided
+        | mvcc::Error::LeaseProvided => Code::InvalidArgument,
+        mvcc::Error::Backend(_) => Code::Internal,
+    }
 }
 
-impl From<ProposeError> for Status {
-    fn from(e: ProposeError) -> Status {
-        status(e.to_string())
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        match e {
+            Error::Forwarded(s) => s,
+            e => Status::new(code_of(&e), e.to_string()),
+        }
     }
 }
 
@@ -47,30 +78,26 @@ impl From<ProposeError> for Status {
 mod tests {
     use super::*;
 
+    fn code(e: impl Into<Error>) -> Code {
+        Status::from(e.into()).code()
+    }
+
     #[test]
     fn codes_follow_etcd() {
+        assert_eq!(code(mvcc::Error::Compacted), Code::OutOfRange);
+        assert_eq!(code(lease::Error::NotFound), Code::NotFound);
+        assert_eq!(code(mvcc::Error::LeaseNotFound), Code::NotFound);
+        assert_eq!(code(mvcc::Error::DuplicateKey), Code::InvalidArgument);
+        assert_eq!(code(mvcc::Error::NoSpace), Code::ResourceExhausted);
+        assert_eq!(code(ProposeError::TimedOut), Code::Unavailable);
+        assert_eq!(code(ProposeError::TooManyRequests), Code::ResourceExhausted);
         assert_eq!(
-            code_of("etcdserver: mvcc: required revision has been compacted"),
-            Code::OutOfRange
+            code(MembershipError::LearnerNotReady),
+            Code::FailedPrecondition
         );
+        assert_eq!(code(MembershipError::NotFound), Code::NotFound);
         assert_eq!(
-            code_of("etcdserver: requested lease not found"),
-            Code::NotFound
-        );
-        assert_eq!(
-            code_of("etcdserver: duplicate key given in txn request"),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            code_of("etcdserver: mvcc: database space exceeded"),
-            Code::ResourceExhausted
-        );
-        assert_eq!(
-            Status::from(ProposeError::TimedOut).code(),
-            Code::Unavailable
-        );
-        assert_eq!(
-            Status::from(ProposeError::NoLeader).message(),
+            Status::from(Error::from(ProposeError::NoLeader)).message(),
             "etcdserver: no leader"
         );
     }

@@ -6,14 +6,10 @@ use std::pin::Pin;
 
 use serde::Serialize;
 
-use super::context::Context;
 use super::gateway::{self, Gateway};
-use crate::proto::etcdserverpb::{AlarmType, RangeRequest};
-use crate::runtime::{HttpHandler, HttpRequest, HttpResponse};
-use crate::server::alarm;
-use crate::server::kv_apply::lock;
+use crate::net::{HttpHandler, HttpRequest, HttpResponse};
 use crate::server::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
-use crate::server::SERVER_VERSION;
+use crate::server::{Server, SERVER_VERSION};
 
 /// The cluster version `/version` reports: detcd speaks the 3.5 API throughout.
 pub const CLUSTER_VERSION: &str = "3.5.0";
@@ -25,7 +21,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// values the gRPC server holds.
 #[derive(Clone)]
 pub struct HttpApi {
-    pub ctx: Context,
+    pub server: Server,
     pub gateway: Gateway,
 }
 
@@ -35,13 +31,13 @@ impl HttpHandler for HttpApi {
     }
 
     fn handle(&self, request: HttpRequest) -> Pin<Box<dyn Future<Output = HttpResponse> + Send>> {
-        let ctx = self.ctx.clone();
+        let server = self.server.clone();
         let gateway = self.gateway.clone();
         Box::pin(async move {
             match request.path.as_str() {
-                "/health" => health(&ctx, &request).await,
+                "/health" => health(&server, &request).await,
                 "/version" => version(&request),
-                "/metrics" => metrics(&ctx),
+                "/metrics" => metrics(&server),
                 _ => gateway.handle(request).await,
             }
         })
@@ -80,73 +76,24 @@ struct Health {
     reason: String,
 }
 
-impl Health {
-    fn failed(reason: String) -> Self {
-        Health {
-            health: "false",
-            reason,
-        }
-    }
-}
-
-/// The alarms raised in the cluster (as applied on this member), for `/health`; an
-/// unreadable alarm table counts as an unknown alarm rather than as healthy.
-fn active_alarms(ctx: &Context) -> Vec<AlarmType> {
-    match alarm::active(&mut lock(&ctx.store), AlarmType::None) {
-        Ok(alarms) => alarms
-            .iter()
-            .map(|m| AlarmType::try_from(m.alarm).unwrap_or(AlarmType::None))
-            .collect(),
-        Err(_) => vec![AlarmType::None],
-    }
-}
-
-/// etcd's `checkV3Health`: unhealthy on an alarm not excluded by `?exclude=NAME`, on no
-/// leader (unless `?serializable=true`, which asks about this member alone), and when a
-/// one-key range (linearizable unless serializable) fails.
-async fn check_health(ctx: &Context, excluded: &[&str], serializable: bool) -> Health {
-    let alarm = active_alarms(ctx)
-        .into_iter()
-        .find(|a| !excluded.contains(&a.as_str_name()));
-    if let Some(alarm) = alarm {
-        let reason = match alarm {
-            AlarmType::Nospace => "ALARM NOSPACE",
-            AlarmType::Corrupt => "ALARM CORRUPT",
-            AlarmType::None => "ALARM UNKNOWN",
-        };
-        return Health::failed(reason.to_string());
-    }
-    if !serializable && ctx.member.status().leader == 0 {
-        return Health::failed("RAFT NO LEADER".to_string());
-    }
-    if !serializable {
-        if let Err(e) = ctx.member.read_index().await {
-            return Health::failed(format!("RANGE ERROR:{e}"));
-        }
-    }
-    let probe = RangeRequest {
-        key: b"health".to_vec(),
-        keys_only: true,
-        limit: 1,
-        serializable,
-        ..RangeRequest::default()
-    };
-    if let Err(e) = lock(&ctx.store).kv().range(&probe) {
-        return Health::failed(format!("RANGE ERROR:{e}"));
-    }
-    Health {
-        health: "true",
-        reason: String::new(),
-    }
-}
-
-async fn health(ctx: &Context, request: &HttpRequest) -> HttpResponse {
+/// etcd's `/health`: `?exclude=NAME` ignores an alarm, `?serializable=true` asks about
+/// this member alone.
+async fn health(server: &Server, request: &HttpRequest) -> HttpResponse {
     if request.method != "GET" {
         return method_not_allowed();
     }
     let serializable = query_values(&request.query, "serializable").next() == Some("true");
     let excluded: Vec<&str> = query_values(&request.query, "exclude").collect();
-    let h = check_health(ctx, &excluded, serializable).await;
+    let h = match server.health(&excluded, serializable).await {
+        None => Health {
+            health: "true",
+            reason: String::new(),
+        },
+        Some(reason) => Health {
+            health: "false",
+            reason,
+        },
+    };
     let mut body = serde_json::to_vec(&h).expect("a struct of strings serializes");
     if h.health == "true" {
         response(200, TEXT, body)
@@ -176,18 +123,13 @@ fn version(request: &HttpRequest) -> HttpResponse {
     response(200, "application/json", body)
 }
 
-/// Prometheus's text format; the gauges etcd computes on scrape are refreshed first.
-fn metrics(ctx: &Context) -> HttpResponse {
-    let metrics = ctx.member.metrics();
-    {
-        let mut store = lock(&ctx.store);
-        let (synced, unsynced, victims) = store.watcher_counts();
-        metrics.watchers.set((synced + unsynced + victims) as i64);
-        if let Ok(size) = store.backend().size() {
-            metrics.db_total_size.set(size as i64);
-        }
-    }
-    response(200, METRICS_CONTENT_TYPE, metrics.encode().into_bytes())
+/// Prometheus's text format.
+fn metrics(server: &Server) -> HttpResponse {
+    response(
+        200,
+        METRICS_CONTENT_TYPE,
+        server.metrics_text().into_bytes(),
+    )
 }
 
 #[cfg(test)]

@@ -1,20 +1,17 @@
-//! The KV service: writes go through the Raft log; reads are served from the local store,
-//! linearizable ones after a ReadIndex round confirms it is up to date.
+//! The KV service: each call goes to the server as it came, and its answer or error back.
 
 use tonic::{Request, Response, Status};
 
-use super::context::{propose_rpc, Context};
-use super::errors::status;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use crate::server::kv_apply::lock;
+use crate::server::Server;
 
 /// Serves etcd's KV service for one member.
 #[derive(Clone)]
-pub struct KvService(pub Context);
+pub struct KvService(pub Server);
 
 #[tonic::async_trait]
 impl Kv for KvService {
@@ -22,37 +19,30 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        let req = request.into_inner();
-        if !req.serializable {
-            self.0.member.read_index().await?;
-        }
-        let mut resp = lock(&self.0.store)
-            .kv()
-            .range(&req)
-            .map_err(|e| status(e.to_string()))?;
-        resp.header = self.0.complete(resp.header);
-        Ok(Response::new(resp))
+        Ok(Response::new(self.0.range(request.into_inner()).await?))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        propose_rpc!(self.0, Put, request)
+        Ok(Response::new(self.0.put(request.into_inner()).await?))
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        propose_rpc!(self.0, DeleteRange, request)
+        Ok(Response::new(
+            self.0.delete_range(request.into_inner()).await?,
+        ))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        propose_rpc!(self.0, Txn, request)
+        Ok(Response::new(self.0.txn(request.into_inner()).await?))
     }
 
     async fn compact(
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        propose_rpc!(self.0, Compaction, request)
+        Ok(Response::new(self.0.compact(request.into_inner()).await?))
     }
 }

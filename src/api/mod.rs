@@ -1,14 +1,15 @@
-//! The gRPC services clients call. They translate requests and responses and map errors
-//! to etcd's gRPC codes; the work happens in `server`.
+//! The adapters clients and peers call: gRPC services and the HTTP paths. Each decodes a
+//! request, calls the server (`crate::server::Server`), and encodes its answer; errors
+//! become etcd's gRPC codes in one place ([`errors`]). No business logic lives here.
 
 pub mod cluster;
-pub mod context;
+pub mod election;
 pub mod errors;
 pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
-pub mod quota;
-pub mod snapshot;
+pub mod peer;
 pub mod watch;

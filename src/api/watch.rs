@@ -1,7 +1,5 @@
-//! The Watch service: one bidirectional stream per call, carrying any number of watchers.
-//! Create, cancel and progress requests go to the watchable store; its responses (and the
-//! ones to create and cancel requests, which must precede the watcher's events) go back
-//! in order.
+//! The Watch service: one bidirectional stream per call. Requests go to the server's
+//! watch stream; its replies (first) and events go back in order, each header completed.
 
 use std::pin::Pin;
 
@@ -9,48 +7,32 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::context::Context;
-use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{WatchRequest, WatchResponse};
-use crate::server::kv_apply::{lock, SharedStore};
+use crate::server::watch::WatchStream;
+use crate::server::Server;
 
 /// Replies to create and cancel requests not yet sent; a client that sends this many
 /// requests without reading responses loses its stream.
 const CONTROL_QUEUE_LEN: usize = 1024;
 
 #[derive(Clone)]
-pub struct WatchService(pub Context);
+pub struct WatchService(pub Server);
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
-/// Serves the requests of one stream until the client stops sending, then closes it.
+/// Serves the requests of one stream until the client stops sending; the stream closes
+/// when `stream` is dropped.
 async fn read_requests(
-    store: SharedStore,
-    stream: u64,
+    stream: WatchStream,
     mut requests: Streaming<WatchRequest>,
     control: mpsc::Sender<WatchResponse>,
 ) {
     while let Ok(Some(req)) = requests.message().await {
-        let mut st = lock(&store);
-        // Replies are queued with the store locked, so no event of a new watcher can
-        // overtake its "created" reply.
-        let reply = match req.request_union {
-            Some(RequestUnion::CreateRequest(create)) => Some(st.watch(stream, &create)),
-            Some(RequestUnion::CancelRequest(cancel)) => st.cancel(stream, cancel.watch_id),
-            Some(RequestUnion::ProgressRequest(_)) => {
-                st.request_progress(stream);
-                None
-            }
-            None => None,
-        };
-        if let Some(reply) = reply {
-            if control.try_send(reply).is_err() {
-                break;
-            }
+        if !stream.serve(req, &control) {
+            break;
         }
     }
-    lock(&store).close_stream(stream);
 }
 
 #[tonic::async_trait]
@@ -61,18 +43,13 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (stream, events) = lock(&self.0.store).new_stream();
+        let (stream, events) = self.0.open_watch_stream();
         let (control, replies) = mpsc::channel(CONTROL_QUEUE_LEN);
-        tokio::spawn(read_requests(
-            self.0.store.clone(),
-            stream,
-            request.into_inner(),
-            control,
-        ));
-        let ctx = self.0.clone();
+        tokio::spawn(read_requests(stream, request.into_inner(), control));
+        let server = self.0.clone();
         let out = futures::stream::unfold(
-            (replies, events, ctx),
-            |(mut replies, mut events, ctx)| async move {
+            (replies, events, server),
+            |(mut replies, mut events, server)| async move {
                 let mut resp = tokio::select! {
                     biased;
                     Some(r) = replies.recv() => r,
@@ -80,8 +57,8 @@ impl Watch for WatchService {
                     else => return None,
                 };
                 // Never the store's revision: taking its lock here could wait on a write.
-                resp.header = ctx.header(Some(resp.header.map_or(0, |h| h.revision)));
-                Some((Ok(resp), (replies, events, ctx)))
+                resp.header = server.header(Some(resp.header.map_or(0, |h| h.revision)));
+                Some((Ok(resp), (replies, events, server)))
             },
         );
         Ok(Response::new(Box::pin(out)))

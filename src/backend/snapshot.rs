@@ -75,16 +75,11 @@ pub fn for_each<E: From<BackendError>>(
 }
 
 impl Backend {
-    /// Writes `tables` (name to keys and values) into the open batch.
-    pub fn insert_all(&self, tables: &Buckets) -> Result<()> {
-        for (name, kvs) in tables {
-            let name = String::from_utf8_lossy(name);
-            let def = redb::TableDefinition::<&[u8], &[u8]>::new(&name);
-            let mut table = self.tx().open_table(def).map_err(be)?;
-            for (k, v) in kvs {
-                table.insert(k.as_slice(), v.as_slice()).map_err(be)?;
-            }
-        }
+    /// Writes one entry of table `name` into the open batch.
+    pub fn insert(&self, name: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let def = redb::TableDefinition::<&[u8], &[u8]>::new(name);
+        let mut table = self.tx().open_table(def).map_err(be)?;
+        table.insert(key, value).map_err(be)?;
         Ok(())
     }
 }

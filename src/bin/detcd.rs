@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use detcd::runtime::RealDisk;
-use detcd::server::boot;
 use detcd::server::config::{Flags, ServerConfig};
+use detcd::start;
 
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(boot::run(cfg, Arc::new(RealDisk), shutdown_signal())) {
+    match runtime.block_on(start::run(cfg, Arc::new(RealDisk), shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");

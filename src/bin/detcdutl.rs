@@ -8,10 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use detcd::backend::bolt::Source;
 use detcd::backend::Backend;
-use detcd::migrate::{self, Status};
+use detcd::migrate::{self, Prefix, Status};
 use detcd::mvcc::{self, KvStore};
 use detcd::runtime::RealDisk;
+
+/// Entries restored per backend commit: bounds the memory of one write transaction.
+const RESTORE_BATCH: usize = 10_000;
 
 #[derive(Parser)]
 #[command(
@@ -105,13 +109,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(file: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))
+/// A file read in place by the bolt reader: databases can be larger than memory.
+struct FileSource(std::fs::File, u64);
+
+impl Source for FileSource {
+    fn size(&self) -> u64 {
+        self.1
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
+    }
+}
+
+fn open(file: &Path) -> Result<FileSource, String> {
+    let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let len = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .len();
+    Ok(FileSource(f, len))
 }
 
 fn status(file: &Path, format: Format) -> Result<(), String> {
-    let bytes = read(file)?;
-    let s = migrate::status(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let src = open(file)?;
+    let s = migrate::status(&src).map_err(|e| format!("{}: {e}", file.display()))?;
     print!("{}", render(&s, format));
     Ok(())
 }
@@ -278,17 +300,26 @@ fn restore(file: &Path, data_dir: &Path, skip_hash_check: bool) -> Result<(), St
             data_dir.display().to_string()
         ));
     }
-    let bytes = read(file)?;
-    let tables = migrate::strip_trailer(&bytes, skip_hash_check)
-        .and_then(migrate::read_etcd)
-        .and_then(|etcd| migrate::import(&etcd))
+    let src = open(file)?;
+    migrate::check_trailer(&src, skip_hash_check)
         .map_err(|e| format!("{}: {e}", file.display()))?;
+    let db = Prefix(&src, migrate::db_len(src.size()));
     let staging = data_dir.with_extension("restoring");
     let _ = std::fs::remove_dir_all(&staging);
     let written = (|| -> Result<(), String> {
-        let db = staging.join("member").join("snap").join("db");
-        let mut backend = Backend::open(&RealDisk, &db).map_err(|e| e.to_string())?;
-        backend.insert_all(&tables).map_err(|e| e.to_string())?;
+        let path = staging.join("member").join("snap").join("db");
+        let mut backend = Backend::open(&RealDisk, &path).map_err(|e| e.to_string())?;
+        let mut batch = 0;
+        migrate::import_each(&db, |table, k, v| {
+            backend.insert(table, k, v)?;
+            batch += 1;
+            if batch == RESTORE_BATCH {
+                backend.commit()?;
+                batch = 0;
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("{}: {e}", file.display()))?;
         backend.commit().map_err(|e| e.to_string())?;
         drop(backend);
         if data_dir.exists() {
@@ -298,7 +329,7 @@ fn restore(file: &Path, data_dir: &Path, skip_hash_check: bool) -> Result<(), St
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(format!("{}: {e}", data_dir.display()));
+        return Err(e);
     }
     eprintln!(
         "restored snapshot {} into {}",

@@ -232,62 +232,74 @@ fn member_json(m: &Member) -> String {
     .expect("plain struct")
 }
 
-/// detcd's tables from etcd's buckets: the data, checked so that nothing undecodable
-/// reaches the store; membership and the consistent index left out.
-pub fn import(etcd: &Buckets) -> Result<Buckets, MigrateError> {
-    let mut out = Buckets::new();
-    let mut put = |t: &str, k: &[u8], v: &[u8]| {
-        out.entry(t.as_bytes().to_vec())
-            .or_default()
-            .insert(k.to_vec(), v.to_vec());
-    };
-    for (k, v) in bucket(etcd, "key") {
-        let (rev, tombstone) = revision(k)?;
-        let kv = KeyValue::decode(v.as_slice())
-            .map_err(|e| bad(format!("key bucket: value at {rev}: {e}")))?;
-        if kv.key.is_empty() || (!tombstone && kv.mod_revision != rev.main) {
-            return Err(bad(format!("key bucket: value at {rev} does not match")));
+/// An entry of a detcd table: the table's name, a key and its value.
+pub type Entry = (&'static str, Vec<u8>, Vec<u8>);
+
+/// One entry of etcd's database as detcd stores it: the table, key and value, or `None`
+/// for what import leaves out (membership, the consistent index, the term). Checked, so
+/// that nothing undecodable reaches the store.
+pub fn import_entry(bucket: &[u8], k: &[u8], v: &[u8]) -> Result<Option<Entry>, MigrateError> {
+    let keep = |t: &'static str, v: Vec<u8>| Ok(Some((t, k.to_vec(), v)));
+    match bucket {
+        b"key" => {
+            let (rev, tombstone) = revision(k)?;
+            let kv =
+                KeyValue::decode(v).map_err(|e| bad(format!("key bucket: value at {rev}: {e}")))?;
+            if kv.key.is_empty() || (!tombstone && kv.mod_revision != rev.main) {
+                return Err(bad(format!("key bucket: value at {rev} does not match")));
+            }
+            keep("key", v.to_vec())
         }
-        put("key", k, v);
-    }
-    for (k, v) in bucket(etcd, "meta") {
-        if k == SCHEDULED || k == FINISHED {
+        b"meta" if k == SCHEDULED || k == FINISHED => {
             let (rev, _) = revision(v)?;
-            put("meta", k, &(rev.main as u64 + 1).to_be_bytes());
+            keep("meta", (rev.main as u64 + 1).to_be_bytes().to_vec())
         }
-    }
-    for (k, v) in bucket(etcd, "lease") {
-        let l = LeasePb::decode(v.as_slice()).map_err(|e| bad(format!("lease: {e}")))?;
-        if u64_of(k, "lease id")? != l.id as u64 || l.id <= 0 {
-            return Err(bad(format!("lease {:x}: id does not match its key", l.id)));
+        b"lease" => {
+            let l = LeasePb::decode(v).map_err(|e| bad(format!("lease: {e}")))?;
+            if u64_of(k, "lease id")? != l.id as u64 || l.id <= 0 {
+                return Err(bad(format!("lease {:x}: id does not match its key", l.id)));
+            }
+            let record = [l.id, l.ttl, l.remaining_ttl]
+                .iter()
+                .flat_map(|x| x.to_be_bytes())
+                .collect();
+            keep("lease", record)
         }
-        let mut record = Vec::with_capacity(24);
-        for x in [l.id, l.ttl, l.remaining_ttl] {
-            record.extend_from_slice(&x.to_be_bytes());
+        b"auth" if k == b"authEnabled" => keep(
+            "auth",
+            u64::from(v.first() == Some(&1)).to_be_bytes().to_vec(),
+        ),
+        b"auth" if k == b"authRevision" => {
+            keep("auth", u64_of(v, "authRevision")?.to_be_bytes().to_vec())
         }
-        put("lease", k, &record);
-    }
-    for (k, v) in bucket(etcd, "auth") {
-        match k.as_slice() {
-            b"authEnabled" => put("auth", k, &u64::from(v.first() == Some(&1)).to_be_bytes()),
-            b"authRevision" => put("auth", k, &u64_of(v, "authRevision")?.to_be_bytes()),
-            _ => {}
+        b"authUsers" => {
+            User::decode(v).map_err(|e| bad(format!("user {k:?}: {e}")))?;
+            keep("authUsers", v.to_vec())
         }
+        b"authRoles" => {
+            Role::decode(v).map_err(|e| bad(format!("role {k:?}: {e}")))?;
+            keep("authRoles", v.to_vec())
+        }
+        _ => Ok(None),
     }
-    for (k, v) in bucket(etcd, "authUsers") {
-        User::decode(v.as_slice()).map_err(|e| bad(format!("user {k:?}: {e}")))?;
-        put("authUsers", k, v);
-    }
-    for (k, v) in bucket(etcd, "authRoles") {
-        Role::decode(v.as_slice()).map_err(|e| bad(format!("role {k:?}: {e}")))?;
-        put("authRoles", k, v);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// detcd's tables from etcd's buckets, in memory ([`import_entry`] for each entry).
+    pub fn import(etcd: &Buckets) -> Result<Buckets, MigrateError> {
+        let mut out = Buckets::new();
+        for (name, kvs) in etcd {
+            for (k, v) in kvs {
+                if let Some((t, k, v)) = import_entry(name, k, v)? {
+                    out.entry(t.as_bytes().to_vec()).or_default().insert(k, v);
+                }
+            }
+        }
+        Ok(out)
+    }
 
     fn table(kvs: &[(&[u8], Vec<u8>)]) -> BTreeMap<Vec<u8>, Vec<u8>> {
         kvs.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect()

@@ -344,11 +344,6 @@ impl KvStore {
     pub fn backend(&mut self) -> &mut Backend {
         &mut self.backend
     }
-
-    /// Keys with history in memory, for memory accounting.
-    pub fn key_count(&self) -> usize {
-        self.index.len()
-    }
 }
 
 /// A response header with only the revision; the API layer adds the rest.

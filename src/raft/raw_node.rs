@@ -1,7 +1,11 @@
 //! The application's handle on a Raft member: inputs, and the `Ready`/`advance` cycle.
 
+use std::collections::BTreeMap;
+
 use super::confchange::conf_change_to_v2;
-use super::raft::{is_local_msg, is_response_msg, local_msg, payload_size, Raft, SoftState};
+use super::raft::{
+    is_local_msg, is_response_msg, local_msg, payload_size, Raft, SoftState, StateRole,
+};
 use super::read_only::ReadState;
 use super::storage::Storage;
 use super::{Config, Error};
@@ -63,6 +67,30 @@ pub struct RawNode<S> {
 }
 
 impl<S: Storage> RawNode<S> {
+    /// This member's ID.
+    pub fn id(&self) -> u64 {
+        self.raft.id
+    }
+
+    /// The leader this member knows of (0 if none) and its own role, as etcd-io/raft's
+    /// `BasicStatus` reports them.
+    pub fn soft_state(&self) -> SoftState {
+        self.raft.soft_state()
+    }
+
+    /// The voters and learners as of the last applied configuration change.
+    pub fn conf_state(&self) -> ConfState {
+        self.raft.prs.conf_state()
+    }
+
+    /// The leader's match index per member; `None` on a member that is not the leader.
+    pub fn progress(&self) -> Option<BTreeMap<u64, u64>> {
+        (self.raft.state == StateRole::Leader).then(|| {
+            let prs = &self.raft.prs.progress;
+            prs.iter().map(|(&id, pr)| (id, pr.matched)).collect()
+        })
+    }
+
     /// Loads the member's durable state from `store`.
     pub fn new(cfg: Config, store: S) -> Result<Self, Error> {
         let raft = Raft::new(cfg, store)?;

@@ -1,32 +1,26 @@
-//! The seam between detcd and the world: disk, clock, randomness, and the client
-//! listener's HTTP/1.1 beside gRPC.
+//! The seam between detcd and the world: disk, clock and randomness.
 //!
 //! Everything above this module reaches files, time and entropy only through here, so the
 //! same code runs for real (tokio, std::fs) and under the madsim simulator (virtual time,
-//! seeded randomness, [`SimDisk`] with its crash and fault model). `ci/lint-seams` enforces
+//! seeded randomness, [`SimDisk`] with its crash and fault model). `tests/seams.rs` enforces
 //! the rule on the source tree.
 
-#[cfg(not(madsim))]
-mod authority;
 mod clock;
 mod disk;
 mod hooks;
-mod http;
 mod real_disk;
 mod sim_disk;
 mod sparse;
+mod zeros;
 
 pub use clock::Clock;
 pub use disk::{Disk, DiskFile, OpenMode};
 pub use hooks::{
     planted, reach, reached, trace, trace_reset, trace_value, Bug, Milestone, PLANT_BUG_ENV,
 };
-pub use http::{
-    client_server, serve_clients, ClientRouter, HttpHandler, HttpRequest, HttpResponse,
-};
 pub use real_disk::RealDisk;
 pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};
-pub(crate) use sparse::all_zero;
+pub use zeros::all_zero;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

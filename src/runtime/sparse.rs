@@ -2,6 +2,8 @@
 //! preallocated to 64 MiB costs the simulation what was written into it, not 64 MiB of
 //! zeros allocated, copied on every sync and cloned on every crash.
 
+use super::zeros::all_zero;
+
 /// Bytes `[0, len)`, of which only `[0, data.len())` are stored; the rest read as zeros.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Sparse {
@@ -71,14 +73,6 @@ impl Sparse {
         }
         self.data[at] ^= 1 << bit;
     }
-}
-
-/// Whether `bytes` are all zero. OR-ing whole chunks lets the compiler vectorize what a
-/// byte-wise early exit would not; these runs are tens of MiB.
-pub(crate) fn all_zero(bytes: &[u8]) -> bool {
-    bytes
-        .chunks(4096)
-        .all(|chunk| chunk.iter().fold(0, |acc, &b| acc | b) == 0)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! Starting a member: its data directory, store, WAL, peer and client listeners, all from
-//! a checked [`ServerConfig`].
+//! Starting a member: its data directory, store, WAL, member loop and background jobs,
+//! all from a checked [`ServerConfig`]. The listeners are the composition root's
+//! (`crate::start`).
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -9,45 +9,30 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::apply::Applier;
 use super::config::ServerConfig;
-use super::kv_apply::{lock, KvApplier, LeaseClock};
-use super::lease_forward::{LeaseForwardServer, LeaseForwardService, LeaseForwarder};
-use super::member::{self, MemberConfig, MemberError};
+use super::lease_forward::LeaseForwarder;
+use super::member::{self, MemberConfig, MemberError, MemberTask};
 use super::metrics::ServerMetrics;
 use super::snapshot::{self, Inbox, SnapshotOptions};
-use super::transport::{PeerServer, Transport};
+use super::snapshot_stream::SnapshotDir;
+use super::store::{lock, LeaseClock, SharedStore};
+use super::transport::{PeerService, Transport};
 use super::url::Url;
-use crate::api::cluster::{ClusterService, MembershipPeer};
-use crate::api::context::Context;
-use crate::api::gateway::Gateway;
-use crate::api::http::HttpApi;
-use crate::api::kv::KvService;
-use crate::api::lease::LeaseService;
-use crate::api::maintenance::MaintenanceService;
-use crate::api::snapshot::SnapshotDir;
-use crate::api::watch::WatchService;
+use super::v3::Server;
 use crate::lease::{Lessor, LessorConfig};
 use crate::mvcc::{self, KvStore, WatchConfig, WatchableStore};
-use crate::proto::etcdserverpb::cluster_server::ClusterServer;
-use crate::proto::etcdserverpb::kv_server::KvServer;
-use crate::proto::etcdserverpb::lease_server::LeaseServer;
-use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use crate::proto::etcdserverpb::watch_server::WatchServer;
-use crate::proto::etcdserverpb::{LeaseCheckpointRequest, LeaseRevokeRequest};
+use crate::proto::etcdserverpb::{
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseRevokeRequest,
+};
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
-use crate::proto::peerpb::membership_server::MembershipServer;
-use crate::runtime::{Clock, Disk};
+use crate::runtime::Disk;
 use crate::wal::WalOptions;
 
-/// gRPC framing on top of the largest request, as etcd allows.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Received peer messages waiting for the member loop.
 const INBOUND_QUEUE_LEN: usize = 8192;
 /// How long a client request waits for its entry to apply (etcd: 5 s plus election time).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
-/// How long in-flight requests may take to finish once shutdown starts: a write waits
-/// for its entry to be applied, which a working cluster does within a few heartbeats.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 /// How often unsynced and victim watchers are moved forward (etcd: 100 ms).
 const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How often watchers that asked for it get a progress notification (etcd: 10 min).
@@ -96,12 +81,19 @@ pub fn bind_addr(url: &Url) -> Result<SocketAddr, BootError> {
     Ok(SocketAddr::new(ip, url.port))
 }
 
-/// Runs the member until `shutdown` completes or the member fails.
-pub async fn run(
-    cfg: ServerConfig,
-    disk: Arc<dyn Disk>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), BootError> {
+/// A started member: its server, the Raft transport's peer service, and the member loop.
+pub struct Started {
+    pub server: Server,
+    /// Serves Raft messages and snapshots from peers, beside the peer services in `api`.
+    pub raft_peers: PeerService,
+    /// Ends when the member stops: removed, or its durable state failed.
+    pub member_task: MemberTask,
+}
+
+/// Opens the data directory, store and WAL, finds the member's identity, and starts the
+/// member loop and its background jobs (watcher sync, lease expiry, publishing this
+/// member's attributes).
+pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, BootError> {
     let member_dir = cfg.data_dir.join("member");
     let snap_dir = member_dir.join("snap");
     disk.create_dir_all(&snap_dir)
@@ -130,7 +122,7 @@ pub async fn run(
         member_id,
         cluster_id,
         cluster,
-    } = super::join::cluster_at_start(&cfg, &store, disk.as_ref(), &member_dir.join("wal")).await?;
+    } = super::join::cluster_at_start(cfg, &store, disk.as_ref(), &member_dir.join("wal")).await?;
     let metrics = Arc::new(ServerMetrics::new(member_id));
     lock(&store)
         .backend()
@@ -142,7 +134,7 @@ pub async fn run(
     cluster.removed().for_each(|id| transport.remove_member(id));
     let cluster = Arc::new(Mutex::new(cluster));
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
-    let peer_service = transport.service(inbound).accept_snapshots(Inbox {
+    let raft_peers = transport.service(inbound).accept_snapshots(Inbox {
         disk: disk.clone(),
         dir: snap_dir.clone(),
     });
@@ -167,13 +159,14 @@ pub async fn run(
         metrics,
     };
     let snapshots = SnapshotDir::new(disk.clone(), snap_dir);
+    let applier = Applier::new(store.clone(), lessor.clone(), clock, cluster.clone());
     let (handle, member_task) = member::start(
         member_cfg,
         disk,
         transport.clone(),
         inbound_rx,
         events,
-        KvApplier::new(store.clone(), lessor.clone(), clock).with_cluster(cluster.clone()),
+        applier,
     )?;
     let leases = LeaseForwarder::new(
         handle.clone(),
@@ -182,121 +175,51 @@ pub async fn run(
         transport.clone(),
         REQUEST_TIMEOUT,
     );
-    tokio::spawn(sync_watchers(store.clone()));
-    let ctx = Context {
+    let server = Server {
         member: handle,
         store,
         lessor,
         cluster,
         clock,
+        leases,
+        transport,
+        snapshots,
+        token: cfg.initial_cluster_token.clone(),
         cluster_id,
         member_id,
     };
-    let cluster_service = ClusterService {
-        ctx: ctx.clone(),
-        transport,
-        token: cfg.initial_cluster_token.clone(),
-    };
-    let peer_addr = bind_addr(&cfg.listen_peer_urls[0])?;
-    let peers = tonic::transport::Server::builder()
-        .add_service(PeerServer::new(peer_service))
-        .add_service(LeaseForwardServer::new(LeaseForwardService(leases.clone())))
-        .add_service(MembershipServer::new(MembershipPeer(
-            cluster_service.clone(),
-        )))
-        .serve(peer_addr);
+    tokio::spawn(sync_watchers(server.store.clone()));
     let client_urls = cfg.advertise_client_urls.iter().map(|u| u.to_string());
     tokio::spawn(super::join::publish(
-        ctx.clone(),
+        server.clone(),
         cfg.name.clone(),
         client_urls.collect(),
     ));
-    tokio::spawn(expire_leases(ctx.clone(), cfg.election_timeout));
-    let store = ctx.store.clone();
-    let (shutdown, drained) = drain_after(shutdown);
-    let client_addr = bind_addr(&cfg.listen_client_urls[0])?;
-    let max_request = cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
-    let gateway = Gateway {
-        kv: KvService(ctx.clone()),
-        lease: LeaseService(ctx.clone(), leases),
-        maintenance: MaintenanceService(ctx.clone(), snapshots),
-    };
-    let http = Arc::new(HttpApi {
-        ctx: ctx.clone(),
-        gateway: gateway.clone(),
-    });
-    let router = crate::runtime::client_server(http, max_request)
-        .add_service(KvServer::new(gateway.kv).max_decoding_message_size(max_request))
-        .add_service(WatchServer::new(WatchService(ctx)))
-        .add_service(LeaseServer::new(gateway.lease))
-        .add_service(ClusterServer::new(cluster_service))
-        .add_service(MaintenanceServer::new(gateway.maintenance));
-    let clients = crate::runtime::serve_clients(router, client_addr, shutdown);
-    tracing::info!(
-        member = format_args!("{member_id:x}"),
-        cluster = format_args!("{cluster_id:x}"),
-        client = %client_addr,
-        peer = %peer_addr,
-        "serving"
-    );
-    let mut member_task = member_task;
-    tokio::select! {
-        r = clients => r.map_err(|e| BootError::Listen {
-            url: cfg.listen_client_urls[0].to_string(),
-            reason: e.to_string(),
-        })?,
-        () = drained => tracing::warn!("shutdown: cutting requests and streams still open"),
-        r = peers => return Err(BootError::Listen {
-            url: cfg.listen_peer_urls[0].to_string(),
-            reason: r.err().map_or_else(|| "peer listener stopped".into(), |e| e.to_string()),
-        }),
-        r = &mut member_task => return match r {
-            Ok(Ok(())) => Err(BootError::Stopped("member loop ended".into())),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(BootError::Stopped(e.to_string())),
-        },
-    }
-    // Shutting down: the member loop stops between Readies (whatever it applied is in the
-    // WAL), then the backend commits its open batch so a restart replays nothing.
-    member_task.abort();
-    let _ = member_task.await;
-    lock(&store).kv_mut().commit()?;
-    tracing::info!("stopped");
-    Ok(())
+    tokio::spawn(expire_leases(server.clone(), cfg.election_timeout));
+    Ok(Started {
+        server,
+        raft_peers,
+        member_task,
+    })
 }
 
-/// Splits `shutdown` into the signal for the client listener (stop accepting, let
-/// in-flight requests finish) and a future that completes [`SHUTDOWN_DRAIN`] after it
-/// fired, when whatever is still open (watch and keepalive streams never end by
-/// themselves) is cut.
-fn drain_after(
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> (
-    impl Future<Output = ()> + Send + 'static,
-    impl Future<Output = ()> + Send + 'static,
-) {
-    let (fired, fired_rx) = tokio::sync::oneshot::channel();
-    let signal = async move {
-        shutdown.await;
-        let _ = fired.send(());
-    };
-    let drained = async move {
-        match fired_rx.await {
-            Ok(()) => Clock.sleep(SHUTDOWN_DRAIN).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    (signal, drained)
+impl Server {
+    /// Commits the backend's open batch, once the member loop has stopped, so that a
+    /// restart replays nothing.
+    pub fn close(&self) -> Result<(), BootError> {
+        lock(&self.store).kv_mut().commit()?;
+        Ok(())
+    }
 }
 
 /// Moves lagging watchers forward, and sends progress notifications, on their intervals.
-async fn sync_watchers(store: crate::server::kv_apply::SharedStore) {
+async fn sync_watchers(store: SharedStore) {
     let per_progress =
         (WATCH_PROGRESS_INTERVAL.as_millis() / WATCH_SYNC_INTERVAL.as_millis()) as u64;
     let mut ticker = tokio::time::interval(WATCH_SYNC_INTERVAL);
     for round in 1u64.. {
         ticker.tick().await;
-        let mut st = crate::server::kv_apply::lock(&store);
+        let mut st = lock(&store);
         if let Err(e) = st.sync_watchers() {
             panic!("watch sync failed reading the backend: {e}");
         }
@@ -309,11 +232,11 @@ async fn sync_watchers(store: crate::server::kv_apply::SharedStore) {
 /// The leader's lease duties: becoming the primary lessor (extending every lease by an
 /// election timeout, as etcd does, so none expires during the handover), proposing revokes
 /// for expired leases and checkpoints of remaining TTLs; stepping down when not leader.
-async fn expire_leases(ctx: Context, election_timeout: Duration) {
+async fn expire_leases(server: Server, election_timeout: Duration) {
     let per_checkpoint =
         (LEASE_CHECKPOINT_INTERVAL.as_millis() / LEASE_CHECK_INTERVAL.as_millis()) as u64;
     let mut ticker = tokio::time::interval(LEASE_CHECK_INTERVAL);
-    let mut status = ctx.member.status_changes();
+    let mut status = server.member.status_changes();
     for round in 1u64.. {
         // A new leader takes over the leases at once, not at the next tick.
         tokio::select! {
@@ -324,10 +247,10 @@ async fn expire_leases(ctx: Context, election_timeout: Duration) {
                 }
             }
         }
-        let now = ctx.clock.now();
+        let now = server.clock.now();
         let (expired, checkpoints) = {
-            let mut lessor = lock(&ctx.lessor);
-            if !ctx.member.status().is_leader {
+            let mut lessor = lock(&server.lessor);
+            if !server.member.status().is_leader {
                 if lessor.is_primary() {
                     lessor.demote();
                 }
@@ -344,18 +267,16 @@ async fn expire_leases(ctx: Context, election_timeout: Duration) {
             (lessor.expired(now), checkpoints)
         };
         for id in expired {
-            let ctx = ctx.clone();
+            let server = server.clone();
             tokio::spawn(async move {
-                let _ = ctx
-                    .propose(Internal::LeaseRevoke(LeaseRevokeRequest { id }))
-                    .await;
+                let _ = server.lease_revoke(LeaseRevokeRequest { id }).await;
             });
         }
         if !checkpoints.is_empty() {
-            let ctx = ctx.clone();
+            let server = server.clone();
             tokio::spawn(async move {
-                let request = LeaseCheckpointRequest { checkpoints };
-                let _ = ctx.propose(Internal::LeaseCheckpoint(request)).await;
+                let request = Internal::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints });
+                let _ = server.propose::<LeaseCheckpointResponse>(request).await;
             });
         }
     }

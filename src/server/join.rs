@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use super::boot::BootError;
 use super::config::{ClusterState, ServerConfig};
-use super::kv_apply::{lock, SharedStore};
 use super::membership::{save_conf_state, RaftCluster};
-use crate::api::context::Context;
+use super::store::{lock, SharedStore};
+use super::v3::Server;
 use crate::backend::{get_u64, put_u64, META};
 use crate::proto::etcdserverpb::{Member, MemberListRequest, MemberListResponse};
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
-use crate::proto::internalpb::MemberAttrSetRequest;
+use crate::proto::internalpb::{MemberAttrSetRequest, MemberAttrSetResponse};
 use crate::proto::peerpb::membership_client::MembershipClient;
 use crate::runtime::{Clock, Disk};
 use crate::wal::Wal;
@@ -203,20 +203,21 @@ fn joined(resp: MemberListResponse, mine: &[String]) -> Option<Identity> {
 /// (etcd's publishV3), so that every member lists them. Each attempt waits for a leader
 /// and gives up after [`PUBLISH_ATTEMPT`]: a proposal forwarded before the link to the
 /// leader was up is lost, and should not stay pending for a whole request timeout.
-pub async fn publish(ctx: Context, name: String, client_urls: Vec<String>) {
+pub async fn publish(server: Server, name: String, client_urls: Vec<String>) {
     let request = MemberAttrSetRequest {
-        member_id: ctx.member_id,
+        member_id: server.member_id,
         name,
         client_urls,
     };
-    let mut status = ctx.member.status_changes();
+    let mut status = server.member.status_changes();
     loop {
         while status.borrow_and_update().leader == 0 {
             if status.changed().await.is_err() {
                 return;
             }
         }
-        let attempt = ctx.propose(Internal::MemberAttrSet(request.clone()));
+        let attempt =
+            server.propose::<MemberAttrSetResponse>(Internal::MemberAttrSet(request.clone()));
         if let Ok(Ok(_)) = tokio::time::timeout(PUBLISH_ATTEMPT, attempt).await {
             return;
         }

@@ -8,12 +8,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prost::Message;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Response, Status};
 
-use super::kv_apply::{lock, LeaseClock, SharedLessor};
+use super::apply::Applier;
 use super::member::{MemberHandle, ProposeError};
+use super::store::{lock, LeaseClock, SharedLessor};
 use super::transport::Transport;
 use crate::lease;
 use crate::proto::etcdserverpb::{
@@ -21,10 +21,7 @@ use crate::proto::etcdserverpb::{
     LeaseTimeToLiveResponse,
 };
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
-use crate::proto::internalpb::InternalRaftRequest;
 use crate::proto::peerpb::lease_forward_client::LeaseForwardClient;
-use crate::proto::peerpb::lease_forward_server::LeaseForward;
-pub use crate::proto::peerpb::lease_forward_server::LeaseForwardServer;
 use crate::runtime::Clock;
 
 /// Pause between attempts while the leader is unknown or unreachable (etcd: 50 ms).
@@ -43,7 +40,7 @@ pub enum ForwardError {
 /// Answers lease calls here on the leader, or forwards them to it.
 #[derive(Clone, Debug)]
 pub struct LeaseForwarder {
-    member: MemberHandle,
+    member: MemberHandle<Applier>,
     lessor: SharedLessor,
     clock: LeaseClock,
     transport: Transport,
@@ -54,7 +51,7 @@ pub struct LeaseForwarder {
 
 impl LeaseForwarder {
     pub fn new(
-        member: MemberHandle,
+        member: MemberHandle<Applier>,
         lessor: SharedLessor,
         clock: LeaseClock,
         transport: Transport,
@@ -95,24 +92,21 @@ impl LeaseForwarder {
     /// Renews here, if this member is the primary lessor. A renewal that clears a
     /// checkpointed TTL proposes the cleared checkpoint, so a later leader does not count
     /// from the stale remainder.
-    fn keep_alive_here(&self, id: i64) -> Result<LeaseKeepAliveResponse, lease::Error> {
+    pub fn keep_alive_here(&self, id: i64) -> Result<LeaseKeepAliveResponse, lease::Error> {
         let (resp, checkpoint) = lock(&self.lessor).keep_alive(id, self.clock.now())?;
         if let Some(cp) = checkpoint {
-            let payload = InternalRaftRequest {
-                request: Some(Internal::LeaseCheckpoint(LeaseCheckpointRequest {
-                    checkpoints: vec![cp],
-                })),
-            }
-            .encode_to_vec();
+            let request = Internal::LeaseCheckpoint(LeaseCheckpointRequest {
+                checkpoints: vec![cp],
+            });
             let member = self.member.clone();
             tokio::spawn(async move {
-                let _ = member.propose(payload).await;
+                let _ = member.propose(request).await;
             });
         }
         Ok(resp)
     }
 
-    fn time_to_live_here(
+    pub fn time_to_live_here(
         &self,
         r: &LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, lease::Error> {
@@ -180,41 +174,5 @@ impl LeaseForwarder {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         lock(&self.channels).insert(url.to_string(), channel.clone());
         Ok(channel)
-    }
-}
-
-/// The leader's side: answers forwarded calls from its own lessor only.
-#[derive(Debug)]
-pub struct LeaseForwardService(pub LeaseForwarder);
-
-/// A lease error as sent back to the forwarding member: only `NotFound` is an answer.
-fn peer_status(e: lease::Error) -> Status {
-    match e {
-        lease::Error::NotFound => Status::not_found(e.to_string()),
-        other => Status::unavailable(other.to_string()),
-    }
-}
-
-#[tonic::async_trait]
-impl LeaseForward for LeaseForwardService {
-    async fn lease_keep_alive(
-        &self,
-        request: Request<LeaseKeepAliveRequest>,
-    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
-        let id = request.into_inner().id;
-        self.0
-            .keep_alive_here(id)
-            .map(Response::new)
-            .map_err(peer_status)
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        request: Request<LeaseTimeToLiveRequest>,
-    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        self.0
-            .time_to_live_here(&request.into_inner())
-            .map(Response::new)
-            .map_err(peer_status)
     }
 }

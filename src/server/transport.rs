@@ -28,6 +28,7 @@ use crate::proto::raftpb::{Message, MessageType};
 use crate::raft::SnapshotStatus;
 use crate::runtime::Clock;
 use crate::server::snapshot::{self, Inbox, Outgoing};
+use crate::server::store::lock;
 
 /// What a member tells a removed one (etcd's errMemberRemoved).
 pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
@@ -355,10 +356,6 @@ impl PeerService {
         self.snapshots = Some(inbox);
         self
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[tonic::async_trait]

@@ -51,11 +51,6 @@ impl Url {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(urls)
     }
-
-    /// `host:port`, for binding and dialling.
-    pub fn host_port(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
 }
 
 impl fmt::Display for Url {

@@ -423,6 +423,26 @@ impl Wal {
             }
             last = e.index;
         }
+        // Raft only appends entries of its current term or older ones it accepted from a
+        // leader, in term order; a term never goes back.
+        for pair in entries.windows(2) {
+            assert!(
+                pair[0].term <= pair[1].term,
+                "WAL save: entry {} has term {} after entry {} of term {}",
+                pair[1].index,
+                pair[1].term,
+                pair[0].index,
+                pair[0].term
+            );
+        }
+        if let Some(hs) = hard_state {
+            assert!(
+                hs.term >= self.hard_state.term,
+                "WAL save: hard state term {} after term {}",
+                hs.term,
+                self.hard_state.term
+            );
+        }
         self.buf.clear();
         let mut crc = self.crc;
         for e in entries {

@@ -6,8 +6,8 @@
 //!
 //! Run with `cargo bench -p detcd-check --bench check [-- FILTER]` (e.g. `-- "1 key"`);
 //! `DETCD_CHECK_TIME_LIMIT` (seconds, default 60) and `DETCD_CHECK_MEMORY_LIMIT` (MB, default
-//! 1024) bound each check. Peak memory is the most heap the process held during the check,
-//! counted by the allocator below, including the parsed history.
+//! 1024) bound each check. Columns: wall and CPU time of the check; peak memory, the most
+//! heap the process held during parse and check (counted by the allocator below).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
@@ -64,6 +64,14 @@ fn reset_peak() {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// CPU time this thread has run, from Linux's schedstat (zero where there is none): the
+/// machines that run this are shared, and wall time alone says little on a loaded one.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns = stat.split_whitespace().next().and_then(|n| n.parse().ok());
+    Duration::from_nanos(ns.unwrap_or(0))
+}
+
 /// Reads a limit from the environment, or the default.
 fn limit(var: &str, default: u64) -> u64 {
     std::env::var(var).map_or(default, |v| {
@@ -76,7 +84,7 @@ fn limit(var: &str, default: u64) -> u64 {
 /// a line each; skipped unless the label contains the first command-line argument. Returns
 /// how many checks answered "unknown".
 fn run(label: &str, model: Model, base: GenConfig, anomalies: &[Option<Anomaly>]) -> usize {
-    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let label = format!("{} {label}", model.name());
     if !filter.is_none_or(|f| label.contains(&f)) {
         return 0;
@@ -103,19 +111,25 @@ fn run(label: &str, model: Model, base: GenConfig, anomalies: &[Option<Anomaly>]
         drop(text);
         let parsed = started.elapsed();
         let info = h.ops.iter().filter(|op| op.status == Status::Info).count();
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), cpu_time());
         let budget = Budget::Deadline(Box::new(move || started.elapsed() >= time_limit));
-        let v = linearizable(&h, model, Options { budget }).expect("generated operations fit");
-        let checked = started.elapsed();
+        let memory = limit("DETCD_CHECK_MEMORY_LIMIT", 1024) as usize * (1 << 20);
+        let v =
+            linearizable(&h, model, Options { budget, memory }).expect("generated operations fit");
+        let (checked, cpu) = (started.elapsed(), cpu_time() - cpu);
         println!(
-            "{label:<30} {:>7} {:>5.1} {name:<16} {:>8.0} {:>9.0} {:>8.1}  {}",
+            "{label:<30} {:>7} {:>5.1} {name:<16} {:>8.0} {:>9.0} {:>9.0} {:>8.1}  {}",
             cfg.ops,
             100.0 * info as f64 / h.ops.len() as f64,
             parsed.as_secs_f64() * 1e3,
             checked.as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e3,
             PEAK.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
             v.word()
         );
+        if let Some(why) = v.why_unknown(&h) {
+            println!("  {why}");
+        }
         match v {
             Verdict::Unknown { .. } => unknown += 1,
             v => assert_eq!(v == Verdict::Linearizable, anomaly.is_none(), "{cfg:?}"),
@@ -136,8 +150,8 @@ fn shape(ops: usize, keys: usize, processes: usize, crash_per_mille: u32) -> Gen
 
 fn main() -> ExitCode {
     println!(
-        "{:<30} {:>7} {:>5} {:<16} {:>8} {:>9} {:>8}  verdict",
-        "model shape", "ops", "info%", "history", "parse ms", "check ms", "peak MB"
+        "{:<30} {:>7} {:>5} {:<16} {:>8} {:>9} {:>9} {:>8}  verdict",
+        "model shape", "ops", "info%", "history", "parse ms", "check ms", "cpu ms", "peak MB"
     );
     // `cargo test` runs benchmarks without `--bench`: a smoke run of the small classes.
     let full = std::env::args().any(|a| a == "--bench");

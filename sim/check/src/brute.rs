@@ -3,6 +3,7 @@
 //! memoization, no pruning beyond real time). Only for tiny histories.
 
 use super::history::{History, Status};
+use super::info::place_by_revision;
 use super::model::{Etcd, Kv, Model, Register, SeqModel};
 
 /// Most operations [`linearizable`] accepts: it takes time factorial in their number.
@@ -11,6 +12,12 @@ pub const MAX_BRUTE_OPS: usize = 9;
 /// Whether some order of the operations is legal: it respects real time, includes every
 /// `ok` operation and any subset of the `info` ones.
 pub fn linearizable(h: &History, model: Model) -> bool {
+    // Part of what the models mean, not a shortcut of the search: see info::place_by_revision.
+    let placed = model
+        .checks_revisions()
+        .then(|| place_by_revision(h))
+        .flatten();
+    let h = placed.as_ref().unwrap_or(h);
     let ops: Vec<usize> = (0..h.ops.len())
         .filter(|&i| h.ops[i].status != Status::Fail)
         .collect();
@@ -30,7 +37,7 @@ pub fn linearizable(h: &History, model: Model) -> bool {
         Model::Kv => Orders {
             h,
             ops,
-            model: Kv,
+            model: Kv::default(),
             per_key: true,
         }
         .run(),

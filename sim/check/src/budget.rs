@@ -1,10 +1,14 @@
-//! How long a check may run, without reading a clock: the library runs inside the
-//! simulator, so wall-clock deadlines come in as a closure the caller owns.
+//! How long and how large a check may grow, without reading a clock: the library runs
+//! inside the simulator, so wall-clock deadlines come in as a closure the caller owns.
+//! Memory is bounded by what the search's memo holds, the one part that grows with the
+//! search rather than with the history.
 
 /// Search steps between two calls of a deadline closure.
 pub const DEADLINE_POLL_STEPS: u64 = 1024;
+/// What the search's memo may hold unless told otherwise: 1 GiB.
+pub const DEFAULT_MEMORY_BYTES: usize = 1 << 30;
 
-/// The limit on one check; when it runs out the verdict is `unknown`.
+/// The limit on one check's time; when it runs out the verdict is `unknown`.
 pub enum Budget {
     Unlimited,
     /// At most this many search steps (each tries or undoes one operation).
@@ -23,33 +27,65 @@ impl std::fmt::Debug for Budget {
     }
 }
 
-/// Counts steps against a [`Budget`]; shared by all partitions of one check.
+/// Which limit ended a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    Steps,
+    Time,
+    /// The memo would have grown past the memory bound.
+    Memory,
+}
+
+impl Limit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Steps => "step limit",
+            Limit::Time => "time limit",
+            Limit::Memory => "memory limit",
+        }
+    }
+}
+
+/// Counts steps against a [`Budget`] and memo bytes against a bound; shared by all
+/// partitions of one check.
 #[derive(Debug)]
 pub struct Meter {
     budget: Budget,
+    memory: usize,
     steps: u64,
-    out: bool,
+    spent: Option<Limit>,
 }
 
 impl Meter {
-    pub fn new(budget: Budget) -> Meter {
+    pub fn new(budget: Budget, memory: usize) -> Meter {
         Meter {
             budget,
+            memory,
             steps: 0,
-            out: false,
+            spent: None,
         }
     }
 
-    /// Counts one step; true once the budget is spent (and from then on).
-    pub fn exhausted(&mut self) -> bool {
+    /// Counts one step of a search whose memo would hold `memo_bytes` after it; true once
+    /// a limit is reached (and from then on).
+    pub fn exhausted(&mut self, memo_bytes: usize) -> bool {
         self.steps += 1;
-        self.out = self.out
-            || match &self.budget {
-                Budget::Unlimited => false,
-                Budget::Steps(n) => self.steps > *n,
-                Budget::Deadline(up) => self.steps.is_multiple_of(DEADLINE_POLL_STEPS) && up(),
+        if self.spent.is_none() {
+            self.spent = match &self.budget {
+                _ if memo_bytes > self.memory => Some(Limit::Memory),
+                Budget::Steps(n) if self.steps > *n => Some(Limit::Steps),
+                Budget::Deadline(up) if self.steps.is_multiple_of(DEADLINE_POLL_STEPS) && up() => {
+                    Some(Limit::Time)
+                }
+                _ => None,
             };
-        self.out
+        }
+        self.spent.is_some()
+    }
+
+    /// The limit reached, if any.
+    pub fn spent(&self) -> Option<Limit> {
+        self.spent
     }
 
     /// Steps taken so far.
@@ -66,24 +102,37 @@ mod tests {
 
     #[test]
     fn a_step_budget_allows_exactly_that_many_steps() {
-        let mut m = Meter::new(Budget::Steps(3));
+        let mut m = Meter::new(Budget::Steps(3), DEFAULT_MEMORY_BYTES);
         assert_eq!(
-            (0..5).map(|_| m.exhausted()).collect::<Vec<_>>(),
+            (0..5).map(|_| m.exhausted(0)).collect::<Vec<_>>(),
             [false, false, false, true, true]
         );
+        assert_eq!(m.spent(), Some(Limit::Steps));
     }
 
     #[test]
     fn a_deadline_is_polled_every_few_steps_and_stays_spent() {
         let polls = Rc::new(Cell::new(0u64));
         let counter = Rc::clone(&polls);
-        let mut m = Meter::new(Budget::Deadline(Box::new(move || {
-            counter.set(counter.get() + 1);
-            counter.get() >= 2
-        })));
-        let spent_at = (1..).find(|_| m.exhausted()).expect("the deadline comes");
+        let mut m = Meter::new(
+            Budget::Deadline(Box::new(move || {
+                counter.set(counter.get() + 1);
+                counter.get() >= 2
+            })),
+            DEFAULT_MEMORY_BYTES,
+        );
+        let spent_at = (1..).find(|_| m.exhausted(0)).expect("the deadline comes");
         assert_eq!(spent_at, 2 * DEADLINE_POLL_STEPS);
-        assert!(m.exhausted(), "stays spent without polling again");
-        assert_eq!(polls.get(), 2);
+        assert!(m.exhausted(0), "stays spent without polling again");
+        assert_eq!((polls.get(), m.spent()), (2, Some(Limit::Time)));
+    }
+
+    #[test]
+    fn a_memo_past_the_memory_bound_ends_the_check() {
+        let mut m = Meter::new(Budget::Unlimited, 1000);
+        assert!(!m.exhausted(1000));
+        assert!(m.exhausted(1001));
+        assert!(m.exhausted(0), "stays spent");
+        assert_eq!(m.spent(), Some(Limit::Memory));
     }
 }

@@ -173,6 +173,10 @@ impl History {
         ] {
             if let Some(n) = field {
                 result.push_str(&format!(" {name}={n}"));
+                if op.status == Status::Info {
+                    // Only rule 4 of `info` gives an `info` operation a result.
+                    result.push_str(" (from its readers)");
+                }
             }
         }
         format!("#{i} p{} {call} => {result} (line {})", op.process, op.line)

@@ -34,7 +34,12 @@ fn drawn(h: &History, window: &[usize]) -> Vec<usize> {
 pub fn render(h: &History, verdict: &Verdict, title: &str) -> String {
     let (window, blocking, report) = match verdict {
         Verdict::NotLinearizable(r) => (r.window.clone(), Some(r.blocking), r.to_string()),
-        _ => (Vec::new(), None, String::new()),
+        Verdict::Unknown { window, .. } => (
+            window.clone(),
+            None,
+            verdict.why_unknown(h).unwrap_or_default(),
+        ),
+        Verdict::Linearizable => (Vec::new(), None, String::new()),
     };
     let ops = drawn(h, &window);
     let end_of = |i: usize| h.ops[i].complete_time;
@@ -120,7 +125,7 @@ pub fn render(h: &History, verdict: &Verdict, title: &str) -> String {
         String::new()
     };
     format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>\n<body style=\"font-family:sans-serif\">\n<h1>{t}: {v}</h1>\n<p>Green ok, grey fail, orange info (dashed: no completion); red outline: the failing window, red fill: the operation no order gets past. Hover for details{shown}.</p>\n{svg}\n<pre>{r}</pre>\n</body></html>\n",
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>\n<body style=\"font-family:sans-serif\">\n<h1>{t}: {v}</h1>\n<p>Green ok, grey fail, orange info (dashed: no completion); red outline: the failing window (for unknown: where the search was stuck), red fill: the operation no order gets past. Hover for details{shown}.</p>\n{svg}\n<pre>{r}</pre>\n</body></html>\n",
         t = escape(title),
         v = verdict.word(),
         r = escape(&report),

@@ -12,11 +12,15 @@
 //!    can be rewritten to apply the members of a class in that order, since each is
 //!    available from its invocation on; m pending members then make m + 1
 //!    configurations, not 2^m.
+//! 4. [`place_by_revision`]: under models that check revisions, an `info` write whose value
+//!    a read reports with a mod_revision, and that alone writes that value, made that
+//!    revision, and is checked as if it had reported it (etcd's robustness tests patch
+//!    histories the same way before checking them).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::history::{Call, History, Id, Status, Val};
-use super::model::Model;
+use super::model::{Kv, Model};
 
 /// What makes two `info` operations interchangeable: key, kind, expectation, and written
 /// value (`None` when no operation observes it, or for deletes).
@@ -90,10 +94,11 @@ fn written(call: Call) -> Option<Val> {
 /// In a linearization that includes such a write, the operations between it and the next
 /// write neither read nor expect its value, so there are none but writes, and dropping it
 /// changes nothing anyone saw. This holds while only values are observed, so it is skipped
-/// when versions or revisions are (a dropped put would shift them).
+/// when versions or revisions are (a dropped put would shift them, and whether a delete
+/// makes a revision tells whether the key existed).
 pub fn drop_unobserved(h: &History, model: Model, ops: &mut Vec<usize>) {
-    let versions = ops.iter().any(|&i| h.ops[i].out.version.is_some());
-    if model == Model::Etcd || (model == Model::Kv && versions) {
+    let kv = Kv::observing(h, ops);
+    if model == Model::Etcd || (model == Model::Kv && (kv.versions || kv.revisions)) {
         return;
     }
     loop {
@@ -108,6 +113,39 @@ pub fn drop_unobserved(h: &History, model: Model, ops: &mut Vec<usize>) {
             return;
         }
     }
+}
+
+/// Rule 4: `h` with the revision of each `info` put or cas filled in that an `ok` read
+/// reports as the mod_revision of the value that only this operation writes to its key
+/// (the first such read's, if reads disagree: then no order satisfies them all anyway);
+/// `None` when there is none.
+pub fn place_by_revision(h: &History) -> Option<History> {
+    let mut writers: BTreeMap<(Id, Id), Vec<usize>> = BTreeMap::new();
+    for (i, op) in h.ops.iter().enumerate() {
+        if let (Call::Put { value } | Call::Cas { value, .. }, false) =
+            (op.call, op.status == Status::Fail)
+        {
+            writers.entry((op.key, value)).or_default().push(i);
+        }
+    }
+    let mut placed: BTreeMap<usize, u64> = BTreeMap::new();
+    for op in h.ops.iter().filter(|op| op.status == Status::Ok) {
+        if let (Call::Get, Some(value), Some(m)) = (op.call, op.out.value, op.out.mod_revision) {
+            if let Some(&[w]) = writers.get(&(op.key, value)).map(Vec::as_slice) {
+                if h.ops[w].status == Status::Info {
+                    placed.entry(w).or_insert(m);
+                }
+            }
+        }
+    }
+    if placed.is_empty() {
+        return None;
+    }
+    let mut patched = h.clone();
+    for (w, m) in placed {
+        patched.ops[w].out.revision = Some(m);
+    }
+    Some(patched)
 }
 
 /// Rule 2, with `ok` operations' own completions: for each operation of `ops`, the event
@@ -181,6 +219,22 @@ mod tests {
             [None, None, Some(5)],
             "two writers of a: neither is certain"
         );
+    }
+
+    #[test]
+    fn an_info_write_read_back_with_a_mod_revision_made_that_revision() {
+        let h = history(
+            "1 invoke put k a\n1 info put k\n2 invoke put k b\n2 info put k\n\
+             3 invoke put k b\n3 info put k\n4 invoke get k\n4 ok get k a rev=9 mod=7\n\
+             4 invoke get k\n4 ok get k b rev=9 mod=8",
+        );
+        let placed = place_by_revision(&h).expect("a was read back");
+        let revisions: Vec<Option<u64>> = placed.ops.iter().map(|op| op.out.revision).collect();
+        // b has two writers: which one made revision 8 is not known.
+        assert_eq!(revisions, [Some(7), None, None, Some(9), Some(9)]);
+        assert!(placed
+            .describe(0)
+            .ends_with("info rev=7 (from its readers) (line 1)"));
     }
 
     #[test]

@@ -12,15 +12,21 @@
 //! limits come in as a [`Budget`]:
 //!
 //! ```text
-//! let h = detcd_check::parse(reader)?;                       // Err(ParseError { line, msg })
+//! let h = detcd_check::parse(reader)?;                 // Err(ParseError { line, msg })
 //! let budget = Budget::Steps(10_000_000);              // or Budget::Deadline(Box::new(..))
-//! match detcd_check::linearizable(&h, Model::Kv, Options { budget })? { .. }
+//! let options = Options { budget, memory: 1 << 30 };   // memo bytes
+//! match detcd_check::linearizable(&h, Model::Kv, options)? { .. }
 //! ```
 //!
-//! Known limit: the search is exponential in the worst case. A failing single-key history
-//! whose versions are checked (kv model) with many pending `info` operations is the slow
-//! shape: the search must exhaust every configuration before the failure, and each pending
-//! operation multiplies them (benchmark: 5,000 operations on one key, a few seconds).
+//! What makes it fast on etcd histories: the kv model keeps versions and revisions only
+//! when the history reports them ([`model::Kv::observing`]); writes that report a revision
+//! are linearized in revision order, and `info` writes read back with a mod_revision get
+//! that revision ([`info`], rule 4); a read that fits the current state is never delayed
+//! ([`wgl`]). Known limit: the search is still exponential in the worst case. A failing
+//! single-key history with many `info` operations pending at once is the slow shape (the
+//! search must exhaust every configuration before the failure), and so is the etcd model
+//! over many keys when unobserved `info` writes leave revisions unaccounted for; both end
+//! in "unknown" at the time or memory bound, naming the key and the window.
 
 pub mod brute;
 pub mod budget;
@@ -37,7 +43,7 @@ pub mod report;
 pub mod watch;
 pub mod wgl;
 
-pub use budget::{Budget, Meter};
+pub use budget::{Budget, Limit, Meter};
 pub use history::{parse, History, ParseError};
 pub use model::Model;
 pub use report::Report;
@@ -50,12 +56,15 @@ use wgl::Outcome;
 #[derive(Debug)]
 pub struct Options {
     pub budget: Budget,
+    /// Bytes the search's memo may hold ([`budget`]).
+    pub memory: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             budget: Budget::Unlimited,
+            memory: budget::DEFAULT_MEMORY_BYTES,
         }
     }
 }
@@ -65,11 +74,17 @@ impl Default for Options {
 pub enum Verdict {
     Linearizable,
     NotLinearizable(Box<Report>),
-    /// The budget ran out first; says nothing either way.
+    /// A limit was reached first; says nothing either way, but says where it was hard.
     Unknown {
         /// The partition being searched when it ran out.
         key: Option<String>,
         steps: u64,
+        limit: Limit,
+        /// Operations in that partition, and how many of them have an unknown outcome.
+        ops: usize,
+        info: usize,
+        /// The operations (history indices) the search was stuck on ([`wgl::Outcome`]).
+        window: Vec<usize>,
     },
 }
 
@@ -81,6 +96,37 @@ impl Verdict {
             Verdict::NotLinearizable(_) => "not linearizable",
             Verdict::Unknown { .. } => "unknown",
         }
+    }
+
+    /// For an unknown verdict, which limit ended it and which part of `h` made the search
+    /// hard, in one line.
+    pub fn why_unknown(&self, h: &History) -> Option<String> {
+        let Verdict::Unknown {
+            key,
+            steps,
+            limit,
+            ops,
+            info,
+            window,
+        } = self
+        else {
+            return None;
+        };
+        let part = key
+            .as_ref()
+            .map_or("the history".into(), |k| format!("key {k}"));
+        let events = |i: usize| {
+            let op = &h.ops[i];
+            (op.invoke, op.complete.unwrap_or(op.invoke))
+        };
+        let first = window.iter().map(|&i| events(i).0).min().unwrap_or(0);
+        let last = window.iter().map(|&i| events(i).1).max().unwrap_or(0);
+        Some(format!(
+            "{} reached after {steps} steps in {part} ({ops} operations, {info} with unknown \
+             outcome); stuck on {} operations between events {first} and {last}",
+            limit.name(),
+            window.len()
+        ))
     }
 }
 
@@ -113,9 +159,17 @@ fn check_part<M: SeqModel>(
         Outcome::NotLinearizable(f) => Some(Verdict::NotLinearizable(Box::new(Report::new(
             h, kind, model, key, &f,
         )))),
-        Outcome::Unknown => Some(Verdict::Unknown {
+        Outcome::Unknown { window } => Some(Verdict::Unknown {
             key,
             steps: meter.steps(),
+            limit: meter.spent().expect("a search stops early only at a limit"),
+            ops: p.ops.len(),
+            info: p
+                .ops
+                .iter()
+                .filter(|&&i| h.ops[i].status == history::Status::Info)
+                .count(),
+            window,
         }),
     }
 }
@@ -125,12 +179,17 @@ fn check_part<M: SeqModel>(
 /// A failing partition decides "not linearizable" even when another ran out of budget.
 pub fn linearizable(h: &History, model: Model, options: Options) -> Result<Verdict, ParseError> {
     validate(h, model)?;
-    let mut meter = Meter::new(options.budget);
+    let placed = model
+        .checks_revisions()
+        .then(|| info::place_by_revision(h))
+        .flatten();
+    let h = placed.as_ref().unwrap_or(h);
+    let mut meter = Meter::new(options.budget, options.memory);
     let mut unknown = None;
     for p in partition::partitions(h, model) {
         let verdict = match model {
             Model::Register => check_part(h, model, &Register, &p, &mut meter),
-            Model::Kv => check_part(h, model, &Kv, &p, &mut meter),
+            Model::Kv => check_part(h, model, &Kv::observing(h, &p.ops), &p, &mut meter),
             Model::Etcd => check_part(h, model, &Etcd, &p, &mut meter),
         };
         match verdict {

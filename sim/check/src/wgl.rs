@@ -50,8 +50,11 @@ pub struct Failure<S> {
 pub enum Outcome<S> {
     Linearizable,
     NotLinearizable(Failure<S>),
-    /// The budget ran out.
-    Unknown,
+    /// The budget ran out; `window` holds the operations (history indices) the search was
+    /// stuck on furthest in, or those before the first completion it had not passed.
+    Unknown {
+        window: Vec<usize>,
+    },
 }
 
 /// Whether the search must consider operation `i` at all: failed operations did not take
@@ -182,8 +185,15 @@ pub fn search<M: SeqModel>(
     let mut state = model.init();
     let mut stack: Vec<(usize, M::State)> = Vec::new();
     let mut failure: Option<Failure<M::State>> = None;
-    let gate = info::gates(h, ops);
+    let mut gate = info::gates(h, ops);
     let mut memo = Memo::new(info::classes(&gate, &deadline));
+    if model.orders_by_revision() {
+        chain_by_revision(h, ops, &mut gate);
+    }
+    // Reads change no state: one that fits the current state can be linearized at once
+    // (any order placing it later stays legal with it moved here), so the search never
+    // backtracks to try the others instead of it.
+    let read = |j: usize| h.ops[ops[j]].call == Call::Get;
     let mut applied = vec![false; ops.len()];
     // Each configuration is scanned twice up to the first completion: for required
     // operations, then for optional ones, so that configurations with fewer optional
@@ -191,8 +201,10 @@ pub fn search<M: SeqModel>(
     let mut optional_pass = false;
     let mut node = list.next[HEAD];
     while remaining > 0 {
-        if meter.exhausted() {
-            return Outcome::Unknown;
+        if meter.exhausted(memo.bytes_after_insert()) {
+            return Outcome::Unknown {
+                window: hard_window(failure.as_ref(), ops, &list),
+            };
         }
         assert!(
             !list.end(node),
@@ -200,6 +212,8 @@ pub fn search<M: SeqModel>(
         );
         let (j, is_call) = list.node[node];
         let open = optional_pass != required(j) && gate[j].is_none_or(|g| applied[g]);
+        // Whether this configuration is known to lead nowhere.
+        let mut dead = false;
         if is_call && open {
             if let Ok(next) = model.step(&state, &h.ops[ops[j]]) {
                 if memo.enter(j, model.key(&next)) {
@@ -210,28 +224,94 @@ pub fn search<M: SeqModel>(
                     (node, optional_pass) = (list.next[HEAD], false);
                     continue;
                 }
+                // The configuration after a fitting read was explored and led nowhere.
+                dead = read(j);
             }
         }
-        if is_call {
-            node = list.next[node];
-            continue;
+        if !dead {
+            if is_call {
+                node = list.next[node];
+                continue;
+            }
+            if !optional_pass {
+                (node, optional_pass) = (list.next[HEAD], true);
+                continue;
+            }
+            note_stuck(&mut failure, ops, &list, node, &state, &stack);
         }
-        if !optional_pass {
-            (node, optional_pass) = (list.next[HEAD], true);
-            continue;
+        // Back to the last configuration with an alternative left: reads have none.
+        loop {
+            let Some((k, before)) = stack.pop() else {
+                return Outcome::NotLinearizable(failure.expect("noted before giving up"));
+            };
+            state = before;
+            memo.leave(k);
+            applied[k] = false;
+            list.unlift(k);
+            remaining += usize::from(required(k));
+            if !read(k) {
+                (node, optional_pass) = (list.next[list.call_node[k]], !required(k));
+                break;
+            }
         }
-        note_stuck(&mut failure, ops, &list, node, &state, &stack);
-        let Some((k, before)) = stack.pop() else {
-            return Outcome::NotLinearizable(failure.expect("noted before giving up"));
-        };
-        state = before;
-        memo.leave(k);
-        applied[k] = false;
-        list.unlift(k);
-        remaining += usize::from(required(k));
-        (node, optional_pass) = (list.next[list.call_node[k]], !required(k));
     }
     Outcome::Linearizable
+}
+
+/// Chains the puts and cas of `ops` that report a revision in revision order: each
+/// may be linearized only after the one before it (`gate`). Every such write made a revision
+/// of its own, so under a model that checks revisions no other order succeeds.
+fn chain_by_revision(h: &History, ops: &[usize], gate: &mut [Option<usize>]) {
+    let mut writes: Vec<(u64, usize)> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(j, &i)| {
+            let op = &h.ops[i];
+            let makes_revision = matches!(op.call, Call::Put { .. } | Call::Cas { .. });
+            // `info` writes have a revision from rule 4 of `info` only.
+            let placed = op.status == Status::Ok || gate[j].is_none();
+            (makes_revision && placed)
+                .then_some(op.out.revision)
+                .flatten()
+                .map(|r| (r, j))
+        })
+        .collect();
+    writes.sort_unstable();
+    for pair in writes.windows(2) {
+        let (before, after) = (pair[0].1, pair[1].1);
+        assert!(
+            gate[after].is_none(),
+            "op {after} is already gated on {:?}",
+            gate[after]
+        );
+        gate[after] = Some(before);
+    }
+}
+
+/// Where a search that ran out of budget was: the blocking operation it got furthest to and
+/// the candidates it tried there, else the operations before the first completion still in
+/// the list.
+fn hard_window<S>(failure: Option<&Failure<S>>, ops: &[usize], list: &Entries) -> Vec<usize> {
+    let mut window: Vec<usize> = match failure {
+        Some(f) => f
+            .stuck
+            .iter()
+            .flat_map(|s| s.candidates.iter().copied())
+            .chain([f.blocking])
+            .collect(),
+        None => {
+            let mut node = list.next[HEAD];
+            while !list.end(node) && list.node[node].1 {
+                node = list.next[node];
+            }
+            let blocking = (!list.end(node)).then(|| ops[list.node[node].0]);
+            let calls = list.calls_before(node).into_iter().map(|j| ops[j]);
+            calls.chain(blocking).collect()
+        }
+    };
+    window.sort_unstable();
+    window.dedup();
+    window
 }
 
 /// Records the configuration stuck at completion node `stop` if it got at least as far as
@@ -280,14 +360,19 @@ fn note_stuck<S: Clone + Eq>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::Budget;
+    use crate::budget::{Budget, DEFAULT_MEMORY_BYTES};
     use crate::model::Register;
     use crate::testing::history;
 
     fn run(spec: &str) -> Outcome<crate::history::Val> {
         let h = history(spec);
         let ops: Vec<usize> = (0..h.ops.len()).filter(|&i| relevant(&h, i)).collect();
-        search(&h, &Register, &ops, &mut Meter::new(Budget::Unlimited))
+        search(
+            &h,
+            &Register,
+            &ops,
+            &mut Meter::new(Budget::Unlimited, DEFAULT_MEMORY_BYTES),
+        )
     }
 
     #[test]
@@ -337,10 +422,10 @@ mod tests {
     #[test]
     fn the_search_stops_when_the_budget_is_spent() {
         let h = history("1 invoke put k v1\n1 ok put k\n2 invoke get k\n2 ok get k v1");
-        let mut meter = Meter::new(Budget::Steps(1));
+        let mut meter = Meter::new(Budget::Steps(1), DEFAULT_MEMORY_BYTES);
         assert!(matches!(
             search(&h, &Register, &[0, 1], &mut meter),
-            Outcome::Unknown
+            Outcome::Unknown { .. }
         ));
     }
 }

@@ -67,7 +67,11 @@ fn jepsen_logs_of_generated_registers_get_the_right_verdict() {
 }
 
 fn kv_with(h: &History, budget: Budget) -> Verdict {
-    linearizable(h, Model::Kv, Options { budget }).expect("kv operations")
+    let options = Options {
+        budget,
+        ..Options::default()
+    };
+    linearizable(h, Model::Kv, options).expect("kv operations")
 }
 
 #[test]

@@ -280,7 +280,10 @@ fn the_time_limit_gives_unknown_and_exit_3() {
     );
     assert_eq!(code, 3, "{stdout}");
     assert!(
-        stdout.contains("time limit of 0s reached") && stdout.contains("\nunknown ("),
+        stdout.contains("time limit reached after")
+            && stdout.contains("operations, ")
+            && stdout.contains("with unknown outcome); stuck on")
+            && stdout.contains("\nunknown ("),
         "{stdout}"
     );
 }

@@ -25,6 +25,10 @@
 //!   inline: a leaf page (header and elements, no padding) follows the header inside the
 //!   value; bbolt inlines a single-leaf bucket of at most a quarter page.
 //!
+//! The writer streams: sorted keys in, pages out in order, one page per tree level held
+//! in memory. The reader walks the trees through a [`Source`] (a slice or a file read in
+//! place), one node in memory at a time.
+//!
 //! The reader trusts nothing: every offset is bounded by its page and the file, every page
 //! by the high-water mark, every page may be part of one node only (no cycles), the tree
 //! depth and key order are checked. Corrupt input is an error, never a panic.
@@ -37,7 +41,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-pub use read::{read, used_bytes};
+pub use read::{read, read_each, used_bytes, Source};
 pub use write::{write, Sink, Writer};
 
 /// A bolt database as data: bucket name to the bucket's keys and values, in byte order.
@@ -77,7 +81,7 @@ pub enum BoltError {
     Checksum,
     #[error("file size {len} below the {pages} pages of {page_size} bytes the database uses")]
     Truncated {
-        len: usize,
+        len: u64,
         pages: u64,
         page_size: u32,
     },

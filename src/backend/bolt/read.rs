@@ -1,11 +1,34 @@
-//! The reader: the current meta page, then each tree walked depth-first with every bound
-//! checked (see the module header for what is trusted: nothing).
+//! The reader: the current meta page, then each tree walked depth-first, one node in
+//! memory at a time, every bound checked (see the module header: nothing is trusted).
 
 use super::*;
 
 /// Deeper than any tree bbolt writes (a page holds two elements at least, so 64 levels
 /// would index more than 2^64 keys).
 const MAX_DEPTH: usize = 64;
+
+/// Where a file is read from: its length and bytes at an offset.
+pub trait Source {
+    /// Bytes in the file.
+    fn size(&self) -> u64;
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+impl Source for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let bytes = start
+            .checked_add(buf.len())
+            .and_then(|end| self.get(start..end))
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
@@ -19,6 +42,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+fn io(e: std::io::Error) -> BoltError {
+    BoltError::Io(e.to_string())
+}
+
 struct Meta {
     page_size: u32,
     root: u64,
@@ -28,38 +55,40 @@ struct Meta {
 }
 
 /// The meta page at byte `at`, if it is one and valid.
-fn meta(file: &[u8], at: usize) -> Result<Meta, BoltError> {
-    let m = file
-        .get(at + PAGE_HEADER..at + PAGE_HEADER + META_SUMMED + 8)
-        .ok_or(BoltError::Invalid)?;
-    if u32_at(m, 0) != MAGIC {
+fn meta<S: Source + ?Sized>(src: &S, at: u64) -> Result<Meta, BoltError> {
+    let mut m = [0u8; META_SUMMED + 8];
+    if at + (PAGE_HEADER + m.len()) as u64 > src.size() {
         return Err(BoltError::Invalid);
     }
-    if u32_at(m, 4) != VERSION {
+    src.read_at(at + PAGE_HEADER as u64, &mut m).map_err(io)?;
+    if u32_at(&m, 0) != MAGIC {
+        return Err(BoltError::Invalid);
+    }
+    if u32_at(&m, 4) != VERSION {
         return Err(BoltError::VersionMismatch);
     }
-    let checksum = u64_at(m, META_SUMMED);
+    let checksum = u64_at(&m, META_SUMMED);
     if checksum != 0 && checksum != fnv64a(&m[..META_SUMMED]) {
         return Err(BoltError::Checksum);
     }
     Ok(Meta {
-        page_size: u32_at(m, 8),
-        root: u64_at(m, 16),
-        freelist: u64_at(m, 32),
-        high_water: u64_at(m, 40),
-        txid: u64_at(m, 48),
+        page_size: u32_at(&m, 8),
+        root: u64_at(&m, 16),
+        freelist: u64_at(&m, 32),
+        high_water: u64_at(&m, 40),
+        txid: u64_at(&m, 48),
     })
 }
 
 /// The current meta: of the two meta pages, the valid one with the larger txid. The
 /// second page sits one page size in, as the first one says if it can, else at 4096.
-fn current_meta(file: &[u8]) -> Result<Meta, BoltError> {
-    let first = meta(file, 0);
+fn current_meta<S: Source + ?Sized>(src: &S) -> Result<Meta, BoltError> {
+    let first = meta(src, 0);
     let second_at = match &first {
-        Ok(m) if (512..=65536).contains(&m.page_size) => m.page_size as usize,
-        _ => PAGE_SIZE,
+        Ok(m) if (512..=65536).contains(&m.page_size) => m.page_size as u64,
+        _ => PAGE_SIZE as u64,
     };
-    let m = match (first, meta(file, second_at)) {
+    let m = match (first, meta(src, second_at)) {
         (Ok(a), Ok(b)) => {
             if b.txid > a.txid {
                 b
@@ -87,9 +116,9 @@ fn current_meta(file: &[u8]) -> Result<Meta, BoltError> {
         return Err(corrupt("freelist page out of range"));
     }
     let needed = (m.high_water as u128) * m.page_size as u128;
-    if needed > file.len() as u128 {
+    if needed > src.size() as u128 {
         return Err(BoltError::Truncated {
-            len: file.len(),
+            len: src.size(),
             pages: m.high_water,
             page_size: m.page_size,
         });
@@ -97,68 +126,73 @@ fn current_meta(file: &[u8]) -> Result<Meta, BoltError> {
     Ok(m)
 }
 
-/// A leaf element as read: key, value and flags.
-type Item<'a> = (&'a [u8], &'a [u8], u32);
+fn corrupt(page: u64, what: impl Into<String>) -> BoltError {
+    BoltError::Corrupt {
+        page,
+        what: what.into(),
+    }
+}
 
-struct Reader<'a> {
-    file: &'a [u8],
+struct Reader<'a, S: ?Sized> {
+    src: &'a S,
     meta: Meta,
     /// Pages already part of a node; a second reference is corruption (or a cycle).
     seen: Vec<bool>,
 }
 
-impl<'a> Reader<'a> {
-    fn corrupt(page: u64, what: impl Into<String>) -> BoltError {
-        BoltError::Corrupt {
-            page,
-            what: what.into(),
-        }
-    }
-
+impl<S: Source + ?Sized> Reader<'_, S> {
     /// The bytes of node `id`, with its overflow pages, marked as seen.
-    fn page(&mut self, id: u64) -> Result<&'a [u8], BoltError> {
+    fn page(&mut self, id: u64) -> Result<Vec<u8>, BoltError> {
         if id < 2 || id >= self.meta.high_water {
-            return Err(Self::corrupt(id, "page id out of range"));
+            return Err(corrupt(id, "page id out of range"));
         }
         let size = self.meta.page_size as u64;
-        let head = &self.file[(id * size) as usize..][..PAGE_HEADER];
-        let overflow = u32_at(head, 12) as u64;
-        let end = id + 1 + overflow;
+        let mut head = [0u8; PAGE_HEADER];
+        self.src.read_at(id * size, &mut head).map_err(io)?;
+        let end = id + 1 + u32_at(&head, 12) as u64;
         if end > self.meta.high_water {
-            return Err(Self::corrupt(id, "overflow beyond the high-water mark"));
+            return Err(corrupt(id, "overflow beyond the high-water mark"));
         }
         for p in id..end {
             if std::mem::replace(&mut self.seen[p as usize], true) {
-                return Err(Self::corrupt(p, "page referenced twice"));
+                return Err(corrupt(p, "page referenced twice"));
             }
         }
-        Ok(&self.file[(id * size) as usize..(end * size) as usize])
+        let mut node = vec![0; ((end - id) * size) as usize];
+        self.src.read_at(id * size, &mut node).map_err(io)?;
+        Ok(node)
     }
 
-    /// Appends the leaf elements of the tree at `id`, in order.
-    fn walk(&mut self, id: u64, depth: usize, out: &mut Vec<Item<'a>>) -> Result<(), BoltError> {
+    /// Calls `f` with the leaf elements of the tree at `id`, in order.
+    fn walk<E: From<BoltError>>(
+        &mut self,
+        id: u64,
+        depth: usize,
+        f: &mut impl FnMut(&[u8], &[u8], u32) -> Result<(), E>,
+    ) -> Result<(), E> {
         if depth > MAX_DEPTH {
-            return Err(Self::corrupt(id, "tree deeper than 64 levels"));
+            return Err(corrupt(id, "tree deeper than 64 levels").into());
         }
         let node = self.page(id)?;
-        match u16_at(node, 8) {
-            LEAF => leaf_items(node, out).map_err(|what| Self::corrupt(id, what)),
+        match u16_at(&node, 8) {
+            LEAF => leaf_items(&node, f, |what| corrupt(id, what)),
             BRANCH => {
-                let count = u16_at(node, 10) as usize;
+                let count = u16_at(&node, 10) as usize;
                 if count == 0 {
-                    return Err(Self::corrupt(id, "empty branch"));
+                    return Err(corrupt(id, "empty branch").into());
                 }
                 for i in 0..count {
                     let (_, _, child) =
-                        element(node, i, |e| u64_at(e, 8)).map_err(|w| Self::corrupt(id, w))?;
-                    self.walk(child, depth + 1, out)?;
+                        element(&node, i, |e| u64_at(e, 8)).map_err(|w| corrupt(id, w))?;
+                    self.walk(child, depth + 1, f)?;
                 }
                 Ok(())
             }
-            flags => Err(Self::corrupt(
+            flags => Err(corrupt(
                 id,
                 format!("flags {flags:#x} where a branch or leaf belongs"),
-            )),
+            )
+            .into()),
         }
     }
 }
@@ -186,46 +220,45 @@ fn element<T>(
     Ok((key, end, rest(e)))
 }
 
-/// The elements of a leaf node (a page, or an inline bucket's bytes).
-fn leaf_items<'a>(node: &'a [u8], out: &mut Vec<Item<'a>>) -> Result<(), String> {
+/// Calls `f` with the elements of a leaf node (a page, or an inline bucket's bytes).
+fn leaf_items<E: From<BoltError>>(
+    node: &[u8],
+    f: &mut impl FnMut(&[u8], &[u8], u32) -> Result<(), E>,
+    corrupt: impl Fn(String) -> BoltError,
+) -> Result<(), E> {
     if node.len() < PAGE_HEADER || u16_at(node, 8) != LEAF {
-        return Err("not a leaf".to_string());
+        return Err(corrupt("not a leaf".to_string()).into());
     }
     for i in 0..u16_at(node, 10) as usize {
-        let (key, start, (flags, vsize)) = element(node, i, |e| (u32_at(e, 0), u32_at(e, 12)))?;
+        let (key, start, (flags, vsize)) =
+            element(node, i, |e| (u32_at(e, 0), u32_at(e, 12))).map_err(&corrupt)?;
         let value = node
             .get(start..start + vsize as usize)
-            .ok_or_else(|| format!("value of element {i} beyond the page"))?;
-        out.push((key, value, flags));
+            .ok_or_else(|| corrupt(format!("value of element {i} beyond the page")))?;
+        f(key, value, flags)?;
     }
     Ok(())
 }
 
-/// Checks that `items` are in strictly ascending key order.
-fn check_order(items: &[Item], page: u64) -> Result<(), BoltError> {
-    match items.windows(2).position(|w| w[0].0 >= w[1].0) {
-        Some(i) => Err(Reader::corrupt(
-            page,
-            format!("keys out of order at element {}", i + 1),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Reads a whole bolt file. Nested buckets are refused (etcd has none).
-pub fn read(file: &[u8]) -> Result<Buckets, BoltError> {
-    let meta = current_meta(file)?;
+/// Calls `f(bucket, key, value)` for every key of every bucket of a bolt file, buckets in
+/// name order and keys in order within each. Nested buckets are refused (etcd has none).
+pub fn read_each<S, E>(
+    src: &S,
+    mut f: impl FnMut(&[u8], &[u8], &[u8]) -> Result<(), E>,
+) -> Result<(), E>
+where
+    S: Source + ?Sized,
+    E: From<BoltError>,
+{
+    let meta = current_meta(src)?;
     let root = meta.root;
     let mut r = Reader {
-        file,
+        src,
         seen: vec![false; meta.high_water as usize],
         meta,
     };
-    let mut names = Vec::new();
-    r.walk(root, 0, &mut names)?;
-    check_order(&names, root)?;
-    let mut buckets = Buckets::new();
-    for (name, value, flags) in names {
+    let mut buckets: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    r.walk(root, 0, &mut |name: &[u8], value: &[u8], flags| {
         let bucket = String::from_utf8_lossy(name).into_owned();
         if flags & BUCKET_LEAF == 0 {
             return Err(BoltError::Unsupported {
@@ -233,39 +266,66 @@ pub fn read(file: &[u8]) -> Result<Buckets, BoltError> {
                 what: "a key outside any bucket",
             });
         }
-        let header = value.get(..BUCKET_HEADER).ok_or_else(|| {
-            Reader::corrupt(
-                root,
-                format!("bucket {bucket:?}: header of {} bytes", value.len()),
-            )
-        })?;
-        let mut items = Vec::new();
-        let id = u64_at(header, 0);
-        if id == 0 {
-            leaf_items(&value[BUCKET_HEADER..], &mut items).map_err(|what| {
-                Reader::corrupt(root, format!("inline bucket {bucket:?}: {what}"))
-            })?;
-        } else {
-            r.walk(id, 0, &mut items)?;
+        if value.len() < BUCKET_HEADER {
+            return Err(corrupt(root, format!("bucket {bucket:?}: short header")));
         }
-        check_order(&items, id)?;
-        let mut kvs = BTreeMap::new();
-        for (key, value, flags) in items {
+        if buckets
+            .last()
+            .is_some_and(|(last, _)| last.as_slice() >= name)
+        {
+            return Err(corrupt(root, "bucket names out of order"));
+        }
+        buckets.push((name.to_vec(), value.to_vec()));
+        Ok(())
+    })?;
+    for (name, value) in buckets {
+        let bucket = String::from_utf8_lossy(&name).into_owned();
+        let id = u64_at(&value, 0);
+        let mut last: Option<Vec<u8>> = None;
+        let mut each = |k: &[u8], v: &[u8], flags: u32| -> Result<(), E> {
             if flags & BUCKET_LEAF != 0 {
                 return Err(BoltError::Unsupported {
-                    bucket,
+                    bucket: bucket.clone(),
                     what: "nested buckets",
-                });
+                }
+                .into());
             }
-            kvs.insert(key.to_vec(), value.to_vec());
+            if last.as_deref().is_some_and(|l| l >= k) {
+                return Err(corrupt(id, format!("bucket {bucket:?}: keys out of order")).into());
+            }
+            last = Some(k.to_vec());
+            f(&name, k, v)
+        };
+        if id == 0 {
+            leaf_items(&value[BUCKET_HEADER..], &mut each, |what| {
+                corrupt(root, format!("inline bucket {bucket:?}: {what}"))
+            })?;
+        } else {
+            r.walk(id, 0, &mut each)?;
         }
-        buckets.insert(name.to_vec(), kvs);
+        if last.is_none() {
+            // An empty bucket still exists.
+            f(&name, &[], &[])?;
+        }
     }
+    Ok(())
+}
+
+/// Reads a whole bolt file into memory (see [`read_each`] to stream it).
+pub fn read(file: &[u8]) -> Result<Buckets, BoltError> {
+    let mut buckets = Buckets::new();
+    read_each(file, |bucket, k, v| {
+        let kvs = buckets.entry(bucket.to_vec()).or_default();
+        if !k.is_empty() {
+            kvs.insert(k.to_vec(), v.to_vec());
+        }
+        Ok::<_, BoltError>(())
+    })?;
     Ok(buckets)
 }
 
 /// Bytes of the pages in use (bbolt's `Tx.Size`), from the current meta page.
-pub fn used_bytes(file: &[u8]) -> Result<u64, BoltError> {
-    let m = current_meta(file)?;
+pub fn used_bytes<S: Source + ?Sized>(src: &S) -> Result<u64, BoltError> {
+    let m = current_meta(src)?;
     Ok(m.high_water * m.page_size as u64)
 }

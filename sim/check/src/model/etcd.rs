@@ -101,6 +101,10 @@ impl SeqModel for Etcd {
         (s.revision, s.fingerprint)
     }
 
+    fn orders_by_revision(&self) -> bool {
+        true
+    }
+
     fn step(&self, s: &EtcdState, op: &Op) -> Result<EtcdState, Mismatch> {
         let rec = s.keys.get(&op.key);
         let after = match op.call {

@@ -11,7 +11,7 @@ use std::fmt::Debug;
 use std::hash::Hash;
 
 pub use etcd::{Etcd, EtcdState};
-pub use kv::{Kv, KvState};
+pub use kv::Kv;
 pub use register::Register;
 
 use super::history::{Call, History, Op, Status, Val};
@@ -30,6 +30,12 @@ pub enum Mismatch {
         field: &'static str,
         observed: u64,
         actual: u64,
+    },
+    /// A revision is not after the key's last change, made at revision `last` or later.
+    NotAfter {
+        field: &'static str,
+        observed: u64,
+        last: u64,
     },
 }
 
@@ -54,6 +60,13 @@ impl Mismatch {
                 actual,
             } => {
                 format!("{field} {observed} but the model has {actual}")
+            }
+            Mismatch::NotAfter {
+                field,
+                observed,
+                last,
+            } => {
+                format!("{field} {observed} but the key changed at revision {last} or later")
             }
         }
     }
@@ -114,6 +127,12 @@ pub trait SeqModel {
 
     fn key(&self, state: &Self::State) -> Self::Key;
 
+    /// Whether writes that report a revision take effect in revision order, which the
+    /// search then follows instead of trying every order.
+    fn orders_by_revision(&self) -> bool {
+        false
+    }
+
     /// The state after `op`, or why `op`'s recorded outcome is impossible in `state`.
     fn step(&self, state: &Self::State, op: &Op) -> Result<Self::State, Mismatch>;
 
@@ -147,6 +166,11 @@ impl Model {
     /// Whether the history may be checked key by key.
     pub fn per_key(self) -> bool {
         self != Model::Etcd
+    }
+
+    /// Whether the model checks the revisions a history reports.
+    pub fn checks_revisions(self) -> bool {
+        self != Model::Register
     }
 
     /// Whether the model defines `call`.
@@ -198,12 +222,40 @@ mod tests {
     fn kv_versions_restart_after_delete() {
         let spec = "1 invoke put a x\n1 ok put a\n1 invoke delete a\n1 ok delete a\n1 invoke put a y\n1 ok put a\n\
                     1 invoke get a\n1 ok get a y ver=1";
+        let s = replay(&Kv::default(), spec).expect("legal");
+        assert_eq!((s.value, s.version), (Some(1), 1));
+    }
+
+    #[test]
+    fn kv_keeps_only_what_the_history_reports() {
+        let bare = history("1 invoke put a x\n1 ok put a\n1 invoke get a\n1 ok get a x");
+        let all: Vec<usize> = (0..bare.ops.len()).collect();
+        let kv = Kv::observing(&bare, &all);
+        assert_eq!((kv.versions, kv.revisions), (false, false));
+        let s = kv.step(&kv.init(), &bare.ops[0]).expect("a put");
+        let again = kv.step(&s, &bare.ops[0]).expect("a put");
+        assert_eq!(kv.key(&s), kv.key(&again), "no version told apart");
+        let full =
+            history("1 invoke put a x\n1 ok put a rev=2\n1 invoke get a\n1 ok get a x ver=1");
+        let kv = Kv::observing(&full, &all);
+        assert_eq!((kv.versions, kv.revisions), (true, true));
+    }
+
+    #[test]
+    fn kv_writes_take_increasing_revisions_and_reads_see_the_last() {
+        let ok = "1 invoke put a x\n1 ok put a rev=3\n1 invoke delete a\n1 ok delete a rev=5\n\
+                  1 invoke delete a\n1 ok delete a rev=6\n1 invoke put a y\n1 ok put a rev=7\n\
+                  1 invoke get a\n1 ok get a y rev=7 mod=7";
+        replay(&Kv::default(), ok).expect("legal");
+        let back = "1 invoke put a x\n1 ok put a rev=3\n1 invoke put a y\n1 ok put a rev=2";
         assert_eq!(
-            replay(&Kv, spec).expect("legal"),
-            KvState {
-                value: Some(1),
-                version: 1
-            }
+            replay(&Kv::default(), back).expect_err("revision 2 after 3"),
+            "revision 2 but the key changed at revision 3 or later"
+        );
+        let old = "1 invoke put a x\n1 ok put a rev=3\n1 invoke get a\n1 ok get a x rev=2 mod=3";
+        assert!(
+            replay(&Kv::default(), old).is_err(),
+            "a read before the change"
         );
     }
 

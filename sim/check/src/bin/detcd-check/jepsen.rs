@@ -15,8 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::runtime::{entropy_seed, seeded_rng};
+use detcd_check::budget::DEFAULT_MEMORY_BYTES;
 use detcd_check::history::{from_events, Event};
 use detcd_check::{Model, Verdict};
+
+use crate::Limits;
 use futures::future::join_all;
 use serde_json::json;
 
@@ -213,8 +216,13 @@ async fn run(args: &JepsenArgs) -> Result<ExitCode, String> {
         Err(e) => println!("not converged after {}s: {e}", CONVERGE_DEADLINE.as_secs()),
     }
     let history = from_events(&events).map_err(|e| format!("recorded history: {e}"))?;
-    let (verdict, took) = crate::check(&history, args.model, args.check_time_limit)
-        .map_err(|e| format!("recorded history: {e}"))?;
+    let limits = Limits::new(
+        Instant::now(),
+        args.check_time_limit,
+        DEFAULT_MEMORY_BYTES >> 20,
+    );
+    let (verdict, took) =
+        crate::check(&history, args.model, limits).map_err(|e| format!("recorded history: {e}"))?;
     let summary = json!({
         "seed": seed,
         "members": args.members,

@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use detcd_check::budget::DEFAULT_MEMORY_BYTES;
 use detcd_check::history::{is_jepsen, parse_str};
 use detcd_check::{
     html, linearizable, watch, Budget, History, Model, Options, ParseError, Verdict,
@@ -66,9 +67,12 @@ struct Args {
     /// register, kv or etcd; default register for Jepsen logs, kv otherwise.
     #[arg(long)]
     model: Option<Model>,
-    /// Seconds to search before answering "unknown".
+    /// Seconds from start (reading and parsing included) before answering "unknown".
     #[arg(long, default_value_t = 60.0)]
     time_limit: f64,
+    /// Megabytes the search's memo may hold before answering "unknown".
+    #[arg(long, default_value_t = DEFAULT_MEMORY_BYTES >> 20)]
+    memory_limit: usize,
     /// Write a page drawing the operations and the failing window here.
     #[arg(long)]
     html: Option<PathBuf>,
@@ -90,23 +94,39 @@ fn read(path: &PathBuf) -> Result<String, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Checks `h` within `time_limit` seconds and prints the verdict, after the failing window
-/// or why the answer is unknown; returns it with the time the search took.
-fn check(h: &History, model: Model, time_limit: f64) -> Result<(Verdict, Duration), ParseError> {
-    let started = Instant::now();
-    let limit = Duration::from_secs_f64(time_limit.max(0.0));
-    let budget = Budget::Deadline(Box::new(move || started.elapsed() >= limit));
-    let verdict = linearizable(h, model, Options { budget })?;
-    let elapsed = started.elapsed();
-    match &verdict {
-        Verdict::NotLinearizable(report) => print!("{report}"),
-        Verdict::Unknown { key, steps } => {
-            let key = key
-                .as_ref()
-                .map_or(String::new(), |k| format!(" in key {k}"));
-            println!("time limit of {time_limit}s reached after {steps} steps{key}");
+/// When a check must end and what its memo may hold.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    until: Instant,
+    memory_bytes: usize,
+}
+
+impl Limits {
+    /// `seconds` from `start` and `megabytes` (a negative time limit is none at all).
+    fn new(start: Instant, seconds: f64, megabytes: usize) -> Limits {
+        Limits {
+            until: start + Duration::from_secs_f64(seconds.max(0.0)),
+            memory_bytes: megabytes.saturating_mul(1 << 20),
         }
-        Verdict::Linearizable => {}
+    }
+}
+
+/// Checks `h` within `limits` and prints the verdict, after the failing window or why the
+/// answer is unknown; returns it with the time the search took.
+fn check(h: &History, model: Model, limits: Limits) -> Result<(Verdict, Duration), ParseError> {
+    let started = Instant::now();
+    let until = limits.until;
+    let options = Options {
+        budget: Budget::Deadline(Box::new(move || Instant::now() >= until)),
+        memory: limits.memory_bytes,
+    };
+    let verdict = linearizable(h, model, options)?;
+    let elapsed = started.elapsed();
+    if let Verdict::NotLinearizable(report) = &verdict {
+        print!("{report}");
+    }
+    if let Some(why) = verdict.why_unknown(h) {
+        println!("{why}");
     }
     println!(
         "{} ({} operations, model {}, {:.3}s)",
@@ -119,6 +139,7 @@ fn check(h: &History, model: Model, time_limit: f64) -> Result<(Verdict, Duratio
 }
 
 fn run(args: &Args) -> Result<ExitCode, String> {
+    let limits = Limits::new(Instant::now(), args.time_limit, args.memory_limit);
     let history = args.history.as_ref().expect("clap requires a history file");
     let text = read(history)?;
     let model = args.model.unwrap_or(if is_jepsen(&text) {
@@ -128,7 +149,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     });
     let unreadable = |e: detcd_check::ParseError| format!("{}: {e}", history.display());
     let h = parse_str(&text).map_err(unreadable)?;
-    let (verdict, _) = check(&h, model, args.time_limit).map_err(unreadable)?;
+    let (verdict, _) = check(&h, model, limits).map_err(unreadable)?;
     if let Some(path) = &args.html {
         let page = html::render(&h, &verdict, &history.display().to_string());
         std::fs::write(path, page).map_err(|e| format!("{}: {e}", path.display()))?;

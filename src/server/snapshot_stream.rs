@@ -11,16 +11,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::pin::Pin;
+
 use futures::Stream;
 use sha2::{Digest, Sha256};
-use tonic::Status;
 
-use super::context::Context;
-use super::errors::status;
+use super::error::{Error, Result};
+use super::store::{lock, SharedStore};
+use super::SERVER_VERSION;
 use crate::proto::etcdserverpb::SnapshotResponse;
 use crate::runtime::{Disk, DiskFile, OpenMode};
-use crate::server::kv_apply::lock;
-use crate::server::SERVER_VERSION;
 
 /// Bytes per message (etcd's snapshotSendBufferSize).
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 32 * 1024;
@@ -55,8 +55,11 @@ impl Drop for Copy {
     }
 }
 
-fn io_status(e: impl std::fmt::Display) -> Status {
-    status(format!("etcdserver: snapshot: {e}"))
+/// The messages of one Snapshot call, ending with the checksum or an error.
+pub type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse>> + Send>>;
+
+fn io_error(e: impl std::fmt::Display) -> Error {
+    Error::Snapshot(e.to_string())
 }
 
 impl SnapshotDir {
@@ -74,17 +77,14 @@ impl SnapshotDir {
     }
 
     /// Commits the backend, copies the commit, and returns the stream of the copy.
-    pub fn stream(
-        &self,
-        ctx: &Context,
-    ) -> Result<impl Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static, Status> {
+    pub fn stream(&self, store: &SharedStore) -> Result<SnapshotStream> {
         let read = {
-            let mut store = lock(&ctx.store);
+            let mut store = lock(store);
             let kv = store.kv_mut();
             if kv.consistent_index() > kv.committed_index() {
-                kv.commit().map_err(io_status)?;
+                kv.commit().map_err(io_error)?;
             }
-            store.backend().begin_read().map_err(io_status)?
+            store.backend().begin_read().map_err(io_error)?
         };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("{COPY_PREFIX}{n}{COPY_SUFFIX}"));
@@ -92,12 +92,12 @@ impl SnapshotDir {
         drop(read);
         if let Err(e) = copied {
             let _ = self.disk.remove(&path);
-            return Err(io_status(e));
+            return Err(io_error(e));
         }
         let file = self
             .disk
             .open(&path, OpenMode::Existing)
-            .map_err(io_status)?;
+            .map_err(io_error)?;
         let mut copy = Copy {
             disk: self.disk.clone(),
             file,
@@ -105,22 +105,25 @@ impl SnapshotDir {
             sent: 0,
             sha: Some(Sha256::new()),
         };
-        copy.len = copy.file.len().map_err(io_status)?;
-        Ok(futures::stream::unfold(copy, |mut copy| async move {
-            let next = copy.next_message().transpose()?;
-            if next.is_err() {
-                // A failed read ends the stream.
-                copy.sha = None;
-                copy.sent = copy.len;
-            }
-            Some((next, copy))
-        }))
+        copy.len = copy.file.len().map_err(io_error)?;
+        Ok(Box::pin(futures::stream::unfold(
+            copy,
+            |mut copy| async move {
+                let next = copy.next_message().transpose()?;
+                if next.is_err() {
+                    // A failed read ends the stream.
+                    copy.sha = None;
+                    copy.sent = copy.len;
+                }
+                Some((next, copy))
+            },
+        )))
     }
 }
 
 impl Copy {
     /// The next chunk, then the checksum, then nothing.
-    fn next_message(&mut self) -> Result<Option<SnapshotResponse>, Status> {
+    fn next_message(&mut self) -> Result<Option<SnapshotResponse>> {
         if self.sent == self.len {
             return Ok(self.sha.take().map(|sha| SnapshotResponse {
                 remaining_bytes: 0,
@@ -131,7 +134,7 @@ impl Copy {
         }
         let n = SNAPSHOT_CHUNK_BYTES.min(self.len - self.sent);
         let mut blob = vec![0; n as usize];
-        self.file.read_at(self.sent, &mut blob).map_err(io_status)?;
+        self.file.read_at(self.sent, &mut blob).map_err(io_error)?;
         self.sent += n;
         if let Some(sha) = self.sha.as_mut() {
             sha.update(&blob);

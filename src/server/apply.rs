@@ -1,0 +1,283 @@
+//! Applies committed client requests to the MVCC store, the lessor and the membership,
+//! and hands the typed result to the proposer.
+
+use std::time::Duration;
+
+use prost::Message;
+use tokio::time::Instant;
+
+use super::error::Error;
+use super::member::{LogRequest, StateMachine};
+use super::membership::{self, MembershipError, RaftCluster, SharedCluster};
+use super::store::{lock, LeaseClock, SharedLessor, SharedStore};
+use crate::lease::{self, Lessor};
+use crate::mvcc::{self, KvStore, WatchableStore};
+use crate::proto::etcdserverpb::{
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse,
+    LeaseGrantResponse, LeaseRevokeResponse, PutResponse, TxnResponse,
+};
+use crate::proto::internalpb::internal_raft_request::Request;
+use crate::proto::internalpb::{InternalRaftRequest, MemberAttrSetResponse};
+use crate::proto::raftpb::{ConfChange, ConfState};
+use crate::runtime::Clock;
+
+/// How long applied entries may stay in the backend's open transaction before a commit
+/// makes them durable (etcd's backend batch interval). They are durable in the WAL
+/// already; committing per Ready would cost a second fsync per batch of proposals.
+pub const BACKEND_BATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+impl LogRequest for Request {
+    fn encode(&self) -> Vec<u8> {
+        InternalRaftRequest {
+            request: Some(self.clone()),
+        }
+        .encode_to_vec()
+    }
+
+    fn decode(payload: &[u8]) -> Option<Self> {
+        InternalRaftRequest::decode(payload).ok()?.request
+    }
+}
+
+/// A response type that one kind of request produces: the proposer of a request of that
+/// kind takes its response out of [`Applied`].
+pub trait AppliedAs: Sized {
+    fn from_applied(applied: Applied) -> Option<Self>;
+}
+
+/// Declares [`Applied`], one variant per kind of request, and each response type's way
+/// out of it.
+macro_rules! applied {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        /// What applying a request produced.
+        #[derive(Debug)]
+        pub enum Applied {
+            $($variant($ty)),*
+        }
+
+        $(impl AppliedAs for $ty {
+            fn from_applied(applied: Applied) -> Option<Self> {
+                match applied {
+                    Applied::$variant(r) => Some(r),
+                    _ => None,
+                }
+            }
+        })*
+    };
+}
+
+applied!(
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoint(LeaseCheckpointResponse),
+    MemberAttrSet(MemberAttrSetResponse),
+    Alarm(AlarmResponse),
+);
+
+/// The state machine of a member: keys, watchers, leases and membership.
+pub struct Applier {
+    store: SharedStore,
+    lessor: SharedLessor,
+    clock: LeaseClock,
+    last_commit: Instant,
+    cluster: SharedCluster,
+}
+
+impl Applier {
+    /// Applies membership changes to `cluster` (which the backend's tables seeded).
+    pub fn new(
+        store: SharedStore,
+        lessor: SharedLessor,
+        clock: LeaseClock,
+        cluster: SharedCluster,
+    ) -> Self {
+        Applier {
+            store,
+            lessor,
+            clock,
+            last_commit: Clock.now(),
+            cluster,
+        }
+    }
+
+    /// Commits the backend if the batch interval has passed, and runs pending compaction.
+    fn commit_if_due(&mut self) {
+        let now = Clock.now();
+        let due = now - self.last_commit >= BACKEND_BATCH_INTERVAL;
+        let mut store = lock(&self.store);
+        let committed = on_kv(&mut store, |kv| {
+            if due && kv.consistent_index() > kv.committed_index() {
+                kv.commit()?;
+            }
+            while kv.compaction_pending() {
+                kv.compaction_step()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = committed {
+            panic!("backend commit failed: {e}");
+        }
+        if due {
+            self.last_commit = now;
+        }
+    }
+}
+
+/// Whether an error fails only the request (answered to the client) or the member: after
+/// a backend failure the store's memory and disk may disagree, and applying on would
+/// diverge from the other members.
+fn is_fatal(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Mvcc(mvcc::Error::Backend(_))
+            | Error::Lease(lease::Error::Backend(_))
+            | Error::Lease(lease::Error::Mvcc(mvcc::Error::Backend(_)))
+    )
+}
+
+/// Runs one request; key writes go through the watchable store so watchers see them, and
+/// their events reach the lessor so keys attach to and detach from leases.
+fn run(
+    store: &mut WatchableStore,
+    lessor: &mut Lessor,
+    cluster: &SharedCluster,
+    request: Request,
+    now: Duration,
+) -> Result<Applied, Error> {
+    Ok(match request {
+        Request::Put(r) => {
+            let (resp, events) = store.write(|kv| kv.put(&r, &*lessor))?;
+            lessor.observe(&events);
+            Applied::Put(resp)
+        }
+        Request::DeleteRange(r) => {
+            let (resp, events) = store.write(|kv| kv.delete_range(&r))?;
+            lessor.observe(&events);
+            Applied::DeleteRange(resp)
+        }
+        Request::Txn(r) => {
+            let (resp, events) = store.write(|kv| kv.txn(&r, &*lessor))?;
+            lessor.observe(&events);
+            Applied::Txn(resp)
+        }
+        Request::Compaction(r) => Applied::Compaction(on_kv(store, |kv| kv.compact(&r))?),
+        Request::LeaseGrant(r) => Applied::LeaseGrant(lessor.grant(store, &r, now)?),
+        Request::LeaseRevoke(r) => Applied::LeaseRevoke(lessor.revoke(store, r.id)?),
+        Request::LeaseCheckpoint(r) => {
+            lessor.apply_checkpoint(store, &r)?;
+            Applied::LeaseCheckpoint(LeaseCheckpointResponse { header: None })
+        }
+        Request::MemberAttrSet(r) => {
+            let mut cluster = lock(cluster);
+            cluster.set_attributes(store.backend(), r.member_id, r.name, r.client_urls)?;
+            Applied::MemberAttrSet(MemberAttrSetResponse {})
+        }
+        Request::Alarm(r) => Applied::Alarm(super::alarm::apply(store, &r)?),
+    })
+}
+
+/// Runs `f` on the KV store for its effect on the backend, outside any key write.
+fn on_kv<R>(
+    store: &mut WatchableStore,
+    f: impl FnOnce(&mut KvStore) -> mvcc::error::Result<R>,
+) -> mvcc::error::Result<R> {
+    Ok(store.write(|kv| Ok((f(kv)?, Vec::new())))?.0)
+}
+
+impl StateMachine for Applier {
+    type Request = Request;
+    type Response = Result<Applied, Error>;
+    type Refusal = MembershipError;
+
+    fn apply(&mut self, index: u64, request: Request) -> Result<Applied, Error> {
+        let mut store = lock(&self.store);
+        let mut lessor = lock(&self.lessor);
+        if let Err(e) = on_kv(&mut store, |kv| kv.begin_entry(index)) {
+            panic!("backend failed to start entry {index}: {e}");
+        }
+        let before = store.kv().rev();
+        let now = self.clock.now();
+        let applied = run(&mut store, &mut lessor, &self.cluster, request, now);
+        if let Err(e) = &applied {
+            assert!(!is_fatal(e), "backend failed applying entry {index}: {e}");
+        }
+        let after = store.kv().rev();
+        assert!(
+            after == before || after == before + 1,
+            "entry {index} moved the revision from {before} to {after}: one entry, at most one revision"
+        );
+        applied
+    }
+
+    fn end_batch(&mut self) {
+        self.commit_if_due();
+    }
+
+    fn on_tick(&mut self) {
+        self.commit_if_due();
+    }
+
+    fn applied_index(&self) -> u64 {
+        lock(&self.store).kv().consistent_index()
+    }
+
+    fn sync(&mut self) {
+        let mut store = lock(&self.store);
+        if let Err(e) = on_kv(&mut store, |kv| kv.commit()) {
+            panic!("backend commit failed: {e}");
+        }
+        self.last_commit = Clock.now();
+    }
+
+    fn snapshot_source(&mut self) -> Option<crate::backend::SnapshotSource> {
+        let mut store = lock(&self.store);
+        match store.backend().snapshot_source() {
+            Ok(source) => Some(source),
+            Err(e) => panic!("backend read failed: {e}"),
+        }
+    }
+
+    fn restore(&mut self, disk: &dyn crate::runtime::Disk, db: &std::path::Path) {
+        let mut store = lock(&self.store);
+        let mut lessor = lock(&self.lessor);
+        super::snapshot::restore_store(disk, db, &mut store, &mut lessor);
+        let cluster = RaftCluster::load(store.backend())
+            .unwrap_or_else(|e| panic!("backend failed reading the restored membership: {e}"));
+        *lock(&self.cluster) = cluster;
+    }
+
+    fn peer_urls(&self) -> Vec<(u64, String)> {
+        let cluster = lock(&self.cluster);
+        let urls = cluster.members().into_iter();
+        urls.filter_map(|m| Some((m.id, m.peer_ur_ls.into_iter().next()?)))
+            .collect()
+    }
+
+    fn apply_conf_change(&mut self, index: u64, cc: &ConfChange) -> Result<(), MembershipError> {
+        let mut store = lock(&self.store);
+        if let Err(e) = on_kv(&mut store, |kv| kv.begin_entry(index)) {
+            panic!("backend failed to start configuration change {index}: {e}");
+        }
+        let backend = store.backend();
+        match lock(&self.cluster).apply_conf_change(backend, cc) {
+            Ok(outcome) => outcome,
+            Err(e) => panic!("backend failed applying configuration change {index}: {e}"),
+        }
+    }
+
+    fn save_conf_state(&mut self, cs: &ConfState) {
+        if let Err(e) = membership::save_conf_state(lock(&self.store).backend(), cs) {
+            panic!("backend failed saving Raft's configuration: {e}");
+        }
+    }
+
+    fn conf_state(&self) -> Option<ConfState> {
+        let mut store = lock(&self.store);
+        membership::load_conf_state(store.backend())
+            .unwrap_or_else(|e| panic!("backend failed reading Raft's configuration: {e}"))
+    }
+}

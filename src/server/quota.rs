@@ -1,0 +1,30 @@
+//! The backend quota at the door, as etcd's quota servers do it: a put, txn or lease grant
+//! that would take this member's backend past `--quota-backend-bytes` is refused, and the
+//! member raises its NOSPACE alarm through the log so that every member stops such writes.
+
+use super::alarm::quota_cost;
+use super::error::Result;
+use super::store::lock;
+use super::v3::Server;
+use crate::mvcc;
+use crate::proto::etcdserverpb::alarm_request::AlarmAction;
+use crate::proto::etcdserverpb::{AlarmRequest, AlarmType};
+use crate::proto::internalpb::internal_raft_request::Request;
+
+/// Refuses `request` if its cost does not fit the quota, after proposing the alarm.
+pub async fn check(server: &Server, request: &Request) -> Result<()> {
+    let Some(cost) = quota_cost(request) else {
+        return Ok(());
+    };
+    if lock(&server.store).kv().quota_available(cost)? {
+        return Ok(());
+    }
+    let raise = Request::Alarm(AlarmRequest {
+        action: AlarmAction::Activate as i32,
+        member_id: server.member_id,
+        alarm: AlarmType::Nospace as i32,
+    });
+    // As in etcd, the write fails whether or not raising the alarm worked.
+    let _ = server.member.propose(raise).await;
+    Err(mvcc::Error::NoSpace.into())
+}

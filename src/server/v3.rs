@@ -1,0 +1,378 @@
+//! The v3 API's calls as a member serves them (etcd's `v3_server.go`): writes are proposed
+//! through the log and answered with what applying them produced; reads are served from
+//! the local store, linearizable ones after a ReadIndex round. Every response leaves here
+//! with its header complete. The gRPC and HTTP adapters in `api` call these and nothing
+//! below them.
+
+use std::time::Duration;
+
+use super::apply::{AppliedAs, Applier};
+use super::error::{Error, Result};
+use super::lease_forward::{ForwardError, LeaseForwarder};
+use super::member::{MemberHandle, MemberStatus};
+use super::membership::SharedCluster;
+use super::metrics::ServerMetrics;
+use super::snapshot_stream::SnapshotDir;
+use super::store::{lock, LeaseClock, SharedLessor, SharedStore};
+use super::transport::Transport;
+use super::{alarm, quota, SERVER_VERSION};
+use crate::lease;
+use crate::proto::etcdserverpb::{
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
+    DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, HashResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
+};
+use crate::proto::internalpb::internal_raft_request::Request;
+
+/// How long a leader move may take before the caller is told so.
+const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One member's server: what every service calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    pub(super) member: MemberHandle<Applier>,
+    pub(super) store: SharedStore,
+    pub(super) lessor: SharedLessor,
+    pub(super) cluster: SharedCluster,
+    pub(super) clock: LeaseClock,
+    pub(super) leases: LeaseForwarder,
+    pub(super) transport: Transport,
+    pub(super) snapshots: SnapshotDir,
+    /// The initial cluster token: new member IDs derive from it, as etcd's do.
+    pub(super) token: String,
+    pub(super) cluster_id: u64,
+    pub(super) member_id: u64,
+}
+
+impl Server {
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// Where this member's Raft stands.
+    pub fn status(&self) -> MemberStatus {
+        self.member.status()
+    }
+
+    pub fn metrics(&self) -> &ServerMetrics {
+        self.member.metrics()
+    }
+
+    /// The leader's lease calls, for the peer service that answers forwarded ones.
+    pub fn leases(&self) -> &LeaseForwarder {
+        &self.leases
+    }
+
+    /// The MVCC store with its watchers (watch streams read it directly).
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// A response header at `revision`, or at the store's current revision if `None`.
+    pub fn header(&self, revision: Option<i64>) -> Option<ResponseHeader> {
+        let revision = revision.unwrap_or_else(|| lock(&self.store).kv().rev());
+        Some(ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.member.status().term,
+        })
+    }
+
+    /// Completes a header the state machine filled with its revision.
+    fn complete(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
+        self.header(header.map(|h| h.revision))
+    }
+
+    /// Proposes `request`, after the quota let it in, and returns what applying it
+    /// produced.
+    pub(super) async fn propose<R: AppliedAs>(&self, request: Request) -> Result<R> {
+        quota::check(self, &request).await?;
+        let applied = self.member.propose(request).await??;
+        Ok(R::from_applied(applied).expect("a request applies to the response of its own kind"))
+    }
+
+    /// Proposes a client write and completes the header of its response.
+    async fn write<R: AppliedAs + Headed>(&self, request: Request) -> Result<R> {
+        let mut resp: R = self.propose(request).await?;
+        let header = resp.header();
+        *header = self.complete(header.take());
+        Ok(resp)
+    }
+
+    /// Waits until this member has applied everything committed when called.
+    pub async fn read_index(&self) -> Result<()> {
+        Ok(self.member.read_index().await?)
+    }
+
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        if !req.serializable {
+            self.read_index().await?;
+        }
+        let mut resp = lock(&self.store).kv().range(&req)?;
+        resp.header = self.complete(resp.header);
+        Ok(resp)
+    }
+
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        self.write(Request::Put(req)).await
+    }
+
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        self.write(Request::DeleteRange(req)).await
+    }
+
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+        self.write(Request::Txn(req)).await
+    }
+
+    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
+        self.write(Request::Compaction(req)).await
+    }
+
+    pub async fn lease_grant(&self, req: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+        self.write(Request::LeaseGrant(req)).await
+    }
+
+    pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
+        self.write(Request::LeaseRevoke(req)).await
+    }
+
+    /// One keepalive, renewed by the leader; an unknown or expired lease gets TTL 0, as
+    /// etcd answers.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
+        let mut resp = match self.leases.keep_alive(id).await {
+            Ok(resp) => resp,
+            Err(ForwardError::Lease(lease::Error::NotFound)) => LeaseKeepAliveResponse {
+                header: None,
+                id,
+                ttl: 0,
+            },
+            Err(e) => return Err(e.into()),
+        };
+        resp.header = self.header(None);
+        Ok(resp)
+    }
+
+    /// The leader's view of a lease.
+    pub async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse> {
+        let mut resp = self.leases.time_to_live(req).await?;
+        resp.header = self.header(None);
+        Ok(resp)
+    }
+
+    pub fn lease_leases(&self) -> LeaseLeasesResponse {
+        let mut resp = lock(&self.lessor).leases();
+        resp.header = self.header(None);
+        resp
+    }
+
+    /// Every action goes through the log, as in etcd, so a GET sees what was applied.
+    pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse> {
+        self.write(Request::Alarm(req)).await
+    }
+
+    /// The alarms raised in the cluster, as applied on this member.
+    pub fn active_alarms(&self) -> Result<Vec<AlarmMember>> {
+        Ok(alarm::active(&mut lock(&self.store), AlarmType::None)?)
+    }
+
+    /// This member's status, as etcd's Maintenance Status reports it: a missing leader,
+    /// then each alarm in its text form, as errors.
+    pub fn maintenance_status(&self) -> Result<StatusResponse> {
+        let st = self.member.status();
+        let (revision, db_size, quota, alarms) = {
+            let mut store = lock(&self.store);
+            let size = store.backend().size()?;
+            let alarms = alarm::active(&mut store, AlarmType::None)?;
+            let quota = store.kv().config().quota_bytes as i64;
+            (store.kv().rev(), size as i64, quota, alarms)
+        };
+        let no_leader = (st.leader == 0).then(|| super::member::ProposeError::NoLeader.to_string());
+        let errors = no_leader
+            .into_iter()
+            .chain(alarms.iter().map(alarm_text))
+            .collect();
+        Ok(StatusResponse {
+            header: self.header(Some(revision)),
+            version: SERVER_VERSION.to_string(),
+            db_size,
+            leader: st.leader,
+            raft_index: st.commit,
+            raft_term: st.term,
+            raft_applied_index: st.applied,
+            db_size_in_use: db_size,
+            errors,
+            db_size_quota: quota,
+            ..Default::default()
+        })
+    }
+
+    /// Commits, then compacts this member's backend file (members defragment one by one,
+    /// as in etcd: the call is not replicated). Returns the revision it was done at.
+    pub fn defragment(&self) -> Result<Option<ResponseHeader>> {
+        let revision = {
+            let mut store = lock(&self.store);
+            store.kv_mut().commit()?;
+            store.backend().defragment().map_err(Error::Defragment)?;
+            store.kv().rev()
+        };
+        Ok(self.header(Some(revision)))
+    }
+
+    pub fn hash(&self) -> Result<HashResponse> {
+        let store = lock(&self.store);
+        let hash = store.kv().hash()?;
+        Ok(HashResponse {
+            header: self.header(Some(store.kv().rev())),
+            hash,
+        })
+    }
+
+    pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
+        let store = lock(&self.store);
+        let mut resp = store.kv().hash_kv(revision)?;
+        resp.header = self.header(Some(store.kv().rev()));
+        Ok(resp)
+    }
+
+    /// A consistent copy of the backend, as etcd's Snapshot call streams it.
+    pub fn snapshot(&self) -> Result<super::snapshot_stream::SnapshotStream> {
+        self.snapshots.stream(&self.store)
+    }
+
+    /// etcd's MoveLeader: only the leader moves leadership, only to a voter, and answers
+    /// once it sees the transferee lead.
+    pub async fn move_leader(&self, target: u64) -> Result<Option<ResponseHeader>> {
+        if !self.member.status().is_leader {
+            return Err(super::member::ProposeError::NotLeader.into());
+        }
+        let voter = lock(&self.cluster).member(target).map(|m| !m.is_learner);
+        if voter != Some(true) {
+            return Err(Error::BadLeaderTransferee);
+        }
+        self.member.transfer_leader(target)?;
+        let mut changes = self.member.status_changes();
+        let moved = tokio::time::timeout(MOVE_LEADER_TIMEOUT, async {
+            while changes.borrow_and_update().leader != target {
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        match moved.await {
+            Ok(true) => Ok(self.header(None)),
+            Ok(false) => Err(super::member::ProposeError::Stopped.into()),
+            Err(_) => Err(Error::LeaderTransferTimeout),
+        }
+    }
+
+    /// etcd's `checkV3Health`: why this member is unhealthy, if it is. An alarm not in
+    /// `excluded` (by name), no leader (unless `serializable`, which asks about this member
+    /// alone), or a failing one-key range (linearizable unless serializable).
+    pub async fn health(&self, excluded: &[&str], serializable: bool) -> Option<String> {
+        // An unreadable alarm table counts as an unknown alarm rather than as healthy.
+        let alarms = self
+            .active_alarms()
+            .map(|alarms| alarms.iter().map(|m| alarm_type(m.alarm)).collect())
+            .unwrap_or_else(|_| vec![AlarmType::None]);
+        if let Some(alarm) = alarms
+            .into_iter()
+            .find(|a| !excluded.contains(&a.as_str_name()))
+        {
+            return Some(
+                match alarm {
+                    AlarmType::Nospace => "ALARM NOSPACE",
+                    AlarmType::Corrupt => "ALARM CORRUPT",
+                    AlarmType::None => "ALARM UNKNOWN",
+                }
+                .to_string(),
+            );
+        }
+        if !serializable && self.member.status().leader == 0 {
+            return Some("RAFT NO LEADER".to_string());
+        }
+        let probe = RangeRequest {
+            key: b"health".to_vec(),
+            keys_only: true,
+            limit: 1,
+            serializable,
+            ..RangeRequest::default()
+        };
+        match self.range(probe).await {
+            Ok(_) => None,
+            Err(e) => Some(format!("RANGE ERROR:{e}")),
+        }
+    }
+
+    /// Prometheus's text format; the gauges etcd computes on scrape are refreshed first.
+    pub fn metrics_text(&self) -> String {
+        let metrics = self.member.metrics();
+        {
+            let mut store = lock(&self.store);
+            let (synced, unsynced, victims) = store.watcher_counts();
+            metrics.watchers.set((synced + unsynced + victims) as i64);
+            if let Ok(size) = store.backend().size() {
+                metrics.db_total_size.set(size as i64);
+            }
+        }
+        metrics.encode()
+    }
+}
+
+/// A response with etcd's header, which leaves the server complete.
+trait Headed {
+    fn header(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! headed {
+    ($($ty:ty),*) => {$(
+        impl Headed for $ty {
+            fn header(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+
+headed!(
+    PutResponse,
+    DeleteRangeResponse,
+    TxnResponse,
+    CompactionResponse,
+    LeaseGrantResponse,
+    LeaseRevokeResponse,
+    AlarmResponse
+);
+
+fn alarm_type(alarm: i32) -> AlarmType {
+    AlarmType::try_from(alarm).unwrap_or(AlarmType::None)
+}
+
+/// An alarm as etcd prints it in Status errors (its protobuf text form).
+fn alarm_text(m: &AlarmMember) -> String {
+    format!(
+        "memberID:{} alarm:{} ",
+        m.member_id,
+        alarm_type(m.alarm).as_str_name()
+    )
+}
+
+impl From<ForwardError> for Error {
+    fn from(e: ForwardError) -> Self {
+        match e {
+            ForwardError::Lease(e) => Error::Lease(e),
+            ForwardError::Member(e) => Error::Propose(e),
+        }
+    }
+}
