@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
 use crate::api::gateway::Gateway;
@@ -17,6 +18,7 @@ use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::peer::{LeaseForwardPeer, LeaseForwardServer, MembershipPeer, MembershipServer};
 use crate::api::watch::WatchService;
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -72,6 +74,7 @@ pub async fn run(
         .add_service(WatchServer::new(WatchService(server.clone())))
         .add_service(LeaseServer::new(gateway.lease))
         .add_service(ClusterServer::new(gateway.cluster))
+        .add_service(AuthServer::new(AuthService(server.clone())))
         .add_service(MaintenanceServer::new(gateway.maintenance))
         .add_service(ElectionServer::new(gateway.election))
         .add_service(LockServer::new(gateway.lock));

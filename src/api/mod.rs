@@ -2,6 +2,7 @@
 //! request, calls the server (`crate::server::Server`), and encodes its answer; errors
 //! become etcd's gRPC codes in one place ([`errors`]). No business logic lives here.
 
+pub mod auth;
 pub mod cluster;
 pub mod election;
 pub mod errors;

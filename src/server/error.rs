@@ -5,7 +5,7 @@
 use super::member::ProposeError;
 use super::membership::MembershipError;
 use crate::backend::BackendError;
-use crate::{lease, mvcc};
+use crate::{auth, lease, mvcc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,6 +16,8 @@ pub enum Error {
     Mvcc(#[from] mvcc::Error),
     #[error(transparent)]
     Lease(#[from] lease::Error),
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
     #[error(transparent)]
     Membership(#[from] MembershipError),
     #[error("etcdserver: bad leader transferee")]

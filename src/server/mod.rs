@@ -6,6 +6,7 @@
 
 pub mod alarm;
 pub mod apply;
+pub mod auth;
 pub mod boot;
 pub mod cluster;
 pub mod concurrency;
