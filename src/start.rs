@@ -7,19 +7,25 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
+use crate::api::election::ElectionService;
 use crate::api::gateway::Gateway;
 use crate::api::http::HttpApi;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
+use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::peer::{LeaseForwardPeer, LeaseForwardServer, MembershipPeer, MembershipServer};
 use crate::api::watch::WatchService;
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::runtime::{Clock, Disk};
 use crate::server::boot::{self, bind_addr, BootError, Started};
 use crate::server::config::ServerConfig;
@@ -55,6 +61,9 @@ pub async fn run(
         kv: KvService(server.clone()),
         lease: LeaseService(server.clone()),
         maintenance: MaintenanceService(server.clone()),
+        cluster: ClusterService(server.clone()),
+        election: ElectionService(server.clone()),
+        lock: LockService(server.clone()),
     };
     let http = Arc::new(HttpApi {
         server: server.clone(),
@@ -64,8 +73,11 @@ pub async fn run(
         .add_service(KvServer::new(gateway.kv).max_decoding_message_size(max_request))
         .add_service(WatchServer::new(WatchService(server.clone())))
         .add_service(LeaseServer::new(gateway.lease))
-        .add_service(ClusterServer::new(ClusterService(server.clone())))
-        .add_service(MaintenanceServer::new(gateway.maintenance));
+        .add_service(ClusterServer::new(gateway.cluster))
+        .add_service(AuthServer::new(AuthService(server.clone())))
+        .add_service(MaintenanceServer::new(gateway.maintenance))
+        .add_service(ElectionServer::new(gateway.election))
+        .add_service(LockServer::new(gateway.lock));
     let clients = crate::net::serve_clients(router, client_addr, shutdown);
     tracing::info!(
         member = format_args!("{:x}", server.member_id()),

@@ -561,3 +561,87 @@ async fn lease_calls_at_a_follower_match_etcd() {
         );
     }
 }
+
+/// Users, roles and `auth enable`, then what each user may do: outputs and errors as
+/// etcd's, refusals included (no token, a wrong password, a key outside the role, a
+/// root-only call, deleting root while auth is on).
+#[test]
+fn etcdctl_auth_output_matches_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Member::new("etcd", dir.path());
+    let detcd = Member::new("detcd", dir.path());
+    let _etcd = etcd.spawn("etcd", None);
+    let _detcd = detcd.spawn_with(env!("CARGO_BIN_EXE_detcd"), None, &["--bcrypt-cost", "4"]);
+    let side = |m: &Member| Side {
+        endpoint: m.client_url(),
+        vars: Vec::new(),
+    };
+    let (theirs, ours) = (side(&etcd), side(&detcd));
+    wait_ready(&theirs.endpoint);
+    wait_ready(&ours.endpoint);
+    let root = "--user=root:rootpw";
+    let alice = "--user=alice:alicepw";
+    let mismatches = compare(
+        &[
+            &["auth", "enable"],
+            &["user", "add", "root:rootpw"],
+            &["auth", "enable"],
+            &["user", "grant-role", "root", "root"],
+            &["user", "add", "root:again"],
+            &["user", "add", "alice:alicepw"],
+            &["role", "add", "reader"],
+            &["role", "add", "reader"],
+            &[
+                "role",
+                "grant-permission",
+                "reader",
+                "read",
+                "a/",
+                "--prefix",
+            ],
+            &["role", "grant-permission", "reader", "readwrite", "a/1"],
+            &["role", "grant-permission", "nobody", "read", "x"],
+            &["user", "grant-role", "alice", "reader"],
+            &["user", "grant-role", "alice", "nobody"],
+            &["user", "get", "alice"],
+            &["user", "list"],
+            &["role", "get", "reader"],
+            &["role", "list"],
+            &["put", "a/1", "one"],
+            &["auth", "enable"],
+            &["put", "a/2", "x"],
+            &["get", "a/1"],
+            &[alice, "put", "a/1", "two"],
+            &[alice, "put", "a/2", "two"],
+            &[alice, "get", "a/", "--prefix"],
+            &[alice, "get", "b"],
+            &[alice, "del", "a/1"],
+            &[alice, "user", "list"],
+            &[alice, "user", "get", "alice"],
+            &[alice, "role", "get", "reader"],
+            &[alice, "defrag"],
+            &["--user=alice:wrong", "get", "a/1"],
+            &["--user=nobody:pw", "get", "a/1"],
+            &[root, "get", "", "--from-key"],
+            &[root, "role", "get", "root"],
+            &[root, "role", "revoke-permission", "reader", "a/1"],
+            &[root, "role", "revoke-permission", "reader", "a/1"],
+            &[alice, "put", "a/1", "three"],
+            &[root, "user", "revoke-role", "alice", "reader"],
+            &[root, "user", "revoke-role", "alice", "reader"],
+            &[alice, "get", "a/1"],
+            &[root, "user", "delete", "root"],
+            &[root, "user", "revoke-role", "root", "root"],
+            &[root, "role", "delete", "reader"],
+            &[root, "user", "delete", "alice"],
+            &[root, "user", "list"],
+            &[root, "auth", "disable"],
+            &["get", "a/1"],
+            &["user", "delete", "nobody"],
+            &["role", "delete", "nobody"],
+        ],
+        &theirs,
+        &ours,
+    );
+    assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n\n"));
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::cluster::{poll, Cluster};
 use common::http::{get, request, sample};
 use common::{ready_client, Member};
+use etcd_client::GetOptions;
 
 const HEALTHY: &str = r#"{"health":"true","reason":""}"#;
 
@@ -261,4 +262,69 @@ async fn json_gateway_roundtrip() {
     .unwrap();
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     assert!(reply.contains(r#""value":"YmF6""#), "{reply}");
+}
+
+/// The gateway's Cluster, Election and Lock paths, as etcd 3.5's grpc-gateway names them.
+#[tokio::test]
+async fn json_gateway_cluster_election_and_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = Member::new("gw2", dir.path());
+    let _proc = member.start(None);
+    let port = member.client_port;
+    let mut client = ready_client(port).await;
+    let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
+
+    let list = request(port, "POST", "/v3/cluster/member/list", "{}")
+        .await
+        .unwrap();
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert_eq!(
+        json(&list.body)["members"][0]["name"],
+        "gw2",
+        "{}",
+        list.body
+    );
+
+    let lease = client.lease_grant(60, None).await.unwrap().id();
+    // name "svc", value "v1", in base64.
+    let campaign = format!(r#"{{"name":"c3Zj","value":"djE=","lease":"{lease}"}}"#);
+    let campaign = request(port, "POST", "/v3/election/campaign", &campaign)
+        .await
+        .unwrap();
+    assert_eq!(campaign.status, 200, "{}", campaign.body);
+    let leader_key = json(&campaign.body)["leader"].clone();
+    assert_eq!(leader_key["lease"], lease.to_string());
+    let leader = request(port, "POST", "/v3/election/leader", r#"{"name":"c3Zj"}"#)
+        .await
+        .unwrap();
+    assert_eq!(json(&leader.body)["kv"]["value"], "djE=", "{}", leader.body);
+    let resign = format!(r#"{{"leader":{leader_key}}}"#);
+    let resign = request(port, "POST", "/v3/election/resign", &resign)
+        .await
+        .unwrap();
+    assert_eq!(resign.status, 200, "{}", resign.body);
+    let none = request(port, "POST", "/v3/election/leader", r#"{"name":"c3Zj"}"#)
+        .await
+        .unwrap();
+    assert_eq!(none.status, 500);
+    assert_eq!(json(&none.body)["error"], "election: no leader");
+
+    // name "job"; the lock key comes back in base64 and unlocks.
+    let lock = format!(r#"{{"name":"am9i","lease":"{lease}"}}"#);
+    let lock = request(port, "POST", "/v3/lock/lock", &lock).await.unwrap();
+    assert_eq!(lock.status, 200, "{}", lock.body);
+    let key = json(&lock.body)["key"].as_str().unwrap().to_string();
+    let held = client
+        .get("job/", Some(GetOptions::new().with_prefix()))
+        .await;
+    assert_eq!(held.unwrap().count(), 1);
+    let unlock = format!(r#"{{"key":"{key}"}}"#);
+    let unlock = request(port, "POST", "/v3/lock/unlock", &unlock)
+        .await
+        .unwrap();
+    assert_eq!(unlock.status, 200, "{}", unlock.body);
+    let held = client
+        .get("job/", Some(GetOptions::new().with_prefix()))
+        .await;
+    assert_eq!(held.unwrap().count(), 0);
 }

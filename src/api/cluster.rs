@@ -3,6 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::auth::admin;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::{
     MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
@@ -20,6 +21,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        admin(&self.0, &request)?;
         Ok(Response::new(
             self.0.member_add(request.into_inner()).await?,
         ))
@@ -29,6 +31,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        admin(&self.0, &request)?;
         let id = request.into_inner().id;
         Ok(Response::new(self.0.member_remove(id).await?))
     }
@@ -37,6 +40,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        admin(&self.0, &request)?;
         Ok(Response::new(
             self.0.member_update(request.into_inner()).await?,
         ))
@@ -54,6 +58,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        admin(&self.0, &request)?;
         let id = request.into_inner().id;
         Ok(Response::new(self.0.member_promote(id).await?))
     }

@@ -4,6 +4,7 @@
 
 use tonic::{Code, Status};
 
+use crate::auth;
 use crate::lease;
 use crate::mvcc;
 use crate::server::member::ProposeError;
@@ -27,6 +28,7 @@ fn code_of(e: &Error) -> Code {
             lease::Error::NotPrimary => Code::Unavailable,
             lease::Error::Backend(_) | lease::Error::Mvcc(_) => Code::Internal,
         },
+        Error::Auth(a) => auth_code(a),
         Error::Membership(m) => match m {
             MembershipError::NotFound => Code::NotFound,
             MembershipError::BadUrls => Code::InvalidArgument,
@@ -40,8 +42,36 @@ fn code_of(e: &Error) -> Code {
         },
         Error::BadLeaderTransferee => Code::FailedPrecondition,
         Error::LeaderTransferTimeout => Code::Unavailable,
-        Error::Defragment(_) | Error::Snapshot(_) => Code::Internal,
+        Error::Defragment(_) | Error::Snapshot(_) | Error::WatchRefused(_) => Code::Internal,
+        // etcd's election and lock servers return these as plain errors: gRPC's Unknown.
+        Error::ElectionNotLeader
+        | Error::ElectionNoLeader
+        | Error::MissingLeaderKey
+        | Error::SessionExpired => Code::Unknown,
         Error::Forwarded(s) => s.code(),
+    }
+}
+
+/// etcd's rpctypes codes for the auth store's errors.
+fn auth_code(e: &auth::Error) -> Code {
+    match e {
+        auth::Error::UserEmpty
+        | auth::Error::RoleEmpty
+        | auth::Error::AuthFailed
+        | auth::Error::InvalidAuthMgmt
+        | auth::Error::AuthOldRevision => Code::InvalidArgument,
+        auth::Error::RootUserNotExist
+        | auth::Error::RootRoleNotExist
+        | auth::Error::UserAlreadyExist
+        | auth::Error::UserNotFound
+        | auth::Error::RoleAlreadyExist
+        | auth::Error::RoleNotFound
+        | auth::Error::RoleNotGranted
+        | auth::Error::PermissionNotGranted
+        | auth::Error::AuthNotEnabled => Code::FailedPrecondition,
+        auth::Error::PermissionDenied => Code::PermissionDenied,
+        auth::Error::InvalidAuthToken => Code::Unauthenticated,
+        auth::Error::Backend(_) => Code::Internal,
     }
 }
 
@@ -91,6 +121,10 @@ mod tests {
             Code::FailedPrecondition
         );
         assert_eq!(code(MembershipError::NotFound), Code::NotFound);
+        assert_eq!(code(auth::Error::PermissionDenied), Code::PermissionDenied);
+        assert_eq!(code(auth::Error::InvalidAuthToken), Code::Unauthenticated);
+        assert_eq!(code(auth::Error::AuthFailed), Code::InvalidArgument);
+        assert_eq!(code(auth::Error::RoleNotFound), Code::FailedPrecondition);
         assert_eq!(
             Status::from(Error::from(ProposeError::NoLeader)).message(),
             "etcdserver: no leader"

@@ -5,8 +5,8 @@
 //!
 //! The JSON is mapped onto the same prost messages the gRPC services take, through the
 //! descriptors `build.rs` compiled, and each call goes to the gRPC service's own method,
-//! so both paths answer alike. Streaming calls (watch, lease keep-alive, snapshot) are not
-//! served here, nor yet the Cluster and Auth services.
+//! so both paths answer alike. Streaming calls (watch, lease keep-alive, snapshot, election
+//! observe) are not served here, nor yet the Auth service.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -15,14 +15,20 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, SerializeO
 use serde::Serialize;
 use tonic::{Code, Status};
 
+use super::cluster::ClusterService;
+use super::election::ElectionService;
 use super::http::response;
 use super::kv::KvService;
 use super::lease::LeaseService;
+use super::lock::LockService;
 use super::maintenance::MaintenanceService;
 use crate::net::{HttpRequest, HttpResponse};
+use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::v3electionpb::election_server::Election;
+use crate::proto::v3lockpb::lock_server::Lock;
 
 const JSON: &str = "application/json";
 
@@ -74,10 +80,16 @@ fn error(status: &Status) -> HttpResponse {
     response(http_status(status.code()), JSON, json)
 }
 
+/// The method `name` of `service`, named in full (`v3lockpb.Lock`) or, in etcdserverpb, by
+/// itself (`KV`).
 fn method(service: &str, name: &str) -> MethodDescriptor {
-    POOL.get_service_by_name(&format!("etcdserverpb.{service}"))
+    let full = match service.contains('.') {
+        true => service.to_string(),
+        false => format!("etcdserverpb.{service}"),
+    };
+    POOL.get_service_by_name(&full)
         .and_then(|s| s.methods().find(|m| m.name() == name))
-        .unwrap_or_else(|| panic!("etcdserverpb.{service} has no method {name}"))
+        .unwrap_or_else(|| panic!("{full} has no method {name}"))
 }
 
 /// The request message of `method` from JSON; an empty body is the empty message.
@@ -140,6 +152,9 @@ pub struct Gateway {
     pub kv: KvService,
     pub lease: LeaseService,
     pub maintenance: MaintenanceService,
+    pub cluster: ClusterService,
+    pub election: ElectionService,
+    pub lock: LockService,
 }
 
 impl Gateway {
@@ -153,6 +168,9 @@ impl Gateway {
             kv,
             lease,
             maintenance,
+            cluster,
+            election,
+            lock,
         } = self;
         match request.path.as_str() {
             "/v3/kv/range" => unary("KV", "Range", body, |r| kv.range(r)).await,
@@ -203,10 +221,47 @@ impl Gateway {
                 })
                 .await
             }
+            "/v3/cluster/member/add" => {
+                unary("Cluster", "MemberAdd", body, |r| cluster.member_add(r)).await
+            }
+            "/v3/cluster/member/remove" => {
+                unary("Cluster", "MemberRemove", body, |r| {
+                    cluster.member_remove(r)
+                })
+                .await
+            }
+            "/v3/cluster/member/update" => {
+                unary("Cluster", "MemberUpdate", body, |r| {
+                    cluster.member_update(r)
+                })
+                .await
+            }
+            "/v3/cluster/member/list" => {
+                unary("Cluster", "MemberList", body, |r| cluster.member_list(r)).await
+            }
+            "/v3/cluster/member/promote" => {
+                unary("Cluster", "MemberPromote", body, |r| {
+                    cluster.member_promote(r)
+                })
+                .await
+            }
+            "/v3/election/campaign" => {
+                unary(ELECTION, "Campaign", body, |r| election.campaign(r)).await
+            }
+            "/v3/election/proclaim" => {
+                unary(ELECTION, "Proclaim", body, |r| election.proclaim(r)).await
+            }
+            "/v3/election/leader" => unary(ELECTION, "Leader", body, |r| election.leader(r)).await,
+            "/v3/election/resign" => unary(ELECTION, "Resign", body, |r| election.resign(r)).await,
+            "/v3/lock/lock" => unary(LOCK, "Lock", body, |r| lock.lock(r)).await,
+            "/v3/lock/unlock" => unary(LOCK, "Unlock", body, |r| lock.unlock(r)).await,
             _ => not_found(),
         }
     }
 }
+
+const ELECTION: &str = "v3electionpb.Election";
+const LOCK: &str = "v3lockpb.Lock";
 
 /// grpc-gateway's answer for a path or method it has no route for.
 fn not_found() -> HttpResponse {

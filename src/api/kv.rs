@@ -7,6 +7,7 @@ use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
+use crate::server::auth::Access;
 use crate::server::Server;
 
 /// Serves etcd's KV service for one member.
@@ -19,24 +20,35 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        Ok(Response::new(self.0.range(request.into_inner()).await?))
+        let caller = super::auth::caller(&self.0, &request)?;
+        let req = request.into_inner();
+        self.0.authorize(caller.as_ref(), Access::Range(&req))?;
+        Ok(Response::new(self.0.range(req).await?))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        Ok(Response::new(self.0.put(request.into_inner()).await?))
+        let caller = super::auth::caller(&self.0, &request)?;
+        let req = request.into_inner();
+        self.0.authorize(caller.as_ref(), Access::Put(&req))?;
+        Ok(Response::new(self.0.put(req).await?))
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        Ok(Response::new(
-            self.0.delete_range(request.into_inner()).await?,
-        ))
+        let caller = super::auth::caller(&self.0, &request)?;
+        let req = request.into_inner();
+        self.0
+            .authorize(caller.as_ref(), Access::DeleteRange(&req))?;
+        Ok(Response::new(self.0.delete_range(req).await?))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        Ok(Response::new(self.0.txn(request.into_inner()).await?))
+        let caller = super::auth::caller(&self.0, &request)?;
+        let req = request.into_inner();
+        self.0.authorize(caller.as_ref(), Access::Txn(&req))?;
+        Ok(Response::new(self.0.txn(req).await?))
     }
 
     async fn compact(

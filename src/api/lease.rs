@@ -13,6 +13,7 @@ use crate::proto::etcdserverpb::{
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
+use crate::server::auth::Access;
 use crate::server::Server;
 
 /// Keepalive responses waiting for a slow client.
@@ -38,9 +39,11 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        Ok(Response::new(
-            self.0.lease_revoke(request.into_inner()).await?,
-        ))
+        let caller = super::auth::caller(&self.0, &request)?;
+        let req = request.into_inner();
+        self.0
+            .authorize(caller.as_ref(), Access::LeaseRevoke(req.id))?;
+        Ok(Response::new(self.0.lease_revoke(req).await?))
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;

@@ -3,6 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::auth::admin;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
@@ -32,13 +33,15 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        admin(&self.0, &request)?;
         let header = self.0.defragment()?;
         Ok(Response::new(DefragmentResponse { header }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        admin(&self.0, &request)?;
         Ok(Response::new(self.0.hash()?))
     }
 
@@ -46,6 +49,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        admin(&self.0, &request)?;
         Ok(Response::new(
             self.0.hash_kv(request.into_inner().revision)?,
         ))
@@ -55,8 +59,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        admin(&self.0, &request)?;
         use futures::StreamExt;
         let stream = self.0.snapshot()?.map(|r| r.map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
@@ -66,6 +71,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        admin(&self.0, &request)?;
         let header = self.0.move_leader(request.into_inner().target_id).await?;
         Ok(Response::new(MoveLeaderResponse { header }))
     }

@@ -2,12 +2,15 @@
 //! request, calls the server (`crate::server::Server`), and encodes its answer; errors
 //! become etcd's gRPC codes in one place ([`errors`]). No business logic lives here.
 
+pub mod auth;
 pub mod cluster;
+pub mod election;
 pub mod errors;
 pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod peer;
 pub mod watch;

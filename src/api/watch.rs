@@ -7,8 +7,11 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::AuthInfo;
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{WatchRequest, WatchResponse};
+use crate::server::auth::Access;
 use crate::server::watch::WatchStream;
 use crate::server::Server;
 
@@ -24,12 +27,33 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> +
 /// Serves the requests of one stream until the client stops sending; the stream closes
 /// when `stream` is dropped.
 async fn read_requests(
+    server: Server,
+    caller: Option<AuthInfo>,
     stream: WatchStream,
     mut requests: Streaming<WatchRequest>,
     control: mpsc::Sender<WatchResponse>,
 ) {
     while let Ok(Some(req)) = requests.message().await {
-        if !stream.serve(req, &control) {
+        let refused = match &req.request_union {
+            Some(RequestUnion::CreateRequest(create)) => server
+                .authorize(caller.as_ref(), Access::Watch(create))
+                .err(),
+            _ => None,
+        };
+        let served = match refused {
+            // etcd answers a watch it refuses as created and at once canceled.
+            Some(e) => control
+                .try_send(WatchResponse {
+                    watch_id: -1,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: e.to_string(),
+                    ..WatchResponse::default()
+                })
+                .is_ok(),
+            None => stream.serve(req, &control),
+        };
+        if !served {
             break;
         }
     }
@@ -43,9 +67,16 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = super::auth::caller(&self.0, &request)?;
         let (stream, events) = self.0.open_watch_stream();
         let (control, replies) = mpsc::channel(CONTROL_QUEUE_LEN);
-        tokio::spawn(read_requests(stream, request.into_inner(), control));
+        tokio::spawn(read_requests(
+            self.0.clone(),
+            caller,
+            stream,
+            request.into_inner(),
+            control,
+        ));
         let server = self.0.clone();
         let out = futures::stream::unfold(
             (replies, events, server),

@@ -27,6 +27,10 @@ impl SimpleTokens {
         }
     }
 
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn assign(&mut self, token: String, info: AuthInfo, now: Duration) {
         if self.tokens.len() >= MAX_TOKENS {
             let oldest = self

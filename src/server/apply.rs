@@ -9,12 +9,18 @@ use tokio::time::Instant;
 use super::error::Error;
 use super::member::{LogRequest, StateMachine};
 use super::membership::{self, MembershipError, RaftCluster, SharedCluster};
-use super::store::{lock, LeaseClock, SharedLessor, SharedStore};
+use super::store::{lock, LeaseClock, SharedAuth, SharedLessor, SharedStore};
 use crate::lease::{self, Lessor};
 use crate::mvcc::{self, KvStore, WatchableStore};
 use crate::proto::etcdserverpb::{
     AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse,
     LeaseGrantResponse, LeaseRevokeResponse, PutResponse, TxnResponse,
+};
+use crate::proto::etcdserverpb::{
+    AuthDisableResponse, AuthEnableResponse, AuthRoleAddResponse, AuthRoleDeleteResponse,
+    AuthRoleGrantPermissionResponse, AuthRoleRevokePermissionResponse, AuthUserAddResponse,
+    AuthUserChangePasswordResponse, AuthUserDeleteResponse, AuthUserGrantRoleResponse,
+    AuthUserRevokeRoleResponse, AuthenticateResponse,
 };
 use crate::proto::internalpb::internal_raft_request::Request;
 use crate::proto::internalpb::{InternalRaftRequest, MemberAttrSetResponse};
@@ -76,12 +82,25 @@ applied!(
     LeaseCheckpoint(LeaseCheckpointResponse),
     MemberAttrSet(MemberAttrSetResponse),
     Alarm(AlarmResponse),
+    AuthEnable(AuthEnableResponse),
+    AuthDisable(AuthDisableResponse),
+    Authenticate(AuthenticateResponse),
+    AuthUserAdd(AuthUserAddResponse),
+    AuthUserDelete(AuthUserDeleteResponse),
+    AuthUserChangePassword(AuthUserChangePasswordResponse),
+    AuthUserGrantRole(AuthUserGrantRoleResponse),
+    AuthUserRevokeRole(AuthUserRevokeRoleResponse),
+    AuthRoleAdd(AuthRoleAddResponse),
+    AuthRoleDelete(AuthRoleDeleteResponse),
+    AuthRoleGrantPermission(AuthRoleGrantPermissionResponse),
+    AuthRoleRevokePermission(AuthRoleRevokePermissionResponse),
 );
 
-/// The state machine of a member: keys, watchers, leases and membership.
+/// The state machine of a member: keys, watchers, leases, auth and membership.
 pub struct Applier {
     store: SharedStore,
     lessor: SharedLessor,
+    auth: SharedAuth,
     clock: LeaseClock,
     last_commit: Instant,
     cluster: SharedCluster,
@@ -92,12 +111,14 @@ impl Applier {
     pub fn new(
         store: SharedStore,
         lessor: SharedLessor,
+        auth: SharedAuth,
         clock: LeaseClock,
         cluster: SharedCluster,
     ) -> Self {
         Applier {
             store,
             lessor,
+            auth,
             clock,
             last_commit: Clock.now(),
             cluster,
@@ -135,6 +156,7 @@ fn is_fatal(e: &Error) -> bool {
         e,
         Error::Mvcc(mvcc::Error::Backend(_))
             | Error::Lease(lease::Error::Backend(_))
+            | Error::Auth(crate::auth::Error::Backend(_))
             | Error::Lease(lease::Error::Mvcc(mvcc::Error::Backend(_)))
     )
 }
@@ -144,10 +166,14 @@ fn is_fatal(e: &Error) -> bool {
 fn run(
     store: &mut WatchableStore,
     lessor: &mut Lessor,
+    auth: &SharedAuth,
     cluster: &SharedCluster,
     request: Request,
     now: Duration,
 ) -> Result<Applied, Error> {
+    if let Some(applied) = super::auth::apply(&mut lock(auth), store.backend(), &request, now) {
+        return Ok(applied?);
+    }
     Ok(match request {
         Request::Put(r) => {
             let (resp, events) = store.write(|kv| kv.put(&r, &*lessor))?;
@@ -177,6 +203,18 @@ fn run(
             Applied::MemberAttrSet(MemberAttrSetResponse {})
         }
         Request::Alarm(r) => Applied::Alarm(super::alarm::apply(store, &r)?),
+        Request::AuthEnable(_)
+        | Request::AuthDisable(_)
+        | Request::Authenticate(_)
+        | Request::AuthUserAdd(_)
+        | Request::AuthUserDelete(_)
+        | Request::AuthUserChangePassword(_)
+        | Request::AuthUserGrantRole(_)
+        | Request::AuthUserRevokeRole(_)
+        | Request::AuthRoleAdd(_)
+        | Request::AuthRoleDelete(_)
+        | Request::AuthRoleGrantPermission(_)
+        | Request::AuthRoleRevokePermission(_) => unreachable!("auth requests apply above"),
     })
 }
 
@@ -201,7 +239,14 @@ impl StateMachine for Applier {
         }
         let before = store.kv().rev();
         let now = self.clock.now();
-        let applied = run(&mut store, &mut lessor, &self.cluster, request, now);
+        let applied = run(
+            &mut store,
+            &mut lessor,
+            &self.auth,
+            &self.cluster,
+            request,
+            now,
+        );
         if let Err(e) = &applied {
             assert!(!is_fatal(e), "backend failed applying entry {index}: {e}");
         }
@@ -245,6 +290,16 @@ impl StateMachine for Applier {
         let mut store = lock(&self.store);
         let mut lessor = lock(&self.lessor);
         super::snapshot::restore_store(disk, db, &mut store, &mut lessor);
+        let mut auth = lock(&self.auth);
+        let tokens_ttl = auth.tokens.ttl();
+        let restored = crate::auth::AuthStore::open(store.backend(), tokens_ttl)
+            .unwrap_or_else(|e| panic!("backend failed reading the restored auth store: {e}"));
+        // Tokens are memory only; those issued before the snapshot stay good until the
+        // auth revision they carry is passed.
+        let tokens =
+            std::mem::replace(&mut auth.tokens, crate::auth::SimpleTokens::new(tokens_ttl));
+        *auth = restored;
+        auth.tokens = tokens;
         let cluster = RaftCluster::load(store.backend())
             .unwrap_or_else(|e| panic!("backend failed reading the restored membership: {e}"));
         *lock(&self.cluster) = cluster;

@@ -20,6 +20,7 @@ use super::store::{lock, LeaseClock, SharedStore};
 use super::transport::{PeerService, Transport};
 use super::url::Url;
 use super::v3::Server;
+use crate::auth::AuthStore;
 use crate::lease::{Lessor, LessorConfig};
 use crate::mvcc::{self, KvStore, WatchConfig, WatchableStore};
 use crate::proto::etcdserverpb::{
@@ -116,6 +117,9 @@ pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, B
     let lessor = Arc::new(Mutex::new(
         Lessor::open(&mut watchable, lessor_cfg).map_err(|e| BootError::Stopped(e.to_string()))?,
     ));
+    let auth = AuthStore::open(watchable.backend(), cfg.auth_token_ttl)
+        .map_err(|e| BootError::Stopped(e.to_string()))?;
+    let auth = Arc::new(Mutex::new(auth));
     let store = Arc::new(Mutex::new(watchable));
     let clock = LeaseClock::new();
     let super::join::Identity {
@@ -159,7 +163,13 @@ pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, B
         metrics,
     };
     let snapshots = SnapshotDir::new(disk.clone(), snap_dir);
-    let applier = Applier::new(store.clone(), lessor.clone(), clock, cluster.clone());
+    let applier = Applier::new(
+        store.clone(),
+        lessor.clone(),
+        auth.clone(),
+        clock,
+        cluster.clone(),
+    );
     let (handle, member_task) = member::start(
         member_cfg,
         disk,
@@ -179,6 +189,11 @@ pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, B
         member: handle,
         store,
         lessor,
+        auth,
+        rng: Arc::new(Mutex::new(crate::runtime::seeded_rng(
+            member_id ^ crate::runtime::entropy_seed(),
+        ))),
+        bcrypt_cost: cfg.bcrypt_cost,
         cluster,
         clock,
         leases,

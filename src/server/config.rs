@@ -107,6 +107,15 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: u64,
+    /// Specify auth token type; only `simple` is served.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Time (in seconds) of the auth token's life.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// Specify bcrypt algorithm cost factor for auth password hashing.
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
     /// Where to dial named peers instead of their advertised URLs, as name=url pairs: a
     /// fault runner puts a proxy on each link this way (`detcd-check jepsen`).
     #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_DIAL_URLS", hide = true)]
@@ -177,6 +186,9 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub max_request_bytes: u64,
+    /// How long a simple token lives unused.
+    pub auth_token_ttl: Duration,
+    pub bcrypt_cost: u32,
     /// Dial URLs overriding peers' advertised ones, by member name.
     pub peer_dial_urls: BTreeMap<String, Url>,
 }
@@ -290,6 +302,19 @@ impl ServerConfig {
         if f.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be at least 1ms".into());
         }
+        if f.auth_token != "simple" {
+            return Err(format!(
+                "--auth-token {:?} is not supported (only simple)",
+                f.auth_token
+            ));
+        }
+        // bcrypt's valid costs, as etcd checks them at start.
+        if !(4..=31).contains(&f.bcrypt_cost) {
+            return Err(format!(
+                "--bcrypt-cost[{}] must be between 4 and 31",
+                f.bcrypt_cost
+            ));
+        }
         let quota_backend_bytes = match f.quota_backend_bytes {
             q if q < 0 => return Err(format!("--quota-backend-bytes[{q}] must not be negative")),
             0 => DEFAULT_QUOTA_BACKEND_BYTES,
@@ -356,6 +381,8 @@ impl ServerConfig {
             heartbeat_interval: Duration::from_millis(f.heartbeat_interval),
             election_timeout: Duration::from_millis(f.election_timeout),
             max_request_bytes: f.max_request_bytes,
+            auth_token_ttl: Duration::from_secs(f.auth_token_ttl),
+            bcrypt_cost: f.bcrypt_cost,
             peer_dial_urls,
         })
     }

@@ -5,7 +5,7 @@
 use super::member::ProposeError;
 use super::membership::MembershipError;
 use crate::backend::BackendError;
-use crate::{lease, mvcc};
+use crate::{auth, lease, mvcc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -17,6 +17,8 @@ pub enum Error {
     #[error(transparent)]
     Lease(#[from] lease::Error),
     #[error(transparent)]
+    Auth(#[from] auth::Error),
+    #[error(transparent)]
     Membership(#[from] MembershipError),
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
@@ -26,6 +28,18 @@ pub enum Error {
     Defragment(BackendError),
     #[error("etcdserver: snapshot: {0}")]
     Snapshot(String),
+    /// A server-side watch (election, lock) that the store would not create.
+    #[error("etcdserver: watch refused: {0}")]
+    WatchRefused(String),
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
+    /// The lock key went (its lease expired) while the lock was awaited.
+    #[error("mutex: session is expired")]
+    SessionExpired,
     /// The leader answered a forwarded request with this status, passed on as it is.
     #[error("{}", .0.message())]
     Forwarded(tonic::Status),

@@ -6,8 +6,10 @@
 
 pub mod alarm;
 pub mod apply;
+pub mod auth;
 pub mod boot;
 pub mod cluster;
+pub mod concurrency;
 pub mod config;
 pub mod error;
 pub mod join;
@@ -22,6 +24,8 @@ pub mod store;
 pub mod transport;
 pub mod url;
 pub mod v3;
+pub mod v3election;
+pub mod v3lock;
 pub mod watch;
 
 pub use error::Error;

@@ -6,15 +6,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::auth::AuthStore;
 use crate::lease::Lessor;
 use crate::mvcc::WatchableStore;
 use crate::runtime::Clock;
 
 /// The MVCC store with its watchers, shared by the apply loop (writes) and the services
-/// (serializable reads, watch streams). Lock order: store, then lessor, then cluster.
+/// (serializable reads, watch streams). Lock order: store, then lessor, then auth, then
+/// cluster.
 pub type SharedStore = Arc<Mutex<WatchableStore>>;
 /// The leases; see [`SharedStore`] for the lock order.
 pub type SharedLessor = Arc<Mutex<Lessor>>;
+/// Users, roles and tokens; see [`SharedStore`] for the lock order.
+pub type SharedAuth = Arc<Mutex<AuthStore>>;
 
 /// Locks `shared`. A poisoned lock is taken as is: the task that panicked holding it
 /// reports its own failure, and the others go on with the data as it was left.

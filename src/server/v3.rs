@@ -4,7 +4,10 @@
 //! with its header complete. The gRPC and HTTP adapters in `api` call these and nothing
 //! below them.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
 
 use super::apply::{AppliedAs, Applier};
 use super::error::{Error, Result};
@@ -13,7 +16,7 @@ use super::member::{MemberHandle, MemberStatus};
 use super::membership::SharedCluster;
 use super::metrics::ServerMetrics;
 use super::snapshot_stream::SnapshotDir;
-use super::store::{lock, LeaseClock, SharedLessor, SharedStore};
+use super::store::{lock, LeaseClock, SharedAuth, SharedLessor, SharedStore};
 use super::transport::Transport;
 use super::{alarm, quota, SERVER_VERSION};
 use crate::lease;
@@ -23,6 +26,12 @@ use crate::proto::etcdserverpb::{
     LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeRequest,
     LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
+};
+use crate::proto::etcdserverpb::{
+    AuthDisableResponse, AuthEnableResponse, AuthRoleAddResponse, AuthRoleDeleteResponse,
+    AuthRoleGrantPermissionResponse, AuthRoleRevokePermissionResponse, AuthUserAddResponse,
+    AuthUserChangePasswordResponse, AuthUserDeleteResponse, AuthUserGrantRoleResponse,
+    AuthUserRevokeRoleResponse, AuthenticateResponse,
 };
 use crate::proto::internalpb::internal_raft_request::Request;
 
@@ -35,6 +44,10 @@ pub struct Server {
     pub(super) member: MemberHandle<Applier>,
     pub(super) store: SharedStore,
     pub(super) lessor: SharedLessor,
+    pub(super) auth: SharedAuth,
+    /// Salts for password hashes and simple tokens, seeded once per member.
+    pub(super) rng: Arc<Mutex<ChaCha8Rng>>,
+    pub(super) bcrypt_cost: u32,
     pub(super) cluster: SharedCluster,
     pub(super) clock: LeaseClock,
     pub(super) leases: LeaseForwarder,
@@ -99,7 +112,7 @@ impl Server {
     }
 
     /// Proposes a client write and completes the header of its response.
-    async fn write<R: AppliedAs + Headed>(&self, request: Request) -> Result<R> {
+    pub(super) async fn write<R: AppliedAs + Headed>(&self, request: Request) -> Result<R> {
         let mut resp: R = self.propose(request).await?;
         let header = resp.header();
         *header = self.complete(header.take());
@@ -331,7 +344,7 @@ impl Server {
 }
 
 /// A response with etcd's header, which leaves the server complete.
-trait Headed {
+pub(super) trait Headed {
     fn header(&mut self) -> &mut Option<ResponseHeader>;
 }
 
@@ -352,7 +365,19 @@ headed!(
     CompactionResponse,
     LeaseGrantResponse,
     LeaseRevokeResponse,
-    AlarmResponse
+    AlarmResponse,
+    AuthEnableResponse,
+    AuthDisableResponse,
+    AuthenticateResponse,
+    AuthUserAddResponse,
+    AuthUserDeleteResponse,
+    AuthUserChangePasswordResponse,
+    AuthUserGrantRoleResponse,
+    AuthUserRevokeRoleResponse,
+    AuthRoleAddResponse,
+    AuthRoleDeleteResponse,
+    AuthRoleGrantPermissionResponse,
+    AuthRoleRevokePermissionResponse
 );
 
 fn alarm_type(alarm: i32) -> AlarmType {

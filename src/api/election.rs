@@ -1,0 +1,74 @@
+//! The Election service (etcd's `v3electionpb.Election`): campaign, proclaim, leader,
+//! observe and resign, served by the server's election.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::proto::v3electionpb::election_server::Election;
+use crate::proto::v3electionpb::{
+    CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest,
+    ProclaimResponse, ResignRequest, ResignResponse,
+};
+use crate::server::{Error, Server};
+
+#[derive(Clone)]
+pub struct ElectionService(pub Server);
+
+fn leader_key(leader: Option<LeaderKey>) -> Result<LeaderKey, Status> {
+    leader.ok_or_else(|| Error::MissingLeaderKey.into())
+}
+
+type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Election for ElectionService {
+    async fn campaign(
+        &self,
+        request: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignResponse>, Status> {
+        let req = request.into_inner();
+        let resp = self.0.campaign(&req.name, req.lease, &req.value).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn proclaim(
+        &self,
+        request: Request<ProclaimRequest>,
+    ) -> Result<Response<ProclaimResponse>, Status> {
+        let req = request.into_inner();
+        let leader = leader_key(req.leader)?;
+        Ok(Response::new(self.0.proclaim(&leader, &req.value).await?))
+    }
+
+    async fn leader(
+        &self,
+        request: Request<LeaderRequest>,
+    ) -> Result<Response<LeaderResponse>, Status> {
+        let name = request.into_inner().name;
+        Ok(Response::new(self.0.election_leader(&name).await?))
+    }
+
+    type ObserveStream = ObserveStream;
+
+    async fn observe(
+        &self,
+        request: Request<LeaderRequest>,
+    ) -> Result<Response<Self::ObserveStream>, Status> {
+        let changes = self.0.observe(&request.into_inner().name);
+        let out = futures::stream::unfold(changes, |mut changes| async move {
+            let next = changes.recv().await?;
+            Some((next.map_err(Status::from), changes))
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn resign(
+        &self,
+        request: Request<ResignRequest>,
+    ) -> Result<Response<ResignResponse>, Status> {
+        let leader = leader_key(request.into_inner().leader)?;
+        Ok(Response::new(self.0.resign(&leader).await?))
+    }
+}
