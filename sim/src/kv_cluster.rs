@@ -4,11 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use detcd::proto::etcdserverpb::{HashKvRequest, StatusRequest};
-use detcd::runtime::{Clock, Disk, SimDisk};
+use detcd::runtime::{Disk, SimDisk};
 use detcd::server::config::{Flags, ServerConfig};
 use detcd::start;
+use detcd_check::client::{converged, Converged};
 
 use crate::nodes::{member_ip, Nodes};
 
@@ -115,45 +114,9 @@ fn boot(
     }
 }
 
-/// Polls until all `members` report the same revision, then returns each one's HashKV at
-/// it. Run it on a client node: the simulation's main task has no network address.
-pub async fn converged_hashes(members: &[usize], deadline: Duration) -> Result<Vec<u32>, String> {
-    {
-        let start = Clock.now();
-        let mut last = Vec::new();
-        while start.elapsed() < deadline {
-            let mut revisions = Vec::new();
-            for &i in members {
-                revisions.push(member_revision(i).await);
-            }
-            if let Some(Some(rev)) = revisions.first().copied() {
-                if revisions.iter().all(|r| *r == Some(rev)) {
-                    let mut hashes = Vec::new();
-                    for &i in members {
-                        let mut m = MaintenanceClient::connect(client_url(i))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let req = HashKvRequest { revision: rev };
-                        hashes.push(
-                            m.hash_kv(req)
-                                .await
-                                .map_err(|e| e.to_string())?
-                                .into_inner()
-                                .hash,
-                        );
-                    }
-                    return Ok(hashes);
-                }
-            }
-            last = revisions;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(format!("members never reached one revision: {last:?}"))
-    }
-}
-
-async fn member_revision(i: usize) -> Option<i64> {
-    let mut m = MaintenanceClient::connect(client_url(i)).await.ok()?;
-    let status = m.status(StatusRequest {}).await.ok()?.into_inner();
-    Some(status.header?.revision)
+/// Every member's HashKV at the one revision all of `members` report, once they do. Run it
+/// on a client node: the simulation's main task has no network address.
+pub async fn converged_hashes(members: &[usize], deadline: Duration) -> Result<Converged, String> {
+    let urls: Vec<String> = members.iter().map(|&i| client_url(i)).collect();
+    converged(&urls, deadline).await
 }

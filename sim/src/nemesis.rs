@@ -12,7 +12,8 @@ use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use detcd::proto::etcdserverpb::{
     MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, StatusRequest,
 };
-use detcd::runtime::{seeded_rng, Clock, Fault, IoOp};
+use detcd::runtime::{seeded_rng, Clock, Fault as DiskFault, IoOp};
+use detcd_check::fault::Fault;
 use madsim::runtime::NodeHandle;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -20,20 +21,6 @@ use tokio::time::Instant;
 
 use crate::kv_cluster::{client_url, peer_url, KvCluster};
 use crate::scenario::{Action, Expect, RandomFaults, Scenario, Step, Target};
-
-/// Faults the random nemesis can draw.
-pub const RANDOM_FAULTS: &[&str] = &[
-    "partition",
-    "isolate",
-    "one-way",
-    "loss",
-    "delay",
-    "kill",
-    "power-loss",
-    "pause",
-    "disk-eio",
-    "slow-fsync",
-];
 
 /// The WAL directory of every member: where injected EIO lands.
 const WAL_DIR: &str = "/data/member/wal";
@@ -72,9 +59,9 @@ fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> V
             return steps;
         }
         let m = Target::Index(rng.random_range(0..members));
-        let fault = r.faults[rng.random_range(0..r.faults.len())].as_str();
+        let fault = r.faults[rng.random_range(0..r.faults.len())];
         let (apply, undo) = match fault {
-            "partition" => {
+            Fault::Partition => {
                 let mut order: Vec<usize> = (0..members).collect();
                 order.shuffle(&mut rng);
                 let cut = rng.random_range(1..members.max(2));
@@ -83,37 +70,37 @@ fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> V
                     .to_vec();
                 (Action::Partition { groups }, Action::Heal)
             }
-            "isolate" => (Action::Isolate { member: m }, Action::Heal),
-            "one-way" => {
+            Fault::Isolate => (Action::Isolate { member: m }, Action::Heal),
+            Fault::OneWay => {
                 let to = Target::Index(rng.random_range(0..members));
                 (Action::OneWay { from: m, to }, Action::Heal)
             }
-            "loss" => (
+            Fault::Loss => (
                 Action::Loss {
                     rate: rng.random_range(0.05..0.3),
                 },
                 Action::Heal,
             ),
-            "delay" => (
+            Fault::Delay => (
                 Action::Delay {
                     min_ms: 1,
                     max_ms: rng.random_range(50..500),
                 },
                 Action::Heal,
             ),
-            "kill" => (
+            Fault::Kill => (
                 Action::Kill { member: m.clone() },
                 Action::Restart { member: m },
             ),
-            "power-loss" => (
+            Fault::PowerLoss => (
                 Action::PowerLoss { member: m.clone() },
                 Action::Restart { member: m },
             ),
-            "pause" => (
+            Fault::Pause => (
                 Action::Pause { member: m.clone() },
                 Action::Resume { member: m },
             ),
-            "disk-eio" => (
+            Fault::DiskEio => (
                 Action::DiskEio {
                     member: m.clone(),
                     op: ["write", "sync"][rng.random_range(0..2)].to_string(),
@@ -122,7 +109,7 @@ fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> V
                 // The member stopped on the error, as etcd exits: heal and boot it.
                 Action::DiskHeal { member: m },
             ),
-            "slow-fsync" => (
+            Fault::SlowFsync => (
                 Action::SlowFsync {
                     member: m.clone(),
                     probability: rng.random_range(0.1..0.5),
@@ -130,7 +117,6 @@ fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> V
                 },
                 Action::DiskHeal { member: m },
             ),
-            other => unreachable!("validated fault {other}"),
         };
         steps.push(Step {
             at: t,
@@ -393,7 +379,7 @@ impl<'a> Nemesis<'a> {
                     _ => IoOp::Sync,
                 };
                 for i in self.resolve(member).await {
-                    self.cluster.nodes.disk(i).inject(Fault::Eio {
+                    self.cluster.nodes.disk(i).inject(DiskFault::Eio {
                         op,
                         path: WAL_DIR.into(),
                         count: *count,
@@ -404,7 +390,7 @@ impl<'a> Nemesis<'a> {
                 for i in self.resolve(member).await {
                     let disk = self.cluster.nodes.disk(i);
                     let capacity = Some(disk.used_bytes() + headroom);
-                    disk.inject(Fault::NoSpace { capacity });
+                    disk.inject(DiskFault::NoSpace { capacity });
                 }
             }
             Action::SlowFsync {
@@ -413,7 +399,7 @@ impl<'a> Nemesis<'a> {
                 delay_ms,
             } => {
                 for i in self.resolve(member).await {
-                    self.cluster.nodes.disk(i).inject(Fault::SlowSync {
+                    self.cluster.nodes.disk(i).inject(DiskFault::SlowSync {
                         probability: *probability,
                         delay: Duration::from_millis(*delay_ms),
                     });

@@ -19,7 +19,7 @@ use crate::kv_cluster::{client_url, converged_hashes, KvCluster};
 use crate::nemesis::{self, Nemesis, SPLIT_GRACE};
 use crate::scenario::Scenario;
 use crate::watcher::{self, Responses};
-use crate::workload::{client, Recorder};
+use crate::workload::{client, recorder};
 
 /// How long the cluster has to converge once every fault is undone.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -89,7 +89,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     let begin = Clock.now();
     let flags: Vec<&str> = scenario.flags.iter().map(String::as_str).collect();
     let mut cluster = KvCluster::start_with_flags(scenario.members, seed, &flags);
-    let history = Recorder::default();
+    let history = recorder();
     let duration = Duration::from_secs_f64(scenario.duration_s);
     let mut clients = Vec::new();
     for id in 0..scenario.workload.clients {
@@ -140,12 +140,10 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
 
     let converged = ctl
         .spawn(async move {
-            let hashes = converged_hashes(&running, CONVERGE).await?;
-            if hashes.iter().any(|h| *h != hashes[0]) {
-                return Err(format!(
-                    "members diverged: HashKV {hashes:?} of {running:?}"
-                ));
-            }
+            converged_hashes(&running, CONVERGE)
+                .await?
+                .agree()
+                .map_err(|e| format!("{e} (members {running:?})"))?;
             leases_gone(running[0]).await
         })
         .await

@@ -1,6 +1,7 @@
 //! Scenario files (`scenarios/*.toml`): the cluster, the workload, the nemesis schedule and
 //! what must hold, as data. One scenario and one seed decide a whole run.
 
+use detcd_check::fault::Fault;
 use serde::Deserialize;
 
 /// One scenario file.
@@ -198,9 +199,9 @@ fn yes() -> bool {
 pub struct RandomFaults {
     pub every: [f64; 2],
     pub hold: [f64; 2],
-    /// Any of: partition, isolate, one-way, loss, delay, kill, power-loss, pause,
-    /// disk-eio, slow-fsync.
-    pub faults: Vec<String>,
+    /// Any of the simulator's faults, by name: partition, isolate, one-way, loss, delay,
+    /// kill, power-loss, pause, disk-eio, slow-fsync.
+    pub faults: Vec<Fault>,
 }
 
 /// What must hold besides linearizability and convergence, which every run checks.
@@ -260,11 +261,6 @@ impl Scenario {
         if let Some(r) = &self.random {
             if r.every[0] > r.every[1] || r.hold[0] > r.hold[1] || r.faults.is_empty() {
                 return Err("random: empty ranges or no faults".into());
-            }
-            for f in &r.faults {
-                if !crate::nemesis::RANDOM_FAULTS.contains(&f.as_str()) {
-                    return Err(format!("random: unknown fault {f:?}"));
-                }
             }
         }
         let mut last = 0.0;

@@ -3,23 +3,18 @@
 //! Leases live under `lease/`, outside the checked key space `k0`..; their keys must be
 //! gone once their TTLs ran out, which the end-of-run check looks at.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use detcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::lease_client::LeaseClient;
-use detcd::proto::etcdserverpb::request_op::Request as Req;
-use detcd::proto::etcdserverpb::response_op::Response as Resp;
 use detcd::proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest,
-    PutRequest, RangeRequest, RequestOp, TxnRequest,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest,
 };
 use detcd::runtime::{seeded_rng, trace, Clock};
+use detcd_check::client::{complete, execute, Answer, Call, Recorder, Send};
 use detcd_check::history::Event;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::kv_cluster::client_url;
@@ -34,34 +29,14 @@ const TXN_READ_PROCESS: u64 = 1 << 15;
 
 /// The history of every client, in the order events happened; each event also goes into
 /// the run's trace.
-#[derive(Clone)]
-pub struct Recorder {
-    events: Arc<Mutex<Vec<Event>>>,
-    start: Instant,
-}
-
-impl Default for Recorder {
-    fn default() -> Self {
-        Recorder {
-            events: Arc::default(),
-            start: Clock.now(),
-        }
-    }
-}
-
-impl Recorder {
-    fn record(&self, mut e: Event) {
-        let mut events = self.events.lock().unwrap();
-        e.index = events.len() as u64;
-        e.time = self.start.elapsed().as_nanos() as u64;
-        let line = serde_json::to_string(&e).expect("an event serializes");
-        trace(b'C', &[fnv(line.as_bytes())]);
-        events.push(e);
-    }
-
-    pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap().clone()
-    }
+pub fn recorder() -> Recorder {
+    Recorder::new(
+        Clock.now(),
+        Some(|e| {
+            let line = serde_json::to_string(e).expect("an event serializes");
+            trace(b'C', &[fnv(line.as_bytes())]);
+        }),
+    )
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
@@ -70,12 +45,13 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// What one operation returned: for `Ok`, the value read or written and the revision a
-/// write created.
-enum Outcome {
-    Ok(Option<String>, Option<u64>),
-    Fail,
-    Unknown(String),
+/// How every KV call is sent: linearizable gets; a txn reads the key back.
+fn how(read_back: bool) -> Send {
+    Send {
+        timeout: CLIENT_TIMEOUT,
+        serializable: false,
+        read_back,
+    }
 }
 
 async fn with_timeout<T>(
@@ -194,137 +170,74 @@ impl Client {
         format!("{}-{}", self.process, self.written)
     }
 
-    fn event(
-        &self,
-        process: u64,
-        kind: &str,
-        f: &str,
-        key: &str,
-        value: Option<String>,
-        expect: Option<Option<String>>,
-    ) -> Event {
-        Event {
-            process,
-            kind: kind.into(),
-            f: f.into(),
-            key: Some(key.into()),
-            value,
-            expect,
-            ..Default::default()
-        }
-    }
-
     async fn kv_op(&mut self, kind: OpKind, k: usize) {
         let key = format!("k{k}");
-        let kv = self.kv.clone().expect("connected");
-        let (f, value, expect, outcome) = match kind {
-            OpKind::Get => {
-                let p = self.process;
-                self.history
-                    .record(self.event(p, "invoke", "get", &key, None, None));
-                let outcome = get(kv, &key).await;
-                if let Outcome::Ok(v, _) = &outcome {
-                    self.seen[k] = v.clone();
-                }
-                ("get", None, None, outcome)
-            }
-            OpKind::Put => {
-                let v = self.next_value();
-                let p = self.process;
-                let e = self.event(p, "invoke", "put", &key, Some(v.clone()), None);
-                self.history.record(e);
-                let outcome = put(kv, &key, &v).await;
-                ("put", Some(v), None, outcome)
-            }
-            OpKind::Delete => {
-                let p = self.process;
-                self.history
-                    .record(self.event(p, "invoke", "delete", &key, None, None));
-                ("delete", None, None, delete(kv, &key).await)
-            }
-            OpKind::Cas => {
-                let (v, expect) = self.invoke_cas(k, &key);
-                let outcome = match cas(kv, &key, &expect, &v, false).await {
-                    Ok((true, _, revision)) => Outcome::Ok(Some(v.clone()), revision),
-                    Ok((false, _, _)) => Outcome::Fail,
-                    Err(e) => Outcome::Unknown(e),
-                };
-                ("cas", Some(v), Some(expect), outcome)
-            }
+        let mut kv = self.kv.clone().expect("connected");
+        let call = match kind {
+            OpKind::Get => Call::Get,
+            OpKind::Put => Call::Put(self.next_value()),
+            OpKind::Delete => Call::Delete,
+            OpKind::Cas => self.cas(k),
             OpKind::Txn => return self.txn(kv, k, key).await,
             OpKind::Lease => unreachable!("leases are not key operations"),
         };
-        let p = self.process;
-        match outcome {
-            Outcome::Ok(v, revision) => {
-                let shown = if f == "get" { v } else { value };
-                let mut done = self.event(p, "ok", f, &key, shown, expect);
-                done.revision = revision;
-                self.history.record(done);
-            }
-            Outcome::Fail => self
-                .history
-                .record(self.event(p, "fail", f, &key, value, expect)),
-            Outcome::Unknown(e) => {
-                let mut done = self.event(p, "info", f, &key, value, expect);
-                done.error = Some(e);
-                self.history.record(done);
-                self.unknown_outcome();
-            }
+        let invoke = call.invoke(self.process, &key);
+        self.history.record(invoke.clone());
+        let result = execute(&mut kv, &key, &call, how(false)).await;
+        if let (Call::Get, Ok(a)) = (&call, &result) {
+            self.seen[k] = a.read_value();
+        }
+        let done = complete(invoke, &call, &result);
+        self.after(&done);
+        self.history.record(done);
+    }
+
+    /// A cas of key `k` from the value last seen to a new one.
+    fn cas(&mut self, k: usize) -> Call {
+        Call::Cas {
+            expect: self.seen[k].clone(),
+            value: self.next_value(),
         }
     }
 
-    /// Records the invocation of a cas of key `k` from the value last seen to a new one,
-    /// and returns both.
-    fn invoke_cas(&mut self, k: usize, key: &str) -> (String, Option<String>) {
-        let v = self.next_value();
-        let expect = self.seen[k].clone();
-        let e = self.event(
-            self.process,
-            "invoke",
-            "cas",
-            key,
-            Some(v.clone()),
-            Some(expect.clone()),
-        );
-        self.history.record(e);
-        (v, expect)
-    }
-
-    /// After an unknown outcome: a new process number, on the next member.
-    fn unknown_outcome(&mut self) {
-        self.process += 1;
-        self.next_member();
+    /// After an error, the next member; after an unknown outcome, also a new process
+    /// (HISTORY.md: a process has at most one operation in flight).
+    fn after(&mut self, done: &Event) {
+        if done.kind == "info" {
+            self.process += 1;
+        }
+        if done.error.is_some() {
+            self.next_member();
+        }
     }
 
     /// A txn comparing the key's value with the last one seen, putting a new value and
     /// reading the key back on success, reading it on failure. Recorded as a cas and a get
     /// by two processes over the same interval, so both results are checked.
-    async fn txn(&mut self, kv: KvClient<Channel>, k: usize, key: String) {
-        let (v, expect) = self.invoke_cas(k, &key);
-        let (p, reader) = (self.process, self.process | TXN_READ_PROCESS);
-        self.history
-            .record(self.event(reader, "invoke", "get", &key, None, None));
-        match cas(kv, &key, &expect, &v, true).await {
-            Ok((succeeded, read, revision)) => {
-                let kind = if succeeded { "ok" } else { "fail" };
-                let mut e = self.event(p, kind, "cas", &key, Some(v), Some(expect));
-                e.revision = revision.filter(|_| succeeded);
-                self.history.record(e);
-                self.seen[k] = read.clone();
-                self.history
-                    .record(self.event(reader, "ok", "get", &key, read, None));
-            }
-            Err(err) => {
-                let mut done = self.event(p, "info", "cas", &key, Some(v), Some(expect));
-                done.error = Some(err.clone());
-                self.history.record(done);
-                let mut done = self.event(reader, "info", "get", &key, None, None);
-                done.error = Some(err);
-                self.history.record(done);
-                self.unknown_outcome();
-            }
+    async fn txn(&mut self, mut kv: KvClient<Channel>, k: usize, key: String) {
+        let call = self.cas(k);
+        let invoke = call.invoke(self.process, &key);
+        let read = Call::Get.invoke(self.process | TXN_READ_PROCESS, &key);
+        self.history.record(invoke.clone());
+        self.history.record(read.clone());
+        let result = execute(&mut kv, &key, &call, how(true)).await;
+        // Whichever branch ran, its range read the key at the txn's revision.
+        let read_result = result.clone().map(|a| Answer {
+            succeeded: true,
+            ..a
+        });
+        if let Ok(a) = &read_result {
+            self.seen[k] = a.read_value();
         }
+        let done = complete(invoke, &call, &result);
+        let mut read_done = complete(read, &Call::Get, &read_result);
+        if done.kind == "info" {
+            // The read is part of a txn whose outcome is unknown.
+            read_done.kind = "info".into();
+        }
+        self.after(&done);
+        self.history.record(done);
+        self.history.record(read_done);
     }
 
     /// Grants a lease, attaches a key to it, then keeps it alive once, revokes it, or
@@ -373,114 +286,4 @@ impl Client {
             _ => {}
         }
     }
-}
-
-async fn get(mut kv: KvClient<Channel>, key: &str) -> Outcome {
-    let req = RangeRequest {
-        key: key.as_bytes().to_vec(),
-        ..Default::default()
-    };
-    match with_timeout(kv.range(req)).await {
-        Ok(resp) => Outcome::Ok(
-            resp.kvs
-                .first()
-                .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
-            None,
-        ),
-        Err(e) => Outcome::Unknown(e),
-    }
-}
-
-async fn put(mut kv: KvClient<Channel>, key: &str, value: &str) -> Outcome {
-    let req = PutRequest {
-        key: key.as_bytes().to_vec(),
-        value: value.as_bytes().to_vec(),
-        ..Default::default()
-    };
-    match with_timeout(kv.put(req)).await {
-        Ok(resp) => Outcome::Ok(
-            Some(value.to_string()),
-            resp.header.map(|h| h.revision as u64),
-        ),
-        Err(e) => Outcome::Unknown(e),
-    }
-}
-
-async fn delete(mut kv: KvClient<Channel>, key: &str) -> Outcome {
-    let req = DeleteRangeRequest {
-        key: key.as_bytes().to_vec(),
-        ..Default::default()
-    };
-    match with_timeout(kv.delete_range(req)).await {
-        Ok(_) => Outcome::Ok(None, None),
-        Err(e) => Outcome::Unknown(e),
-    }
-}
-
-/// If the key holds `expect` (absent: `None`), puts `value`. With `read`, both branches
-/// also read the key. Returns whether the put happened, what was read, and the revision.
-async fn cas(
-    mut kv: KvClient<Channel>,
-    key: &str,
-    expect: &Option<String>,
-    value: &str,
-    read: bool,
-) -> Result<(bool, Option<String>, Option<u64>), String> {
-    let key_bytes = key.as_bytes().to_vec();
-    let compare = match expect {
-        Some(e) => Compare {
-            result: CompareResult::Equal as i32,
-            target: CompareTarget::Value as i32,
-            key: key_bytes.clone(),
-            target_union: Some(TargetUnion::Value(e.clone().into_bytes())),
-            range_end: Vec::new(),
-        },
-        None => Compare {
-            result: CompareResult::Equal as i32,
-            target: CompareTarget::Create as i32,
-            key: key_bytes.clone(),
-            target_union: Some(TargetUnion::CreateRevision(0)),
-            range_end: Vec::new(),
-        },
-    };
-    let range = || RequestOp {
-        request: Some(Req::RequestRange(RangeRequest {
-            key: key_bytes.clone(),
-            ..Default::default()
-        })),
-    };
-    let mut success = vec![RequestOp {
-        request: Some(Req::RequestPut(PutRequest {
-            key: key_bytes.clone(),
-            value: value.as_bytes().to_vec(),
-            ..Default::default()
-        })),
-    }];
-    let mut failure = Vec::new();
-    if read {
-        success.push(range());
-        failure.push(range());
-    }
-    let req = TxnRequest {
-        compare: vec![compare],
-        success,
-        failure,
-    };
-    let resp = with_timeout(kv.txn(req)).await?;
-    let read = resp
-        .responses
-        .iter()
-        .filter_map(|r| match &r.response {
-            Some(Resp::ResponseRange(range)) => Some(
-                range
-                    .kvs
-                    .first()
-                    .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
-            ),
-            _ => None,
-        })
-        .next_back()
-        .flatten();
-    let revision = resp.header.map(|h| h.revision as u64);
-    Ok((resp.succeeded, read, revision))
 }

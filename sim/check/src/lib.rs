@@ -8,7 +8,10 @@
 //! histories of a simulated store, with injected anomalies, and [`brute`] is the naive
 //! checker the fast one is tested against.
 //!
-//! The library reads no clock and starts no thread, so the simulator can call it; time
+//! With the `client` feature, [`client`] is the register client both fault runners drive
+//! and [`fault`] names the faults they inject.
+//!
+//! The checking reads no clock and starts no thread, so the simulator can call it; time
 //! limits come in as a [`Budget`]:
 //!
 //! ```text
@@ -30,6 +33,9 @@
 
 pub mod brute;
 pub mod budget;
+#[cfg(feature = "client")]
+pub mod client;
+pub mod fault;
 pub mod fingerprint;
 pub mod gen;
 pub mod history;

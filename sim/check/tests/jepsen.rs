@@ -115,3 +115,19 @@ fn stale_reads_under_partitions_are_caught() {
     assert_eq!(status.code(), Some(1), "output:\n{stdout}");
     assert!(stdout.contains("not linearizable"), "output:\n{stdout}");
 }
+
+/// Fault names are the simulator's; one this runner cannot inject on real processes is
+/// refused by name before anything starts, not silently skipped.
+#[test]
+fn a_fault_only_the_simulator_injects_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_detcd-check"))
+        .args(["jepsen", "--nemesis", "kill,power-loss"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("power-loss is injected by the simulator only"),
+        "{stderr}"
+    );
+}

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use detcd::proto::etcdserverpb::{HashKvRequest, RangeRequest, StatusRequest, StatusResponse};
+use detcd::proto::etcdserverpb::{RangeRequest, StatusRequest, StatusResponse};
 use detcd::server::config::member_id;
 use detcd::server::url::Url;
-use tonic::transport::{Channel, Endpoint};
+use detcd_check::client::{channel, converged};
 
 use crate::proxy::Proxy;
 
@@ -308,54 +308,11 @@ impl Cluster {
         matches!(tokio::time::timeout(QUERY_TIMEOUT, read).await, Ok(Ok(_)))
     }
 
-    /// Polls until every member reports the same revision, then compares their HashKV at
-    /// it. Ok((revision, hash)) when they agree; Err says what differed at the deadline.
+    /// Every member's HashKV at the one revision all report: Ok((revision, hash)) when
+    /// they agree; Err says what differed or stood in the way at the deadline.
     pub async fn converge(&self, deadline: Duration) -> Result<(i64, u32), String> {
-        let start = Instant::now();
-        loop {
-            let last = match self.hashes().await {
-                Ok((rev, hashes)) if hashes.iter().all(|h| *h == hashes[0]) => {
-                    return Ok((rev, hashes[0]));
-                }
-                Ok((rev, hashes)) => {
-                    let hashes: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
-                    format!("HashKV at revision {rev} differs: {}", hashes.join(", "))
-                }
-                Err(e) => e,
-            };
-            if start.elapsed() > deadline {
-                return Err(last);
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    /// Every member's HashKV at the revision all report, or what stops that.
-    async fn hashes(&self) -> Result<(i64, Vec<u32>), String> {
-        let mut revisions = Vec::new();
-        for i in 0..self.size() {
-            let rev = self.status(i).await.and_then(|s| Some(s.header?.revision));
-            revisions.push(rev.ok_or_else(|| format!("m{i} does not answer"))?);
-        }
-        if revisions.iter().any(|r| *r != revisions[0]) {
-            return Err(format!("members are at revisions {revisions:?}"));
-        }
-        let mut hashes = Vec::new();
-        for m in &self.members {
-            let ch = channel(&m.client_url()).map_err(|e| e.to_string())?;
-            let req = HashKvRequest {
-                revision: revisions[0],
-            };
-            let mut client = MaintenanceClient::new(ch);
-            let call = client.hash_kv(req);
-            let resp = match tokio::time::timeout(QUERY_TIMEOUT, call).await {
-                Ok(Ok(r)) => r.into_inner(),
-                Ok(Err(e)) => return Err(format!("{}: HashKV: {}", m.name, e.message())),
-                Err(_) => return Err(format!("{}: HashKV timed out", m.name)),
-            };
-            hashes.push(resp.hash);
-        }
-        Ok((revisions[0], hashes))
+        let c = converged(&self.client_urls(), deadline).await?;
+        Ok((c.revision, c.agree()?))
     }
 }
 
@@ -367,14 +324,6 @@ impl Drop for Cluster {
     }
 }
 
-/// A channel to `url` that connects on first use and reconnects after failures.
-pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_string())?
-        .connect_timeout(QUERY_TIMEOUT)
-        .connect_lazy())
-}
-
-/// Marks a fault in the member's log, so its lines can be read against the schedule.
 fn note(log: &Path, what: &str) {
     if let Ok(mut f) = OpenOptions::new().append(true).open(log) {
         let _ = writeln!(f, "--- detcd-check: {what}");

@@ -11,21 +11,24 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::runtime::{entropy_seed, seeded_rng};
 use detcd_check::budget::DEFAULT_MEMORY_BYTES;
+use detcd_check::client::{channel, Recorder};
+use detcd_check::fault::Fault;
 use detcd_check::history::{from_events, Event};
 use detcd_check::{Model, Verdict};
 
 use crate::Limits;
 use futures::future::join_all;
 use serde_json::json;
+use tokio::time::Instant;
 
-use crate::cluster::{channel, Cluster};
-use crate::nemesis::{Fault, Nemesis};
-use crate::workload::{client, Recorder, Workload};
+use crate::cluster::Cluster;
+use crate::nemesis::{parse_fault, Nemesis};
+use crate::workload::{client, Workload};
 
 /// How long a new cluster may take to elect a leader and accept a write.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -40,12 +43,12 @@ pub struct JepsenArgs {
     /// Seconds of workload and faults.
     #[arg(long, default_value_t = 60.0)]
     time_limit: f64,
-    /// Faults to inject, comma separated.
+    /// Faults to inject, comma separated: kill, pause, partition, isolate.
     #[arg(
         long,
-        value_enum,
+        value_parser = parse_fault,
         value_delimiter = ',',
-        default_value = "kill,pause,partition"
+        default_value = "kill,pause,partition,isolate"
     )]
     nemesis: Vec<Fault>,
     /// Seconds between faults, and how long each is held.
@@ -175,7 +178,7 @@ async fn run(args: &JepsenArgs) -> Result<ExitCode, String> {
         op_timeout,
         args.stale_reads,
         until,
-        Recorder::new(start),
+        Recorder::new(start, None),
     );
     let mut clients = Vec::new();
     for id in 0..args.concurrency {
@@ -195,7 +198,7 @@ async fn run(args: &JepsenArgs) -> Result<ExitCode, String> {
     let converged = cluster.converge(CONVERGE_DEADLINE).await;
     drop(cluster);
 
-    let events = workload.history.into_events();
+    let events = workload.history.events();
     write_lines(&dir.join("history.jsonl"), &events)?;
     write_lines(&dir.join("nemesis.jsonl"), &nemesis.log)?;
     let counts = Counts::of(&events, &nemesis);
@@ -217,7 +220,7 @@ async fn run(args: &JepsenArgs) -> Result<ExitCode, String> {
     }
     let history = from_events(&events).map_err(|e| format!("recorded history: {e}"))?;
     let limits = Limits::new(
-        Instant::now(),
+        std::time::Instant::now(),
         args.check_time_limit,
         DEFAULT_MEMORY_BYTES >> 20,
     );

@@ -1,38 +1,40 @@
 //! The nemesis: faults on a schedule drawn from the run's seed. It alternates a quiet
 //! interval with a fault held for one interval and then undone; each round of faults uses
-//! every enabled kind once, in a shuffled order, so short runs see each kind.
+//! every enabled kind once, in a shuffled order, so short runs see each kind. The faults
+//! are named as the simulator names them ([`Fault`]); this runner injects four of them:
 //!
 //! - kill: kill -9 one member, the leader, a minority, a majority or all; restarted from
 //!   their data directories when the fault ends.
 //! - pause: SIGSTOP the same kinds of targets; SIGCONT when it ends.
-//! - partition: random halves, one random member isolated, the leader isolated, or (five
-//!   members or more) a ring in which each member sees a majority but no two the same one.
+//! - partition: random halves, or (five members or more) a ring in which each member sees
+//!   a majority but no two the same one.
+//! - isolate: one random member, or the leader, cut off from all others.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use clap::ValueEnum;
+use detcd_check::fault::Fault;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::cluster::Cluster;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Fault {
-    Kill,
-    Pause,
-    Partition,
-}
+/// What this runner can inject.
+pub const FAULTS: [Fault; 4] = [Fault::Kill, Fault::Pause, Fault::Partition, Fault::Isolate];
 
-impl Fault {
-    pub fn name(self) -> &'static str {
-        match self {
-            Fault::Kill => "kill",
-            Fault::Pause => "pause",
-            Fault::Partition => "partition",
-        }
+/// `--nemesis` values: a fault's name, if this runner injects it.
+pub fn parse_fault(s: &str) -> Result<Fault, String> {
+    let fault: Fault = s.parse()?;
+    if FAULTS.contains(&fault) {
+        return Ok(fault);
     }
+    let names: Vec<&str> = FAULTS.iter().map(|f| f.name()).collect();
+    Err(format!(
+        "{fault} is injected by the simulator only (detcd-sim); this runner injects {}",
+        names.join(", ")
+    ))
 }
 
 /// One line of `nemesis.jsonl`: a fault starting or ending, timed as the history is.
@@ -140,14 +142,15 @@ impl Nemesis {
                 self.record(fault, "start", names(&members));
                 Active::Paused(members)
             }
-            Fault::Partition => {
-                let (what, links) = self.partition(cluster).await;
+            Fault::Partition | Fault::Isolate => {
+                let (what, links) = self.partition(fault, cluster).await;
                 for (a, b) in links {
                     cluster.cut(a, b);
                 }
                 self.record(fault, "start", what);
                 Active::Partitioned
             }
+            other => unreachable!("--nemesis admits only {FAULTS:?}, not {other}"),
         }
     }
 
@@ -177,25 +180,28 @@ impl Nemesis {
         all
     }
 
-    /// A partition: its description and the member pairs it separates.
-    async fn partition(&mut self, cluster: &Cluster) -> (String, Vec<(usize, usize)>) {
+    /// A partition or an isolation: its description and the member pairs it separates.
+    async fn partition(
+        &mut self,
+        fault: Fault,
+        cluster: &Cluster,
+    ) -> (String, Vec<(usize, usize)>) {
         let n = cluster.size();
         let all = self.shuffled(n);
-        let kinds = if n >= 5 { 4 } else { 3 };
-        let (what, side): (String, Vec<usize>) = match self.rng.random_range(0..kinds) {
-            0 => {
-                let mut half = all[..n / 2].to_vec();
-                half.sort_unstable();
-                (format!("halves, {} apart", names(&half)), half)
-            }
-            1 => (format!("isolate m{}", all[0]), vec![all[0]]),
-            2 => match cluster.leader().await {
+        let (what, side): (String, Vec<usize>) = match fault {
+            Fault::Isolate if self.rng.random_bool(0.5) => match cluster.leader().await {
                 Some(l) => (format!("isolate the leader m{l}"), vec![l]),
                 None => (
                     format!("isolate m{} (no leader seen)", all[0]),
                     vec![all[0]],
                 ),
             },
+            Fault::Isolate => (format!("isolate m{}", all[0]), vec![all[0]]),
+            _ if n < 5 || self.rng.random_bool(0.5) => {
+                let mut half = all[..n / 2].to_vec();
+                half.sort_unstable();
+                (format!("halves, {} apart", names(&half)), half)
+            }
             _ => {
                 // Each member keeps its two neighbours on a ring in shuffled order.
                 let pos = |m: usize| all.iter().position(|&x| x == m).unwrap_or(0);
