@@ -433,7 +433,7 @@ impl<'a> Nemesis<'a> {
                     self.answered("member promote", r, refused.as_deref());
                 }
             }
-            Action::MemberRemove { member } => {
+            Action::MemberRemove { member, refused } => {
                 for id in self.resolve_ids(member).await {
                     let r = self
                         .cluster_call(move |mut c| async move {
@@ -442,7 +442,7 @@ impl<'a> Nemesis<'a> {
                                 .map(|_| ())
                         })
                         .await;
-                    self.answered("member remove", r, None);
+                    self.answered("member remove", r, refused.as_deref());
                 }
             }
         }

@@ -232,23 +232,51 @@ fn check_expectations(
             ));
         }
     }
+    let mut quiet: Vec<(Duration, Duration, &str)> = Vec::new();
     if scenario.expect.no_commit_during_split {
-        for &(from, to) in splits {
-            let window = (from + SPLIT_GRACE).as_nanos() as u64..to.as_nanos() as u64;
-            for e in events
+        quiet.extend(
+            splits
                 .iter()
-                .filter(|e| e.kind == "ok" && window.contains(&e.time))
-            {
-                failures.push(format!(
-                    "{} {:?} completed ok at {:.3}s, during the split {from:?}..{to:?}",
-                    e.f,
-                    e.key,
-                    e.time as f64 / 1e9
-                ));
-            }
+                .map(|&(from, to)| (from + SPLIT_GRACE, to, "the split")),
+        );
+    }
+    for &[from, to] in &scenario.expect.no_commit_s {
+        quiet.push((secs(from), secs(to), "a window without quorum"));
+    }
+    for (from, to, what) in quiet {
+        for e in events
+            .iter()
+            .filter(|e| e.kind == "ok" && within(e, from, to))
+        {
+            failures.push(format!(
+                "{} {:?} completed ok at {:.3}s, during {what} {from:?}..{to:?}",
+                e.f,
+                e.key,
+                e.time as f64 / 1e9
+            ));
+        }
+    }
+    for &[from, to] in &scenario.expect.commit_s {
+        let (from, to) = (secs(from), secs(to));
+        let committed = events.iter().any(|e| {
+            e.kind == "ok"
+                && matches!(e.f.as_str(), "put" | "delete" | "cas")
+                && within(e, from, to)
+        });
+        if !committed {
+            failures.push(format!("no write completed ok during {from:?}..{to:?}"));
         }
     }
     failures
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+/// Whether event `e` happened in `[from, to)`.
+fn within(e: &Event, from: Duration, to: Duration) -> bool {
+    (from.as_nanos() as u64..to.as_nanos() as u64).contains(&e.time)
 }
 
 /// The longest time from invocation to `ok` of a put, delete or cas, and when it completed

@@ -182,9 +182,11 @@ pub enum Action {
         #[serde(default)]
         refused: Option<String>,
     },
-    /// Cluster MemberRemove.
+    /// Cluster MemberRemove; `refused` as for member-add.
     MemberRemove {
         member: Target,
+        #[serde(default)]
+        refused: Option<String>,
     },
 }
 
@@ -232,6 +234,14 @@ pub struct Expect {
     /// compacted log.
     #[serde(default)]
     pub snapshot_installed: bool,
+    /// Windows of simulated seconds `[from, to]` in which no operation completes `ok`:
+    /// the cluster has no quorum (e.g. after a misconfigured voter was added).
+    #[serde(default)]
+    pub no_commit_s: Vec<[f64; 2]>,
+    /// Windows of simulated seconds `[from, to]` in each of which some write (put,
+    /// delete, cas) completes `ok`: the cluster commits.
+    #[serde(default)]
+    pub commit_s: Vec<[f64; 2]>,
     /// Every write (put, delete, cas) that completed `ok` did so within this many
     /// seconds of its invocation: the voters' commit latency was not disturbed.
     #[serde(default)]
@@ -261,6 +271,15 @@ impl Scenario {
         if let Some(r) = &self.random {
             if r.every[0] > r.every[1] || r.hold[0] > r.hold[1] || r.faults.is_empty() {
                 return Err("random: empty ranges or no faults".into());
+            }
+        }
+        let windows = self.expect.no_commit_s.iter().chain(&self.expect.commit_s);
+        for &[from, to] in windows {
+            if !(0.0 <= from && from <= to && to <= self.duration_s) {
+                return Err(format!(
+                    "expect: window [{from}, {to}] outside [0, {}]",
+                    self.duration_s
+                ));
             }
         }
         let mut last = 0.0;

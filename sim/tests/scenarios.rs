@@ -83,6 +83,7 @@ scenarios! {
     leader_transfer => "leader-transfer",
     learner_add => "learner-add",
     member_misconfigured => "member-misconfigured",
+    member_misconfigured_voter => "member-misconfigured-voter",
     split_2_1_while_adding => "split-2-1-while-adding",
 }
 
