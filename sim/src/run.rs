@@ -19,7 +19,7 @@ use crate::kv_cluster::{client_url, converged_hashes, KvCluster};
 use crate::nemesis::{self, Nemesis, SPLIT_GRACE};
 use crate::scenario::Scenario;
 use crate::watcher::{self, Responses};
-use crate::workload::{client, recorder};
+use crate::workload::{client, recorder, FencedLog};
 
 /// How long the cluster has to converge once every fault is undone.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -90,6 +90,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     let flags: Vec<&str> = scenario.flags.iter().map(String::as_str).collect();
     let mut cluster = KvCluster::start_with_flags(scenario.members, seed, &flags);
     let history = recorder();
+    let fenced = FencedLog::default();
     let duration = Duration::from_secs_f64(scenario.duration_s);
     let mut clients = Vec::new();
     for id in 0..scenario.workload.clients {
@@ -106,6 +107,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
             duration,
             workload,
             history,
+            fenced.clone(),
         )));
     }
     let responses = Responses::default();
@@ -155,6 +157,17 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
     let responses = responses.lock().unwrap().clone();
     failures.extend(check_history(&events, &responses));
     failures.extend(check_expectations(&scenario, &events, &splits));
+    if scenario.workload.lock > 0 {
+        let fenced = fenced.lock().unwrap().clone();
+        match detcd_check::lock::check(&fenced) {
+            Ok(s) if s.written == 0 => failures.push("no fenced write succeeded".into()),
+            Ok(s) if s.refused == 0 && scenario.expect.fence_refused => {
+                failures.push("no fenced write was refused: no holder lost its lock".into())
+            }
+            Ok(_) => {}
+            Err(e) => failures.push(format!("lock: {e}")),
+        }
+    }
     for e in cluster.exits.lock().unwrap().iter() {
         if scenario.expect.members_may_exit {
             log.push(format!("member stopped: {e}"));

@@ -67,6 +67,15 @@ pub struct Workload {
     /// Grant a lease, attach a key (outside the checked key space), keep alive or revoke.
     #[serde(default)]
     pub lease: u32,
+    /// Take the lock `lock/l0` with a lease of a few seconds, read a counter, write it plus
+    /// one fenced by the lock key's create revision, unlock: checked for mutual exclusion
+    /// ([`detcd_check::lock`]).
+    #[serde(default)]
+    pub lock: u32,
+    /// Simulated milliseconds (up to) a lock holder works between its read and its fenced
+    /// write, as a holder stalled by a pause: past its lease's TTL, it has lost the lock.
+    #[serde(default)]
+    pub lock_hold_ms: u64,
     /// Simulated milliseconds a client waits between operations.
     #[serde(default)]
     pub think_ms: u64,
@@ -242,6 +251,10 @@ pub struct Expect {
     /// delete, cas) completes `ok`: the cluster commits.
     #[serde(default)]
     pub commit_s: Vec<[f64; 2]>,
+    /// Some fenced write of a lock holder was refused by its fence: a holder lost its lock
+    /// (its lease expired) before it wrote, and the scenario showed the fence at work.
+    #[serde(default)]
+    pub fence_refused: bool,
     /// Every write (put, delete, cas) that completed `ok` did so within this many
     /// seconds of its invocation: the voters' commit latency was not disturbed.
     #[serde(default)]
@@ -262,7 +275,7 @@ impl Scenario {
             return Err(format!("members({}) out of [1, 9]", self.members));
         }
         let w = &self.workload;
-        if w.get + w.put + w.delete + w.cas + w.txn + w.lease == 0 {
+        if w.get + w.put + w.delete + w.cas + w.txn + w.lease + w.lock == 0 {
             return Err("the workload has no operations".into());
         }
         if w.keys == 0 {

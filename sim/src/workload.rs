@@ -1,18 +1,27 @@
 //! Client processes: each drives etcd's KV and Lease APIs through the real gRPC client
 //! with the scenario's operation mix and records a history in the format of HISTORY.md.
 //! Leases live under `lease/`, outside the checked key space `k0`..; their keys must be
-//! gone once their TTLs ran out, which the end-of-run check looks at.
+//! gone once their TTLs ran out, which the end-of-run check looks at. Lock holders write a
+//! counter under `lock-counter/`, fenced by their lock, and record those writes apart
+//! ([`FencedLog`]) for the mutual-exclusion check.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use detcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::lease_client::LeaseClient;
+use detcd::proto::etcdserverpb::request_op::Request;
 use detcd::proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest,
+    Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RequestOp,
+    TxnRequest,
 };
+use detcd::proto::v3lockpb::lock_client::LockClient;
+use detcd::proto::v3lockpb::{LockRequest, UnlockRequest};
 use detcd::runtime::{seeded_rng, trace, Clock};
 use detcd_check::client::{complete, execute, Answer, Call, Recorder, Send};
 use detcd_check::history::Event;
+use detcd_check::lock::{Fenced, FencedWrite};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tonic::transport::Channel;
@@ -24,8 +33,16 @@ use crate::scenario::Workload;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lease TTLs the workload grants, in seconds.
 const LEASE_TTL_S: std::ops::RangeInclusive<i64> = 2..=5;
+/// The lock the workload's holders take, and the counter they write under it.
+const LOCK_NAME: &str = "lock/l0";
+const COUNTER_KEY: &str = "lock-counter/l0";
+/// How long a client waits to acquire the lock: behind other holders, up to their leases.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(8);
 /// Marks the second process of a txn: it records the txn's get beside its cas.
 const TXN_READ_PROCESS: u64 = 1 << 15;
+
+/// Every fenced write of the run's lock holders.
+pub type FencedLog = Arc<Mutex<Vec<FencedWrite>>>;
 
 /// The history of every client, in the order events happened; each event also goes into
 /// the run's trace.
@@ -73,6 +90,7 @@ enum OpKind {
     Cas,
     Txn,
     Lease,
+    Lock,
 }
 
 fn pick(w: &Workload, rng: &mut ChaCha8Rng) -> OpKind {
@@ -83,6 +101,7 @@ fn pick(w: &Workload, rng: &mut ChaCha8Rng) -> OpKind {
         (OpKind::Cas, w.cas),
         (OpKind::Txn, w.txn),
         (OpKind::Lease, w.lease),
+        (OpKind::Lock, w.lock),
     ];
     let total: u32 = weights.iter().map(|(_, n)| n).sum();
     let mut x = rng.random_range(0..total);
@@ -105,6 +124,7 @@ struct Client {
     kv: Option<KvClient<Channel>>,
     rng: ChaCha8Rng,
     history: Recorder,
+    fenced: FencedLog,
     /// The last value this client saw per key: what its cas expects.
     seen: Vec<Option<String>>,
 }
@@ -118,6 +138,7 @@ pub async fn client(
     until: Duration,
     workload: Workload,
     history: Recorder,
+    fenced: FencedLog,
 ) {
     let start = Clock.now();
     let mut c = Client {
@@ -129,6 +150,7 @@ pub async fn client(
         kv: None,
         rng: seeded_rng(seed ^ (id << 32) ^ 0x636c_6965_6e74),
         history,
+        fenced,
         seen: vec![None; workload.keys],
     };
     while start.elapsed() < until {
@@ -144,6 +166,7 @@ pub async fn client(
         }
         match pick(&workload, &mut c.rng) {
             OpKind::Lease => c.lease().await,
+            OpKind::Lock => c.lock(workload.lock_hold_ms).await,
             kind => {
                 let k = c.rng.random_range(0..workload.keys);
                 c.kv_op(kind, k).await;
@@ -179,7 +202,7 @@ impl Client {
             OpKind::Delete => Call::Delete,
             OpKind::Cas => self.cas(k),
             OpKind::Txn => return self.txn(kv, k, key).await,
-            OpKind::Lease => unreachable!("leases are not key operations"),
+            OpKind::Lease | OpKind::Lock => unreachable!("not an operation on a checked key"),
         };
         let invoke = call.invoke(self.process, &key);
         self.history.record(invoke.clone());
@@ -285,5 +308,102 @@ impl Client {
             }
             _ => {}
         }
+    }
+
+    /// Takes the lock with a new lease, reads the counter, writes it plus one fenced by
+    /// the lock key's create revision, and unlocks. Any failure before the write gives up
+    /// (revoking the lease, so the lock is not left held until it expires).
+    async fn lock(&mut self, hold_ms: u64) {
+        let url = client_url(self.member);
+        let (Ok(mut lease), Ok(mut locks)) = (
+            LeaseClient::connect(url.clone()).await,
+            LockClient::connect(url).await,
+        ) else {
+            return self.next_member();
+        };
+        let ttl = self.rng.random_range(LEASE_TTL_S);
+        let Ok(granted) = with_timeout(lease.lease_grant(LeaseGrantRequest { ttl, id: 0 })).await
+        else {
+            return self.next_member();
+        };
+        let id = granted.id;
+        let req = LockRequest {
+            name: LOCK_NAME.into(),
+            lease: id,
+        };
+        let held = match tokio::time::timeout(LOCK_TIMEOUT, locks.lock(req)).await {
+            Ok(Ok(resp)) => self.fenced_write(&resp.into_inner().key, hold_ms).await,
+            _ => false,
+        };
+        trace(b'U', &[id as u64, held as u64]);
+        let _ = with_timeout(lease.lease_revoke(LeaseRevokeRequest { id })).await;
+        if !held {
+            self.next_member();
+        }
+    }
+
+    /// Under the lock `key`: reads its create revision and the counter, works for up to
+    /// `hold_ms`, writes the counter plus one if the lock key still has that create
+    /// revision, unlocks. False if it could not get as far as the write.
+    async fn fenced_write(&mut self, key: &[u8], hold_ms: u64) -> bool {
+        let mut kv = self.kv.clone().expect("connected");
+        let lock_key = String::from_utf8_lossy(key).into_owned();
+        let Ok(Some(mine)) = execute(&mut kv, &lock_key, &Call::Get, how(false))
+            .await
+            .map(|a| a.read)
+        else {
+            return false;
+        };
+        let Ok(counter) = execute(&mut kv, COUNTER_KEY, &Call::Get, how(false)).await else {
+            return false;
+        };
+        let read = counter.read_value().map_or(0, |v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{COUNTER_KEY} holds {v:?}, which no holder wrote"))
+        });
+        if hold_ms > 0 {
+            let work = self.rng.random_range(0..=hold_ms);
+            Clock.sleep(Duration::from_millis(work)).await;
+        }
+        let token = mine.create_revision;
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Create as i32,
+                key: key.to_vec(),
+                target_union: Some(TargetUnion::CreateRevision(token)),
+                range_end: Vec::new(),
+            }],
+            success: vec![RequestOp {
+                request: Some(Request::RequestPut(PutRequest {
+                    key: COUNTER_KEY.into(),
+                    value: (read + 1).to_string().into_bytes(),
+                    ..PutRequest::default()
+                })),
+            }],
+            failure: Vec::new(),
+        };
+        let outcome = match with_timeout(kv.txn(txn)).await {
+            Ok(r) if r.succeeded => Fenced::Written {
+                revision: r.header.map_or(0, |h| h.revision as u64),
+            },
+            Ok(_) => Fenced::Refused,
+            Err(_) => Fenced::Unknown,
+        };
+        let revision = match outcome {
+            Fenced::Written { revision } => revision,
+            _ => 0,
+        };
+        trace(b'F', &[token as u64, read, revision]);
+        self.fenced.lock().unwrap().push(FencedWrite {
+            process: self.process,
+            token: token as u64,
+            read,
+            outcome,
+        });
+        if let Ok(mut locks) = LockClient::connect(client_url(self.member)).await {
+            let _ = with_timeout(locks.unlock(UnlockRequest { key: key.to_vec() })).await;
+        }
+        true
     }
 }

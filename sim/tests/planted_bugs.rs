@@ -31,6 +31,9 @@ fn planted_bugs_are_caught_within_100_seeds() {
         (Bug::StaleRead, "split-2-2", "during the split"),
         // Acknowledged entries vanish when every member loses power at once.
         (Bug::AckBeforeFsync, "power-loss-all", ""),
+        // Two clients hold the lock at once: their fenced writes interleave (an older lock's
+        // write after a newer one's) or both write the same counter value.
+        (Bug::LockNoWait, "lock-safety", "lock: "),
     ] {
         let (seed, failures) = first_failure(bug, scenario)
             .unwrap_or_else(|| panic!("{} survived 100 seeds of {scenario}", bug.name()));

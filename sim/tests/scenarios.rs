@@ -84,6 +84,7 @@ scenarios! {
     learner_add => "learner-add",
     member_misconfigured => "member-misconfigured",
     member_misconfigured_voter => "member-misconfigured-voter",
+    lock_safety => "lock-safety",
     split_2_1_while_adding => "split-2-1-while-adding",
 }
 

@@ -14,6 +14,9 @@ pub enum Bug {
     /// WAL fsyncs report success without making anything durable, so members acknowledge
     /// appends that a power loss takes back.
     AckBeforeFsync,
+    /// The Lock service answers at once, without waiting for earlier contenders' keys to go,
+    /// so two clients hold a lock together.
+    LockNoWait,
 }
 
 impl Bug {
@@ -22,6 +25,7 @@ impl Bug {
         match self {
             Bug::StaleRead => "stale-read",
             Bug::AckBeforeFsync => "ack-before-fsync",
+            Bug::LockNoWait => "lock-no-wait",
         }
     }
 }

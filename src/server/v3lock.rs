@@ -8,6 +8,7 @@ use super::error::{Error, Result};
 use super::v3::Server;
 use crate::proto::etcdserverpb::{DeleteRangeRequest, RangeRequest};
 use crate::proto::v3lockpb::{LockResponse, UnlockResponse};
+use crate::runtime::{self, Bug};
 
 impl Server {
     /// Acquires the lock `name` for `lease`; answers once it is held.
@@ -18,11 +19,11 @@ impl Server {
         let prefix = contenders(name);
         let owner = self.range(first_or_last_created(&prefix, None)).await?;
         let mut header = mine.header;
-        if owner
+        let waits = owner
             .kvs
             .first()
-            .is_some_and(|kv| kv.create_revision != mine.rev)
-        {
+            .is_some_and(|kv| kv.create_revision != mine.rev);
+        if waits && !runtime::planted(Bug::LockNoWait) {
             self.wait_deletes(&prefix, mine.rev - 1).await?;
             // The lease may have expired while waiting, taking the key with it.
             let still = self

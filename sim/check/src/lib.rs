@@ -42,6 +42,7 @@ pub mod history;
 pub mod html;
 pub mod info;
 pub mod jepsen;
+pub mod lock;
 pub mod memo;
 pub mod model;
 pub mod partition;
