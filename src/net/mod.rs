@@ -7,5 +7,5 @@ mod authority;
 mod http;
 
 pub use http::{
-    client_server, serve_clients, ClientRouter, HttpHandler, HttpRequest, HttpResponse,
+    client_server, serve_clients, ClientRouter, HttpBody, HttpHandler, HttpRequest, HttpResponse,
 };
