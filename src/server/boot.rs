@@ -211,6 +211,9 @@ pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, B
         client_urls.collect(),
     ));
     tokio::spawn(expire_leases(server.clone(), cfg.election_timeout));
+    if let Some(policy) = cfg.auto_compaction {
+        tokio::spawn(super::compaction::run(server.clone(), policy));
+    }
     Ok(Started {
         server,
         raft_peers,

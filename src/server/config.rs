@@ -10,6 +10,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use sha1::{Digest, Sha1};
 
+use super::compaction::AutoCompaction;
 use super::url::Url;
 
 /// Elections slower than this make a cluster unavailable for too long after a failure.
@@ -116,6 +117,14 @@ pub struct Flags {
     /// Specify bcrypt algorithm cost factor for auth password hashing.
     #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
     pub bcrypt_cost: u32,
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for
+    /// duration based retention, defaulting to hours if no time unit is provided (e.g.
+    /// '5m'). 'revision' for revision number based retention.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Where to dial named peers instead of their advertised URLs, as name=url pairs: a
     /// fault runner puts a proxy on each link this way (`detcd-check jepsen`).
     #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_DIAL_URLS", hide = true)]
@@ -189,6 +198,8 @@ pub struct ServerConfig {
     /// How long a simple token lives unused.
     pub auth_token_ttl: Duration,
     pub bcrypt_cost: u32,
+    /// `None` when off.
+    pub auto_compaction: Option<AutoCompaction>,
     /// Dial URLs overriding peers' advertised ones, by member name.
     pub peer_dial_urls: BTreeMap<String, Url>,
 }
@@ -358,6 +369,8 @@ impl ServerConfig {
             ));
         }
         let peer_dial_urls = parse_peer_dial_urls(f, &initial_cluster)?;
+        let auto_compaction =
+            AutoCompaction::parse(&f.auto_compaction_mode, &f.auto_compaction_retention)?;
         Ok(ServerConfig {
             name: f.name.clone(),
             data_dir: f
@@ -383,6 +396,7 @@ impl ServerConfig {
             max_request_bytes: f.max_request_bytes,
             auth_token_ttl: Duration::from_secs(f.auth_token_ttl),
             bcrypt_cost: f.bcrypt_cost,
+            auto_compaction,
             peer_dial_urls,
         })
     }
