@@ -67,9 +67,11 @@ pub async fn run(
     let max_request = cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     let gateway = Gateway {
         kv: KvService(server.clone()),
+        watch: WatchService(server.clone()),
         lease: LeaseService(server.clone()),
         maintenance: MaintenanceService(server.clone()),
         cluster: ClusterService(server.clone()),
+        auth: AuthService(server.clone()),
         election: ElectionService(server.clone()),
         lock: LockService(server.clone()),
     };
@@ -79,10 +81,10 @@ pub async fn run(
     });
     let router = crate::net::client_server(http, max_request)
         .add_service(KvServer::new(gateway.kv).max_decoding_message_size(max_request))
-        .add_service(WatchServer::new(WatchService(server.clone())))
+        .add_service(WatchServer::new(gateway.watch))
         .add_service(LeaseServer::new(gateway.lease))
         .add_service(ClusterServer::new(gateway.cluster))
-        .add_service(AuthServer::new(AuthService(server.clone())))
+        .add_service(AuthServer::new(gateway.auth))
         .add_service(MaintenanceServer::new(gateway.maintenance))
         .add_service(ElectionServer::new(gateway.election))
         .add_service(LockServer::new(gateway.lock));

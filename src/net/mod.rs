@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 pub use dial::Dialer;
 pub use http::{
-    client_server, serve_clients, ClientRouter, HttpHandler, HttpRequest, HttpResponse,
+    client_server, serve_clients, ClientRouter, HttpBody, HttpHandler, HttpRequest, HttpResponse,
 };
 pub use tls::{ConnInfo, Tls, TlsSpec};
 
