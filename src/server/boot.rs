@@ -220,6 +220,9 @@ pub async fn start(
         client_urls.collect(),
     ));
     tokio::spawn(expire_leases(server.clone(), cfg.election_timeout));
+    if let Some(policy) = cfg.auto_compaction {
+        tokio::spawn(super::compaction::run(server.clone(), policy));
+    }
     Ok(Started {
         server,
         raft_peers,

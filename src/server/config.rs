@@ -10,6 +10,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use sha1::{Digest, Sha1};
 
+use super::compaction::AutoCompaction;
 use super::url::Url;
 use crate::net::TlsSpec;
 
@@ -161,6 +162,14 @@ pub struct Flags {
     /// Minimum TLS version supported by etcd (TLS1.2 or TLS1.3).
     #[arg(long, env = "ETCD_TLS_MIN_VERSION")]
     pub tls_min_version: Option<String>,
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for
+    /// duration based retention, defaulting to hours if no time unit is provided (e.g.
+    /// '5m'). 'revision' for revision number based retention.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Where to dial named peers instead of their advertised URLs, as name=url pairs: a
     /// fault runner puts a proxy on each link this way (`detcd-check jepsen`).
     #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_DIAL_URLS", hide = true)]
@@ -234,57 +243,50 @@ pub struct ServerConfig {
     /// How long a simple token lives unused.
     pub auth_token_ttl: Duration,
     pub bcrypt_cost: u32,
+    /// `None` when off.
+    pub auto_compaction: Option<AutoCompaction>,
     /// Dial URLs overriding peers' advertised ones, by member name.
     pub peer_dial_urls: BTreeMap<String, Url>,
     pub client_tls: TlsSpec,
     pub peer_tls: TlsSpec,
 }
 
-/// `side`'s TLS flags; an `https://` listen URL needs a certificate, as in etcd.
+/// The client's TLS flags, or (`peer`) the peer's; an `https://` listen URL needs a
+/// certificate, as in etcd.
 fn tls_spec(f: &Flags, peer: bool, listen: &[Url]) -> Result<TlsSpec, String> {
-    let spec = TlsSpec {
-        cert_file: if peer {
-            &f.peer_cert_file
-        } else {
-            &f.cert_file
-        }
-        .clone(),
-        key_file: if peer { &f.peer_key_file } else { &f.key_file }.clone(),
-        trusted_ca_file: if peer {
-            &f.peer_trusted_ca_file
-        } else {
-            &f.trusted_ca_file
-        }
-        .clone(),
-        client_cert_auth: if peer {
-            f.peer_client_cert_auth
-        } else {
-            f.client_cert_auth
-        },
-        auto_tls: if peer { f.peer_auto_tls } else { f.auto_tls },
-        allowed_cn: if peer {
-            f.peer_cert_allowed_cn.clone()
-        } else {
-            None
-        },
-        cipher_suites: f
-            .cipher_suites
-            .iter()
-            .flat_map(|s| s.split(','))
+    let cipher_suites = f.cipher_suites.iter().flat_map(|s| s.split(','));
+    let shared = TlsSpec {
+        cipher_suites: cipher_suites
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect(),
         min_version: f.tls_min_version.clone(),
+        ..TlsSpec::default()
     };
-    let (prefix, kind) = if peer {
-        ("peer-", "peer")
+    let (spec, prefix, kind) = if peer {
+        let spec = TlsSpec {
+            cert_file: f.peer_cert_file.clone(),
+            key_file: f.peer_key_file.clone(),
+            trusted_ca_file: f.peer_trusted_ca_file.clone(),
+            client_cert_auth: f.peer_client_cert_auth,
+            auto_tls: f.peer_auto_tls,
+            allowed_cn: f.peer_cert_allowed_cn.clone(),
+            ..shared
+        };
+        (spec, "peer-", "peer")
     } else {
-        ("", "client")
+        let spec = TlsSpec {
+            cert_file: f.cert_file.clone(),
+            key_file: f.key_file.clone(),
+            trusted_ca_file: f.trusted_ca_file.clone(),
+            client_cert_auth: f.client_cert_auth,
+            auto_tls: f.auto_tls,
+            ..shared
+        };
+        (spec, "", "client")
     };
-    if let Some(url) = listen
-        .iter()
-        .find(|u| u.scheme == "https" || u.scheme == "unixs")
-    {
+    let secure = |u: &&Url| u.scheme == "https" || u.scheme == "unixs";
+    if let Some(url) = listen.iter().find(secure) {
         if !spec.has_certificate() {
             return Err(format!(
                 "TLS key/cert (--{prefix}cert-file, --{prefix}key-file) must be provided for \
@@ -464,6 +466,8 @@ impl ServerConfig {
         let listen_peer_urls = urls("listen-peer-urls", &f.listen_peer_urls)?;
         let client_tls = tls_spec(f, false, &listen_client_urls)?;
         let peer_tls = tls_spec(f, true, &listen_peer_urls)?;
+        let auto_compaction =
+            AutoCompaction::parse(&f.auto_compaction_mode, &f.auto_compaction_retention)?;
         Ok(ServerConfig {
             name: f.name.clone(),
             data_dir: f
@@ -489,6 +493,7 @@ impl ServerConfig {
             max_request_bytes: f.max_request_bytes,
             auth_token_ttl: Duration::from_secs(f.auth_token_ttl),
             bcrypt_cost: f.bcrypt_cost,
+            auto_compaction,
             peer_dial_urls,
             client_tls,
             peer_tls,
