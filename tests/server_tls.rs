@@ -9,9 +9,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::tls::{CertFiles, TestCa};
@@ -71,29 +69,7 @@ fn tls_args(ca: &TestCa, client: &CertFiles) -> Vec<String> {
 
 /// An HTTP/1.1 GET over TLS, presenting `client`'s certificate; the whole response.
 fn https_get(port: u16, ca: &TestCa, client: &CertFiles, path: &str) -> String {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&ca.cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let certs: Vec<_> = CertificateDer::pem_file_iter(&client.cert)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(&client.key).unwrap();
-    #[allow(deprecated)] // the provider the server uses (src/net/tls.rs)
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .unwrap();
-    let name = "127.0.0.1".try_into().unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = ca.connect(port, client);
     write!(
         tls,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"

@@ -1,7 +1,9 @@
 //! Test certificates, made fresh by each test (rcgen) and written under its temporary
 //! directory: a CA, and certificates it signs for servers and clients.
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -55,5 +57,36 @@ impl TestCa {
         std::fs::write(&files.cert, cert.pem()).unwrap();
         std::fs::write(&files.key, key.serialize_pem()).unwrap();
         files
+    }
+
+    /// A TLS connection to 127.0.0.1:`port` that trusts this CA and presents `client`.
+    /// The handshake happens on first use.
+    pub fn connect(
+        &self,
+        port: u16,
+        client: &CertFiles,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&self.cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let certs: Vec<_> = CertificateDer::pem_file_iter(&client.cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&client.key).unwrap();
+        #[allow(deprecated)] // the provider the server uses (src/net/tls.rs)
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap();
+        let name = "127.0.0.1".try_into().unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        rustls::StreamOwned::new(conn, TcpStream::connect(("127.0.0.1", port)).unwrap())
     }
 }
