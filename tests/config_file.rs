@@ -108,13 +108,22 @@ fn bad_config_files_stop_the_member_at_start() {
             "invalid value 'often' for '--heartbeat-interval".to_string(),
         ),
         (
-            good.replace("auto-compaction-retention: \"1\"", "auto-compaction-retention: 1d"),
+            good.replace(
+                "auto-compaction-retention: \"1\"",
+                "auto-compaction-retention: 1d",
+            ),
             "invalid --auto-compaction-retention".to_string(),
         ),
-        ("name: [\n".to_string(), "did not find expected node content".into()),
         (
-            good.replace("  cert-file:\n  key-file:\n  client-cert-auth: false\n  trusted-ca-file:\n  auto-tls: false\npeer", "  cert-file:\n  key-file:\n  client-cert-auth: false\n  trusted-ca-file:\n  auto-tls: true\npeer"),
-            r#""client-transport-security.auto-tls" is not served by detcd"#.to_string(),
+            "name: [\n".to_string(),
+            "did not find expected node content".into(),
+        ),
+        (
+            good.replace(
+                "  auto-tls: false\npeer",
+                "  auto-tls: false\n  client-cert-file: /c.crt\npeer",
+            ),
+            r#""client-transport-security.client-cert-file" is not served by detcd"#.to_string(),
         ),
     ] {
         let file = dir.path().join("etcd.yaml");

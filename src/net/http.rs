@@ -12,12 +12,13 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
+
+use super::{Listen, ListenError};
 
 /// A request for one of the handler's paths, its body read in full.
 #[derive(Debug, Clone, Default)]
@@ -79,43 +80,42 @@ pub type ClientRouter =
 #[cfg(madsim)]
 pub type ClientRouter = tonic::transport::server::Router;
 
-/// Serves `router` on `addr` until `shutdown`. Each connection goes through
-/// [`super::authority::Authority`], so that etcdctl 3.4's `http://` endpoints work.
+/// Serves `router` on every client listen URL until `shutdown`. Each connection goes
+/// through [`super::authority::Authority`], so that etcdctl 3.4's `http://` endpoints work.
 #[cfg(not(madsim))]
 pub async fn serve_clients(
     router: ClientRouter,
-    addr: SocketAddr,
+    listens: Vec<Listen>,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let incoming = futures::stream::poll_fn(move |cx| {
-        listener.poll_accept(cx).map(|accepted| {
-            Some(accepted.map(|(tcp, _)| {
-                // As tonic's own listener does: responses are small and latency matters.
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::warn!("client connection: cannot set TCP_NODELAY: {e}");
-                }
-                super::authority::Authority::new(tcp)
-            }))
-        })
-    });
+) -> Result<(), ListenError> {
+    use futures::StreamExt;
+    let urls = super::urls(&listens);
+    let incoming = super::listen::incoming(listens).await?;
+    let incoming = incoming.map(|conn| conn.map(super::authority::Authority::new));
     router
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .map_err(io::Error::other)
+        .map_err(|e| ListenError {
+            url: urls,
+            source: io::Error::other(e),
+        })
 }
 
-/// Serves `router` on `addr` until `shutdown`.
+/// Serves `router` on the first client listen URL until `shutdown`: the simulator needs
+/// no more.
 #[cfg(madsim)]
 pub async fn serve_clients(
     router: ClientRouter,
-    addr: SocketAddr,
+    listens: Vec<Listen>,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+) -> Result<(), ListenError> {
     router
-        .serve_with_shutdown(addr, shutdown)
+        .serve_with_shutdown(listens[0].addr, shutdown)
         .await
-        .map_err(io::Error::other)
+        .map_err(|e| ListenError {
+            url: super::urls(&listens),
+            source: io::Error::other(e),
+        })
 }
 
 #[cfg(not(madsim))]
