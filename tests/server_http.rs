@@ -328,3 +328,44 @@ async fn json_gateway_cluster_election_and_lock() {
         .await;
     assert_eq!(held.unwrap().count(), 0);
 }
+
+/// A gateway watch lives on after its request body ends, and goes when its client does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_watch_ends_with_its_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = Member::new("gw3", dir.path());
+    let _proc = member.start(None);
+    let port = member.client_port;
+    let mut client = ready_client(port).await;
+    let watchers = || async move {
+        sample(
+            &get(port, "/metrics").await.ok()?.body,
+            "etcd_debugging_mvcc_watcher_total",
+        )
+    };
+
+    let body = r#"{"create_request":{"key":"YQ==","range_end":"Yg=="}}"#;
+    let mut watch = common::http::post_stream(port, "/v3/watch", None, body)
+        .await
+        .unwrap();
+    assert_eq!(watch.status, 200);
+    let created: serde_json::Value = serde_json::from_str(&watch.next().await.unwrap()).unwrap();
+    assert_eq!(created["result"]["created"], true, "{created}");
+    for i in 0..3 {
+        client.put(format!("a{i}"), "v", None).await.unwrap();
+    }
+    // a0, a1, a2 in base64.
+    for key in ["YTA=", "YTE=", "YTI="] {
+        let line = watch.next().await.unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["result"]["events"][0]["kv"]["key"], key, "{line}");
+    }
+    assert_eq!(watchers().await, Some(1.0));
+    drop(watch);
+    poll(
+        "the watcher gone with its client",
+        Duration::from_secs(10),
+        || async { (watchers().await? == 0.0).then_some(()) },
+    )
+    .await;
+}

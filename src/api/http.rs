@@ -7,7 +7,7 @@ use std::pin::Pin;
 use serde::Serialize;
 
 use super::gateway::{self, Gateway};
-use crate::net::{HttpHandler, HttpRequest, HttpResponse};
+use crate::net::{HttpBody, HttpHandler, HttpRequest, HttpResponse};
 use crate::server::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::server::{Server, SERVER_VERSION};
 
@@ -48,7 +48,7 @@ pub(super) fn response(status: u16, content_type: &'static str, body: Vec<u8>) -
     HttpResponse {
         status,
         content_type,
-        body,
+        body: HttpBody::Full(body),
     }
 }
 

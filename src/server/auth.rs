@@ -139,21 +139,29 @@ impl Server {
         }?)
     }
 
-    /// The caller a request's `token` names: `None` while auth is off (tokens are then
-    /// ignored, as etcd does) or when no token came; an unknown or expired token fails.
+    /// The caller a request's `token` names, or without a token the Common Name of its
+    /// client certificate (`--client-cert-auth`, as etcd's `AuthInfoFromTLS`): `None` while
+    /// auth is off (tokens are then ignored, as etcd does) or when neither came; an
+    /// unknown or expired token fails.
     /// A simple token names only a user: as in etcd, the caller is checked at the auth
     /// revision of its arrival, so a token outlives permission changes and every request
     /// meets the permissions of its time.
-    pub fn auth_info(&self, token: Option<&str>) -> Result<Option<AuthInfo>> {
+    pub fn auth_info(
+        &self,
+        token: Option<&str>,
+        cert_name: Option<&str>,
+    ) -> Result<Option<AuthInfo>> {
         let mut auth = lock(&self.auth);
-        match token {
-            Some(token) if auth.is_enabled() => {
-                let user = auth.tokens.info(token, self.clock.now())?.user;
-                let revision = auth.revision();
-                Ok(Some(AuthInfo { user, revision }))
-            }
-            _ => Ok(None),
+        if !auth.is_enabled() {
+            return Ok(None);
         }
+        let user = match (token, cert_name) {
+            (Some(token), _) => auth.tokens.info(token, self.clock.now())?.user,
+            (None, Some(name)) => name.to_string(),
+            (None, None) => return Ok(None),
+        };
+        let revision = auth.revision();
+        Ok(Some(AuthInfo { user, revision }))
     }
 
     /// Auth administration is root's (anyone's while auth is off).

@@ -23,6 +23,7 @@ use super::v3::Server;
 use crate::auth::AuthStore;
 use crate::lease::{Lessor, LessorConfig};
 use crate::mvcc::{self, KvStore, WatchConfig, WatchableStore};
+use crate::net::Dialer;
 use crate::proto::etcdserverpb::{
     LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseRevokeRequest,
 };
@@ -66,6 +67,9 @@ pub enum BootError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("detcd: member stopped: {0}")]
     Stopped(String),
+    /// A TLS flag names a file that cannot be read or used.
+    #[error("detcd: {0}")]
+    Tls(String),
 }
 
 /// The socket address to bind for `url`: `localhost` means the IPv4 loopback.
@@ -93,8 +97,12 @@ pub struct Started {
 
 /// Opens the data directory, store and WAL, finds the member's identity, and starts the
 /// member loop and its background jobs (watcher sync, lease expiry, publishing this
-/// member's attributes).
-pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, BootError> {
+/// member's attributes). Every peer call dials through `dialer`.
+pub async fn start(
+    cfg: &ServerConfig,
+    disk: Arc<dyn Disk>,
+    dialer: Dialer,
+) -> Result<Started, BootError> {
     let member_dir = cfg.data_dir.join("member");
     let snap_dir = member_dir.join("snap");
     disk.create_dir_all(&snap_dir)
@@ -126,12 +134,13 @@ pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, B
         member_id,
         cluster_id,
         cluster,
-    } = super::join::cluster_at_start(cfg, &store, disk.as_ref(), &member_dir.join("wal")).await?;
+    } = super::join::cluster_at_start(cfg, &store, disk.as_ref(), &member_dir.join("wal"), &dialer)
+        .await?;
     let metrics = Arc::new(ServerMetrics::new(member_id));
     lock(&store)
         .backend()
         .observe_commits(metrics.backend_commit.clone());
-    let (transport, events) = Transport::new(member_id, cluster_id);
+    let (transport, events) = Transport::with_dialer(member_id, cluster_id, dialer);
     for m in cluster.members().iter().filter(|m| m.id != member_id) {
         transport.add_peer(m.id, &cfg.dial_url(&m.name, &m.peer_ur_ls[0]));
     }
@@ -211,6 +220,9 @@ pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, B
         client_urls.collect(),
     ));
     tokio::spawn(expire_leases(server.clone(), cfg.election_timeout));
+    if let Some(policy) = cfg.auto_compaction {
+        tokio::spawn(super::compaction::run(server.clone(), policy));
+    }
     Ok(Started {
         server,
         raft_peers,

@@ -10,7 +10,9 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use sha1::{Digest, Sha1};
 
+use super::compaction::AutoCompaction;
 use super::url::Url;
+use crate::net::TlsSpec;
 
 /// Elections slower than this make a cluster unavailable for too long after a failure.
 pub const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
@@ -116,6 +118,58 @@ pub struct Flags {
     /// Specify bcrypt algorithm cost factor for auth password hashing.
     #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
     pub bcrypt_cost: u32,
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub client_cert_auth: bool,
+    /// Client TLS using generated certificates.
+    #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub auto_tls: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
+    /// Allowed CN for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Peer TLS using generated certificates.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_auto_tls: bool,
+    /// Comma-separated list of supported TLS cipher suites between client/server and
+    /// peers (empty will be auto-populated by rustls).
+    #[arg(long, env = "ETCD_CIPHER_SUITES")]
+    pub cipher_suites: Option<String>,
+    /// Minimum TLS version supported by etcd (TLS1.2 or TLS1.3).
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION")]
+    pub tls_min_version: Option<String>,
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for
+    /// duration based retention, defaulting to hours if no time unit is provided (e.g.
+    /// '5m'). 'revision' for revision number based retention.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Where to dial named peers instead of their advertised URLs, as name=url pairs: a
     /// fault runner puts a proxy on each link this way (`detcd-check jepsen`).
     #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_DIAL_URLS", hide = true)]
@@ -189,8 +243,58 @@ pub struct ServerConfig {
     /// How long a simple token lives unused.
     pub auth_token_ttl: Duration,
     pub bcrypt_cost: u32,
+    /// `None` when off.
+    pub auto_compaction: Option<AutoCompaction>,
     /// Dial URLs overriding peers' advertised ones, by member name.
     pub peer_dial_urls: BTreeMap<String, Url>,
+    pub client_tls: TlsSpec,
+    pub peer_tls: TlsSpec,
+}
+
+/// The client's TLS flags, or (`peer`) the peer's; an `https://` listen URL needs a
+/// certificate, as in etcd.
+fn tls_spec(f: &Flags, peer: bool, listen: &[Url]) -> Result<TlsSpec, String> {
+    let cipher_suites = f.cipher_suites.iter().flat_map(|s| s.split(','));
+    let shared = TlsSpec {
+        cipher_suites: cipher_suites
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        min_version: f.tls_min_version.clone(),
+        ..TlsSpec::default()
+    };
+    let (spec, prefix, kind) = if peer {
+        let spec = TlsSpec {
+            cert_file: f.peer_cert_file.clone(),
+            key_file: f.peer_key_file.clone(),
+            trusted_ca_file: f.peer_trusted_ca_file.clone(),
+            client_cert_auth: f.peer_client_cert_auth,
+            auto_tls: f.peer_auto_tls,
+            allowed_cn: f.peer_cert_allowed_cn.clone(),
+            ..shared
+        };
+        (spec, "peer-", "peer")
+    } else {
+        let spec = TlsSpec {
+            cert_file: f.cert_file.clone(),
+            key_file: f.key_file.clone(),
+            trusted_ca_file: f.trusted_ca_file.clone(),
+            client_cert_auth: f.client_cert_auth,
+            auto_tls: f.auto_tls,
+            ..shared
+        };
+        (spec, "", "client")
+    };
+    let secure = |u: &&Url| u.scheme == "https" || u.scheme == "unixs";
+    if let Some(url) = listen.iter().find(secure) {
+        if !spec.has_certificate() {
+            return Err(format!(
+                "TLS key/cert (--{prefix}cert-file, --{prefix}key-file) must be provided for \
+                 {kind} url {url} with HTTPS scheme"
+            ));
+        }
+    }
+    Ok(spec)
 }
 
 fn urls(flag: &str, value: &str) -> Result<Vec<Url>, String> {
@@ -358,15 +462,21 @@ impl ServerConfig {
             ));
         }
         let peer_dial_urls = parse_peer_dial_urls(f, &initial_cluster)?;
+        let listen_client_urls = urls("listen-client-urls", &f.listen_client_urls)?;
+        let listen_peer_urls = urls("listen-peer-urls", &f.listen_peer_urls)?;
+        let client_tls = tls_spec(f, false, &listen_client_urls)?;
+        let peer_tls = tls_spec(f, true, &listen_peer_urls)?;
+        let auto_compaction =
+            AutoCompaction::parse(&f.auto_compaction_mode, &f.auto_compaction_retention)?;
         Ok(ServerConfig {
             name: f.name.clone(),
             data_dir: f
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!("{}.detcd", f.name))),
-            listen_client_urls: urls("listen-client-urls", &f.listen_client_urls)?,
+            listen_client_urls,
             advertise_client_urls: urls("advertise-client-urls", &f.advertise_client_urls)?,
-            listen_peer_urls: urls("listen-peer-urls", &f.listen_peer_urls)?,
+            listen_peer_urls,
             initial_advertise_peer_urls,
             initial_cluster,
             initial_cluster_state: match f.initial_cluster_state.as_str() {
@@ -383,7 +493,10 @@ impl ServerConfig {
             max_request_bytes: f.max_request_bytes,
             auth_token_ttl: Duration::from_secs(f.auth_token_ttl),
             bcrypt_cost: f.bcrypt_cost,
+            auto_compaction,
             peer_dial_urls,
+            client_tls,
+            peer_tls,
         })
     }
 

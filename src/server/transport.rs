@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::net::Dialer;
 use crate::proto::peerpb::peer_client::PeerClient;
 use crate::proto::peerpb::peer_server::Peer;
 pub use crate::proto::peerpb::peer_server::PeerServer;
@@ -43,7 +43,6 @@ const EVENT_QUEUE_LEN: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// etcd redials an unreachable peer every 100 ms; dialling is cheap, a slow recovery is not.
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a stream may carry messages to a peer that says nothing back before it is
 /// redialled: ten election timeouts' worth of heartbeats at etcd's defaults would be
 /// answered in this time (etcd's ConnReadTimeout is 5 s; a follower busy with a slow fsync
@@ -74,6 +73,7 @@ pub struct Transport {
     removed: Arc<Mutex<BTreeSet<u64>>>,
     /// When each peer was last heard from, kept across link restarts.
     heard: Arc<Mutex<BTreeMap<u64, Heard>>>,
+    dialer: Dialer,
 }
 
 /// When a peer's last message arrived, written by the receiving side and read by the
@@ -98,6 +98,15 @@ impl Drop for Link {
 impl Transport {
     /// A transport for `member_id` in `cluster_id`, and the receiver of its events.
     pub fn new(member_id: u64, cluster_id: u64) -> (Transport, mpsc::Receiver<PeerEvent>) {
+        Transport::with_dialer(member_id, cluster_id, Dialer::default())
+    }
+
+    /// [`Transport::new`], dialling peers with `dialer` (peer TLS).
+    pub fn with_dialer(
+        member_id: u64,
+        cluster_id: u64,
+        dialer: Dialer,
+    ) -> (Transport, mpsc::Receiver<PeerEvent>) {
         let (events, rx) = mpsc::channel(EVENT_QUEUE_LEN);
         let transport = Transport {
             member_id,
@@ -106,8 +115,14 @@ impl Transport {
             events,
             removed: Arc::default(),
             heard: Arc::default(),
+            dialer,
         };
         (transport, rx)
+    }
+
+    /// How this member dials its peers, for every peer call.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     fn links(&self) -> MutexGuard<'_, BTreeMap<u64, Link>> {
@@ -136,6 +151,7 @@ impl Transport {
             LinkState {
                 active_since: active_since.clone(),
                 heard,
+                dialer: self.dialer.clone(),
             },
         ));
         links.insert(
@@ -194,9 +210,10 @@ impl Transport {
         let to = out.message.to;
         let url = self.links().get(&to).map(|l| l.url.clone());
         let (events, cluster_id) = (self.events.clone(), self.cluster_id);
+        let dialer = self.dialer.clone();
         tokio::spawn(async move {
             let result = match url {
-                Some(url) => snapshot::send(&url, cluster_id, out).await,
+                Some(url) => snapshot::send(&dialer, &url, cluster_id, out).await,
                 None => Err("no link to the member".to_string()),
             };
             let status = match result {
@@ -241,6 +258,7 @@ struct LinkState {
     /// Since when the stream is up; None while down.
     active_since: Arc<Mutex<Option<tokio::time::Instant>>>,
     heard: Heard,
+    dialer: Dialer,
 }
 
 async fn run_link(
@@ -253,14 +271,7 @@ async fn run_link(
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let connected = match Endpoint::from_shared(url.clone()) {
-            Ok(endpoint) => endpoint
-                .connect_timeout(CONNECT_TIMEOUT)
-                .connect()
-                .await
-                .ok(),
-            Err(_) => None,
-        };
+        let connected = state.dialer.connect(&url).await.ok();
         if let Some(channel) = connected {
             backoff = BACKOFF_MIN;
             *lock(&state.active_since) = Some(Clock.now());
