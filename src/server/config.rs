@@ -30,6 +30,10 @@ pub const MIN_WAL_SEGMENT_BYTES: u64 = 16 << 10;
     about = "An etcd-compatible key-value store member"
 )]
 pub struct Flags {
+    /// Path to the server configuration file (etcd's YAML). Note that if a configuration
+    /// file is provided, other command line flags and environment variables will be ignored.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub name: String,
@@ -186,6 +190,26 @@ impl Flags {
     {
         let mut cmd = Flags::command();
         let matches = cmd.try_get_matches_from_mut(args)?;
+        if matches.contains_id("config_file") {
+            let ignored: Vec<String> = cmd
+                .get_arguments()
+                .filter(|a| a.get_id() != "config_file")
+                .filter_map(|a| match matches.value_source(a.get_id().as_str()) {
+                    Some(ValueSource::CommandLine) => Some(format!("--{}", a.get_long()?)),
+                    Some(ValueSource::EnvVariable) => {
+                        Some(a.get_env()?.to_string_lossy().into_owned())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !ignored.is_empty() {
+                tracing::warn!(
+                    ?ignored,
+                    "a configuration file is given: other flags and environment variables are ignored"
+                );
+            }
+            return Flags::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd));
+        }
         let shadowed = cmd.get_arguments().find_map(|arg| {
             let env = arg.get_env()?;
             (matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
@@ -202,6 +226,25 @@ impl Flags {
             ));
         }
         Flags::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
+}
+
+impl Flags {
+    /// The flags an etcd configuration file (YAML, see [`file`]) sets; the environment
+    /// plays no part, as in etcd.
+    pub fn from_config_file(yaml: &str) -> Result<Flags, String> {
+        let mut cmd = Flags::command().mut_args(|a| a.env(None));
+        let has_flag = |name: &str| {
+            name != "config-file" && cmd.get_arguments().any(|a| a.get_long() == Some(name))
+        };
+        let args = file::args(yaml, has_flag)?;
+        let argv = std::iter::once("detcd".to_string()).chain(args);
+        let matches = cmd.try_get_matches_from_mut(argv).map_err(|e| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            first.trim_start_matches("error: ").to_string()
+        })?;
+        Flags::from_arg_matches(&matches).map_err(|e| e.to_string())
     }
 }
 
@@ -527,5 +570,6 @@ impl ServerConfig {
     }
 }
 
+mod file;
 #[cfg(test)]
 mod tests;
