@@ -8,7 +8,8 @@ mod common;
 
 use common::{grpc_message, ready_client, Member};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, LockOptions, Permission, Txn, TxnOp, UserAddOptions,
+    AlarmAction, AlarmType, Client, Compare, CompareOp, ConnectOptions, LeaseTimeToLiveOptions,
+    LockOptions, Permission, PutOptions, Txn, TxnOp, UserAddOptions,
 };
 use tonic::Code;
 
@@ -93,10 +94,37 @@ async fn users_roles_and_permissions_through_etcd_client() {
         refusal(alice.lock("other", Some(other)).await).0,
         Code::PermissionDenied
     );
+    // A lease's time to live names its keys: only for a reader of every one (etcd's fix
+    // for GHSA-3p4g-rcw5-8298). Raising or clearing an alarm is root's; listing is not.
+    let mut root = login(&m, "root", "rootpw").await.unwrap();
+    let secret = root.lease_grant(30, None).await.unwrap().id();
+    let attach = PutOptions::new().with_lease(secret);
+    root.put("secret", "x", Some(attach)).await.unwrap();
+    let keys = || Some(LeaseTimeToLiveOptions::new().with_keys());
+    assert_eq!(
+        refusal(alice.lease_time_to_live(secret, keys()).await).0,
+        Code::PermissionDenied
+    );
+    alice.lease_time_to_live(lease, keys()).await.unwrap();
+    assert_eq!(
+        refusal(
+            alice
+                .alarm(AlarmAction::Deactivate, AlarmType::None, None)
+                .await
+        )
+        .0,
+        Code::PermissionDenied
+    );
+    alice
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .unwrap();
+    root.alarm(AlarmAction::Deactivate, AlarmType::None, None)
+        .await
+        .unwrap();
 
     // Revoking under alice's live token: her next write is checked against the new
     // permissions, not the ones her token was issued with.
-    let mut root = login(&m, "root", "rootpw").await.unwrap();
     let revoke = etcd_client::RoleRevokePermissionOptions::new().with_prefix();
     root.role_revoke_permission("app", "app/", Some(revoke))
         .await

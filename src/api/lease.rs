@@ -68,7 +68,9 @@ impl Lease for LeaseService {
         let req = request.into_inner();
         self.0
             .authorize(caller.as_ref(), Access::LeaseRevoke(req.id))?;
-        Ok(Response::new(self.0.lease_revoke(req).await?))
+        Ok(Response::new(
+            self.0.lease_revoke(caller.as_ref(), req).await?,
+        ))
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -85,8 +87,11 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let resp = self.0.lease_time_to_live(request.into_inner()).await?;
-        Ok(Response::new(resp))
+        let caller = super::auth::caller(&self.0, &request)?;
+        let req = request.into_inner();
+        self.0
+            .authorize(caller.as_ref(), Access::LeaseTimeToLive(req.id))?;
+        Ok(Response::new(self.0.lease_time_to_live(req).await?))
     }
 
     async fn lease_leases(

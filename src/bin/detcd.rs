@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use detcd::runtime::RealDisk;
+use detcd::runtime::{self, RealDisk};
 use detcd::server::config::{Flags, ServerConfig};
 use detcd::start;
 
@@ -55,10 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = runtime::threaded_runtime().expect("tokio runtime");
     match runtime.block_on(start::run(cfg, Arc::new(RealDisk), shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -296,7 +296,7 @@ async fn expire_leases(server: Server, election_timeout: Duration) {
         for id in expired {
             let server = server.clone();
             tokio::spawn(async move {
-                let _ = server.lease_revoke(LeaseRevokeRequest { id }).await;
+                let _ = server.lease_revoke(None, LeaseRevokeRequest { id }).await;
             });
         }
         if !checkpoints.is_empty() {

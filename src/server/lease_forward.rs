@@ -99,7 +99,7 @@ impl LeaseForwarder {
             });
             let member = self.member.clone();
             tokio::spawn(async move {
-                let _ = member.propose(request).await;
+                let _ = member.propose(request.into()).await;
             });
         }
         Ok(resp)
