@@ -29,7 +29,7 @@ use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
-use crate::runtime::{Clock, Disk, OpenMode};
+use crate::runtime::{read_file, Clock, Disk};
 use crate::server::boot::{self, bind_addr, BootError, Started};
 use crate::server::config::ServerConfig;
 use crate::server::transport::PeerServer;
@@ -142,7 +142,7 @@ fn load_tls(
         .collect();
     Tls::load(spec, flag, &hosts, read)
         .map(Some)
-        .map_err(BootError::Tls)
+        .map_err(BootError::Keys)
 }
 
 /// Every URL in `urls`, each with `tls` if it is `https://`.
@@ -172,14 +172,6 @@ fn listen_error(e: ListenError) -> BootError {
         url: e.url,
         reason: e.source.to_string(),
     }
-}
-
-/// A whole file, read through the runtime's disk (certificates and keys named by flags).
-fn read_file(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8>> {
-    let file = disk.open(path, OpenMode::Existing)?;
-    let mut data = vec![0; file.len()? as usize];
-    file.read_at(0, &mut data)?;
-    Ok(data)
 }
 
 /// Splits `shutdown` into the signal for the client listener (stop accepting, let

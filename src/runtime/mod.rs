@@ -15,7 +15,7 @@ mod sparse;
 mod zeros;
 
 pub use clock::Clock;
-pub use disk::{Disk, DiskFile, OpenMode};
+pub use disk::{read_file, Disk, DiskFile, OpenMode};
 pub use hooks::{
     planted, reach, reached, trace, trace_reset, trace_value, Bug, Milestone, PLANT_BUG_ENV,
 };

@@ -90,6 +90,11 @@ pub(super) fn check_at_apply(
     check(auth, lessor, Some(&caller), access)
 }
 
+/// The wall clock as JWT expiries count it (virtual under madsim).
+fn unix_now() -> std::time::Duration {
+    std::time::Duration::from_nanos(crate::runtime::Clock.unix_nanos() as u64)
+}
+
 /// Letters of a simple token, as etcd's `randString` draws them.
 const TOKEN_LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 /// Random letters in a simple token (etcd's `defaultSimpleTokenLength`).
@@ -196,10 +201,13 @@ impl Server {
         if !auth.is_enabled() {
             return Ok(None);
         }
-        let user = match (token, cert_name) {
-            (Some(token), _) => auth.tokens.info(token, self.clock.now())?.user,
-            (None, Some(name)) => name.to_string(),
-            (None, None) => return Ok(None),
+        let user = match (token, cert_name, &self.jwt) {
+            // A JWT carries the auth revision it was issued at: one from before a change
+            // is refused when checked.
+            (Some(token), _, Some(jwt)) => return Ok(Some(jwt.verify(token, unix_now())?)),
+            (Some(token), _, None) => auth.tokens.info(token, self.clock.now())?.user,
+            (None, Some(name), _) => name.to_string(),
+            (None, None, _) => return Ok(None),
         };
         let revision = auth.revision();
         Ok(Some(AuthInfo { user, revision }))
@@ -255,7 +263,17 @@ impl Server {
             simple_token,
             checked_revision,
         };
-        self.write(None, Request::Authenticate(request)).await
+        let mut resp: AuthenticateResponse =
+            self.write(None, Request::Authenticate(request)).await?;
+        if let Some(jwt) = &self.jwt {
+            let revision = lock(&self.auth).revision();
+            let info = AuthInfo {
+                user: name.to_string(),
+                revision,
+            };
+            resp.token = jwt.sign(&info, unix_now())?;
+        }
+        Ok(resp)
     }
 
     pub async fn user_add(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::apply::Applier;
-use super::config::ServerConfig;
+use super::config::{AuthToken, ServerConfig};
 use super::lease_forward::LeaseForwarder;
 use super::member::{self, MemberConfig, MemberError, MemberTask};
 use super::metrics::ServerMetrics;
@@ -20,7 +20,7 @@ use super::store::{lock, LeaseClock, SharedStore};
 use super::transport::{PeerService, Transport};
 use super::url::Url;
 use super::v3::Server;
-use crate::auth::AuthStore;
+use crate::auth::{AuthStore, JwtTokens};
 use crate::lease::{Lessor, LessorConfig};
 use crate::mvcc::{self, KvStore, WatchConfig, WatchableStore};
 use crate::net::Dialer;
@@ -67,9 +67,9 @@ pub enum BootError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("detcd: member stopped: {0}")]
     Stopped(String),
-    /// A TLS flag names a file that cannot be read or used.
+    /// A TLS or JWT key file that cannot be read or used.
     #[error("detcd: {0}")]
-    Tls(String),
+    Keys(String),
 }
 
 /// The socket address to bind for `url`: `localhost` means the IPv4 loopback.
@@ -128,6 +128,7 @@ pub async fn start(
     let auth = AuthStore::open(watchable.backend(), cfg.auth_token_ttl)
         .map_err(|e| BootError::Stopped(e.to_string()))?;
     let auth = Arc::new(Mutex::new(auth));
+    let jwt = jwt_tokens(&cfg.auth_token, disk.as_ref())?;
     let store = Arc::new(Mutex::new(watchable));
     let clock = LeaseClock::new();
     let super::join::Identity {
@@ -203,6 +204,7 @@ pub async fn start(
             member_id ^ crate::runtime::entropy_seed(),
         ))),
         bcrypt_cost: cfg.bcrypt_cost,
+        jwt,
         cluster,
         clock,
         leases,
@@ -228,6 +230,27 @@ pub async fn start(
         raft_peers,
         member_task,
     })
+}
+
+/// The JWT keys `--auth-token jwt,...` names, read and checked at start.
+fn jwt_tokens(token: &AuthToken, disk: &dyn Disk) -> Result<Option<Arc<JwtTokens>>, BootError> {
+    let AuthToken::Jwt {
+        sign_method,
+        pub_key,
+        priv_key,
+        ttl,
+    } = token
+    else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        crate::runtime::read_file(disk, path)
+            .map_err(|e| BootError::Keys(format!("--auth-token key {}: {e}", path.display())))
+    };
+    let private = priv_key.as_deref().map(read).transpose()?;
+    let tokens = JwtTokens::new(sign_method, &read(pub_key)?, private.as_deref(), *ttl)
+        .map_err(|e| BootError::Keys(format!("--auth-token: {e}")))?;
+    Ok(Some(Arc::new(tokens)))
 }
 
 impl Server {

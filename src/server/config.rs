@@ -113,7 +113,8 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: u64,
-    /// Specify auth token type; only `simple` is served.
+    /// Specify auth token type and its options: `simple`, or
+    /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m`.
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
     /// Time (in seconds) of the auth token's life.
@@ -285,6 +286,7 @@ pub struct ServerConfig {
     pub max_request_bytes: u64,
     /// How long a simple token lives unused.
     pub auth_token_ttl: Duration,
+    pub auth_token: AuthToken,
     pub bcrypt_cost: u32,
     /// `None` when off.
     pub auto_compaction: Option<AutoCompaction>,
@@ -292,6 +294,63 @@ pub struct ServerConfig {
     pub peer_dial_urls: BTreeMap<String, Url>,
     pub client_tls: TlsSpec,
     pub peer_tls: TlsSpec,
+}
+
+/// `--auth-token`: which tokens Authenticate hands out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthToken {
+    Simple,
+    /// Signed tokens (etcd's JWT provider); without a private key the member only
+    /// verifies them.
+    Jwt {
+        sign_method: String,
+        pub_key: PathBuf,
+        priv_key: Option<PathBuf>,
+        ttl: Duration,
+    },
+}
+
+impl AuthToken {
+    /// Parses etcd's `type,option=value,...` form.
+    fn parse(value: &str) -> Result<AuthToken, String> {
+        let mut parts = value.split(',');
+        match parts.next() {
+            Some("simple") => return Ok(AuthToken::Simple),
+            Some("jwt") => {}
+            _ => return Err(format!("unknown token type: {value}")),
+        }
+        let (mut sign_method, mut pub_key, mut priv_key) = (None, None, None);
+        let mut ttl = crate::auth::DEFAULT_JWT_TTL;
+        for option in parts {
+            match option.split_once('=') {
+                Some(("sign-method", v)) => sign_method = Some(v.to_string()),
+                Some(("pub-key", v)) => pub_key = Some(PathBuf::from(v)),
+                Some(("priv-key", v)) => priv_key = Some(PathBuf::from(v)),
+                Some(("ttl", v)) => ttl = go_duration(v).ok_or(format!("invalid jwt ttl {v:?}"))?,
+                _ => return Err(format!("unknown token option: {option}")),
+            }
+        }
+        Ok(AuthToken::Jwt {
+            sign_method: sign_method.ok_or("jwt needs sign-method")?,
+            pub_key: pub_key.ok_or("jwt needs pub-key")?,
+            priv_key,
+            ttl,
+        })
+    }
+}
+
+/// A Go duration of one unit (`300ms`, `30s`, `10m`, `1h`), as etcd's token options take.
+fn go_duration(value: &str) -> Option<Duration> {
+    let split = value.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = value.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    })
 }
 
 /// The client's TLS flags, or (`peer`) the peer's; an `https://` listen URL needs a
@@ -449,12 +508,6 @@ impl ServerConfig {
         if f.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be at least 1ms".into());
         }
-        if f.auth_token != "simple" {
-            return Err(format!(
-                "--auth-token {:?} is not supported (only simple)",
-                f.auth_token
-            ));
-        }
         // bcrypt's valid costs, as etcd checks them at start.
         if !(4..=31).contains(&f.bcrypt_cost) {
             return Err(format!(
@@ -535,6 +588,7 @@ impl ServerConfig {
             election_timeout: Duration::from_millis(f.election_timeout),
             max_request_bytes: f.max_request_bytes,
             auth_token_ttl: Duration::from_secs(f.auth_token_ttl),
+            auth_token: AuthToken::parse(&f.auth_token)?,
             bcrypt_cost: f.bcrypt_cost,
             auto_compaction,
             peer_dial_urls,

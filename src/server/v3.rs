@@ -19,7 +19,7 @@ use super::snapshot_stream::SnapshotDir;
 use super::store::{lock, LeaseClock, SharedAuth, SharedLessor, SharedStore};
 use super::transport::Transport;
 use super::{alarm, quota, SERVER_VERSION};
-use crate::auth::AuthInfo;
+use crate::auth::{AuthInfo, JwtTokens};
 use crate::lease;
 use crate::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
@@ -50,6 +50,8 @@ pub struct Server {
     /// Salts for password hashes and simple tokens, seeded once per member.
     pub(super) rng: Arc<Mutex<ChaCha8Rng>>,
     pub(super) bcrypt_cost: u32,
+    /// `--auth-token jwt`: Authenticate signs tokens and every call verifies them.
+    pub(super) jwt: Option<Arc<JwtTokens>>,
     pub(super) cluster: SharedCluster,
     pub(super) clock: LeaseClock,
     pub(super) leases: LeaseForwarder,
