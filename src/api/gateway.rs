@@ -209,6 +209,8 @@ fn decode_stream<Req: prost::Message + Default>(
                         return Some((message(&method, v), Some((chunks, buf))));
                     }
                     Next::Invalid(s) => return Some((Err(s), None)),
+                    // Whitespace between values is not kept, so it never counts against `max`.
+                    Next::Incomplete if buf.iter().all(u8::is_ascii_whitespace) => buf.clear(),
                     Next::Incomplete if buf.len() > max => {
                         let s = Status::resource_exhausted("etcdserver: request is too large");
                         return Some((Err(s), None));
@@ -217,7 +219,7 @@ fn decode_stream<Req: prost::Message + Default>(
                 }
                 match chunks.next().await {
                     Some(chunk) => buf.extend_from_slice(&chunk),
-                    None if buf.iter().all(u8::is_ascii_whitespace) => return None,
+                    None if buf.is_empty() => return None,
                     None => return Some((Err(unexpected_eof()), None)),
                 }
             }
