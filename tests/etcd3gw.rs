@@ -1,5 +1,5 @@
 //! The Python etcd3gw client, which speaks only the JSON gateway, works against detcd:
-//! `tests/etcd3gw/client.py` (put/get/delete, prefix reads, leases with keys, the
+//! `tests/etcd3gw/client.py` (put/get/delete, prefix reads, leases with keys, locks, the
 //! watch_prefix iterator and its cancellation) passes against detcd, and against etcd 3.5.1
 //! where it is installed, which shows the script asks only what etcd answers.
 

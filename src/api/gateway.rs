@@ -9,15 +9,17 @@
 //! grpc-gateway passes it on.
 //!
 //! Streaming calls (watch, lease keep-alive, election observe, snapshot) answer with one
-//! `{"result":…}` line per message, as grpc-gateway does. Their request bodies are read
-//! whole before the call starts, so a client cannot send a watch's cancel request after
-//! reading its events on the same HTTP request; a watch stream lives on after its body
-//! ends until the client goes away, as etcd's does.
+//! `{"result":…}` line per message, as grpc-gateway does. The bidirectional ones (watch,
+//! keep-alive) read their request bodies as they come, so a client can send a watch's
+//! cancel request after reading its events; a watch stream lives on after its body ends
+//! until the client goes away, as etcd's does.
 
 use std::future::Future;
 use std::sync::LazyLock;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use prost_reflect::{
     DescriptorPool, DeserializeOptions, DynamicMessage, MethodDescriptor, SerializeOptions,
@@ -35,7 +37,7 @@ use super::lease::LeaseService;
 use super::lock::LockService;
 use super::maintenance::MaintenanceService;
 use super::watch::WatchService;
-use crate::net::{HttpBody, HttpRequest, HttpResponse};
+use crate::net::{BodyStream, HttpBody, HttpRequest, HttpResponse};
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -56,6 +58,11 @@ static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
 
 pub fn serves(path: &str) -> bool {
     path.starts_with("/v3/")
+}
+
+/// The bidirectional calls, whose request bodies are read as they come.
+pub fn streams_body(path: &str) -> bool {
+    matches!(path, "/v3/watch" | "/v3/lease/keepalive")
 }
 
 /// grpc-gateway's error body: the status message twice, and the gRPC code.
@@ -133,39 +140,91 @@ fn method(service: &str, name: &str) -> MethodDescriptor {
         .unwrap_or_else(|| panic!("{full} has no method {name}"))
 }
 
-/// The request messages of `method` in `body`: JSON values one after another, as
-/// grpc-gateway's decoder reads them. Reading stops before the first value that does not
-/// decode; that is an error only if it is the first.
-fn decode<Req: prost::Message + Default>(
-    method: &MethodDescriptor,
-    body: &[u8],
-) -> Result<Vec<Req>, Status> {
-    let options = DeserializeOptions::new().deny_unknown_fields(false);
-    let mut messages = Vec::new();
-    for value in serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>() {
-        let decoded = value
-            .and_then(|v| DynamicMessage::deserialize_with_options(method.input(), v, &options))
-            .map_err(|e| Status::invalid_argument(e.to_string()))
-            .and_then(|m| {
-                m.transcode_to()
-                    .map_err(|e| Status::invalid_argument(e.to_string()))
-            });
-        match decoded {
-            Ok(m) => messages.push(m),
-            Err(e) if messages.is_empty() => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(messages)
+/// What the front of a request body holds.
+enum Next {
+    /// A JSON value, and the bytes it took.
+    Value(serde_json::Value, usize),
+    /// Only whitespace, or the start of a value.
+    Incomplete,
+    Invalid(Status),
 }
 
-/// The one request message of a unary or server-streaming call; an empty body is the
-/// empty message.
+fn next_value(buf: &[u8]) -> Next {
+    let mut values = serde_json::Deserializer::from_slice(buf).into_iter::<serde_json::Value>();
+    match values.next() {
+        None => Next::Incomplete,
+        Some(Ok(v)) => Next::Value(v, values.byte_offset()),
+        Some(Err(e)) if e.is_eof() => Next::Incomplete,
+        Some(Err(e)) => Next::Invalid(Status::invalid_argument(e.to_string())),
+    }
+}
+
+/// Go's error for a body that ends inside a value.
+fn unexpected_eof() -> Status {
+    Status::invalid_argument("unexpected EOF")
+}
+
+/// `value` as the request message of `method`.
+fn message<Req: prost::Message + Default>(
+    method: &MethodDescriptor,
+    value: serde_json::Value,
+) -> Result<Req, Status> {
+    let options = DeserializeOptions::new().deny_unknown_fields(false);
+    DynamicMessage::deserialize_with_options(method.input(), value, &options)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .transcode_to()
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The one request message of a unary or server-streaming call: the body's first JSON
+/// value, as grpc-gateway's decoder reads it; an empty body is the empty message.
 fn decode_one<Req: prost::Message + Default>(
     method: &MethodDescriptor,
     body: &[u8],
 ) -> Result<Req, Status> {
-    Ok(decode(method, body)?.into_iter().next().unwrap_or_default())
+    match next_value(body) {
+        Next::Value(v, _) => message(method, v),
+        Next::Incomplete if body.iter().all(u8::is_ascii_whitespace) => Ok(Req::default()),
+        Next::Incomplete => Err(unexpected_eof()),
+        Next::Invalid(s) => Err(s),
+    }
+}
+
+/// The request messages of a streamed body as they come: JSON values one after another.
+/// It ends with the body, or with an error at a value that does not decode or outgrows
+/// `max` bytes.
+fn decode_stream<Req: prost::Message + Default>(
+    method: MethodDescriptor,
+    chunks: BoxStream<'static, Bytes>,
+    max: usize,
+) -> impl Stream<Item = Result<Req, Status>> + Send + 'static {
+    futures::stream::unfold(Some((chunks, Vec::new())), move |state| {
+        let method = method.clone();
+        async move {
+            let (mut chunks, mut buf) = state?;
+            loop {
+                match next_value(&buf) {
+                    Next::Value(v, used) => {
+                        buf.drain(..used);
+                        return Some((message(&method, v), Some((chunks, buf))));
+                    }
+                    Next::Invalid(s) => return Some((Err(s), None)),
+                    // Whitespace between values is not kept, so it never counts against `max`.
+                    Next::Incomplete if buf.iter().all(u8::is_ascii_whitespace) => buf.clear(),
+                    Next::Incomplete if buf.len() > max => {
+                        let s = Status::resource_exhausted("etcdserver: request is too large");
+                        return Some((Err(s), None));
+                    }
+                    Next::Incomplete => {}
+                }
+                match chunks.next().await {
+                    Some(chunk) => buf.extend_from_slice(&chunk),
+                    None if buf.is_empty() => return None,
+                    None => return Some((Err(unexpected_eof()), None)),
+                }
+            }
+        }
+    })
 }
 
 fn to_json<Resp: prost::Message>(
@@ -200,6 +259,13 @@ fn chunk<Resp: prost::Message>(method: &MethodDescriptor, resp: &Resp) -> Vec<u8
     }
 }
 
+/// What a call reads of its HTTP request, once the body stream (if any) is taken out.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    body: &'a [u8],
+    authorization: Option<&'a str>,
+}
+
 /// The request with the caller's token as the gRPC metadata etcd reads it from.
 fn with_token<T>(message: T, authorization: Option<&str>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -213,7 +279,7 @@ fn with_token<T>(message: T, authorization: Option<&str>) -> tonic::Request<T> {
 async fn unary<Req, Resp, Fut>(
     service: &str,
     name: &str,
-    request: &HttpRequest,
+    request: Call<'_>,
     call: impl FnOnce(tonic::Request<Req>) -> Fut,
 ) -> HttpResponse
 where
@@ -222,11 +288,11 @@ where
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
     let method = method(service, name);
-    let message = match decode_one(&method, &request.body) {
+    let message = match decode_one(&method, request.body) {
         Ok(r) => r,
         Err(s) => return error(&s),
     };
-    match call(with_token(message, request.authorization.as_deref())).await {
+    match call(with_token(message, request.authorization)).await {
         Ok(resp) => encode(&method, resp.get_ref()),
         Err(s) => error(&s),
     }
@@ -237,7 +303,7 @@ where
 async fn server_stream<Req, Resp, S, Fut>(
     service: &str,
     name: &str,
-    request: &HttpRequest,
+    request: Call<'_>,
     call: impl FnOnce(tonic::Request<Req>) -> Fut,
 ) -> HttpResponse
 where
@@ -247,38 +313,50 @@ where
     Fut: Future<Output = Result<tonic::Response<S>, Status>>,
 {
     let method = method(service, name);
-    let message = match decode_one(&method, &request.body) {
+    let message = match decode_one(&method, request.body) {
         Ok(r) => r,
         Err(s) => return error(&s),
     };
-    match call(with_token(message, request.authorization.as_deref())).await {
+    match call(with_token(message, request.authorization)).await {
         Ok(resp) => forward(method, resp.into_inner()).await,
         Err(s) => error(&s),
     }
 }
 
-/// One bidirectional call (watch, lease keep-alive): every request in the body, then the
-/// answers as [`forward`] sends them. A first request that does not decode fails the
-/// call as Unknown, as grpc-gateway's does.
+/// A bidirectional call's requests, as grpc-gateway's calls stream them.
+type Requests<Req> = tonic::Request<BoxStream<'static, Req>>;
+
+/// One bidirectional call (watch, lease keep-alive): the requests in the body as they come,
+/// the answers as [`forward`] sends them. A first request that does not decode fails the
+/// call as Unknown, as grpc-gateway's does; reading stops quietly at a later one.
 async fn bidi_stream<Req, Resp, S>(
     service: &str,
     name: &str,
-    request: &HttpRequest,
-    call: impl FnOnce(
-        tonic::Request<futures::stream::Iter<std::vec::IntoIter<Req>>>,
-    ) -> Result<S, Status>,
+    (request, streamed, max): (Call<'_>, Option<BodyStream>, usize),
+    call: impl FnOnce(Requests<Req>) -> Result<S, Status>,
 ) -> HttpResponse
 where
-    Req: prost::Message + Default,
+    Req: prost::Message + Default + 'static,
     Resp: prost::Message + 'static,
     S: Stream<Item = Result<Resp, Status>> + Send + 'static,
 {
     let method = method(service, name);
-    let requests = match decode(&method, &request.body) {
-        Ok(r) => futures::stream::iter(r),
-        Err(s) => return error(&Status::unknown(s.message())),
+    let whole = futures::stream::once(std::future::ready(Bytes::copy_from_slice(request.body)));
+    let chunks = streamed.unwrap_or_else(|| whole.boxed());
+    let mut messages = Box::pin(decode_stream::<Req>(method.clone(), chunks, max));
+    let requests = match messages.next().await {
+        None => futures::stream::empty().boxed(),
+        Some(Err(s)) => return error(&Status::unknown(s.message())),
+        Some(Ok(first)) => {
+            let rest = messages
+                .take_while(|m| std::future::ready(m.is_ok()))
+                .filter_map(|m| std::future::ready(m.ok()));
+            futures::stream::once(std::future::ready(first))
+                .chain(rest)
+                .boxed()
+        }
     };
-    match call(with_token(requests, request.authorization.as_deref())) {
+    match call(with_token(requests, request.authorization)) {
         Ok(responses) => forward(method, responses).await,
         Err(s) => error(&s),
     }
@@ -330,18 +408,32 @@ pub struct Gateway {
 impl Gateway {
     /// Serves `POST /v3/...` with etcd 3.5's gateway paths; another method on one of them
     /// is refused as grpc-gateway refuses it.
-    pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
-        let Some(call) = self.route(&request) else {
+    pub async fn handle(&self, mut request: HttpRequest) -> HttpResponse {
+        let post = request.method == "POST";
+        let Some(call) = self.route(&mut request) else {
             return not_found();
         };
-        if request.method != "POST" {
+        if !post {
             return method_not_allowed();
         }
         call.await
     }
 
     /// The call for `request`'s path, not started.
-    fn route<'a>(&'a self, r: &'a HttpRequest) -> Option<BoxFuture<'a, HttpResponse>> {
+    fn route<'a>(&'a self, request: &'a mut HttpRequest) -> Option<BoxFuture<'a, HttpResponse>> {
+        let HttpRequest {
+            path,
+            authorization,
+            body,
+            body_stream,
+            max_body,
+            ..
+        } = request;
+        let r = Call {
+            body,
+            authorization: authorization.as_deref(),
+        };
+        let streamed = (r, body_stream.take(), *max_body);
         let Gateway {
             kv,
             watch,
@@ -352,13 +444,13 @@ impl Gateway {
             election,
             lock,
         } = self;
-        let call = match r.path.as_str() {
+        let call = match path.as_str() {
             "/v3/kv/range" => unary("KV", "Range", r, |r| kv.range(r)).boxed(),
             "/v3/kv/put" => unary("KV", "Put", r, |r| kv.put(r)).boxed(),
             "/v3/kv/deleterange" => unary("KV", "DeleteRange", r, |r| kv.delete_range(r)).boxed(),
             "/v3/kv/txn" => unary("KV", "Txn", r, |r| kv.txn(r)).boxed(),
             "/v3/kv/compaction" => unary("KV", "Compact", r, |r| kv.compact(r)).boxed(),
-            "/v3/watch" => bidi_stream("Watch", "Watch", r, |r| {
+            "/v3/watch" => bidi_stream("Watch", "Watch", streamed, |r| {
                 let caller = super::auth::caller(&watch.0, &r)?;
                 Ok(watch.open(caller, r.into_inner()))
             })
@@ -367,7 +459,7 @@ impl Gateway {
             "/v3/lease/revoke" | "/v3/kv/lease/revoke" => {
                 unary("Lease", "LeaseRevoke", r, |r| lease.lease_revoke(r)).boxed()
             }
-            "/v3/lease/keepalive" => bidi_stream("Lease", "LeaseKeepAlive", r, |r| {
+            "/v3/lease/keepalive" => bidi_stream("Lease", "LeaseKeepAlive", streamed, |r| {
                 Ok(lease.keep_alive(r.into_inner()))
             })
             .boxed(),
@@ -511,13 +603,28 @@ mod tests {
         assert_eq!(empty, PutRequest::default());
         let bad = decode_one::<PutRequest>(&put, b"{\"key\":").unwrap_err();
         assert_eq!(bad.code(), Code::InvalidArgument);
-        // A stream's requests follow one another; reading stops at the first bad one.
-        let many: Vec<PutRequest> = decode(
-            &put,
-            br#"{"key":"YQ=="} {"key":"Yg=="}{"key":1}{"key":"Yw=="}"#,
-        )
-        .unwrap();
-        assert_eq!(many.len(), 2);
+        let eof = decode_one::<PutRequest>(&put, b" {\"key\":\"YQ==\"").unwrap_err();
+        assert_eq!(eof.message(), "unexpected EOF");
+        // A stream's requests follow one another, split anywhere; a value that does not
+        // decode is an error there (the caller stops at it).
+        let chunks = [r#"{"key":"YQ"#, r#"=="} {"ke"#, r#"y":"Yg=="}{"key":1}"#];
+        let chunks =
+            futures::stream::iter(chunks.map(|c| Bytes::from_static(c.as_bytes()))).boxed();
+        let many: Vec<Result<PutRequest, Status>> =
+            futures::executor::block_on(decode_stream(put.clone(), chunks, 100).collect());
+        let keys: Vec<_> = many
+            .iter()
+            .map(|m| m.as_ref().map(|p| p.key.clone()).ok())
+            .collect();
+        assert_eq!(keys, [Some(b"a".to_vec()), Some(b"b".to_vec()), None]);
+        let unfinished = [&b"{\"key\":\""[..], &[b'A'; 100]].concat();
+        let too_big = futures::stream::iter([Bytes::from(unfinished)]).boxed();
+        let too_big: Vec<Result<PutRequest, Status>> =
+            futures::executor::block_on(decode_stream(put, too_big, 100).collect());
+        assert_eq!(
+            too_big[0].as_ref().unwrap_err().code(),
+            Code::ResourceExhausted
+        );
 
         let status = method("Maintenance", "Status");
         let resp = StatusResponse {

@@ -4,7 +4,8 @@
 //! The handler is plain data in, data out ([`HttpRequest`] to [`HttpResponse`]), so it
 //! compiles and can be called the same way in both builds. A response body is either whole
 //! or a stream of chunks (the gateway's watch, keep-alive, observe and snapshot), sent as
-//! they come with chunked transfer encoding. Only the real build puts it on
+//! they come with chunked transfer encoding. So is a request body, for the paths the handler
+//! asks for it as it comes (the gateway's bidirectional streams). Only the real build puts it on
 //! the wire: a tower layer in front of tonic's gRPC routes takes the requests for the
 //! handler's paths, and tonic accepts HTTP/1.1 connections as well as HTTP/2. Under madsim
 //! the client listener serves gRPC only. The real listener also accepts etcdctl 3.4's
@@ -20,8 +21,9 @@ use futures::stream::BoxStream;
 
 use super::{Listen, ListenError};
 
-/// A request for one of the handler's paths, its body read in full.
-#[derive(Debug, Clone, Default)]
+/// A request for one of the handler's paths, its body read in full unless the handler
+/// streams it ([`HttpHandler::streams_body`]).
+#[derive(Default)]
 pub struct HttpRequest {
     pub method: String,
     pub path: String,
@@ -29,8 +31,16 @@ pub struct HttpRequest {
     pub query: String,
     /// The `Authorization` header: the gateway's callers send their auth token in it.
     pub authorization: Option<String>,
+    /// Empty when the body is streamed.
     pub body: Bytes,
+    /// The body as it comes, if streamed; it ends with the body or at a read error.
+    pub body_stream: Option<BodyStream>,
+    /// The most the listener takes in one body, or in one message of a streamed body.
+    pub max_body: usize,
 }
+
+/// A request body as it comes.
+pub type BodyStream = BoxStream<'static, Bytes>;
 
 pub struct HttpResponse {
     pub status: u16,
@@ -49,6 +59,12 @@ pub enum HttpBody {
 pub trait HttpHandler: Send + Sync + 'static {
     /// Whether requests for `path` go to this handler rather than to gRPC.
     fn serves(&self, path: &str) -> bool;
+
+    /// Whether the body of a request for `path` is handed over as it comes rather than
+    /// read in full first.
+    fn streams_body(&self, _path: &str) -> bool {
+        false
+    }
 
     fn handle(&self, request: HttpRequest) -> Pin<Box<dyn Future<Output = HttpResponse> + Send>>;
 }
@@ -185,14 +201,23 @@ mod real {
             }
             let handler = self.handler.clone();
             let max_body = self.max_body;
+            let streamed = handler.streams_body(request.uri().path());
             Either::Right(Box::pin(async move {
                 let (parts, body) = request.into_parts();
-                let body = match Limited::new(body, max_body).collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(e) if e.is::<LengthLimitError>() => {
-                        return Ok(respond(plain(413, "http: request body too large\n")))
+                let (body, body_stream) = if streamed {
+                    let chunks = body
+                        .into_data_stream()
+                        .take_while(|chunk| std::future::ready(chunk.is_ok()))
+                        .map(Result::unwrap_or_default);
+                    (Bytes::new(), Some(chunks.boxed()))
+                } else {
+                    match Limited::new(body, max_body).collect().await {
+                        Ok(collected) => (collected.to_bytes(), None),
+                        Err(e) if e.is::<LengthLimitError>() => {
+                            return Ok(respond(plain(413, "http: request body too large\n")))
+                        }
+                        Err(_) => return Ok(respond(plain(400, "400 Bad Request\n"))),
                     }
-                    Err(_) => return Ok(respond(plain(400, "400 Bad Request\n"))),
                 };
                 let request = HttpRequest {
                     method: parts.method.as_str().to_string(),
@@ -204,6 +229,8 @@ mod real {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string),
                     body,
+                    body_stream,
+                    max_body,
                 };
                 Ok(respond(handler.handle(request).await))
             }))

@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 
 pub use dial::Dialer;
 pub use http::{
-    client_server, serve_clients, ClientRouter, HttpBody, HttpHandler, HttpRequest, HttpResponse,
+    client_server, serve_clients, BodyStream, ClientRouter, HttpBody, HttpHandler, HttpRequest,
+    HttpResponse,
 };
 pub use tls::{ConnInfo, Tls, TlsSpec};
 

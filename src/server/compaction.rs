@@ -11,8 +11,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::{Error, Server};
 use crate::mvcc;
 use crate::proto::etcdserverpb::CompactionRequest;
@@ -111,24 +109,25 @@ fn parse_go_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total as u64))
 }
 
-/// etcd's periodic compactor, as decisions on given times and revisions.
+/// etcd's periodic compactor, as decisions on given times (since the compactor started)
+/// and revisions.
 #[derive(Debug)]
 pub struct Periodic {
     period: Duration,
     /// Revisions sampled one interval apart, oldest first: the first is about one period old.
     samples: VecDeque<i64>,
-    last_success: Instant,
+    last_success: Duration,
     /// The wait after a compaction: the period before the first, then at most an hour.
     wait: Duration,
     last_revision: i64,
 }
 
 impl Periodic {
-    pub fn new(period: Duration, now: Instant) -> Periodic {
+    pub fn new(period: Duration) -> Periodic {
         Periodic {
             period,
             samples: VecDeque::new(),
-            last_success: now,
+            last_success: Duration::ZERO,
             wait: period,
             last_revision: 0,
         }
@@ -149,9 +148,9 @@ impl Periodic {
     }
 
     /// The revision to compact to at `now`, if one is due.
-    pub fn due(&mut self, now: Instant) -> Option<i64> {
+    pub fn due(&mut self, now: Duration) -> Option<i64> {
         let oldest = *self.samples.front()?;
-        if now.duration_since(self.last_success) < self.wait || oldest == self.last_revision {
+        if now.saturating_sub(self.last_success) < self.wait || oldest == self.last_revision {
             return None;
         }
         self.wait = self.period.min(MAX_COMPACT_INTERVAL);
@@ -159,7 +158,7 @@ impl Periodic {
     }
 
     /// The store was compacted to `revision` (or past it) at `now`.
-    pub fn compacted(&mut self, revision: i64, now: Instant) {
+    pub fn compacted(&mut self, revision: i64, now: Duration) {
         self.last_revision = revision;
         self.last_success = now;
     }
@@ -176,16 +175,17 @@ pub fn revision_due(current: i64, retention: i64, last: i64) -> Option<i64> {
 pub async fn run(server: Server, policy: AutoCompaction) {
     match policy {
         AutoCompaction::Periodic(period) => {
-            let mut periodic = Periodic::new(period, Clock.now());
+            let start = Clock.now();
+            let mut periodic = Periodic::new(period);
             loop {
                 periodic.sample(current_revision(&server));
                 Clock.sleep(periodic.sample_interval()).await;
                 if !server.member.status().is_leader {
                     continue;
                 }
-                if let Some(revision) = periodic.due(Clock.now()) {
+                if let Some(revision) = periodic.due(start.elapsed()) {
                     if compact(&server, revision).await {
-                        periodic.compacted(revision, Clock.now());
+                        periodic.compacted(revision, start.elapsed());
                     }
                 }
             }
@@ -290,11 +290,9 @@ mod tests {
     /// after an hour to the revision of an hour ago, then one every hour.
     #[test]
     fn periodic_compacts_to_the_revision_of_one_period_ago() {
-        let start = Instant::now();
-        let period = Duration::from_secs(3600);
-        let mut p = Periodic::new(period, start);
+        let mut p = Periodic::new(Duration::from_secs(3600));
         assert_eq!(p.sample_interval(), Duration::from_secs(360));
-        let mut now = start;
+        let mut now = Duration::ZERO;
         let mut compactions = Vec::new();
         // The revision grows by one per sample; three hours of samples. The oldest of the
         // 11 samples kept was taken 66 minutes before the decision, as in etcd.
@@ -302,7 +300,7 @@ mod tests {
             p.sample(rev);
             now += p.sample_interval();
             if let Some(r) = p.due(now) {
-                compactions.push((now.duration_since(start).as_secs() / 60, r));
+                compactions.push((now.as_secs() / 60, r));
                 p.compacted(r, now);
             }
         }
@@ -311,16 +309,15 @@ mod tests {
 
     #[test]
     fn periodic_waits_at_most_an_hour_after_the_first() {
-        let start = Instant::now();
-        let mut p = Periodic::new(Duration::from_secs(24 * 3600), start);
+        let mut p = Periodic::new(Duration::from_secs(24 * 3600));
         assert_eq!(p.sample_interval(), Duration::from_secs(360));
-        let mut now = start;
+        let mut now = Duration::ZERO;
         let mut compactions = Vec::new();
         for rev in 1..=260 {
             p.sample(rev);
             now += p.sample_interval();
             if let Some(r) = p.due(now) {
-                compactions.push((now.duration_since(start).as_secs() / 3600, r));
+                compactions.push((now.as_secs() / 3600, r));
                 p.compacted(r, now);
             }
         }
@@ -330,9 +327,8 @@ mod tests {
 
     #[test]
     fn periodic_skips_a_revision_already_compacted_to() {
-        let start = Instant::now();
-        let mut p = Periodic::new(Duration::from_secs(10), start);
-        let mut now = start;
+        let mut p = Periodic::new(Duration::from_secs(10));
+        let mut now = Duration::ZERO;
         let mut compactions = 0;
         for _ in 0..100 {
             p.sample(7);

@@ -14,13 +14,18 @@ pub struct Reply {
 
 /// Sends one request on a fresh connection to `127.0.0.1:port`, with the
 /// `authorization` header if any; returns once the response's head has come.
-async fn send(
+async fn send<B>(
     port: u16,
     method: &str,
     path: &str,
     authorization: Option<&str>,
-    body: &str,
-) -> std::io::Result<hyper::Response<hyper::body::Incoming>> {
+    body: B,
+) -> std::io::Result<hyper::Response<hyper::body::Incoming>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -34,9 +39,7 @@ async fn send(
     if let Some(token) = authorization {
         req = req.header("authorization", token);
     }
-    let req = req
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(std::io::Error::other)?;
+    let req = req.body(body).map_err(std::io::Error::other)?;
     sender
         .send_request(req)
         .await
@@ -45,7 +48,7 @@ async fn send(
 
 /// Sends one request on a fresh connection to `127.0.0.1:port`.
 pub async fn request(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<Reply> {
-    let resp = send(port, method, path, None, body).await?;
+    let resp = send(port, method, path, None, full(body)).await?;
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()
@@ -64,6 +67,10 @@ pub async fn request(port: u16, method: &str, path: &str, body: &str) -> std::io
         content_type,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+fn full(body: &str) -> Full<Bytes> {
+    Full::new(Bytes::from(body.to_string()))
 }
 
 pub async fn get(port: u16, path: &str) -> std::io::Result<Reply> {
@@ -129,10 +136,37 @@ pub async fn post_stream(
     authorization: Option<&str>,
     body: &str,
 ) -> std::io::Result<Lines> {
-    let resp = send(port, "POST", path, authorization, body).await?;
+    let resp = send(port, "POST", path, authorization, full(body)).await?;
     Ok(Lines {
         status: resp.status().as_u16(),
         body: resp.into_body(),
         buf: Vec::new(),
     })
+}
+
+/// Sends `POST path` with a chunked body: the chunks `first`, then whatever is sent on
+/// the returned sender, ending when it is dropped. Returns once the response's head has
+/// come.
+pub async fn post_chunked(
+    port: u16,
+    path: &str,
+    first: &[&str],
+) -> std::io::Result<(tokio::sync::mpsc::UnboundedSender<String>, Lines)> {
+    use hyper::body::Frame;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for chunk in first {
+        tx.send(chunk.to_string()).expect("the receiver is here");
+    }
+    let chunks = futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|c| c.map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c)))))
+    });
+    let body = http_body_util::StreamBody::new(chunks);
+    let resp = send(port, "POST", path, None, body).await?;
+    let lines = Lines {
+        status: resp.status().as_u16(),
+        body: resp.into_body(),
+        buf: Vec::new(),
+    };
+    Ok((tx, lines))
 }

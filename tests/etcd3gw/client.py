@@ -1,6 +1,6 @@
 """What a user of the Python etcd3gw client (it speaks only the JSON gateway) does:
-put/get/delete, prefix reads, leases with keys, watches with the watch_prefix iterator and
-cancellation. Run as `python3 client.py PORT`; any failed assertion exits non-zero."""
+put/get/delete, prefix reads, leases with keys, locks, watches with the watch_prefix
+iterator and cancellation. Run as `python3 client.py PORT`; any failed assertion exits non-zero."""
 
 import sys
 import threading
@@ -56,6 +56,15 @@ assert lease.refresh() == 30
 assert lease.revoke()
 assert c.get("leased") == []
 assert lease.refresh() == -1, "an expired lease's keep-alive has no TTL"
+
+# etcd3gw's lock: a txn on the key's creation revision, under a lease.
+held = c.lock("job", ttl=30)
+assert held.acquire() and held.is_acquired()
+contender = c.lock("job", ttl=30)
+assert not contender.acquire(), "the lock is held"
+assert held.refresh() == 30
+assert held.release() and not held.is_acquired()
+assert contender.acquire() and contender.release()
 
 baseline = watchers()
 events, cancel = c.watch_prefix("/svc/")
