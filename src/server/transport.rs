@@ -448,12 +448,20 @@ impl Peer for PeerService {
                 self.member_id
             )));
         };
+        let known = |from: u64| {
+            let known = lock(&self.heard).contains_key(&from);
+            if !known {
+                self.unknown_senders.inc();
+            }
+            known
+        };
         snapshot::receive(
             request.into_inner(),
             self.member_id,
             self.cluster_id,
             inbox,
             &self.inbound,
+            &known,
         )
         .await?;
         Ok(Response::new(SnapshotResponse {}))
