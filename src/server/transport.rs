@@ -239,6 +239,7 @@ impl Transport {
             removed: self.removed.clone(),
             heard: self.heard.clone(),
             unknown_senders: Counter::default(),
+            mismatches: Arc::default(),
         }
     }
 }
@@ -364,6 +365,8 @@ pub struct PeerService {
     heard: Arc<Mutex<BTreeMap<u64, Heard>>>,
     /// Messages dropped because their sender is not a member this member knows.
     unknown_senders: Counter,
+    /// Senders (and their cluster IDs) whose cluster ID mismatch was logged.
+    mismatches: Arc<Mutex<BTreeSet<(u64, u64)>>>,
 }
 
 impl PeerService {
@@ -391,6 +394,18 @@ impl Peer for PeerService {
         let mut heard: Option<(u64, Heard)> = None;
         while let Some(pm) = stream.message().await? {
             if pm.cluster_id != self.cluster_id {
+                let from = pm.message.as_ref().map_or(0, |m| m.from);
+                // An operator error (a wiped member, a wrong --initial-cluster-token) that
+                // would otherwise show only as an unreachable peer; once per sender, as it
+                // redials every few hundred milliseconds.
+                if lock(&self.mismatches).insert((from, pm.cluster_id)) {
+                    tracing::warn!(
+                        local_cluster = format_args!("{:x}", self.cluster_id),
+                        remote_cluster = format_args!("{:x}", pm.cluster_id),
+                        remote_member = format_args!("{from:x}"),
+                        "request cluster ID mismatch"
+                    );
+                }
                 return Err(Status::failed_precondition(format!(
                     "cluster ID mismatch: member {:x} is in cluster {:x}, the sender in {:x}",
                     self.member_id, self.cluster_id, pm.cluster_id
