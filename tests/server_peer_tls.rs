@@ -2,7 +2,8 @@
 //! a certificate from one CA (`--peer-cert-file --peer-key-file --peer-trusted-ca-file
 //! --peer-client-cert-auth --peer-cert-allowed-cn`), or generated ones (`--peer-auto-tls`),
 //! elect a leader and replicate; a peer whose certificate names another CN is refused in
-//! the handshake. Certificates are made by each test.
+//! the handshake; etcdctl works against a cluster with client and peer TLS. Certificates
+//! are made by each test.
 
 #![cfg(not(madsim))]
 
@@ -12,8 +13,8 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::cluster::poll;
-use common::tls::TestCa;
-use common::{initial_cluster, Member, Process};
+use common::tls::{text, tls_args, until_ok, TestCa};
+use common::{initial_cluster, on_path, Member, Process};
 
 /// Starts `names` with https peer URLs and `flags`, and checks that a write on the first
 /// is read (linearizably, through the leader) on the last.
@@ -105,4 +106,56 @@ async fn three_members_over_peer_auto_tls() {
         &["--peer-auto-tls".to_string()],
     )
     .await;
+}
+
+/// etcdctl with `--cacert --cert --key` against three members that serve clients and
+/// peers over TLS: a write on one is read on another, and every member is healthy.
+#[test]
+fn etcdctl_against_a_tls_cluster() {
+    if !on_path("etcdctl") {
+        eprintln!("SKIPPED: etcdctl is not on PATH (ci/install-etcd)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "detcd-test-ca");
+    let (member, client) = (ca.issue("member"), ca.issue("client"));
+    let members: Vec<Member> = ["t1", "t2", "t3"]
+        .iter()
+        .map(|n| {
+            let mut m = Member::new(n, dir.path());
+            m.client_scheme = "https";
+            m.peer_scheme = "https";
+            m
+        })
+        .collect();
+    let cluster = initial_cluster(&members);
+    let mut flags = Vec::new();
+    for prefix in ["", "peer-"] {
+        flags.push(format!("--{prefix}cert-file={}", member.cert.display()));
+        flags.push(format!("--{prefix}key-file={}", member.key.display()));
+        flags.push(format!("--{prefix}trusted-ca-file={}", ca.cert.display()));
+        flags.push(format!("--{prefix}client-cert-auth"));
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _procs: Vec<Process> = members
+        .iter()
+        .map(|m| m.spawn_with(env!("CARGO_BIN_EXE_detcd"), Some(&cluster), &flags))
+        .collect();
+    let tls = tls_args(&ca, &client);
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    until_ok(&members[0].client_url(), &tls, &["put", "k", "v"]);
+    let got = until_ok(
+        &members[2].client_url(),
+        &tls,
+        &["get", "k", "--print-value-only"],
+    );
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "v\n");
+    let all: Vec<String> = members.iter().map(Member::client_url).collect();
+    let health = until_ok(&all.join(","), &tls, &["endpoint", "health"]);
+    assert_eq!(
+        text(&health).matches("is healthy").count(),
+        3,
+        "{}",
+        text(&health)
+    );
 }

@@ -9,63 +9,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::tls::{CertFiles, TestCa};
+use common::tls::{etcdctl, text, tls_args, until_ok, CertFiles, TestCa};
 use common::{on_path, Member};
-
-/// etcdctl against `endpoint`, with `tls` as `--cacert --cert --key` arguments.
-fn etcdctl(endpoint: &str, tls: &[&str], args: &[&str]) -> Output {
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            endpoint,
-            "--command-timeout",
-            "3s",
-            "--dial-timeout",
-            "2s",
-        ])
-        .args(tls)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("etcdctl runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Runs etcdctl until it succeeds (the member elects itself first), for up to 30 s.
-fn until_ok(endpoint: &str, tls: &[&str], args: &[&str]) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = etcdctl(endpoint, tls, args);
-        if out.status.success() {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{args:?} kept failing: {}",
-            text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn tls_args(ca: &TestCa, client: &CertFiles) -> Vec<String> {
-    vec![
-        format!("--cacert={}", ca.cert.display()),
-        format!("--cert={}", client.cert.display()),
-        format!("--key={}", client.key.display()),
-    ]
-}
 
 /// An HTTP/1.1 GET over TLS, presenting `client`'s certificate; the whole response.
 fn https_get(port: u16, ca: &TestCa, client: &CertFiles, path: &str) -> String {

@@ -148,10 +148,13 @@ pub async fn start(
     cluster.removed().for_each(|id| transport.remove_member(id));
     let cluster = Arc::new(Mutex::new(cluster));
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
-    let raft_peers = transport.service(inbound).accept_snapshots(Inbox {
-        disk: disk.clone(),
-        dir: snap_dir.clone(),
-    });
+    let raft_peers = transport
+        .service(inbound)
+        .accept_snapshots(Inbox {
+            disk: disk.clone(),
+            dir: snap_dir.clone(),
+        })
+        .count_unknown_senders(metrics.peer_unknown_senders.clone());
     let member_cfg = MemberConfig {
         id: member_id,
         cluster_id,

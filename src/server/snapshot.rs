@@ -338,12 +338,20 @@ pub async fn receive(
     cluster_id: u64,
     inbox: &Inbox,
     inbound: &tokio::sync::mpsc::Sender<Message>,
+    sender_known: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<(), Status> {
     let mut first = stream
         .message()
         .await?
         .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
     let header = check_header(&mut first, member_id, cluster_id)?;
+    // Nothing of a stranger's snapshot is written.
+    if !sender_known(header.message.from) {
+        return Err(Status::failed_precondition(format!(
+            "snapshot from {:x}, which is not a member",
+            header.message.from
+        )));
+    }
     let name = received_db_name(header.index);
     let partial = inbox.dir.join(format!("{name}.tmp"));
     let result = write_chunks(first, &mut stream, &header, inbox, &partial, &name).await;

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -237,6 +238,8 @@ impl Transport {
             snapshots: None,
             removed: self.removed.clone(),
             heard: self.heard.clone(),
+            unknown_senders: Counter::default(),
+            mismatches: Arc::default(),
         }
     }
 }
@@ -358,10 +361,21 @@ pub struct PeerService {
     /// Where received snapshots go; without it, snapshots are refused.
     snapshots: Option<Inbox>,
     removed: Arc<Mutex<BTreeSet<u64>>>,
+    /// The peers this member knows, and when each was last heard from.
     heard: Arc<Mutex<BTreeMap<u64, Heard>>>,
+    /// Messages dropped because their sender is not a member this member knows.
+    unknown_senders: Counter,
+    /// Senders (and their cluster IDs) whose cluster ID mismatch was logged.
+    mismatches: Arc<Mutex<BTreeSet<(u64, u64)>>>,
 }
 
 impl PeerService {
+    /// Counts the messages dropped from unknown senders in `counter`.
+    pub fn count_unknown_senders(mut self, counter: Counter) -> Self {
+        self.unknown_senders = counter;
+        self
+    }
+
     /// Accepts snapshots, writing their databases through `inbox`.
     pub fn accept_snapshots(mut self, inbox: Inbox) -> Self {
         self.snapshots = Some(inbox);
@@ -376,10 +390,22 @@ impl Peer for PeerService {
         request: Request<Streaming<PeerMessage>>,
     ) -> Result<Response<StreamResponse>, Status> {
         let mut stream = request.into_inner();
-        // One sender per stream; looked up until the sender is a peer.
-        let mut heard: Option<Heard> = None;
+        // The last sender seen on this stream, and when it was heard from.
+        let mut heard: Option<(u64, Heard)> = None;
         while let Some(pm) = stream.message().await? {
             if pm.cluster_id != self.cluster_id {
+                let from = pm.message.as_ref().map_or(0, |m| m.from);
+                // An operator error (a wiped member, a wrong --initial-cluster-token) that
+                // would otherwise show only as an unreachable peer; once per sender, as it
+                // redials every few hundred milliseconds.
+                if lock(&self.mismatches).insert((from, pm.cluster_id)) {
+                    tracing::warn!(
+                        local_cluster = format_args!("{:x}", self.cluster_id),
+                        remote_cluster = format_args!("{:x}", pm.cluster_id),
+                        remote_member = format_args!("{from:x}"),
+                        "request cluster ID mismatch"
+                    );
+                }
                 return Err(Status::failed_precondition(format!(
                     "cluster ID mismatch: member {:x} is in cluster {:x}, the sender in {:x}",
                     self.member_id, self.cluster_id, pm.cluster_id
@@ -404,12 +430,23 @@ impl Peer for PeerService {
                     "a MsgSnap comes with its database through the Snapshot call",
                 ));
             }
-            if heard.is_none() {
-                heard = lock(&self.heard).get(&message.from).cloned();
+            if heard.as_ref().is_none_or(|(from, _)| *from != message.from) {
+                let known = lock(&self.heard).get(&message.from).cloned();
+                heard = known.map(|h| (message.from, h));
             }
-            if let Some(heard) = &heard {
-                *lock(heard) = Clock.now();
-            }
+            // As etcd's peer handler answers "sender not found": a message from a member
+            // this one does not know (yet: it learns of a new member when it applies the
+            // change) is not stepped, lest a stranger that knows the cluster ID vote,
+            // campaign or append.
+            let Some((_, last_heard)) = &heard else {
+                self.unknown_senders.inc();
+                tracing::debug!(
+                    from = format_args!("{:x}", message.from),
+                    "dropped a message from a non-member"
+                );
+                continue;
+            };
+            *lock(last_heard) = Clock.now();
             // A full queue means the member loop is behind; dropping is safe, Raft resends.
             let _ = self.inbound.try_send(message);
         }
@@ -426,12 +463,20 @@ impl Peer for PeerService {
                 self.member_id
             )));
         };
+        let known = |from: u64| {
+            let known = lock(&self.heard).contains_key(&from);
+            if !known {
+                self.unknown_senders.inc();
+            }
+            known
+        };
         snapshot::receive(
             request.into_inner(),
             self.member_id,
             self.cluster_id,
             inbox,
             &self.inbound,
+            &known,
         )
         .await?;
         Ok(Response::new(SnapshotResponse {}))

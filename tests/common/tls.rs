@@ -1,9 +1,12 @@
 //! Test certificates, made fresh by each test (rcgen) and written under its temporary
-//! directory: a CA, and certificates it signs for servers and clients.
+//! directory: a CA, and certificates it signs for servers and clients; and etcdctl with
+//! them.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -89,4 +92,56 @@ impl TestCa {
         let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
         rustls::StreamOwned::new(conn, TcpStream::connect(("127.0.0.1", port)).unwrap())
     }
+}
+
+/// etcdctl against `endpoint`, with `tls` as `--cacert --cert --key` arguments.
+pub fn etcdctl(endpoint: &str, tls: &[&str], args: &[&str]) -> Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            endpoint,
+            "--command-timeout",
+            "3s",
+            "--dial-timeout",
+            "2s",
+        ])
+        .args(tls)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("etcdctl runs")
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs etcdctl until it succeeds (a leader is elected first), for up to 30 s.
+pub fn until_ok(endpoint: &str, tls: &[&str], args: &[&str]) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = etcdctl(endpoint, tls, args);
+        if out.status.success() {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{args:?} kept failing: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn tls_args(ca: &TestCa, client: &CertFiles) -> Vec<String> {
+    vec![
+        format!("--cacert={}", ca.cert.display()),
+        format!("--cert={}", client.cert.display()),
+        format!("--key={}", client.key.display()),
+    ]
 }
