@@ -4,6 +4,8 @@
 //! start members here.
 
 use std::future::Future;
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::peer::{LeaseForwardPeer, LeaseForwardServer, MembershipPeer, MembershipServer};
 use crate::api::watch::WatchService;
+use crate::net::{Dialer, Listen, ListenError, Tls, TlsSpec};
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -26,10 +29,11 @@ use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
-use crate::runtime::{Clock, Disk};
+use crate::runtime::{read_file, Clock, Disk};
 use crate::server::boot::{self, bind_addr, BootError, Started};
 use crate::server::config::ServerConfig;
 use crate::server::transport::PeerServer;
+use crate::server::url::Url;
 
 /// gRPC framing on top of the largest request, as etcd allows.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -43,25 +47,31 @@ pub async fn run(
     disk: Arc<dyn Disk>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BootError> {
+    let read = |path: &Path| read_file(disk.as_ref(), path);
+    let client_tls = load_tls(&cfg.client_tls, "", &cfg.listen_client_urls, &read)?;
+    let peer_tls = load_tls(&cfg.peer_tls, "peer-", &cfg.listen_peer_urls, &read)?;
+    let client_listens = listens(&cfg.listen_client_urls, &client_tls)?;
+    let peer_listens = listens(&cfg.listen_peer_urls, &peer_tls)?;
+    let dialer = peer_tls.map(Dialer::with_tls).unwrap_or_default();
     let Started {
         server,
         raft_peers,
         mut member_task,
-    } = boot::start(&cfg, disk).await?;
-    let peer_addr = bind_addr(&cfg.listen_peer_urls[0])?;
+    } = boot::start(&cfg, disk, dialer).await?;
     let peers = tonic::transport::Server::builder()
         .add_service(PeerServer::new(raft_peers))
         .add_service(LeaseForwardServer::new(LeaseForwardPeer(server.clone())))
-        .add_service(MembershipServer::new(MembershipPeer(server.clone())))
-        .serve(peer_addr);
+        .add_service(MembershipServer::new(MembershipPeer(server.clone())));
+    let peers = crate::net::serve_peers(peers, peer_listens);
     let (shutdown, drained) = drain_after(shutdown);
-    let client_addr = bind_addr(&cfg.listen_client_urls[0])?;
     let max_request = cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     let gateway = Gateway {
         kv: KvService(server.clone()),
+        watch: WatchService(server.clone()),
         lease: LeaseService(server.clone()),
         maintenance: MaintenanceService(server.clone()),
         cluster: ClusterService(server.clone()),
+        auth: AuthService(server.clone()),
         election: ElectionService(server.clone()),
         lock: LockService(server.clone()),
     };
@@ -71,30 +81,30 @@ pub async fn run(
     });
     let router = crate::net::client_server(http, max_request)
         .add_service(KvServer::new(gateway.kv).max_decoding_message_size(max_request))
-        .add_service(WatchServer::new(WatchService(server.clone())))
+        .add_service(WatchServer::new(gateway.watch))
         .add_service(LeaseServer::new(gateway.lease))
         .add_service(ClusterServer::new(gateway.cluster))
-        .add_service(AuthServer::new(AuthService(server.clone())))
+        .add_service(AuthServer::new(gateway.auth))
         .add_service(MaintenanceServer::new(gateway.maintenance))
         .add_service(ElectionServer::new(gateway.election))
         .add_service(LockServer::new(gateway.lock));
-    let clients = crate::net::serve_clients(router, client_addr, shutdown);
+    let clients = crate::net::serve_clients(router, client_listens, shutdown);
     tracing::info!(
         member = format_args!("{:x}", server.member_id()),
         cluster = format_args!("{:x}", server.cluster_id()),
-        client = %client_addr,
-        peer = %peer_addr,
+        client = %urls(&cfg.listen_client_urls),
+        peer = %urls(&cfg.listen_peer_urls),
         "serving"
     );
     tokio::select! {
-        r = clients => r.map_err(|e| BootError::Listen {
-            url: cfg.listen_client_urls[0].to_string(),
-            reason: e.to_string(),
-        })?,
+        r = clients => r.map_err(listen_error)?,
         () = drained => tracing::warn!("shutdown: cutting requests and streams still open"),
-        r = peers => return Err(BootError::Listen {
-            url: cfg.listen_peer_urls[0].to_string(),
-            reason: r.err().map_or_else(|| "peer listener stopped".into(), |e| e.to_string()),
+        r = peers => return Err(match r {
+            Ok(()) => BootError::Listen {
+                url: urls(&cfg.listen_peer_urls),
+                reason: "peer listener stopped".into(),
+            },
+            Err(e) => listen_error(e),
         }),
         r = &mut member_task => return match r {
             Ok(Ok(())) => Err(BootError::Stopped("member loop ended".into())),
@@ -109,6 +119,59 @@ pub async fn run(
     server.close()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The TLS that `spec` configures, loaded when some URL in `listen` is `https://`.
+fn load_tls(
+    spec: &TlsSpec,
+    flag: &str,
+    listen: &[Url],
+    read: &dyn Fn(&Path) -> io::Result<Vec<u8>>,
+) -> Result<Option<Tls>, BootError> {
+    if !listen.iter().any(|u| u.scheme == "https") {
+        return Ok(None);
+    }
+    let hosts: Vec<String> = listen
+        .iter()
+        .map(|u| {
+            u.host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        })
+        .collect();
+    Tls::load(spec, flag, &hosts, read)
+        .map(Some)
+        .map_err(BootError::Keys)
+}
+
+/// Every URL in `urls`, each with `tls` if it is `https://`.
+fn listens(urls: &[Url], tls: &Option<Tls>) -> Result<Vec<Listen>, BootError> {
+    urls.iter()
+        .map(|url| {
+            Ok(Listen {
+                url: url.to_string(),
+                addr: bind_addr(url)?,
+                tls: if url.scheme == "https" {
+                    tls.clone()
+                } else {
+                    None
+                },
+            })
+        })
+        .collect()
+}
+
+fn urls(urls: &[Url]) -> String {
+    let urls: Vec<String> = urls.iter().map(Url::to_string).collect();
+    urls.join(",")
+}
+
+fn listen_error(e: ListenError) -> BootError {
+    BootError::Listen {
+        url: e.url,
+        reason: e.source.to_string(),
+    }
 }
 
 /// Splits `shutdown` into the signal for the client listener (stop accepting, let

@@ -8,7 +8,8 @@ mod common;
 
 use common::{grpc_message, ready_client, Member};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, LockOptions, Permission, Txn, TxnOp, UserAddOptions,
+    AlarmAction, AlarmType, Client, Compare, CompareOp, ConnectOptions, LeaseTimeToLiveOptions,
+    LockOptions, Permission, PutOptions, Txn, TxnOp, UserAddOptions,
 };
 use tonic::Code;
 
@@ -93,10 +94,37 @@ async fn users_roles_and_permissions_through_etcd_client() {
         refusal(alice.lock("other", Some(other)).await).0,
         Code::PermissionDenied
     );
+    // A lease's time to live names its keys: only for a reader of every one (etcd's fix
+    // for GHSA-3p4g-rcw5-8298). Raising or clearing an alarm is root's; listing is not.
+    let mut root = login(&m, "root", "rootpw").await.unwrap();
+    let secret = root.lease_grant(30, None).await.unwrap().id();
+    let attach = PutOptions::new().with_lease(secret);
+    root.put("secret", "x", Some(attach)).await.unwrap();
+    let keys = || Some(LeaseTimeToLiveOptions::new().with_keys());
+    assert_eq!(
+        refusal(alice.lease_time_to_live(secret, keys()).await).0,
+        Code::PermissionDenied
+    );
+    alice.lease_time_to_live(lease, keys()).await.unwrap();
+    assert_eq!(
+        refusal(
+            alice
+                .alarm(AlarmAction::Deactivate, AlarmType::None, None)
+                .await
+        )
+        .0,
+        Code::PermissionDenied
+    );
+    alice
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .unwrap();
+    root.alarm(AlarmAction::Deactivate, AlarmType::None, None)
+        .await
+        .unwrap();
 
     // Revoking under alice's live token: her next write is checked against the new
     // permissions, not the ones her token was issued with.
-    let mut root = login(&m, "root", "rootpw").await.unwrap();
     let revoke = etcd_client::RoleRevokePermissionOptions::new().with_prefix();
     root.role_revoke_permission("app", "app/", Some(revoke))
         .await
@@ -132,4 +160,92 @@ async fn users_roles_and_permissions_through_etcd_client() {
         refusal(alice.put("app/1", "x", None).await).0,
         Code::PermissionDenied
     );
+}
+
+/// A put of `app/1` with `token` in the metadata, as etcd clients send it.
+async fn put_with(m: &Member, token: &str) -> Result<(), String> {
+    use detcd::proto::etcdserverpb::{kv_client::KvClient, PutRequest};
+    let mut kv = KvClient::connect(m.client_url())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut request = tonic::Request::new(PutRequest {
+        key: b"app/1".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("token", token.parse().unwrap());
+    kv.put(request)
+        .await
+        .map(drop)
+        .map_err(|s| s.message().to_string())
+}
+
+/// A JWT for `user`, straight from Authenticate.
+async fn jwt(m: &Member, user: &str, password: &str) -> String {
+    use detcd::proto::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
+    let mut auth = AuthClient::connect(m.client_url()).await.unwrap();
+    let request = AuthenticateRequest {
+        name: user.into(),
+        password: password.into(),
+    };
+    auth.authenticate(request).await.unwrap().into_inner().token
+}
+
+/// `--auth-token jwt,...` (ES256 keys made by the test): tokens are signed and carry the
+/// auth revision, so they outlive a restart, a malformed one is refused, and one issued
+/// before an auth change is refused as etcd refuses it.
+#[tokio::test]
+async fn jwt_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let (private, public) = (dir.path().join("jwt.key"), dir.path().join("jwt.pub"));
+    std::fs::write(&private, key.serialize_pem()).unwrap();
+    std::fs::write(&public, key.public_key_pem()).unwrap();
+    let m = Member::new("jwt", dir.path());
+    let token_flag = format!(
+        "--auth-token=jwt,pub-key={},priv-key={},sign-method=ES256,ttl=5m",
+        public.display(),
+        private.display()
+    );
+    let extra = ["--bcrypt-cost", "4", token_flag.as_str()];
+    let server = m.spawn_with(env!("CARGO_BIN_EXE_detcd"), None, &extra);
+    let mut anon = ready_client(m.client_port).await;
+    anon.user_add("root", "rootpw", None).await.unwrap();
+    anon.user_grant_role("root", "root").await.unwrap();
+    anon.user_add("alice", "alicepw", None).await.unwrap();
+    anon.role_add("app").await.unwrap();
+    let perm = Permission::read_write("app/").with_prefix();
+    anon.role_grant_permission("app", perm).await.unwrap();
+    anon.user_grant_role("alice", "app").await.unwrap();
+    anon.auth_enable().await.unwrap();
+
+    let mut alice = login(&m, "alice", "alicepw").await.unwrap();
+    alice.put("app/1", "one", None).await.unwrap();
+    let token = jwt(&m, "alice", "alicepw").await;
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    put_with(&m, &token).await.unwrap();
+    assert_eq!(
+        put_with(&m, "not.a.jwt").await.unwrap_err(),
+        "etcdserver: invalid auth token"
+    );
+
+    // Stateless: the token still works once the member restarted.
+    drop(server);
+    let _server = m.spawn_with(env!("CARGO_BIN_EXE_detcd"), None, &extra);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while put_with(&m, &token).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no restart");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut root = login(&m, "root", "rootpw").await.unwrap();
+    root.role_add("other").await.unwrap();
+    assert_eq!(
+        put_with(&m, &token).await.unwrap_err(),
+        "etcdserver: revision of auth store is old"
+    );
+    put_with(&m, &jwt(&m, "alice", "alicepw").await)
+        .await
+        .unwrap();
 }

@@ -328,3 +328,98 @@ async fn json_gateway_cluster_election_and_lock() {
         .await;
     assert_eq!(held.unwrap().count(), 0);
 }
+
+/// A gateway watch lives on after its request body ends, and goes when its client does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_watch_ends_with_its_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = Member::new("gw3", dir.path());
+    let _proc = member.start(None);
+    let port = member.client_port;
+    let mut client = ready_client(port).await;
+    let watchers = || async move {
+        sample(
+            &get(port, "/metrics").await.ok()?.body,
+            "etcd_debugging_mvcc_watcher_total",
+        )
+    };
+
+    let body = r#"{"create_request":{"key":"YQ==","range_end":"Yg=="}}"#;
+    let mut watch = common::http::post_stream(port, "/v3/watch", None, body)
+        .await
+        .unwrap();
+    assert_eq!(watch.status, 200);
+    let created: serde_json::Value = serde_json::from_str(&watch.next().await.unwrap()).unwrap();
+    assert_eq!(created["result"]["created"], true, "{created}");
+    for i in 0..3 {
+        client.put(format!("a{i}"), "v", None).await.unwrap();
+    }
+    // a0, a1, a2 in base64.
+    for key in ["YTA=", "YTE=", "YTI="] {
+        let line = watch.next().await.unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["result"]["events"][0]["kv"]["key"], key, "{line}");
+    }
+    assert_eq!(watchers().await, Some(1.0));
+    drop(watch);
+    poll(
+        "the watcher gone with its client",
+        Duration::from_secs(10),
+        || async { (watchers().await? == 0.0).then_some(()) },
+    )
+    .await;
+}
+
+/// A gateway watch reads its request body as it comes: a cancel request sent after the
+/// watch's events, on the same HTTP request, cancels it (a chunked body, as grpc-gateway
+/// streams it to the Watch call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_watch_takes_requests_as_they_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = Member::new("gw4", dir.path());
+    let _proc = member.start(None);
+    let port = member.client_port;
+    let mut client = ready_client(port).await;
+    async fn next(watch: &mut common::http::Lines) -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("a line within 10 s")
+            .expect("a line before the end");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    // Key "k", split across chunks mid-value.
+    let first = [r#"{"create_request":{"ke"#, r#"y":"aw=="}}"#];
+    let (requests, mut watch) = common::http::post_chunked(port, "/v3/watch", &first)
+        .await
+        .unwrap();
+    assert_eq!(watch.status, 200);
+    let created = next(&mut watch).await;
+    assert_eq!(created["result"]["created"], true, "{created}");
+    client.put("k", "v", None).await.unwrap();
+    let event = next(&mut watch).await;
+    assert_eq!(
+        event["result"]["events"][0]["kv"]["value"], "dg==",
+        "{event}"
+    );
+
+    requests
+        .send(r#"{"progress_request":{}} {"cancel_request":{"watch_id":"0"}}"#.into())
+        .unwrap();
+    // detcd's store answers the progress request, the stream's control path the cancel:
+    // they may come in either order.
+    let mut answers = vec![next(&mut watch).await, next(&mut watch).await];
+    answers.sort_by_key(|a| a["result"]["canceled"] == true);
+    assert_eq!(answers[0]["result"]["watch_id"], "-1", "{answers:?}");
+    assert_eq!(answers[1]["result"]["canceled"], true, "{answers:?}");
+    client.put("k", "w", None).await.unwrap();
+    // Ending the body ends no watch, and the canceled one sends nothing more: the next
+    // thing on the stream is a second watch's creation.
+    requests
+        .send(r#"{"create_request":{"key":"aw=="}}"#.into())
+        .unwrap();
+    drop(requests);
+    let second = next(&mut watch).await;
+    assert_eq!(second["result"]["created"], true, "{second}");
+    assert_eq!(second["result"]["watch_id"], "1", "{second}");
+}

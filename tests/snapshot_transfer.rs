@@ -49,6 +49,8 @@ async fn serve(dir: &Path) -> (SocketAddr, mpsc::Receiver<Message>) {
         .local_addr()
         .unwrap();
     let (transport, _events) = Transport::new(2, CLUSTER);
+    // The sender, member 1, is known; nothing listens at its URL.
+    transport.add_peer(1, "http://127.0.0.1:9");
     let (inbound, rx) = mpsc::channel(16);
     let service = transport.service(inbound).accept_snapshots(Inbox {
         disk: Arc::new(RealDisk),
@@ -135,7 +137,7 @@ async fn a_streamed_backend_arrives_verified_before_its_msgsnap() {
 }
 
 #[tokio::test]
-async fn damaged_short_oversized_and_foreign_streams_are_refused() {
+async fn damaged_short_oversized_foreign_and_strangers_streams_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, mut inbound) = serve(dir.path()).await;
     let mut c = client(addr).await;
@@ -176,6 +178,11 @@ async fn damaged_short_oversized_and_foreign_streams_are_refused() {
         refuse(vec![chunk(None, 0, b"")]).await.code(),
         Code::InvalidArgument
     );
+    let mut stranger = msg_snap(2);
+    stranger.from = 9;
+    let e = refuse(vec![chunk(Some(stranger), 8, b"12345678")]).await;
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(e.message(), "snapshot from 9, which is not a member");
 
     // A MsgSnap without its database is refused on the message stream too.
     let e = c

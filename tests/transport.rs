@@ -1,5 +1,5 @@
 //! The peer transport over real loopback sockets: delivery in order, reconnection once the
-//! peer comes up, and refusal of another cluster's messages.
+//! peer comes up, and refusal of another cluster's messages and of non-members' ones.
 
 #![cfg(not(madsim))] // sim/tests/transport.rs covers the simulated network.
 
@@ -72,6 +72,7 @@ async fn send_until_delivered(
 async fn messages_arrive_in_order_after_the_peer_comes_up() {
     let (a, mut a_events) = Transport::new(1, CLUSTER);
     let (b, _) = Transport::new(2, CLUSTER);
+    b.add_peer(1, &format!("http://{}", free_addr()));
     let addr = free_addr();
     a.add_peer(2, &format!("http://{addr}"));
     assert!(a.send(msg(1, 2, 1)));
@@ -112,6 +113,7 @@ async fn messages_arrive_in_order_after_the_peer_comes_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_clusters_messages_are_refused() {
     let (b, _) = Transport::new(2, CLUSTER);
+    b.add_peer(1, &format!("http://{}", free_addr()));
     let addr = free_addr();
     let (mut rx, _stop) = serve(&b, addr);
     let (stranger, mut events) = Transport::new(1, CLUSTER + 1);
@@ -131,4 +133,41 @@ async fn another_clusters_messages_are_refused() {
         delivered.is_some(),
         "the same cluster's messages did not arrive"
     );
+}
+
+/// A sender that knows the cluster ID but is not a member the receiver knows: its messages
+/// are dropped and counted, and those of a known member on the same port still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_members_messages_are_dropped_and_counted() {
+    let (b, _) = Transport::new(2, CLUSTER);
+    b.add_peer(1, &format!("http://{}", free_addr()));
+    let addr = free_addr();
+    let (inbound, mut rx) = mpsc::channel(1024);
+    let dropped = prometheus_client::metrics::counter::Counter::<u64>::default();
+    let service = b.service(inbound).count_unknown_senders(dropped.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PeerServer::new(service))
+            .serve(addr),
+    );
+    let (stranger, _) = Transport::new(9, CLUSTER);
+    stranger.add_peer(2, &format!("http://{addr}"));
+    let start = Instant::now();
+    while dropped.get() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing was dropped"
+        );
+        stranger.send(msg(9, 2, 1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "a non-member's message was delivered"
+    );
+
+    let (member, _) = Transport::new(1, CLUSTER);
+    member.add_peer(2, &format!("http://{addr}"));
+    let delivered = send_until_delivered(&member, 2, &mut rx, Duration::from_secs(10)).await;
+    assert!(delivered.is_some(), "a member's message did not arrive");
 }

@@ -52,6 +52,7 @@ async fn partition_stops_and_heal_resumes_delivery() {
     let b = handle.create_node().name("b").ip(b_addr.ip()).build();
     b.spawn(async move {
         let (transport, _) = Transport::new(2, CLUSTER);
+        transport.add_peer(1, "http://10.0.0.1:2380");
         tonic::transport::Server::builder()
             .add_service(PeerServer::new(transport.service(inbound)))
             .serve(b_addr)

@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{AuthInfo, PermType};
 use crate::mvcc::KeyRange;
+use crate::net::ConnInfo;
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::*;
 use crate::server::auth::Access;
@@ -14,13 +15,18 @@ use crate::server::Server;
 #[derive(Clone)]
 pub struct AuthService(pub Server);
 
-/// The caller a request's `token` metadata names (see [`Server::auth_info`]).
+/// The caller a request's `token` metadata names, or else its client certificate (see
+/// [`Server::auth_info`]).
 pub fn caller<T>(server: &Server, request: &Request<T>) -> Result<Option<AuthInfo>, Status> {
     let token = request
         .metadata()
         .get("token")
         .and_then(|t| t.to_str().ok());
-    Ok(server.auth_info(token)?)
+    let cert_name = request
+        .extensions()
+        .get::<ConnInfo>()
+        .and_then(|c| c.common_name.as_deref());
+    Ok(server.auth_info(token, cert_name)?)
 }
 
 /// Refuses the call unless its caller is root (or auth is off).

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use serde::Serialize;
 
 use super::gateway::{self, Gateway};
-use crate::net::{HttpHandler, HttpRequest, HttpResponse};
+use crate::net::{HttpBody, HttpHandler, HttpRequest, HttpResponse};
 use crate::server::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::server::{Server, SERVER_VERSION};
 
@@ -30,12 +30,16 @@ impl HttpHandler for HttpApi {
         matches!(path, "/health" | "/version" | "/metrics") || gateway::serves(path)
     }
 
+    fn streams_body(&self, path: &str) -> bool {
+        gateway::streams_body(path)
+    }
+
     fn handle(&self, request: HttpRequest) -> Pin<Box<dyn Future<Output = HttpResponse> + Send>> {
         let server = self.server.clone();
         let gateway = self.gateway.clone();
         Box::pin(async move {
             match request.path.as_str() {
-                "/health" => health(&server, &request).await,
+                "/health" => health(&server, &request.method, &request.query).await,
                 "/version" => version(&request),
                 "/metrics" => metrics(&server),
                 _ => gateway.handle(request).await,
@@ -48,7 +52,7 @@ pub(super) fn response(status: u16, content_type: &'static str, body: Vec<u8>) -
     HttpResponse {
         status,
         content_type,
-        body,
+        body: HttpBody::Full(body),
     }
 }
 
@@ -78,12 +82,12 @@ struct Health {
 
 /// etcd's `/health`: `?exclude=NAME` ignores an alarm, `?serializable=true` asks about
 /// this member alone.
-async fn health(server: &Server, request: &HttpRequest) -> HttpResponse {
-    if request.method != "GET" {
+async fn health(server: &Server, method: &str, query: &str) -> HttpResponse {
+    if method != "GET" {
         return method_not_allowed();
     }
-    let serializable = query_values(&request.query, "serializable").next() == Some("true");
-    let excluded: Vec<&str> = query_values(&request.query, "exclude").collect();
+    let serializable = query_values(query, "serializable").next() == Some("true");
+    let excluded: Vec<&str> = query_values(query, "exclude").collect();
     let h = match server.health(&excluded, serializable).await {
         None => Health {
             health: "true",

@@ -30,7 +30,7 @@ impl Kv for KvService {
         let caller = super::auth::caller(&self.0, &request)?;
         let req = request.into_inner();
         self.0.authorize(caller.as_ref(), Access::Put(&req))?;
-        Ok(Response::new(self.0.put(req).await?))
+        Ok(Response::new(self.0.put(caller.as_ref(), req).await?))
     }
 
     async fn delete_range(
@@ -41,14 +41,16 @@ impl Kv for KvService {
         let req = request.into_inner();
         self.0
             .authorize(caller.as_ref(), Access::DeleteRange(&req))?;
-        Ok(Response::new(self.0.delete_range(req).await?))
+        Ok(Response::new(
+            self.0.delete_range(caller.as_ref(), req).await?,
+        ))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let caller = super::auth::caller(&self.0, &request)?;
         let req = request.into_inner();
         self.0.authorize(caller.as_ref(), Access::Txn(&req))?;
-        Ok(Response::new(self.0.txn(req).await?))
+        Ok(Response::new(self.0.txn(caller.as_ref(), req).await?))
     }
 
     async fn compact(

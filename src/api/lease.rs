@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -24,6 +24,31 @@ pub struct LeaseService(pub Server);
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
+impl LeaseService {
+    /// Answers each keep-alive in `requests` in turn; the answers end with the requests
+    /// or at the first error.
+    pub fn keep_alive(
+        &self,
+        requests: impl Stream<Item = LeaseKeepAliveRequest> + Send + 'static,
+    ) -> KeepAliveStream {
+        let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE_LEN);
+        let server = self.0.clone();
+        tokio::spawn(async move {
+            let mut requests = std::pin::pin!(requests);
+            while let Some(req) = requests.next().await {
+                let resp = server.lease_keep_alive(req.id).await.map_err(Status::from);
+                let stop = resp.is_err();
+                if tx.send(resp).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+}
+
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(
@@ -43,7 +68,9 @@ impl Lease for LeaseService {
         let req = request.into_inner();
         self.0
             .authorize(caller.as_ref(), Access::LeaseRevoke(req.id))?;
-        Ok(Response::new(self.0.lease_revoke(req).await?))
+        Ok(Response::new(
+            self.0.lease_revoke(caller.as_ref(), req).await?,
+        ))
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -52,30 +79,19 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let mut requests = request.into_inner();
-        let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE_LEN);
-        let server = self.0.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(req)) = requests.message().await {
-                let resp = server.lease_keep_alive(req.id).await.map_err(Status::from);
-                let stop = resp.is_err();
-                if tx.send(resp).await.is_err() || stop {
-                    break;
-                }
-            }
-        });
-        let out = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(Response::new(Box::pin(out)))
+        let requests = super::messages(request.into_inner());
+        Ok(Response::new(self.keep_alive(requests)))
     }
 
     async fn lease_time_to_live(
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let resp = self.0.lease_time_to_live(request.into_inner()).await?;
-        Ok(Response::new(resp))
+        let caller = super::auth::caller(&self.0, &request)?;
+        let req = request.into_inner();
+        self.0
+            .authorize(caller.as_ref(), Access::LeaseTimeToLive(req.id))?;
+        Ok(Response::new(self.0.lease_time_to_live(req).await?))
     }
 
     async fn lease_leases(

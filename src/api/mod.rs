@@ -14,3 +14,12 @@ pub mod lock;
 pub mod maintenance;
 pub mod peer;
 pub mod watch;
+
+/// A gRPC request stream's messages, up to its end or first error.
+fn messages<T: Send + 'static>(
+    requests: tonic::Streaming<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(requests, |mut r| async move {
+        r.message().await.ok().flatten().map(|m| (m, r))
+    })
+}

@@ -1,9 +1,11 @@
 //! The Watch service: one bidirectional stream per call. Requests go to the server's
 //! watch stream; its replies (first) and events go back in order, each header completed.
+//! As etcd's, a stream outlives the end of its requests (a client's half-close, or the end
+//! of a gateway request body): it ends when the client stops reading.
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -24,16 +26,22 @@ pub struct WatchService(pub Server);
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
-/// Serves the requests of one stream until the client stops sending; the stream closes
-/// when `stream` is dropped.
+/// Serves the requests of one stream, then keeps its watches until the client stops
+/// reading; the stream closes when `stream` is dropped.
 async fn read_requests(
     server: Server,
     caller: Option<AuthInfo>,
     stream: WatchStream,
-    mut requests: Streaming<WatchRequest>,
+    requests: impl Stream<Item = WatchRequest>,
     control: mpsc::Sender<WatchResponse>,
 ) {
-    while let Ok(Some(req)) = requests.message().await {
+    let mut requests = std::pin::pin!(requests);
+    loop {
+        let req = tokio::select! {
+            Some(req) = requests.next() => req,
+            () = control.closed() => return,
+            else => break,
+        };
         let refused = match &req.request_union {
             Some(RequestUnion::CreateRequest(create)) => server
                 .authorize(caller.as_ref(), Access::Watch(create))
@@ -54,27 +62,26 @@ async fn read_requests(
             None => stream.serve(req, &control),
         };
         if !served {
-            break;
+            return;
         }
     }
+    control.closed().await;
 }
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = ResponseStream;
-
-    async fn watch(
+impl WatchService {
+    /// One watch stream for `caller`: `requests` in; replies and events out.
+    pub fn open(
         &self,
-        request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = super::auth::caller(&self.0, &request)?;
+        caller: Option<AuthInfo>,
+        requests: impl Stream<Item = WatchRequest> + Send + 'static,
+    ) -> ResponseStream {
         let (stream, events) = self.0.open_watch_stream();
         let (control, replies) = mpsc::channel(CONTROL_QUEUE_LEN);
         tokio::spawn(read_requests(
             self.0.clone(),
             caller,
             stream,
-            request.into_inner(),
+            requests,
             control,
         ));
         let server = self.0.clone();
@@ -92,6 +99,20 @@ impl Watch for WatchService {
                 Some((Ok(resp), (replies, events, server)))
             },
         );
-        Ok(Response::new(Box::pin(out)))
+        Box::pin(out)
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = super::auth::caller(&self.0, &request)?;
+        let requests = super::messages(request.into_inner());
+        Ok(Response::new(self.open(caller, requests)))
     }
 }

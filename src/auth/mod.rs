@@ -7,10 +7,12 @@
 //! `authRoles` tables. Password hashes are computed before proposing (bcrypt is slow and
 //! salted), so the log carries hashes and members stay deterministic.
 
+mod jwt;
 mod perms;
 mod store;
 mod token;
 
+pub use jwt::{JwtTokens, DEFAULT_JWT_TTL};
 pub use perms::{covers, AuthInfo, PermType};
 pub use store::{hash_password, AuthStore, ROOT};
 pub use token::{SimpleTokens, DEFAULT_TOKEN_TTL, MAX_TOKENS};

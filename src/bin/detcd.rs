@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use detcd::runtime::RealDisk;
+use detcd::runtime::{self, RealDisk};
 use detcd::server::config::{Flags, ServerConfig};
 use detcd::start;
 
@@ -32,10 +32,22 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let flags = match Flags::parse_from(std::env::args_os()) {
+    let mut flags = match Flags::parse_from(std::env::args_os()) {
         Ok(flags) => flags,
         Err(e) => e.exit(),
     };
+    if let Some(path) = flags.config_file.clone() {
+        let loaded = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|yaml| Flags::from_config_file(&yaml));
+        flags = match loaded {
+            Ok(flags) => flags,
+            Err(message) => {
+                eprintln!("detcd: config file {}: {message}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+    }
     let cfg = match ServerConfig::from_flags(&flags) {
         Ok(cfg) => cfg,
         Err(message) => {
@@ -43,10 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = runtime::threaded_runtime().expect("tokio runtime");
     match runtime.block_on(start::run(cfg, Arc::new(RealDisk), shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -414,8 +414,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Authority<IO> {
     }
 }
 
-impl tonic::transport::server::Connected for Authority<tokio::net::TcpStream> {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected
+    for Authority<IO>
+{
+    type ConnectInfo = IO::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.io.connect_info()

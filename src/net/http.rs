@@ -2,7 +2,10 @@
 //! `/metrics` and the JSON gateway on its client URLs.
 //!
 //! The handler is plain data in, data out ([`HttpRequest`] to [`HttpResponse`]), so it
-//! compiles and can be called the same way in both builds. Only the real build puts it on
+//! compiles and can be called the same way in both builds. A response body is either whole
+//! or a stream of chunks (the gateway's watch, keep-alive, observe and snapshot), sent as
+//! they come with chunked transfer encoding. So is a request body, for the paths the handler
+//! asks for it as it comes (the gateway's bidirectional streams). Only the real build puts it on
 //! the wire: a tower layer in front of tonic's gRPC routes takes the requests for the
 //! handler's paths, and tonic accepts HTTP/1.1 connections as well as HTTP/2. Under madsim
 //! the client listener serves gRPC only. The real listener also accepts etcdctl 3.4's
@@ -10,33 +13,58 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 
-/// A request for one of the handler's paths, its body read in full.
-#[derive(Debug, Clone, Default)]
+use super::{Listen, ListenError};
+
+/// A request for one of the handler's paths, its body read in full unless the handler
+/// streams it ([`HttpHandler::streams_body`]).
+#[derive(Default)]
 pub struct HttpRequest {
     pub method: String,
     pub path: String,
     /// The query string without the `?`, not decoded.
     pub query: String,
+    /// The `Authorization` header: the gateway's callers send their auth token in it.
+    pub authorization: Option<String>,
+    /// Empty when the body is streamed.
     pub body: Bytes,
+    /// The body as it comes, if streamed; it ends with the body or at a read error.
+    pub body_stream: Option<BodyStream>,
+    /// The most the listener takes in one body, or in one message of a streamed body.
+    pub max_body: usize,
 }
 
-#[derive(Debug, Clone)]
+/// A request body as it comes.
+pub type BodyStream = BoxStream<'static, Bytes>;
+
 pub struct HttpResponse {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    pub body: HttpBody,
+}
+
+pub enum HttpBody {
+    Full(Vec<u8>),
+    /// Chunks sent as they come; the response ends with the stream, and a client that goes
+    /// away drops it.
+    Stream(BoxStream<'static, Vec<u8>>),
 }
 
 /// What the client listener serves besides gRPC.
 pub trait HttpHandler: Send + Sync + 'static {
     /// Whether requests for `path` go to this handler rather than to gRPC.
     fn serves(&self, path: &str) -> bool;
+
+    /// Whether the body of a request for `path` is handed over as it comes rather than
+    /// read in full first.
+    fn streams_body(&self, _path: &str) -> bool {
+        false
+    }
 
     fn handle(&self, request: HttpRequest) -> Pin<Box<dyn Future<Output = HttpResponse> + Send>>;
 }
@@ -68,43 +96,42 @@ pub type ClientRouter =
 #[cfg(madsim)]
 pub type ClientRouter = tonic::transport::server::Router;
 
-/// Serves `router` on `addr` until `shutdown`. Each connection goes through
-/// [`super::authority::Authority`], so that etcdctl 3.4's `http://` endpoints work.
+/// Serves `router` on every client listen URL until `shutdown`. Each connection goes
+/// through [`super::authority::Authority`], so that etcdctl 3.4's `http://` endpoints work.
 #[cfg(not(madsim))]
 pub async fn serve_clients(
     router: ClientRouter,
-    addr: SocketAddr,
+    listens: Vec<Listen>,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let incoming = futures::stream::poll_fn(move |cx| {
-        listener.poll_accept(cx).map(|accepted| {
-            Some(accepted.map(|(tcp, _)| {
-                // As tonic's own listener does: responses are small and latency matters.
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::warn!("client connection: cannot set TCP_NODELAY: {e}");
-                }
-                super::authority::Authority::new(tcp)
-            }))
-        })
-    });
+) -> Result<(), ListenError> {
+    use futures::StreamExt;
+    let urls = super::urls(&listens);
+    let incoming = super::listen::incoming(listens).await?;
+    let incoming = incoming.map(|conn| conn.map(super::authority::Authority::new));
     router
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .map_err(io::Error::other)
+        .map_err(|e| ListenError {
+            url: urls,
+            source: io::Error::other(e),
+        })
 }
 
-/// Serves `router` on `addr` until `shutdown`.
+/// Serves `router` on the first client listen URL until `shutdown`: the simulator needs
+/// no more.
 #[cfg(madsim)]
 pub async fn serve_clients(
     router: ClientRouter,
-    addr: SocketAddr,
+    listens: Vec<Listen>,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+) -> Result<(), ListenError> {
     router
-        .serve_with_shutdown(addr, shutdown)
+        .serve_with_shutdown(listens[0].addr, shutdown)
         .await
-        .map_err(io::Error::other)
+        .map_err(|e| ListenError {
+            url: super::urls(&listens),
+            source: io::Error::other(e),
+        })
 }
 
 #[cfg(not(madsim))]
@@ -115,10 +142,12 @@ mod real {
 
     use bytes::Bytes;
     use futures::future::{BoxFuture, Either};
-    use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+    use futures::StreamExt;
+    use http_body::Frame;
+    use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
     use tonic::body::Body;
 
-    use super::{HttpHandler, HttpRequest, HttpResponse};
+    use super::{HttpBody, HttpHandler, HttpRequest, HttpResponse};
 
     /// Puts [`HttpService`] in front of the gRPC routes.
     #[derive(Clone)]
@@ -172,20 +201,36 @@ mod real {
             }
             let handler = self.handler.clone();
             let max_body = self.max_body;
+            let streamed = handler.streams_body(request.uri().path());
             Either::Right(Box::pin(async move {
                 let (parts, body) = request.into_parts();
-                let body = match Limited::new(body, max_body).collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(e) if e.is::<LengthLimitError>() => {
-                        return Ok(respond(plain(413, "http: request body too large\n")))
+                let (body, body_stream) = if streamed {
+                    let chunks = body
+                        .into_data_stream()
+                        .take_while(|chunk| std::future::ready(chunk.is_ok()))
+                        .map(Result::unwrap_or_default);
+                    (Bytes::new(), Some(chunks.boxed()))
+                } else {
+                    match Limited::new(body, max_body).collect().await {
+                        Ok(collected) => (collected.to_bytes(), None),
+                        Err(e) if e.is::<LengthLimitError>() => {
+                            return Ok(respond(plain(413, "http: request body too large\n")))
+                        }
+                        Err(_) => return Ok(respond(plain(400, "400 Bad Request\n"))),
                     }
-                    Err(_) => return Ok(respond(plain(400, "400 Bad Request\n"))),
                 };
                 let request = HttpRequest {
                     method: parts.method.as_str().to_string(),
                     path: parts.uri.path().to_string(),
                     query: parts.uri.query().unwrap_or("").to_string(),
+                    authorization: parts
+                        .headers
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
                     body,
+                    body_stream,
+                    max_body,
                 };
                 Ok(respond(handler.handle(request).await))
             }))
@@ -196,15 +241,21 @@ mod real {
         HttpResponse {
             status,
             content_type: "text/plain; charset=utf-8",
-            body: text.as_bytes().to_vec(),
+            body: HttpBody::Full(text.as_bytes().to_vec()),
         }
     }
 
     fn respond(r: HttpResponse) -> http::Response<Body> {
+        let body = match r.body {
+            HttpBody::Full(bytes) => Body::new(Full::new(Bytes::from(bytes))),
+            HttpBody::Stream(chunks) => Body::new(StreamBody::new(
+                chunks.map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c)))),
+            )),
+        };
         http::Response::builder()
             .status(r.status)
             .header(http::header::CONTENT_TYPE, r.content_type)
-            .body(Body::new(Full::new(Bytes::from(r.body))))
+            .body(body)
             .expect("a status code and a static content type make a valid response")
     }
 }

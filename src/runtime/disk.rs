@@ -46,6 +46,14 @@ pub trait DiskFile: Send + Sync + std::fmt::Debug {
     fn sync(&self) -> io::Result<()>;
 }
 
+/// The whole of a small file, such as a key or certificate named by a flag.
+pub fn read_file(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8>> {
+    let file = disk.open(path, OpenMode::Existing)?;
+    let mut data = vec![0; file.len()? as usize];
+    file.read_at(0, &mut data)?;
+    Ok(data)
+}
+
 /// The directory that holds `path`, for [`Disk::sync_dir`].
 pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {

@@ -9,16 +9,18 @@ mod clock;
 mod disk;
 mod hooks;
 mod real_disk;
+mod sched;
 mod sim_disk;
 mod sparse;
 mod zeros;
 
 pub use clock::Clock;
-pub use disk::{Disk, DiskFile, OpenMode};
+pub use disk::{read_file, Disk, DiskFile, OpenMode};
 pub use hooks::{
     planted, reach, reached, trace, trace_reset, trace_value, Bug, Milestone, PLANT_BUG_ENV,
 };
 pub use real_disk::RealDisk;
+pub use sched::threaded_runtime;
 pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};
 pub use zeros::all_zero;
 

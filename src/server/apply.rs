@@ -32,16 +32,26 @@ use crate::runtime::Clock;
 /// already; committing per Ready would cost a second fsync per batch of proposals.
 pub const BACKEND_BATCH_INTERVAL: Duration = Duration::from_millis(100);
 
-impl LogRequest for Request {
+impl LogRequest for InternalRaftRequest {
     fn encode(&self) -> Vec<u8> {
-        InternalRaftRequest {
-            request: Some(self.clone()),
-        }
-        .encode_to_vec()
+        self.encode_to_vec()
     }
 
+    /// An entry without a request is undecodable: [`Applier::apply`] relies on one.
     fn decode(payload: &[u8]) -> Option<Self> {
-        InternalRaftRequest::decode(payload).ok()?.request
+        <InternalRaftRequest as Message>::decode(payload)
+            .ok()
+            .filter(|r| r.request.is_some())
+    }
+}
+
+/// The member's own request, proposed without a header (no caller to check at apply).
+impl From<Request> for InternalRaftRequest {
+    fn from(request: Request) -> Self {
+        InternalRaftRequest {
+            request: Some(request),
+            header: None,
+        }
     }
 }
 
@@ -227,11 +237,14 @@ fn on_kv<R>(
 }
 
 impl StateMachine for Applier {
-    type Request = Request;
+    type Request = InternalRaftRequest;
     type Response = Result<Applied, Error>;
     type Refusal = MembershipError;
 
-    fn apply(&mut self, index: u64, request: Request) -> Result<Applied, Error> {
+    fn apply(&mut self, index: u64, entry: InternalRaftRequest) -> Result<Applied, Error> {
+        let request = entry
+            .request
+            .expect("decode keeps only entries with a request");
         let mut store = lock(&self.store);
         let mut lessor = lock(&self.lessor);
         if let Err(e) = on_kv(&mut store, |kv| kv.begin_entry(index)) {
@@ -239,14 +252,23 @@ impl StateMachine for Applier {
         }
         let before = store.kv().rev();
         let now = self.clock.now();
-        let applied = run(
-            &mut store,
-            &mut lessor,
-            &self.auth,
-            &self.cluster,
-            request,
-            now,
-        );
+        let checked = match &entry.header {
+            Some(header) => {
+                super::auth::check_at_apply(&lock(&self.auth), &lessor, header, &request)
+            }
+            None => Ok(()),
+        };
+        let applied = match checked {
+            Ok(()) => run(
+                &mut store,
+                &mut lessor,
+                &self.auth,
+                &self.cluster,
+                request,
+                now,
+            ),
+            Err(e) => Err(e.into()),
+        };
         if let Err(e) = &applied {
             assert!(!is_fatal(e), "backend failed applying entry {index}: {e}");
         }

@@ -12,6 +12,7 @@ use super::store::lock;
 use super::v3::Server;
 use crate::auth::{hash_password, AuthInfo, AuthStore, PermType};
 use crate::backend::Backend;
+use crate::lease::Lessor;
 use crate::mvcc::KeyRange;
 use crate::proto::etcdserverpb::{
     AuthDisableRequest, AuthDisableResponse, AuthEnableRequest, AuthEnableResponse,
@@ -25,7 +26,74 @@ use crate::proto::etcdserverpb::{
     DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest, WatchCreateRequest,
 };
 use crate::proto::internalpb::internal_raft_request::Request;
-use crate::proto::internalpb::InternalAuthenticateRequest;
+use crate::proto::internalpb::{InternalAuthenticateRequest, RequestHeader};
+
+/// Whether `caller` may do `access` under `auth`; `lessor` knows the keys of leases.
+fn check(
+    auth: &AuthStore,
+    lessor: &Lessor,
+    caller: Option<&AuthInfo>,
+    access: Access<'_>,
+) -> crate::auth::Result<()> {
+    if !auth.is_enabled() {
+        return Ok(());
+    }
+    let lease_keys = |id: i64| -> Vec<Vec<u8>> {
+        lessor
+            .get(id)
+            .map(|l| l.keys.iter().cloned().collect())
+            .unwrap_or_default()
+    };
+    let (keys, want) = match &access {
+        Access::Put(p) if p.lease != 0 => (lease_keys(p.lease), PermType::Write),
+        Access::LeaseRevoke(id) => (lease_keys(*id), PermType::Write),
+        Access::LeaseTimeToLive(id) => (lease_keys(*id), PermType::Read),
+        _ => (Vec::new(), PermType::Read),
+    };
+    auth.check_lease_keys(caller, &keys, want)?;
+    match access {
+        Access::Range(r) => auth.check_range(caller, r),
+        Access::Put(p) => auth.check_put(caller, p),
+        Access::DeleteRange(d) => auth.check_delete(caller, d),
+        Access::Txn(t) => auth.check_txn(caller, t),
+        Access::Watch(w) => auth.check_watch(caller, w),
+        Access::LeaseRevoke(_) | Access::LeaseTimeToLive(_) => Ok(()),
+        Access::Keys(range, want) => auth.check(caller, &range, want),
+        Access::Admin => auth.check_admin(caller),
+    }
+}
+
+/// Checks a client's request again as it is applied, as etcd's `authApplierV3` does, with
+/// the user and auth revision it was proposed with: if users, roles or permissions
+/// changed in between, the request fails (`revision of auth store is old`) and the client
+/// retries under today's permissions. So once a revoke is applied, no write proposed
+/// before it under the revoked permission can still land.
+pub(super) fn check_at_apply(
+    auth: &AuthStore,
+    lessor: &Lessor,
+    header: &RequestHeader,
+    request: &Request,
+) -> crate::auth::Result<()> {
+    let caller = AuthInfo {
+        user: header.username.clone(),
+        revision: header.auth_revision,
+    };
+    let access = match request {
+        Request::Put(r) => Access::Put(r),
+        Request::DeleteRange(r) => Access::DeleteRange(r),
+        Request::Txn(r) => Access::Txn(r),
+        Request::LeaseRevoke(r) => Access::LeaseRevoke(r.id),
+        // Only client writes and auth changes carry a header; any other request that
+        // ever does is root's until it has a check of its own.
+        _ => Access::Admin,
+    };
+    check(auth, lessor, Some(&caller), access)
+}
+
+/// The wall clock as JWT expiries count it (virtual under madsim).
+fn unix_now() -> std::time::Duration {
+    std::time::Duration::from_nanos(crate::runtime::Clock.unix_nanos() as u64)
+}
 
 /// Letters of a simple token, as etcd's `randString` draws them.
 const TOKEN_LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -98,6 +166,9 @@ pub enum Access<'a> {
     Watch(&'a WatchCreateRequest),
     /// Revoking deletes the lease's keys: write on every one.
     LeaseRevoke(i64),
+    /// A lease's time to live names its keys: read on every one (etcd's fix for
+    /// GHSA-3p4g-rcw5-8298, in 3.4.26 and 3.5.8).
+    LeaseTimeToLive(i64),
     /// Keys an election or lock reads or writes (as etcd's, whose Election and Lock
     /// servers act through KV calls carrying the caller's token).
     Keys(KeyRange, PermType),
@@ -109,51 +180,37 @@ impl Server {
     /// Whether `caller` may do `access` under the current users, roles and auth revision:
     /// a token issued before a permission change is checked against today's permissions.
     pub fn authorize(&self, caller: Option<&AuthInfo>, access: Access<'_>) -> Result<()> {
-        let lease_keys = |id: i64| -> Vec<Vec<u8>> {
-            let lessor = lock(&self.lessor);
-            lessor
-                .get(id)
-                .map(|l| l.keys.iter().cloned().collect())
-                .unwrap_or_default()
-        };
-        // The lessor is read before the auth store: lock order is lessor, then auth.
-        let keys = match &access {
-            Access::Put(p) if p.lease != 0 => lease_keys(p.lease),
-            Access::LeaseRevoke(id) => lease_keys(*id),
-            _ => Vec::new(),
-        };
-        let auth = lock(&self.auth);
-        if !auth.is_enabled() {
-            return Ok(());
-        }
-        auth.check_lease_keys(caller, &keys, PermType::Write)?;
-        Ok(match access {
-            Access::Range(r) => auth.check_range(caller, r),
-            Access::Put(p) => auth.check_put(caller, p),
-            Access::DeleteRange(d) => auth.check_delete(caller, d),
-            Access::Txn(t) => auth.check_txn(caller, t),
-            Access::Watch(w) => auth.check_watch(caller, w),
-            Access::LeaseRevoke(_) => Ok(()),
-            Access::Keys(range, want) => auth.check(caller, &range, want),
-            Access::Admin => auth.check_admin(caller),
-        }?)
+        // Lock order: lessor, then auth (as the apply loop takes them).
+        let lessor = lock(&self.lessor);
+        Ok(check(&lock(&self.auth), &lessor, caller, access)?)
     }
 
-    /// The caller a request's `token` names: `None` while auth is off (tokens are then
-    /// ignored, as etcd does) or when no token came; an unknown or expired token fails.
+    /// The caller a request's `token` names, or without a token the Common Name of its
+    /// client certificate (`--client-cert-auth`, as etcd's `AuthInfoFromTLS`): `None` while
+    /// auth is off (tokens are then ignored, as etcd does) or when neither came; an
+    /// unknown or expired token fails.
     /// A simple token names only a user: as in etcd, the caller is checked at the auth
     /// revision of its arrival, so a token outlives permission changes and every request
     /// meets the permissions of its time.
-    pub fn auth_info(&self, token: Option<&str>) -> Result<Option<AuthInfo>> {
+    pub fn auth_info(
+        &self,
+        token: Option<&str>,
+        cert_name: Option<&str>,
+    ) -> Result<Option<AuthInfo>> {
         let mut auth = lock(&self.auth);
-        match token {
-            Some(token) if auth.is_enabled() => {
-                let user = auth.tokens.info(token, self.clock.now())?.user;
-                let revision = auth.revision();
-                Ok(Some(AuthInfo { user, revision }))
-            }
-            _ => Ok(None),
+        if !auth.is_enabled() {
+            return Ok(None);
         }
+        let user = match (token, cert_name, &self.jwt) {
+            // A JWT carries the auth revision it was issued at: one from before a change
+            // is refused when checked.
+            (Some(token), _, Some(jwt)) => return Ok(Some(jwt.verify(token, unix_now())?)),
+            (Some(token), _, None) => auth.tokens.info(token, self.clock.now())?.user,
+            (None, Some(name), _) => name.to_string(),
+            (None, None, _) => return Ok(None),
+        };
+        let revision = auth.revision();
+        Ok(Some(AuthInfo { user, revision }))
     }
 
     /// Auth administration is root's (anyone's while auth is off).
@@ -170,12 +227,13 @@ impl Server {
     /// Anyone may turn auth on; once it is on, asking again is root's.
     pub async fn auth_enable(&self, caller: Option<&AuthInfo>) -> Result<AuthEnableResponse> {
         self.admin(caller)?;
-        self.write(Request::AuthEnable(AuthEnableRequest {})).await
+        self.write(caller, Request::AuthEnable(AuthEnableRequest {}))
+            .await
     }
 
     pub async fn auth_disable(&self, caller: Option<&AuthInfo>) -> Result<AuthDisableResponse> {
         self.admin(caller)?;
-        self.write(Request::AuthDisable(AuthDisableRequest {}))
+        self.write(caller, Request::AuthDisable(AuthDisableRequest {}))
             .await
     }
 
@@ -205,7 +263,17 @@ impl Server {
             simple_token,
             checked_revision,
         };
-        self.write(Request::Authenticate(request)).await
+        let mut resp: AuthenticateResponse =
+            self.write(None, Request::Authenticate(request)).await?;
+        if let Some(jwt) = &self.jwt {
+            let revision = lock(&self.auth).revision();
+            let info = AuthInfo {
+                user: name.to_string(),
+                revision,
+            };
+            resp.token = jwt.sign(&info, unix_now())?;
+        }
+        Ok(resp)
     }
 
     pub async fn user_add(
@@ -218,7 +286,7 @@ impl Server {
             req.hashed_password = self.hash_new_password(&req.password);
         }
         req.password.clear();
-        self.write(Request::AuthUserAdd(req)).await
+        self.write(caller, Request::AuthUserAdd(req)).await
     }
 
     /// A user's roles: root may ask about anyone, a user about itself.
@@ -254,7 +322,7 @@ impl Server {
         req: AuthUserDeleteRequest,
     ) -> Result<AuthUserDeleteResponse> {
         self.admin(caller)?;
-        self.write(Request::AuthUserDelete(req)).await
+        self.write(caller, Request::AuthUserDelete(req)).await
     }
 
     pub async fn user_change_password(
@@ -265,7 +333,8 @@ impl Server {
         self.admin(caller)?;
         req.hashed_password = self.hash_new_password(&req.password);
         req.password.clear();
-        self.write(Request::AuthUserChangePassword(req)).await
+        self.write(caller, Request::AuthUserChangePassword(req))
+            .await
     }
 
     pub async fn user_grant_role(
@@ -274,7 +343,7 @@ impl Server {
         req: AuthUserGrantRoleRequest,
     ) -> Result<AuthUserGrantRoleResponse> {
         self.admin(caller)?;
-        self.write(Request::AuthUserGrantRole(req)).await
+        self.write(caller, Request::AuthUserGrantRole(req)).await
     }
 
     pub async fn user_revoke_role(
@@ -283,7 +352,7 @@ impl Server {
         req: AuthUserRevokeRoleRequest,
     ) -> Result<AuthUserRevokeRoleResponse> {
         self.admin(caller)?;
-        self.write(Request::AuthUserRevokeRole(req)).await
+        self.write(caller, Request::AuthUserRevokeRole(req)).await
     }
 
     pub async fn role_add(
@@ -292,7 +361,7 @@ impl Server {
         req: AuthRoleAddRequest,
     ) -> Result<AuthRoleAddResponse> {
         self.admin(caller)?;
-        self.write(Request::AuthRoleAdd(req)).await
+        self.write(caller, Request::AuthRoleAdd(req)).await
     }
 
     /// A role's permissions: root may ask about any role, a user about its own.
@@ -334,7 +403,7 @@ impl Server {
         req: AuthRoleDeleteRequest,
     ) -> Result<AuthRoleDeleteResponse> {
         self.admin(caller)?;
-        self.write(Request::AuthRoleDelete(req)).await
+        self.write(caller, Request::AuthRoleDelete(req)).await
     }
 
     pub async fn role_grant_permission(
@@ -343,7 +412,8 @@ impl Server {
         req: AuthRoleGrantPermissionRequest,
     ) -> Result<AuthRoleGrantPermissionResponse> {
         self.admin(caller)?;
-        self.write(Request::AuthRoleGrantPermission(req)).await
+        self.write(caller, Request::AuthRoleGrantPermission(req))
+            .await
     }
 
     pub async fn role_revoke_permission(
@@ -352,6 +422,7 @@ impl Server {
         req: AuthRoleRevokePermissionRequest,
     ) -> Result<AuthRoleRevokePermissionResponse> {
         self.admin(caller)?;
-        self.write(Request::AuthRoleRevokePermission(req)).await
+        self.write(caller, Request::AuthRoleRevokePermission(req))
+            .await
     }
 }

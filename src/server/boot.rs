@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::apply::Applier;
-use super::config::ServerConfig;
+use super::config::{AuthToken, ServerConfig};
 use super::lease_forward::LeaseForwarder;
 use super::member::{self, MemberConfig, MemberError, MemberTask};
 use super::metrics::ServerMetrics;
@@ -20,9 +20,10 @@ use super::store::{lock, LeaseClock, SharedStore};
 use super::transport::{PeerService, Transport};
 use super::url::Url;
 use super::v3::Server;
-use crate::auth::AuthStore;
+use crate::auth::{AuthStore, JwtTokens};
 use crate::lease::{Lessor, LessorConfig};
 use crate::mvcc::{self, KvStore, WatchConfig, WatchableStore};
+use crate::net::Dialer;
 use crate::proto::etcdserverpb::{
     LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseRevokeRequest,
 };
@@ -66,6 +67,9 @@ pub enum BootError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("detcd: member stopped: {0}")]
     Stopped(String),
+    /// A TLS or JWT key file that cannot be read or used.
+    #[error("detcd: {0}")]
+    Keys(String),
 }
 
 /// The socket address to bind for `url`: `localhost` means the IPv4 loopback.
@@ -93,8 +97,12 @@ pub struct Started {
 
 /// Opens the data directory, store and WAL, finds the member's identity, and starts the
 /// member loop and its background jobs (watcher sync, lease expiry, publishing this
-/// member's attributes).
-pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, BootError> {
+/// member's attributes). Every peer call dials through `dialer`.
+pub async fn start(
+    cfg: &ServerConfig,
+    disk: Arc<dyn Disk>,
+    dialer: Dialer,
+) -> Result<Started, BootError> {
     let member_dir = cfg.data_dir.join("member");
     let snap_dir = member_dir.join("snap");
     disk.create_dir_all(&snap_dir)
@@ -120,28 +128,33 @@ pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, B
     let auth = AuthStore::open(watchable.backend(), cfg.auth_token_ttl)
         .map_err(|e| BootError::Stopped(e.to_string()))?;
     let auth = Arc::new(Mutex::new(auth));
+    let jwt = jwt_tokens(&cfg.auth_token, disk.as_ref())?;
     let store = Arc::new(Mutex::new(watchable));
     let clock = LeaseClock::new();
     let super::join::Identity {
         member_id,
         cluster_id,
         cluster,
-    } = super::join::cluster_at_start(cfg, &store, disk.as_ref(), &member_dir.join("wal")).await?;
+    } = super::join::cluster_at_start(cfg, &store, disk.as_ref(), &member_dir.join("wal"), &dialer)
+        .await?;
     let metrics = Arc::new(ServerMetrics::new(member_id));
     lock(&store)
         .backend()
         .observe_commits(metrics.backend_commit.clone());
-    let (transport, events) = Transport::new(member_id, cluster_id);
+    let (transport, events) = Transport::with_dialer(member_id, cluster_id, dialer);
     for m in cluster.members().iter().filter(|m| m.id != member_id) {
         transport.add_peer(m.id, &cfg.dial_url(&m.name, &m.peer_ur_ls[0]));
     }
     cluster.removed().for_each(|id| transport.remove_member(id));
     let cluster = Arc::new(Mutex::new(cluster));
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
-    let raft_peers = transport.service(inbound).accept_snapshots(Inbox {
-        disk: disk.clone(),
-        dir: snap_dir.clone(),
-    });
+    let raft_peers = transport
+        .service(inbound)
+        .accept_snapshots(Inbox {
+            disk: disk.clone(),
+            dir: snap_dir.clone(),
+        })
+        .count_unknown_senders(metrics.peer_unknown_senders.clone());
     let member_cfg = MemberConfig {
         id: member_id,
         cluster_id,
@@ -194,6 +207,7 @@ pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, B
             member_id ^ crate::runtime::entropy_seed(),
         ))),
         bcrypt_cost: cfg.bcrypt_cost,
+        jwt,
         cluster,
         clock,
         leases,
@@ -211,11 +225,35 @@ pub async fn start(cfg: &ServerConfig, disk: Arc<dyn Disk>) -> Result<Started, B
         client_urls.collect(),
     ));
     tokio::spawn(expire_leases(server.clone(), cfg.election_timeout));
+    if let Some(policy) = cfg.auto_compaction {
+        tokio::spawn(super::compaction::run(server.clone(), policy));
+    }
     Ok(Started {
         server,
         raft_peers,
         member_task,
     })
+}
+
+/// The JWT keys `--auth-token jwt,...` names, read and checked at start.
+fn jwt_tokens(token: &AuthToken, disk: &dyn Disk) -> Result<Option<Arc<JwtTokens>>, BootError> {
+    let AuthToken::Jwt {
+        sign_method,
+        pub_key,
+        priv_key,
+        ttl,
+    } = token
+    else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        crate::runtime::read_file(disk, path)
+            .map_err(|e| BootError::Keys(format!("--auth-token key {}: {e}", path.display())))
+    };
+    let private = priv_key.as_deref().map(read).transpose()?;
+    let tokens = JwtTokens::new(sign_method, &read(pub_key)?, private.as_deref(), *ttl)
+        .map_err(|e| BootError::Keys(format!("--auth-token: {e}")))?;
+    Ok(Some(Arc::new(tokens)))
 }
 
 impl Server {
@@ -284,7 +322,7 @@ async fn expire_leases(server: Server, election_timeout: Duration) {
         for id in expired {
             let server = server.clone();
             tokio::spawn(async move {
-                let _ = server.lease_revoke(LeaseRevokeRequest { id }).await;
+                let _ = server.lease_revoke(None, LeaseRevokeRequest { id }).await;
             });
         }
         if !checkpoints.is_empty() {

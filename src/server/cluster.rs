@@ -192,9 +192,9 @@ impl Server {
             .and_then(|m| m.peer_ur_ls.first().cloned())
             .ok_or(ProposeError::NoLeader)?;
         let forward = async {
-            let mut client = MembershipClient::connect(url)
-                .await
-                .map_err(|e| Error::Forwarded(tonic::Status::unavailable(e.to_string())))?;
+            let channel = self.transport.dialer().connect(&url).await;
+            let channel = channel.map_err(|e| Error::Forwarded(tonic::Status::unavailable(e)))?;
+            let mut client = MembershipClient::new(channel);
             let resp = client.member_promote(MemberPromoteRequest { id }).await;
             resp.map_err(Error::Forwarded)
         };

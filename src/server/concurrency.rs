@@ -138,11 +138,14 @@ impl Server {
             ..RangeRequest::default()
         };
         let resp = self
-            .txn(TxnRequest {
-                compare: vec![created_at(&key, 0)],
-                success: vec![op(Op::RequestPut(put))],
-                failure: vec![op(Op::RequestRange(get))],
-            })
+            .txn(
+                None,
+                TxnRequest {
+                    compare: vec![created_at(&key, 0)],
+                    success: vec![op(Op::RequestPut(put))],
+                    failure: vec![op(Op::RequestRange(get))],
+                },
+            )
             .await?;
         let revision = resp.header.as_ref().map_or(0, |h| h.revision);
         let (rev, current) = match range_kvs(&resp, 0).first() {
@@ -234,7 +237,7 @@ impl Server {
                 key,
                 ..DeleteRangeRequest::default()
             };
-            if let Err(e) = server.delete_range(delete).await {
+            if let Err(e) = server.delete_range(None, delete).await {
                 tracing::warn!(error = %e, "removing an abandoned contender key");
             }
         });

@@ -10,7 +10,9 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use sha1::{Digest, Sha1};
 
+use super::compaction::AutoCompaction;
 use super::url::Url;
+use crate::net::TlsSpec;
 
 /// Elections slower than this make a cluster unavailable for too long after a failure.
 pub const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
@@ -28,6 +30,10 @@ pub const MIN_WAL_SEGMENT_BYTES: u64 = 16 << 10;
     about = "An etcd-compatible key-value store member"
 )]
 pub struct Flags {
+    /// Path to the server configuration file (etcd's YAML). Note that if a configuration
+    /// file is provided, other command line flags and environment variables will be ignored.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub name: String,
@@ -107,7 +113,8 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: u64,
-    /// Specify auth token type; only `simple` is served.
+    /// Specify auth token type and its options: `simple`, or
+    /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m`.
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
     /// Time (in seconds) of the auth token's life.
@@ -116,6 +123,58 @@ pub struct Flags {
     /// Specify bcrypt algorithm cost factor for auth password hashing.
     #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
     pub bcrypt_cost: u32,
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub client_cert_auth: bool,
+    /// Client TLS using generated certificates.
+    #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub auto_tls: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
+    /// Allowed CN for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Peer TLS using generated certificates.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_auto_tls: bool,
+    /// Comma-separated list of supported TLS cipher suites between client/server and
+    /// peers (empty will be auto-populated by rustls).
+    #[arg(long, env = "ETCD_CIPHER_SUITES")]
+    pub cipher_suites: Option<String>,
+    /// Minimum TLS version supported by etcd (TLS1.2 or TLS1.3).
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION")]
+    pub tls_min_version: Option<String>,
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for
+    /// duration based retention, defaulting to hours if no time unit is provided (e.g.
+    /// '5m'). 'revision' for revision number based retention.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Where to dial named peers instead of their advertised URLs, as name=url pairs: a
     /// fault runner puts a proxy on each link this way (`detcd-check jepsen`).
     #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_DIAL_URLS", hide = true)]
@@ -132,6 +191,26 @@ impl Flags {
     {
         let mut cmd = Flags::command();
         let matches = cmd.try_get_matches_from_mut(args)?;
+        if matches.contains_id("config_file") {
+            let ignored: Vec<String> = cmd
+                .get_arguments()
+                .filter(|a| a.get_id() != "config_file")
+                .filter_map(|a| match matches.value_source(a.get_id().as_str()) {
+                    Some(ValueSource::CommandLine) => Some(format!("--{}", a.get_long()?)),
+                    Some(ValueSource::EnvVariable) => {
+                        Some(a.get_env()?.to_string_lossy().into_owned())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !ignored.is_empty() {
+                tracing::warn!(
+                    ?ignored,
+                    "a configuration file is given: other flags and environment variables are ignored"
+                );
+            }
+            return Flags::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd));
+        }
         let shadowed = cmd.get_arguments().find_map(|arg| {
             let env = arg.get_env()?;
             (matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
@@ -148,6 +227,25 @@ impl Flags {
             ));
         }
         Flags::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
+}
+
+impl Flags {
+    /// The flags an etcd configuration file (YAML, see [`file`]) sets; the environment
+    /// plays no part, as in etcd.
+    pub fn from_config_file(yaml: &str) -> Result<Flags, String> {
+        let mut cmd = Flags::command().mut_args(|a| a.env(None));
+        let has_flag = |name: &str| {
+            name != "config-file" && cmd.get_arguments().any(|a| a.get_long() == Some(name))
+        };
+        let args = file::args(yaml, has_flag)?;
+        let argv = std::iter::once("detcd".to_string()).chain(args);
+        let matches = cmd.try_get_matches_from_mut(argv).map_err(|e| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            first.trim_start_matches("error: ").to_string()
+        })?;
+        Flags::from_arg_matches(&matches).map_err(|e| e.to_string())
     }
 }
 
@@ -188,9 +286,117 @@ pub struct ServerConfig {
     pub max_request_bytes: u64,
     /// How long a simple token lives unused.
     pub auth_token_ttl: Duration,
+    pub auth_token: AuthToken,
     pub bcrypt_cost: u32,
+    /// `None` when off.
+    pub auto_compaction: Option<AutoCompaction>,
     /// Dial URLs overriding peers' advertised ones, by member name.
     pub peer_dial_urls: BTreeMap<String, Url>,
+    pub client_tls: TlsSpec,
+    pub peer_tls: TlsSpec,
+}
+
+/// `--auth-token`: which tokens Authenticate hands out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthToken {
+    Simple,
+    /// Signed tokens (etcd's JWT provider); without a private key the member only
+    /// verifies them.
+    Jwt {
+        sign_method: String,
+        pub_key: PathBuf,
+        priv_key: Option<PathBuf>,
+        ttl: Duration,
+    },
+}
+
+impl AuthToken {
+    /// Parses etcd's `type,option=value,...` form.
+    fn parse(value: &str) -> Result<AuthToken, String> {
+        let mut parts = value.split(',');
+        match parts.next() {
+            Some("simple") => return Ok(AuthToken::Simple),
+            Some("jwt") => {}
+            _ => return Err(format!("unknown token type: {value}")),
+        }
+        let (mut sign_method, mut pub_key, mut priv_key) = (None, None, None);
+        let mut ttl = crate::auth::DEFAULT_JWT_TTL;
+        for option in parts {
+            match option.split_once('=') {
+                Some(("sign-method", v)) => sign_method = Some(v.to_string()),
+                Some(("pub-key", v)) => pub_key = Some(PathBuf::from(v)),
+                Some(("priv-key", v)) => priv_key = Some(PathBuf::from(v)),
+                Some(("ttl", v)) => ttl = go_duration(v).ok_or(format!("invalid jwt ttl {v:?}"))?,
+                _ => return Err(format!("unknown token option: {option}")),
+            }
+        }
+        Ok(AuthToken::Jwt {
+            sign_method: sign_method.ok_or("jwt needs sign-method")?,
+            pub_key: pub_key.ok_or("jwt needs pub-key")?,
+            priv_key,
+            ttl,
+        })
+    }
+}
+
+/// A Go duration of one unit (`300ms`, `30s`, `10m`, `1h`), as etcd's token options take.
+fn go_duration(value: &str) -> Option<Duration> {
+    let split = value.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = value.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    })
+}
+
+/// The client's TLS flags, or (`peer`) the peer's; an `https://` listen URL needs a
+/// certificate, as in etcd.
+fn tls_spec(f: &Flags, peer: bool, listen: &[Url]) -> Result<TlsSpec, String> {
+    let cipher_suites = f.cipher_suites.iter().flat_map(|s| s.split(','));
+    let shared = TlsSpec {
+        cipher_suites: cipher_suites
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        min_version: f.tls_min_version.clone(),
+        ..TlsSpec::default()
+    };
+    let (spec, prefix, kind) = if peer {
+        let spec = TlsSpec {
+            cert_file: f.peer_cert_file.clone(),
+            key_file: f.peer_key_file.clone(),
+            trusted_ca_file: f.peer_trusted_ca_file.clone(),
+            client_cert_auth: f.peer_client_cert_auth,
+            auto_tls: f.peer_auto_tls,
+            allowed_cn: f.peer_cert_allowed_cn.clone(),
+            ..shared
+        };
+        (spec, "peer-", "peer")
+    } else {
+        let spec = TlsSpec {
+            cert_file: f.cert_file.clone(),
+            key_file: f.key_file.clone(),
+            trusted_ca_file: f.trusted_ca_file.clone(),
+            client_cert_auth: f.client_cert_auth,
+            auto_tls: f.auto_tls,
+            ..shared
+        };
+        (spec, "", "client")
+    };
+    let secure = |u: &&Url| u.scheme == "https" || u.scheme == "unixs";
+    if let Some(url) = listen.iter().find(secure) {
+        if !spec.has_certificate() {
+            return Err(format!(
+                "TLS key/cert (--{prefix}cert-file, --{prefix}key-file) must be provided for \
+                 {kind} url {url} with HTTPS scheme"
+            ));
+        }
+    }
+    Ok(spec)
 }
 
 fn urls(flag: &str, value: &str) -> Result<Vec<Url>, String> {
@@ -302,12 +508,6 @@ impl ServerConfig {
         if f.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be at least 1ms".into());
         }
-        if f.auth_token != "simple" {
-            return Err(format!(
-                "--auth-token {:?} is not supported (only simple)",
-                f.auth_token
-            ));
-        }
         // bcrypt's valid costs, as etcd checks them at start.
         if !(4..=31).contains(&f.bcrypt_cost) {
             return Err(format!(
@@ -358,15 +558,21 @@ impl ServerConfig {
             ));
         }
         let peer_dial_urls = parse_peer_dial_urls(f, &initial_cluster)?;
+        let listen_client_urls = urls("listen-client-urls", &f.listen_client_urls)?;
+        let listen_peer_urls = urls("listen-peer-urls", &f.listen_peer_urls)?;
+        let client_tls = tls_spec(f, false, &listen_client_urls)?;
+        let peer_tls = tls_spec(f, true, &listen_peer_urls)?;
+        let auto_compaction =
+            AutoCompaction::parse(&f.auto_compaction_mode, &f.auto_compaction_retention)?;
         Ok(ServerConfig {
             name: f.name.clone(),
             data_dir: f
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!("{}.detcd", f.name))),
-            listen_client_urls: urls("listen-client-urls", &f.listen_client_urls)?,
+            listen_client_urls,
             advertise_client_urls: urls("advertise-client-urls", &f.advertise_client_urls)?,
-            listen_peer_urls: urls("listen-peer-urls", &f.listen_peer_urls)?,
+            listen_peer_urls,
             initial_advertise_peer_urls,
             initial_cluster,
             initial_cluster_state: match f.initial_cluster_state.as_str() {
@@ -382,8 +588,12 @@ impl ServerConfig {
             election_timeout: Duration::from_millis(f.election_timeout),
             max_request_bytes: f.max_request_bytes,
             auth_token_ttl: Duration::from_secs(f.auth_token_ttl),
+            auth_token: AuthToken::parse(&f.auth_token)?,
             bcrypt_cost: f.bcrypt_cost,
+            auto_compaction,
             peer_dial_urls,
+            client_tls,
+            peer_tls,
         })
     }
 
@@ -414,5 +624,6 @@ impl ServerConfig {
     }
 }
 
+mod file;
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ use super::membership::{save_conf_state, RaftCluster};
 use super::store::{lock, SharedStore};
 use super::v3::Server;
 use crate::backend::{get_u64, put_u64, META};
+use crate::net::Dialer;
 use crate::proto::etcdserverpb::{Member, MemberListRequest, MemberListResponse};
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
 use crate::proto::internalpb::{MemberAttrSetRequest, MemberAttrSetResponse};
@@ -54,6 +55,7 @@ pub async fn cluster_at_start(
     store: &SharedStore,
     disk: &dyn Disk,
     wal_dir: &Path,
+    dialer: &Dialer,
 ) -> Result<Identity, BootError> {
     {
         let mut st = lock(store);
@@ -85,7 +87,7 @@ pub async fn cluster_at_start(
             cluster_id: cfg.cluster_id(),
             cluster: initial_members(cfg),
         },
-        ClusterState::Existing => existing_cluster(cfg).await?,
+        ClusterState::Existing => existing_cluster(cfg, dialer).await?,
     };
     let mut st = lock(store);
     let backend = st.backend();
@@ -119,7 +121,7 @@ fn initial_members(cfg: &ServerConfig) -> RaftCluster {
 /// took it has applied the addition, and a follower asked a moment later (or one cut off
 /// from the leader) may not have yet. So every peer is asked, again and again, until
 /// [`JOIN_TIMEOUT`]; only then does a member that no answer lists stop.
-async fn existing_cluster(cfg: &ServerConfig) -> Result<Identity, BootError> {
+async fn existing_cluster(cfg: &ServerConfig, dialer: &Dialer) -> Result<Identity, BootError> {
     let mut mine: Vec<String> = cfg
         .initial_advertise_peer_urls
         .iter()
@@ -137,7 +139,7 @@ async fn existing_cluster(cfg: &ServerConfig) -> Result<Identity, BootError> {
     let mut without_me: Vec<&str> = Vec::new();
     loop {
         for url in &urls {
-            let Some(resp) = ask_members(url).await else {
+            let Some(resp) = ask_members(dialer, url).await else {
                 continue;
             };
             if let Some(id) = joined(resp, &mine) {
@@ -167,9 +169,9 @@ async fn existing_cluster(cfg: &ServerConfig) -> Result<Identity, BootError> {
 }
 
 /// One peer's membership, or None if it does not answer within [`JOIN_ASK`].
-async fn ask_members(url: &str) -> Option<MemberListResponse> {
+async fn ask_members(dialer: &Dialer, url: &str) -> Option<MemberListResponse> {
     let asked = async {
-        let mut client = MembershipClient::connect(url.to_string()).await.ok()?;
+        let mut client = MembershipClient::new(dialer.connect(url).await.ok()?);
         let resp = client
             .member_list(MemberListRequest::default())
             .await

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
 use super::apply::Applier;
@@ -26,7 +26,6 @@ use crate::runtime::Clock;
 
 /// Pause between attempts while the leader is unknown or unreachable (etcd: 50 ms).
 const FORWARD_RETRY: Duration = Duration::from_millis(50);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a forwarded lease call has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +99,7 @@ impl LeaseForwarder {
             });
             let member = self.member.clone();
             tokio::spawn(async move {
-                let _ = member.propose(request).await;
+                let _ = member.propose(request.into()).await;
             });
         }
         Ok(resp)
@@ -165,13 +164,12 @@ impl LeaseForwarder {
         if let Some(c) = lock(&self.channels).get(url) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let channel = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect()
+        let channel = self
+            .transport
+            .dialer()
+            .connect(url)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(Status::unavailable)?;
         lock(&self.channels).insert(url.to_string(), channel.clone());
         Ok(channel)
     }

@@ -56,6 +56,8 @@ pub struct ServerMetrics {
     pub db_total_size: Gauge,
     /// Set when scraped, from the watchable store.
     pub watchers: Gauge,
+    /// Raft messages dropped because their sender is not a known member (detcd's own).
+    pub peer_unknown_senders: Counter,
 }
 
 impl ServerMetrics {
@@ -72,6 +74,7 @@ impl ServerMetrics {
             backend_commit: Histogram::new(disk_buckets()),
             db_total_size: Gauge::default(),
             watchers: Gauge::default(),
+            peer_unknown_senders: Counter::default(),
             registry: Registry::default(),
         };
         let registry = &mut m.registry;
@@ -110,6 +113,11 @@ impl ServerMetrics {
             "etcd_server_proposals_failed",
             "The total number of failed proposals seen",
             m.proposals_failed.clone(),
+        );
+        registry.register(
+            "detcd_network_peer_unknown_sender_messages",
+            "The total number of Raft messages dropped because their sender is not a known member",
+            m.peer_unknown_senders.clone(),
         );
         registry.register(
             "etcd_server_id",

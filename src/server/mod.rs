@@ -9,6 +9,7 @@ pub mod apply;
 pub mod auth;
 pub mod boot;
 pub mod cluster;
+pub mod compaction;
 pub mod concurrency;
 pub mod config;
 pub mod error;

@@ -25,6 +25,6 @@ pub async fn check(server: &Server, request: &Request) -> Result<()> {
         alarm: AlarmType::Nospace as i32,
     });
     // As in etcd, the write fails whether or not raising the alarm worked.
-    let _ = server.member.propose(raise).await;
+    let _ = server.member.propose(raise.into()).await;
     Err(mvcc::Error::NoSpace.into())
 }

@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
 use tonic::{Status, Streaming};
 
 use crate::backend::{self, SnapshotSource};
 use crate::lease::Lessor;
 use crate::mvcc::{KvStore, WatchableStore};
+use crate::net::Dialer;
 use crate::proto::peerpb::peer_client::PeerClient;
 use crate::proto::peerpb::SnapshotChunk;
 use crate::proto::raftpb::{Message, MessageType};
@@ -37,7 +37,6 @@ pub const KEEP_SNAPSHOTS: usize = 5;
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 /// Largest database a member accepts: etcd's suggested maximum backend quota.
 pub const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A send may take this long, plus [`SEND_SECONDS_PER_MIB`] per MiB of database.
 const SEND_TIMEOUT_BASE: Duration = Duration::from_secs(30);
 const SEND_SECONDS_PER_MIB: u64 = 1;
@@ -187,7 +186,12 @@ fn snapshot_index(m: &Message) -> u64 {
 
 /// Copies the backend to a file and streams it to the member at `url`; returns once the
 /// receiver has it durably and in its Raft's hands.
-pub async fn send(url: &str, cluster_id: u64, out: Outgoing) -> Result<(), String> {
+pub async fn send(
+    dialer: &Dialer,
+    url: &str,
+    cluster_id: u64,
+    out: Outgoing,
+) -> Result<(), String> {
     let index = snapshot_index(&out.message);
     let path = out.dir.join(format!(
         "{:016x}-{index:016x}{OUTGOING_SUFFIX}",
@@ -208,7 +212,7 @@ pub async fn send(url: &str, cluster_id: u64, out: Outgoing) -> Result<(), Strin
     })
     .await;
     let result = match written {
-        Ok((size, file)) => stream(url, cluster_id, out.message, size, file).await,
+        Ok((size, file)) => stream(dialer, url, cluster_id, out.message, size, file).await,
         Err(e) => Err(e),
     };
     let _ = out.disk.remove(&path);
@@ -216,18 +220,14 @@ pub async fn send(url: &str, cluster_id: u64, out: Outgoing) -> Result<(), Strin
 }
 
 async fn stream(
+    dialer: &Dialer,
     url: &str,
     cluster_id: u64,
     message: Message,
     size: u64,
     file: Arc<dyn DiskFile>,
 ) -> Result<(), String> {
-    let channel = Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| format!("connecting to {url}: {e}"))?;
+    let channel = dialer.connect(url).await?;
     // Chunks are read on a task of their own, at most two ahead of the stream.
     let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(2);
     let reader = tokio::spawn(async move {
@@ -338,12 +338,20 @@ pub async fn receive(
     cluster_id: u64,
     inbox: &Inbox,
     inbound: &tokio::sync::mpsc::Sender<Message>,
+    sender_known: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<(), Status> {
     let mut first = stream
         .message()
         .await?
         .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
     let header = check_header(&mut first, member_id, cluster_id)?;
+    // Nothing of a stranger's snapshot is written.
+    if !sender_known(header.message.from) {
+        return Err(Status::failed_precondition(format!(
+            "snapshot from {:x}, which is not a member",
+            header.message.from
+        )));
+    }
     let name = received_db_name(header.index);
     let partial = inbox.dir.join(format!("{name}.tmp"));
     let result = write_chunks(first, &mut stream, &header, inbox, &partial, &name).await;

@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
-use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::net::Dialer;
 use crate::proto::peerpb::peer_client::PeerClient;
 use crate::proto::peerpb::peer_server::Peer;
 pub use crate::proto::peerpb::peer_server::PeerServer;
@@ -43,7 +44,6 @@ const EVENT_QUEUE_LEN: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// etcd redials an unreachable peer every 100 ms; dialling is cheap, a slow recovery is not.
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a stream may carry messages to a peer that says nothing back before it is
 /// redialled: ten election timeouts' worth of heartbeats at etcd's defaults would be
 /// answered in this time (etcd's ConnReadTimeout is 5 s; a follower busy with a slow fsync
@@ -74,6 +74,7 @@ pub struct Transport {
     removed: Arc<Mutex<BTreeSet<u64>>>,
     /// When each peer was last heard from, kept across link restarts.
     heard: Arc<Mutex<BTreeMap<u64, Heard>>>,
+    dialer: Dialer,
 }
 
 /// When a peer's last message arrived, written by the receiving side and read by the
@@ -98,6 +99,15 @@ impl Drop for Link {
 impl Transport {
     /// A transport for `member_id` in `cluster_id`, and the receiver of its events.
     pub fn new(member_id: u64, cluster_id: u64) -> (Transport, mpsc::Receiver<PeerEvent>) {
+        Transport::with_dialer(member_id, cluster_id, Dialer::default())
+    }
+
+    /// [`Transport::new`], dialling peers with `dialer` (peer TLS).
+    pub fn with_dialer(
+        member_id: u64,
+        cluster_id: u64,
+        dialer: Dialer,
+    ) -> (Transport, mpsc::Receiver<PeerEvent>) {
         let (events, rx) = mpsc::channel(EVENT_QUEUE_LEN);
         let transport = Transport {
             member_id,
@@ -106,8 +116,14 @@ impl Transport {
             events,
             removed: Arc::default(),
             heard: Arc::default(),
+            dialer,
         };
         (transport, rx)
+    }
+
+    /// How this member dials its peers, for every peer call.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     fn links(&self) -> MutexGuard<'_, BTreeMap<u64, Link>> {
@@ -136,6 +152,7 @@ impl Transport {
             LinkState {
                 active_since: active_since.clone(),
                 heard,
+                dialer: self.dialer.clone(),
             },
         ));
         links.insert(
@@ -194,9 +211,10 @@ impl Transport {
         let to = out.message.to;
         let url = self.links().get(&to).map(|l| l.url.clone());
         let (events, cluster_id) = (self.events.clone(), self.cluster_id);
+        let dialer = self.dialer.clone();
         tokio::spawn(async move {
             let result = match url {
-                Some(url) => snapshot::send(&url, cluster_id, out).await,
+                Some(url) => snapshot::send(&dialer, &url, cluster_id, out).await,
                 None => Err("no link to the member".to_string()),
             };
             let status = match result {
@@ -220,6 +238,8 @@ impl Transport {
             snapshots: None,
             removed: self.removed.clone(),
             heard: self.heard.clone(),
+            unknown_senders: Counter::default(),
+            mismatches: Arc::default(),
         }
     }
 }
@@ -241,6 +261,7 @@ struct LinkState {
     /// Since when the stream is up; None while down.
     active_since: Arc<Mutex<Option<tokio::time::Instant>>>,
     heard: Heard,
+    dialer: Dialer,
 }
 
 async fn run_link(
@@ -253,14 +274,7 @@ async fn run_link(
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let connected = match Endpoint::from_shared(url.clone()) {
-            Ok(endpoint) => endpoint
-                .connect_timeout(CONNECT_TIMEOUT)
-                .connect()
-                .await
-                .ok(),
-            Err(_) => None,
-        };
+        let connected = state.dialer.connect(&url).await.ok();
         if let Some(channel) = connected {
             backoff = BACKOFF_MIN;
             *lock(&state.active_since) = Some(Clock.now());
@@ -347,10 +361,21 @@ pub struct PeerService {
     /// Where received snapshots go; without it, snapshots are refused.
     snapshots: Option<Inbox>,
     removed: Arc<Mutex<BTreeSet<u64>>>,
+    /// The peers this member knows, and when each was last heard from.
     heard: Arc<Mutex<BTreeMap<u64, Heard>>>,
+    /// Messages dropped because their sender is not a member this member knows.
+    unknown_senders: Counter,
+    /// Senders (and their cluster IDs) whose cluster ID mismatch was logged.
+    mismatches: Arc<Mutex<BTreeSet<(u64, u64)>>>,
 }
 
 impl PeerService {
+    /// Counts the messages dropped from unknown senders in `counter`.
+    pub fn count_unknown_senders(mut self, counter: Counter) -> Self {
+        self.unknown_senders = counter;
+        self
+    }
+
     /// Accepts snapshots, writing their databases through `inbox`.
     pub fn accept_snapshots(mut self, inbox: Inbox) -> Self {
         self.snapshots = Some(inbox);
@@ -365,10 +390,22 @@ impl Peer for PeerService {
         request: Request<Streaming<PeerMessage>>,
     ) -> Result<Response<StreamResponse>, Status> {
         let mut stream = request.into_inner();
-        // One sender per stream; looked up until the sender is a peer.
-        let mut heard: Option<Heard> = None;
+        // The last sender seen on this stream, and when it was heard from.
+        let mut heard: Option<(u64, Heard)> = None;
         while let Some(pm) = stream.message().await? {
             if pm.cluster_id != self.cluster_id {
+                let from = pm.message.as_ref().map_or(0, |m| m.from);
+                // An operator error (a wiped member, a wrong --initial-cluster-token) that
+                // would otherwise show only as an unreachable peer; once per sender, as it
+                // redials every few hundred milliseconds.
+                if lock(&self.mismatches).insert((from, pm.cluster_id)) {
+                    tracing::warn!(
+                        local_cluster = format_args!("{:x}", self.cluster_id),
+                        remote_cluster = format_args!("{:x}", pm.cluster_id),
+                        remote_member = format_args!("{from:x}"),
+                        "request cluster ID mismatch"
+                    );
+                }
                 return Err(Status::failed_precondition(format!(
                     "cluster ID mismatch: member {:x} is in cluster {:x}, the sender in {:x}",
                     self.member_id, self.cluster_id, pm.cluster_id
@@ -393,12 +430,23 @@ impl Peer for PeerService {
                     "a MsgSnap comes with its database through the Snapshot call",
                 ));
             }
-            if heard.is_none() {
-                heard = lock(&self.heard).get(&message.from).cloned();
+            if heard.as_ref().is_none_or(|(from, _)| *from != message.from) {
+                let known = lock(&self.heard).get(&message.from).cloned();
+                heard = known.map(|h| (message.from, h));
             }
-            if let Some(heard) = &heard {
-                *lock(heard) = Clock.now();
-            }
+            // As etcd's peer handler answers "sender not found": a message from a member
+            // this one does not know (yet: it learns of a new member when it applies the
+            // change) is not stepped, lest a stranger that knows the cluster ID vote,
+            // campaign or append.
+            let Some((_, last_heard)) = &heard else {
+                self.unknown_senders.inc();
+                tracing::debug!(
+                    from = format_args!("{:x}", message.from),
+                    "dropped a message from a non-member"
+                );
+                continue;
+            };
+            *lock(last_heard) = Clock.now();
             // A full queue means the member loop is behind; dropping is safe, Raft resends.
             let _ = self.inbound.try_send(message);
         }
@@ -415,12 +463,20 @@ impl Peer for PeerService {
                 self.member_id
             )));
         };
+        let known = |from: u64| {
+            let known = lock(&self.heard).contains_key(&from);
+            if !known {
+                self.unknown_senders.inc();
+            }
+            known
+        };
         snapshot::receive(
             request.into_inner(),
             self.member_id,
             self.cluster_id,
             inbox,
             &self.inbound,
+            &known,
         )
         .await?;
         Ok(Response::new(SnapshotResponse {}))

@@ -19,6 +19,7 @@ use super::snapshot_stream::SnapshotDir;
 use super::store::{lock, LeaseClock, SharedAuth, SharedLessor, SharedStore};
 use super::transport::Transport;
 use super::{alarm, quota, SERVER_VERSION};
+use crate::auth::{AuthInfo, JwtTokens};
 use crate::lease;
 use crate::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
@@ -34,6 +35,7 @@ use crate::proto::etcdserverpb::{
     AuthUserRevokeRoleResponse, AuthenticateResponse,
 };
 use crate::proto::internalpb::internal_raft_request::Request;
+use crate::proto::internalpb::{InternalRaftRequest, RequestHeader};
 
 /// How long a leader move may take before the caller is told so.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,6 +50,8 @@ pub struct Server {
     /// Salts for password hashes and simple tokens, seeded once per member.
     pub(super) rng: Arc<Mutex<ChaCha8Rng>>,
     pub(super) bcrypt_cost: u32,
+    /// `--auth-token jwt`: Authenticate signs tokens and every call verifies them.
+    pub(super) jwt: Option<Arc<JwtTokens>>,
     pub(super) cluster: SharedCluster,
     pub(super) clock: LeaseClock,
     pub(super) leases: LeaseForwarder,
@@ -106,14 +110,35 @@ impl Server {
     /// Proposes `request`, after the quota let it in, and returns what applying it
     /// produced.
     pub(super) async fn propose<R: AppliedAs>(&self, request: Request) -> Result<R> {
+        self.propose_as(None, request).await
+    }
+
+    /// [`Server::propose`] on behalf of `caller`, whose permissions the apply checks again
+    /// (see [`super::auth::check_at_apply`]).
+    async fn propose_as<R: AppliedAs>(
+        &self,
+        caller: Option<&AuthInfo>,
+        request: Request,
+    ) -> Result<R> {
         quota::check(self, &request).await?;
-        let applied = self.member.propose(request).await??;
+        let entry = InternalRaftRequest {
+            request: Some(request),
+            header: caller.map(|c| RequestHeader {
+                username: c.user.clone(),
+                auth_revision: c.revision,
+            }),
+        };
+        let applied = self.member.propose(entry).await??;
         Ok(R::from_applied(applied).expect("a request applies to the response of its own kind"))
     }
 
-    /// Proposes a client write and completes the header of its response.
-    pub(super) async fn write<R: AppliedAs + Headed>(&self, request: Request) -> Result<R> {
-        let mut resp: R = self.propose(request).await?;
+    /// Proposes a write (for `caller`, if any) and completes the header of its response.
+    pub(super) async fn write<R: AppliedAs + Headed>(
+        &self,
+        caller: Option<&AuthInfo>,
+        request: Request,
+    ) -> Result<R> {
+        let mut resp: R = self.propose_as(caller, request).await?;
         let header = resp.header();
         *header = self.complete(header.take());
         Ok(resp)
@@ -133,28 +158,37 @@ impl Server {
         Ok(resp)
     }
 
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        self.write(Request::Put(req)).await
+    /// A client's put; `caller` is who asked (`None` for the member's own writes).
+    pub async fn put(&self, caller: Option<&AuthInfo>, req: PutRequest) -> Result<PutResponse> {
+        self.write(caller, Request::Put(req)).await
     }
 
-    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        self.write(Request::DeleteRange(req)).await
+    pub async fn delete_range(
+        &self,
+        caller: Option<&AuthInfo>,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse> {
+        self.write(caller, Request::DeleteRange(req)).await
     }
 
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        self.write(Request::Txn(req)).await
+    pub async fn txn(&self, caller: Option<&AuthInfo>, req: TxnRequest) -> Result<TxnResponse> {
+        self.write(caller, Request::Txn(req)).await
     }
 
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
-        self.write(Request::Compaction(req)).await
+        self.write(None, Request::Compaction(req)).await
     }
 
     pub async fn lease_grant(&self, req: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
-        self.write(Request::LeaseGrant(req)).await
+        self.write(None, Request::LeaseGrant(req)).await
     }
 
-    pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
-        self.write(Request::LeaseRevoke(req)).await
+    pub async fn lease_revoke(
+        &self,
+        caller: Option<&AuthInfo>,
+        req: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse> {
+        self.write(caller, Request::LeaseRevoke(req)).await
     }
 
     /// One keepalive, renewed by the leader; an unknown or expired lease gets TTL 0, as
@@ -191,7 +225,7 @@ impl Server {
 
     /// Every action goes through the log, as in etcd, so a GET sees what was applied.
     pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse> {
-        self.write(Request::Alarm(req)).await
+        self.write(None, Request::Alarm(req)).await
     }
 
     /// The alarms raised in the cluster, as applied on this member.

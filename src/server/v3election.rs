@@ -60,11 +60,14 @@ impl Server {
             ..PutRequest::default()
         };
         let resp = self
-            .txn(TxnRequest {
-                compare: vec![created_at(&leader.key, leader.rev)],
-                success: vec![op(Op::RequestPut(put))],
-                failure: vec![],
-            })
+            .txn(
+                None,
+                TxnRequest {
+                    compare: vec![created_at(&leader.key, leader.rev)],
+                    success: vec![op(Op::RequestPut(put))],
+                    failure: vec![],
+                },
+            )
             .await?;
         if !resp.succeeded {
             return Err(Error::ElectionNotLeader);
@@ -81,11 +84,14 @@ impl Server {
             ..DeleteRangeRequest::default()
         };
         let resp = self
-            .txn(TxnRequest {
-                compare: vec![created_at(&leader.key, leader.rev)],
-                success: vec![op(Op::RequestDeleteRange(delete))],
-                failure: vec![],
-            })
+            .txn(
+                None,
+                TxnRequest {
+                    compare: vec![created_at(&leader.key, leader.rev)],
+                    success: vec![op(Op::RequestDeleteRange(delete))],
+                    failure: vec![],
+                },
+            )
             .await?;
         Ok(ResignResponse {
             header: resp.header,

@@ -48,10 +48,13 @@ impl Server {
     /// Releases a lock by deleting its key (a missing key is not an error, as in etcd).
     pub async fn unlock(&self, key: Vec<u8>) -> Result<UnlockResponse> {
         let resp = self
-            .delete_range(DeleteRangeRequest {
-                key,
-                ..DeleteRangeRequest::default()
-            })
+            .delete_range(
+                None,
+                DeleteRangeRequest {
+                    key,
+                    ..DeleteRangeRequest::default()
+                },
+            )
             .await?;
         Ok(UnlockResponse {
             header: resp.header,

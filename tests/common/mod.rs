@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod http;
 pub mod maint;
 pub mod member;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,9 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub client_port: u16,
     pub peer_port: u16,
+    /// `http` unless a test serves TLS.
+    pub client_scheme: &'static str,
+    pub peer_scheme: &'static str,
 }
 
 impl Member {
@@ -48,15 +52,17 @@ impl Member {
             data_dir: dir.join(name),
             client_port: free_port(),
             peer_port: free_port(),
+            client_scheme: "http",
+            peer_scheme: "http",
         }
     }
 
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.client_scheme, self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 
     /// Starts `program` with etcd's flags for this member; `initial_cluster` defaults to

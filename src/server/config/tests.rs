@@ -170,3 +170,31 @@ fn peer_dial_urls_override_where_peers_are_dialed() {
         r#"invalid --experimental-peer-dial-urls entry "b": expected name=url"#
     );
 }
+
+/// `--auth-token`'s forms, as etcd spells them.
+#[test]
+fn auth_token_types_and_options() {
+    assert_eq!(parse(&[]).unwrap().auth_token, AuthToken::Simple);
+    let jwt = "jwt,pub-key=k.pub,priv-key=k,sign-method=RS256,ttl=10m";
+    assert_eq!(
+        parse(&["--auth-token", jwt]).unwrap().auth_token,
+        AuthToken::Jwt {
+            sign_method: "RS256".into(),
+            pub_key: "k.pub".into(),
+            priv_key: Some("k".into()),
+            ttl: Duration::from_secs(600),
+        }
+    );
+    for (value, error) in [
+        ("oauth", "unknown token type: oauth"),
+        ("jwt,pub-key=k.pub", "jwt needs sign-method"),
+        ("jwt,sign-method=ES256", "jwt needs pub-key"),
+        (
+            "jwt,pub-key=k,sign-method=ES256,ttl=5x",
+            "invalid jwt ttl \"5x\"",
+        ),
+        ("jwt,colour=blue", "unknown token option: colour=blue"),
+    ] {
+        assert_eq!(parse(&["--auth-token", value]).unwrap_err(), error);
+    }
+}

@@ -1,0 +1,207 @@
+//! The JSON gateway against etcd 3.5.1's: one script of curl-like requests (streams
+//! included: watch, lease keep-alive, election observe, snapshot; auth with its token in
+//! the `Authorization` header) runs against both, and every answer must match, headers'
+//! ids and terms aside.
+
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::poll;
+use common::http::{post_stream, request, Lines};
+use common::{etcd35, Member, Process};
+use serde_json::Value;
+
+const LINE_WAIT: Duration = Duration::from_secs(10);
+
+/// `line` with what differs between two clusters taken out: ids, terms, tokens, hashes and
+/// snapshot bytes. A line that is not JSON stays as it is.
+fn normalize(line: &str) -> String {
+    fn walk(v: &mut Value) {
+        if let Value::Object(map) = v {
+            if let Some(Value::Object(header)) = map.get_mut("header") {
+                for id in ["cluster_id", "member_id", "raft_term"] {
+                    header.remove(id);
+                }
+            }
+            for hidden in ["token", "hash", "blob", "remaining_bytes"] {
+                if let Some(x) = map.get_mut(hidden) {
+                    *x = Value::from("…");
+                }
+            }
+            map.values_mut().for_each(walk);
+        }
+    }
+    match serde_json::from_str::<Value>(line) {
+        Ok(mut v) => {
+            walk(&mut v);
+            v.to_string()
+        }
+        Err(_) => line.to_string(),
+    }
+}
+
+async fn open(port: u16, path: &str, token: Option<&str>, body: &str) -> Lines {
+    post_stream(port, path, token, body)
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+/// The next line of `lines`, normalized; a stream that stays silent fails the test.
+async fn next(lines: &mut Lines, what: &str) -> String {
+    let line = tokio::time::timeout(LINE_WAIT, lines.next())
+        .await
+        .unwrap_or_else(|_| panic!("no line from {what} within {LINE_WAIT:?}"));
+    normalize(&line.unwrap_or_else(|| "<end>".into()))
+}
+
+/// A whole answer: the status, then each line up to the body's end.
+async fn call(port: u16, path: &str, token: Option<&str>, body: &str) -> Vec<String> {
+    let mut lines = open(port, path, token, body).await;
+    let mut out = vec![format!("{path} -> {}", lines.status)];
+    loop {
+        match next(&mut lines, path).await {
+            end if end == "<end>" => return out,
+            line => out.push(line),
+        }
+    }
+}
+
+/// The field `name` of the JSON in `line` (unnormalized).
+fn field(line: &str, name: &str) -> Value {
+    serde_json::from_str::<Value>(line).unwrap()[name].clone()
+}
+
+/// The script: what each step answered, in order.
+async fn script(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    // foo = bar, then a watch on foo sees foo = baz.
+    out.extend(call(port, "/v3/kv/put", None, r#"{"key":"Zm9v","value":"YmFy"}"#).await);
+    let mut watch = open(
+        port,
+        "/v3/watch",
+        None,
+        r#"{"create_request":{"key":"Zm9v"}}"#,
+    )
+    .await;
+    out.push(format!("watch -> {}", watch.status));
+    out.push(next(&mut watch, "watch").await);
+    out.extend(call(port, "/v3/kv/put", None, r#"{"key":"Zm9v","value":"YmF6"}"#).await);
+    out.push(next(&mut watch, "watch").await);
+    drop(watch);
+
+    // Create, cancel and progress in one body; a request that does not decode ends the
+    // requests, not the stream.
+    let body = r#"{"create_request":{"key":"Zm9v"}}
+                  {"cancel_request":{"watch_id":"0"}}{"progress_request":{}} {"bogus"}"#;
+    let mut watch = open(port, "/v3/watch", None, body).await;
+    for _ in 0..3 {
+        out.push(next(&mut watch, "watch").await);
+    }
+    drop(watch);
+    let bad = call(port, "/v3/watch", None, "x").await;
+    out.push(format!("{} code {}", bad[0], field(&bad[1], "code")));
+
+    // Keep-alives answer each request, an unknown lease with TTL 0, and end with the body.
+    out.extend(call(port, "/v3/lease/grant", None, r#"{"ID":"1234","TTL":"30"}"#).await);
+    let body = r#"{"ID":"1234"} {"ID":"999"} {"ID":"1234"}"#;
+    out.extend(call(port, "/v3/lease/keepalive", None, body).await);
+
+    // Observe follows the leader's value.
+    let campaign = r#"{"name":"ZWw=","lease":"1234","value":"djE="}"#;
+    let campaign = call(port, "/v3/election/campaign", None, campaign).await;
+    out.extend(campaign.clone());
+    let mut observe = open(port, "/v3/election/observe", None, r#"{"name":"ZWw="}"#).await;
+    out.push(format!("observe -> {}", observe.status));
+    out.push(next(&mut observe, "observe").await);
+    let proclaim = format!(
+        r#"{{"leader":{},"value":"djI="}}"#,
+        field(&campaign[1], "leader")
+    );
+    out.extend(call(port, "/v3/election/proclaim", None, &proclaim).await);
+    out.push(next(&mut observe, "observe").await);
+    drop(observe);
+
+    // Maintenance: etcd 3.5 routes /v3/maintenance/hash to Hash and has no hashkv path.
+    out.extend(call(port, "/v3/maintenance/hash", None, "{}").await);
+    out.extend(call(port, "/v3/maintenance/hashkv", None, "{}").await);
+    out.extend(call(port, "/v3/maintenance/alarm", None, r#"{"action":"GET"}"#).await);
+    // Chunks of the database (detcd's first also names its version, as etcd 3.6's does).
+    let mut snapshot = open(port, "/v3/maintenance/snapshot", None, "").await;
+    out.push(format!("snapshot -> {}", snapshot.status));
+    let first: Value = serde_json::from_str(&next(&mut snapshot, "snapshot").await).unwrap();
+    out.push(format!("blob: {}", first["result"]["blob"]));
+    drop(snapshot);
+    let get = request(port, "GET", "/v3/kv/range", "").await.unwrap();
+    out.push(format!("GET /v3/kv/range -> {} {:?}", get.status, get.body));
+
+    // Auth through the gateway, the token in the Authorization header.
+    for (path, body) in [
+        ("/v3/auth/user/add", r#"{"name":"root","password":"pw"}"#),
+        ("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#),
+        ("/v3/auth/role/add", r#"{"name":"r1"}"#),
+        (
+            "/v3/auth/role/grant",
+            r#"{"name":"r1","perm":{"permType":"READWRITE","key":"YQ==","range_end":"Yg=="}}"#,
+        ),
+        ("/v3/auth/role/get", r#"{"role":"r1"}"#),
+        ("/v3/auth/user/get", r#"{"name":"root"}"#),
+        ("/v3/auth/user/list", "{}"),
+        ("/v3/auth/user/add", r#"{"name":"root","password":"pw"}"#),
+        ("/v3/auth/enable", "{}"),
+        (
+            "/v3/auth/authenticate",
+            r#"{"name":"root","password":"no"}"#,
+        ),
+    ] {
+        out.extend(call(port, path, None, body).await);
+    }
+    let auth = r#"{"name":"root","password":"pw"}"#;
+    let authenticated = request(port, "POST", "/v3/auth/authenticate", auth).await;
+    let authenticated = authenticated.unwrap().body;
+    out.push(normalize(&authenticated));
+    let token = field(&authenticated, "token");
+    let token = token.as_str().expect("a token");
+    let range = r#"{"key":"Zm9v"}"#;
+    out.extend(call(port, "/v3/kv/range", None, range).await);
+    out.extend(call(port, "/v3/kv/range", Some("bogus"), range).await);
+    out.extend(call(port, "/v3/kv/range", Some(token), range).await);
+    out.extend(call(port, "/v3/auth/status", Some(token), "{}").await);
+    out.extend(call(port, "/v3/auth/disable", Some(token), "{}").await);
+    out
+}
+
+async fn ready(port: u16) {
+    poll("the gateway serving", Duration::from_secs(30), || async {
+        let r = request(port, "POST", "/v3/kv/range", r#"{"key":"eA=="}"#).await;
+        (r.ok()?.status == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_as_etcd_3_5_does() {
+    let Some(etcd) = etcd35("etcd", "gateway_answers_as_etcd_3_5_does") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut answers = Vec::new();
+    for program in [etcd.to_str().unwrap(), env!("CARGO_BIN_EXE_detcd")] {
+        let member = Member::new("gw", &dir.path().join(answers.len().to_string()));
+        let _proc: Process = member.spawn(program, None);
+        ready(member.client_port).await;
+        answers.push(script(member.client_port).await);
+    }
+    let (etcd, detcd) = (&answers[0], &answers[1]);
+    for (i, (e, d)) in etcd.iter().zip(detcd).enumerate() {
+        assert_eq!(
+            d,
+            e,
+            "answer {i} differs (detcd, then etcd 3.5.1)\n{:#?}",
+            &detcd[i..]
+        );
+    }
+    assert_eq!(detcd.len(), etcd.len(), "{detcd:#?}\n{etcd:#?}");
+}
