@@ -134,6 +134,9 @@ fn reopen<S: StateMachine>(
     }
     replay.hard_state.commit = replay.hard_state.commit.max(applied);
     let Some(mut meta) = meta else {
+        // The bootstrap entry is committed by construction, but a member stopped before it
+        // first heard from a leader has only a hard state with commit 0 in its WAL.
+        replay.hard_state.commit = replay.hard_state.commit.max(BOOTSTRAP.index);
         let mut storage = MemStorage::new_with_conf_state(initial_conf_state(cfg, sm));
         storage.append(&replay.entries);
         storage.set_hard_state(replay.hard_state);
