@@ -311,8 +311,8 @@ impl Client {
     }
 
     /// Takes the lock with a new lease, reads the counter, writes it plus one fenced by
-    /// the lock key's create revision, and unlocks. Any failure before the write gives up
-    /// (revoking the lease, so the lock is not left held until it expires).
+    /// the lock key's create revision, and unlocks. Any failure before the write gives up;
+    /// the lease is revoked either way, so the lock is not left held until it expires.
     async fn lock(&mut self, hold_ms: u64) {
         let url = client_url(self.member);
         let (Ok(mut lease), Ok(mut locks)) = (
@@ -332,7 +332,14 @@ impl Client {
             lease: id,
         };
         let held = match tokio::time::timeout(LOCK_TIMEOUT, locks.lock(req)).await {
-            Ok(Ok(resp)) => self.fenced_write(&resp.into_inner().key, hold_ms).await,
+            Ok(Ok(resp)) => {
+                let key = resp.into_inner().key;
+                let wrote = self.fenced_write(&key, hold_ms).await;
+                if wrote {
+                    let _ = with_timeout(locks.unlock(UnlockRequest { key })).await;
+                }
+                wrote
+            }
             _ => false,
         };
         trace(b'U', &[id as u64, held as u64]);
@@ -344,7 +351,7 @@ impl Client {
 
     /// Under the lock `key`: reads its create revision and the counter, works for up to
     /// `hold_ms`, writes the counter plus one if the lock key still has that create
-    /// revision, unlocks. False if it could not get as far as the write.
+    /// revision. False if it could not get as far as the write.
     async fn fenced_write(&mut self, key: &[u8], hold_ms: u64) -> bool {
         let mut kv = self.kv.clone().expect("connected");
         let lock_key = String::from_utf8_lossy(key).into_owned();
@@ -401,9 +408,6 @@ impl Client {
             read,
             outcome,
         });
-        if let Ok(mut locks) = LockClient::connect(client_url(self.member)).await {
-            let _ = with_timeout(locks.unlock(UnlockRequest { key: key.to_vec() })).await;
-        }
         true
     }
 }

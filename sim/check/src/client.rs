@@ -344,6 +344,9 @@ pub async fn converged(urls: &[String], deadline: Duration) -> Result<Converged,
 }
 
 async fn hashes(urls: &[String]) -> Result<Converged, String> {
+    if urls.is_empty() {
+        return Err("no member to compare".into());
+    }
     let mut members = Vec::new();
     for url in urls {
         members.push(MaintenanceClient::new(channel(url)?));
