@@ -72,8 +72,9 @@ pub struct Workload {
     /// ([`detcd_check::lock`]).
     #[serde(default)]
     pub lock: u32,
-    /// Simulated milliseconds (up to) a lock holder works between its read and its fenced
-    /// write, as a holder stalled by a pause: past its lease's TTL, it has lost the lock.
+    /// Lock holders stall between their read and their fenced write, as a process pause
+    /// would: every other hold well within the lease, the others past the lease's TTL by
+    /// 0.5 s up to this many simulated milliseconds, having lost the lock.
     #[serde(default)]
     pub lock_hold_ms: u64,
     /// Simulated milliseconds a client waits between operations.
