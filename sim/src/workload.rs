@@ -154,7 +154,7 @@ pub async fn client(
         history,
         fenced,
         seen: vec![None; workload.keys],
-        overstay: id % 2 == 0,
+        overstay: id.is_multiple_of(2),
     };
     while start.elapsed() < until {
         if c.kv.is_none() {
