@@ -188,6 +188,7 @@ pub async fn start(
         request_timeout: REQUEST_TIMEOUT,
         seed: member_id ^ crate::runtime::entropy_seed(),
         metrics,
+        force_new_cluster: cfg.force_new_cluster,
     };
     let snapshots = SnapshotDir::new(disk.clone(), snap_dir);
     let compaction_hashes = CompactionHashes::default();

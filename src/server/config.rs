@@ -175,6 +175,10 @@ pub struct Flags {
     /// Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
+    /// Force to create a new one member cluster.
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_new_cluster: bool,
     /// Enable to check data corruption before serving any client/peer traffic.
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1,
           default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -311,6 +315,8 @@ pub struct ServerConfig {
     pub bcrypt_cost: u32,
     /// `None` when off.
     pub auto_compaction: Option<AutoCompaction>,
+    /// `--force-new-cluster`: restart from the data as the only member.
+    pub force_new_cluster: bool,
     /// Corruption checks: before serving, periodically on the leader (`None`: off), and
     /// of compaction hashes (`None`: off).
     pub initial_corrupt_check: bool,
@@ -620,6 +626,7 @@ impl ServerConfig {
             auth_token: AuthToken::parse(&f.auth_token)?,
             bcrypt_cost: f.bcrypt_cost,
             auto_compaction,
+            force_new_cluster: f.force_new_cluster,
             initial_corrupt_check: f.experimental_initial_corrupt_check,
             corrupt_check_time: Some(f.experimental_corrupt_check_time).filter(|d| !d.is_zero()),
             compact_hash_check_time: f

@@ -44,7 +44,6 @@ const ETCD_ONLY: &[&str] = &[
     "experimental-txn-mode-write-with-shared-buffer",
     "experimental-warning-apply-duration",
     "experimental-watch-progress-notify-interval",
-    "force-new-cluster",
     "grpc-keepalive-interval",
     "grpc-keepalive-min-time",
     "grpc-keepalive-timeout",
