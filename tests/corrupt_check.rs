@@ -5,6 +5,8 @@
 //! writes are refused with etcd's error. A healthy cluster under the same checks raises
 //! nothing.
 
+#![cfg(not(madsim))]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,8 @@
 //! key it had, keeps being a single-member cluster across a plain restart, and a new member
 //! added to it catches up.
 
+#![cfg(not(madsim))]
+
 mod common;
 
 use std::time::Duration;
