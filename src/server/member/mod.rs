@@ -278,8 +278,21 @@ impl<S: StateMachine> Member<S> {
             b'M',
             &[m.from, m.to, m.r#type as u64, m.term, m.index, m.commit],
         );
-        // Messages from unknown or removed members are refused by Raft; nothing to do.
-        let _ = self.node.step(m);
+        let (from, t) = (m.from, m.r#type());
+        match self.node.step(m) {
+            Err(raft::Error::Rejected(why)) => {
+                self.metrics.peer_rejected_messages.inc();
+                tracing::warn!(
+                    from = format_args!("{from:x}"),
+                    r#type = ?t,
+                    %why,
+                    "rejected a malformed Raft message"
+                );
+            }
+            // A response from a member Raft does not know (a removed one, say), or a
+            // proposal without a leader: nothing to do.
+            _ => {}
+        }
     }
 
     fn admin(&mut self, a: Admin) {
