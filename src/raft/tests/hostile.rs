@@ -194,7 +194,7 @@ fn mutate(m: &mut Message, mutation: Mutation) {
 #[derive(Debug, Clone)]
 enum Action {
     /// An arbitrary message to a member (index into [`IDS`]).
-    Arbitrary(usize, Message),
+    Arbitrary(usize, Box<Message>),
     /// An honest message seen earlier, mutated and delivered again.
     Mutated(usize, Mutation),
     Tick(u8),
@@ -203,7 +203,7 @@ enum Action {
 
 fn arb_action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        4 => (0..3usize, arb_message()).prop_map(|(i, m)| Action::Arbitrary(i, m)),
+        4 => (0..3usize, arb_message()).prop_map(|(i, m)| Action::Arbitrary(i, Box::new(m))),
         4 => (any::<usize>(), arb_mutation()).prop_map(|(i, m)| Action::Mutated(i, m)),
         1 => (1..12u8).prop_map(Action::Tick),
         1 => any::<u8>().prop_map(Action::Propose),
@@ -304,7 +304,7 @@ fn run(actions: Vec<Action>) {
                     // applied stops the member, as in etcd.
                     m.entries.iter_mut().for_each(|e| e.r#type = 0);
                 }
-                step_hostile(&mut n, m);
+                step_hostile(&mut n, *m);
             }
             Action::Mutated(i, mutation) => {
                 let mut m = seen[i % seen.len()].clone();

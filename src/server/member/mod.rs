@@ -279,19 +279,16 @@ impl<S: StateMachine> Member<S> {
             &[m.from, m.to, m.r#type as u64, m.term, m.index, m.commit],
         );
         let (from, t) = (m.from, m.r#type());
-        match self.node.step(m) {
-            Err(raft::Error::Rejected(why)) => {
-                self.metrics.peer_rejected_messages.inc();
-                tracing::warn!(
-                    from = format_args!("{from:x}"),
-                    r#type = ?t,
-                    %why,
-                    "rejected a malformed Raft message"
-                );
-            }
-            // A response from a member Raft does not know (a removed one, say), or a
-            // proposal without a leader: nothing to do.
-            _ => {}
+        // Besides rejections, Raft refuses responses from members it does not know (a
+        // removed one, say) and proposals without a leader: nothing to do for those.
+        if let Err(raft::Error::Rejected(why)) = self.node.step(m) {
+            self.metrics.peer_rejected_messages.inc();
+            tracing::warn!(
+                from = format_args!("{from:x}"),
+                r#type = ?t,
+                %why,
+                "rejected a malformed Raft message"
+            );
         }
     }
 
