@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::apply::Applier;
 use super::config::{AuthToken, ServerConfig};
+use super::corrupt::{self, CompactionHashes};
 use super::lease_forward::LeaseForwarder;
 use super::member::{self, MemberConfig, MemberError, MemberTask};
 use super::metrics::ServerMetrics;
@@ -29,7 +30,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
 use crate::runtime::Disk;
-use crate::wal::WalOptions;
+use crate::wal::{Wal, WalOptions};
 
 /// Received peer messages waiting for the member loop.
 const INBOUND_QUEUE_LEN: usize = 8192;
@@ -67,6 +68,9 @@ pub enum BootError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("detcd: member stopped: {0}")]
     Stopped(String),
+    /// The initial corruption check found this member's data differs from a peer's.
+    #[error("detcd: {0}")]
+    Corrupt(String),
     /// A TLS or JWT key file that cannot be read or used.
     #[error("detcd: {0}")]
     Keys(String),
@@ -105,6 +109,8 @@ pub async fn start(
 ) -> Result<Started, BootError> {
     let member_dir = cfg.data_dir.join("member");
     let snap_dir = member_dir.join("snap");
+    // A member that has run before (etcd: its WAL exists) checks its data at start.
+    let initialized = Wal::exists(disk.as_ref(), &member_dir.join("wal"));
     disk.create_dir_all(&snap_dir)
         .map_err(|source| BootError::DataDir {
             path: snap_dir.clone(),
@@ -146,6 +152,14 @@ pub async fn start(
         transport.add_peer(m.id, &cfg.dial_url(&m.name, &m.peer_ur_ls[0]));
     }
     cluster.removed().for_each(|id| transport.remove_member(id));
+    if cfg.initial_corrupt_check && initialized {
+        corrupt::initial_check(&store, &transport, member_id, REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "checkInitialHashKV failed");
+                BootError::Corrupt(e)
+            })?;
+    }
     let cluster = Arc::new(Mutex::new(cluster));
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
     let raft_peers = transport
@@ -174,14 +188,17 @@ pub async fn start(
         request_timeout: REQUEST_TIMEOUT,
         seed: member_id ^ crate::runtime::entropy_seed(),
         metrics,
+        force_new_cluster: cfg.force_new_cluster,
     };
     let snapshots = SnapshotDir::new(disk.clone(), snap_dir);
+    let compaction_hashes = CompactionHashes::default();
     let applier = Applier::new(
         store.clone(),
         lessor.clone(),
         auth.clone(),
         clock,
         cluster.clone(),
+        compaction_hashes.clone(),
     );
     let (handle, member_task) = member::start(
         member_cfg,
@@ -213,6 +230,7 @@ pub async fn start(
         leases,
         transport,
         snapshots,
+        compaction_hashes,
         token: cfg.initial_cluster_token.clone(),
         cluster_id,
         member_id,
@@ -227,6 +245,16 @@ pub async fn start(
     tokio::spawn(expire_leases(server.clone(), cfg.election_timeout));
     if let Some(policy) = cfg.auto_compaction {
         tokio::spawn(super::compaction::run(server.clone(), policy));
+    }
+    if let Some(every) = cfg.corrupt_check_time {
+        tokio::spawn(corrupt::periodic(server.clone(), every, REQUEST_TIMEOUT));
+    }
+    if let Some(every) = cfg.compact_hash_check_time {
+        tokio::spawn(corrupt::compact_hash_checks(
+            server.clone(),
+            every,
+            REQUEST_TIMEOUT,
+        ));
     }
     Ok(Started {
         server,

@@ -175,6 +175,26 @@ pub struct Flags {
     /// Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
+    /// Force to create a new one member cluster.
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_new_cluster: bool,
+    /// Enable to check data corruption before serving any client/peer traffic.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_initial_corrupt_check: bool,
+    /// Duration of time between cluster corruption check passes (0s: off).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s",
+          value_parser = go_duration_flag)]
+    pub experimental_corrupt_check_time: Duration,
+    /// Enable leader to periodically check followers compaction hashes.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED", num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_compact_hash_check_enabled: bool,
+    /// Duration of time between leader checks followers compaction hashes.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_TIME", default_value = "1m",
+          value_parser = go_duration_flag)]
+    pub experimental_compact_hash_check_time: Duration,
     /// Where to dial named peers instead of their advertised URLs, as name=url pairs: a
     /// fault runner puts a proxy on each link this way (`detcd-check jepsen`).
     #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_DIAL_URLS", hide = true)]
@@ -249,6 +269,11 @@ impl Flags {
     }
 }
 
+/// A duration flag as Go's `time.ParseDuration` reads it.
+fn go_duration_flag(value: &str) -> Result<Duration, String> {
+    super::compaction::parse_go_duration(value)
+}
+
 /// Whether the member starts a new cluster or joins an existing one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClusterState {
@@ -290,6 +315,13 @@ pub struct ServerConfig {
     pub bcrypt_cost: u32,
     /// `None` when off.
     pub auto_compaction: Option<AutoCompaction>,
+    /// `--force-new-cluster`: restart from the data as the only member.
+    pub force_new_cluster: bool,
+    /// Corruption checks: before serving, periodically on the leader (`None`: off), and
+    /// of compaction hashes (`None`: off).
+    pub initial_corrupt_check: bool,
+    pub corrupt_check_time: Option<Duration>,
+    pub compact_hash_check_time: Option<Duration>,
     /// Dial URLs overriding peers' advertised ones, by member name.
     pub peer_dial_urls: BTreeMap<String, Url>,
     pub client_tls: TlsSpec,
@@ -515,6 +547,9 @@ impl ServerConfig {
                 f.bcrypt_cost
             ));
         }
+        if f.experimental_compact_hash_check_time.is_zero() {
+            return Err("--experimental-compact-hash-check-time must be >0 (set to 0s)".into());
+        }
         let quota_backend_bytes = match f.quota_backend_bytes {
             q if q < 0 => return Err(format!("--quota-backend-bytes[{q}] must not be negative")),
             0 => DEFAULT_QUOTA_BACKEND_BYTES,
@@ -591,6 +626,12 @@ impl ServerConfig {
             auth_token: AuthToken::parse(&f.auth_token)?,
             bcrypt_cost: f.bcrypt_cost,
             auto_compaction,
+            force_new_cluster: f.force_new_cluster,
+            initial_corrupt_check: f.experimental_initial_corrupt_check,
+            corrupt_check_time: Some(f.experimental_corrupt_check_time).filter(|d| !d.is_zero()),
+            compact_hash_check_time: f
+                .experimental_compact_hash_check_enabled
+                .then_some(f.experimental_compact_hash_check_time),
             peer_dial_urls,
             client_tls,
             peer_tls,

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod compaction;
 pub mod concurrency;
 pub mod config;
+pub mod corrupt;
 pub mod error;
 pub mod join;
 pub mod lease_forward;

@@ -12,6 +12,7 @@
 //! configuration changes ([`conf`]). This file holds the loop and the apply step.
 
 mod conf;
+mod force;
 mod handle;
 mod reads;
 mod recover;
@@ -147,6 +148,8 @@ pub struct MemberConfig {
     pub seed: u64,
     /// This member's metrics: proposals, leadership, WAL fsyncs.
     pub metrics: Arc<ServerMetrics>,
+    /// `--force-new-cluster`: a member restarting from its WAL removes every other member.
+    pub force_new_cluster: bool,
 }
 
 /// Errors that stop the member: its durable state can no longer be trusted to advance.
@@ -160,6 +163,8 @@ pub enum MemberError {
     Snap(#[from] crate::snap::SnapError),
     #[error("the member has been permanently removed from the cluster")]
     Removed,
+    #[error("cannot force a new cluster: this member is not in its own configuration")]
+    NotAMember,
     #[error(
         "the backend has applied entry {applied}, but the WAL ends at entry {last}: \
          the WAL directory does not belong to this backend, or lost synced data"
