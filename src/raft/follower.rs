@@ -92,6 +92,7 @@ impl<S: Storage> Raft<S> {
                 self.handle_append_entries(&m);
             }
             MessageType::MsgHeartbeat => {
+                self.check_heartbeat(&m)?;
                 self.election_elapsed = 0;
                 self.lead = m.from;
                 self.handle_heartbeat(&m)?;
@@ -150,16 +151,20 @@ impl<S: Storage> Raft<S> {
         self.send(r);
     }
 
-    fn handle_heartbeat(&mut self, m: &Message) -> Result<(), Error> {
-        // The leader sends at most what it knows we hold.
+    /// The leader sends a commit index no further than what it knows we hold.
+    fn check_heartbeat(&self, m: &Message) -> Result<(), Rejection> {
         let last = self.raft_log.last_index();
         if m.commit > last {
             return Err(Rejection::CommitBeyondLog {
                 commit: m.commit,
                 last,
-            }
-            .into());
+            });
         }
+        Ok(())
+    }
+
+    fn handle_heartbeat(&mut self, m: &Message) -> Result<(), Error> {
+        self.check_heartbeat(m)?;
         self.raft_log.commit_to(m.commit);
         let mut r = Message {
             to: m.from,

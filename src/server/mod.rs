@@ -22,6 +22,7 @@ pub mod membership;
 pub mod metrics;
 pub mod quota;
 pub mod snapshot;
+pub mod snapshot_rows;
 pub mod snapshot_stream;
 pub mod store;
 pub mod transport;
