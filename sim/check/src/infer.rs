@@ -46,9 +46,12 @@ pub struct Proof {
     pub why: String,
 }
 
+/// Revisions per counter.
+type Bounds = Vec<(Counter, u64)>;
+
 /// Floors an `ok` operation leaves and ceilings it needs, per counter (empty for other
 /// operations and models).
-fn bounds(h: &History, model: Model, i: usize) -> (Vec<(Counter, u64)>, Vec<(Counter, u64)>) {
+fn bounds(h: &History, model: Model, i: usize) -> (Bounds, Bounds) {
     let op = &h.ops[i];
     let (mut floors, mut ceilings) = (Vec::new(), Vec::new());
     if op.status != Status::Ok || model == Model::Register {
