@@ -278,8 +278,18 @@ impl<S: StateMachine> Member<S> {
             b'M',
             &[m.from, m.to, m.r#type as u64, m.term, m.index, m.commit],
         );
-        // Messages from unknown or removed members are refused by Raft; nothing to do.
-        let _ = self.node.step(m);
+        let (from, t) = (m.from, m.r#type());
+        // Besides rejections, Raft refuses responses from members it does not know (a
+        // removed one, say) and proposals without a leader: nothing to do for those.
+        if let Err(raft::Error::Rejected(why)) = self.node.step(m) {
+            self.metrics.peer_rejected_messages.inc();
+            tracing::warn!(
+                from = format_args!("{from:x}"),
+                r#type = ?t,
+                %why,
+                "rejected a malformed Raft message"
+            );
+        }
     }
 
     fn admin(&mut self, a: Admin) {
