@@ -232,7 +232,7 @@ async fn a_healthy_cluster_raises_nothing() {
 
     // Three more periodic passes over both peers, and a whole compaction hash check.
     let leader = &c.members[c.leader().await];
-    let checked = "finished peer corruption check number_of_peers_checked=2";
+    let checked = r#""msg":"finished peer corruption check","number-of-peers-checked":2"#;
     let whole = "successfully checked hash on whole cluster";
     let before = count_in_log(leader, 0, checked);
     poll(

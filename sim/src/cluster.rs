@@ -158,6 +158,7 @@ async fn run_member(
         seed: seed ^ id,
         metrics: Arc::new(ServerMetrics::new(id)),
         force_new_cluster: false,
+        unsafe_no_fsync: false,
     };
     let disk: Arc<dyn Disk> = Arc::new(disk);
     let (handle, task) = member::start(cfg, disk, transport, inbound_rx, events, Recorder(fresh))

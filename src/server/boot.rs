@@ -38,8 +38,6 @@ const INBOUND_QUEUE_LEN: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 /// How often unsynced and victim watchers are moved forward (etcd: 100 ms).
 const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
-/// How often watchers that asked for it get a progress notification (etcd: 10 min).
-const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 /// How often the leader looks for expired leases (etcd: 500 ms).
 const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the leader checkpoints remaining TTLs, so that a new leader does not give
@@ -118,6 +116,7 @@ pub async fn start(
         })?;
     let store_cfg = mvcc::Config {
         max_request_bytes: cfg.max_request_bytes as usize,
+        max_txn_ops: cfg.max_txn_ops,
         quota_bytes: cfg.quota_backend_bytes,
         ..mvcc::Config::default()
     };
@@ -189,6 +188,7 @@ pub async fn start(
         seed: member_id ^ crate::runtime::entropy_seed(),
         metrics,
         force_new_cluster: cfg.force_new_cluster,
+        unsafe_no_fsync: cfg.unsafe_no_fsync,
     };
     let snapshots = SnapshotDir::new(disk.clone(), snap_dir);
     let compaction_hashes = CompactionHashes::default();
@@ -231,18 +231,26 @@ pub async fn start(
         transport,
         snapshots,
         compaction_hashes,
+        strict_reconfig_check: cfg.strict_reconfig_check,
         token: cfg.initial_cluster_token.clone(),
         cluster_id,
         member_id,
     };
-    tokio::spawn(sync_watchers(server.store.clone()));
+    tokio::spawn(sync_watchers(
+        server.store.clone(),
+        cfg.watch_progress_notify_interval,
+    ));
     let client_urls = cfg.advertise_client_urls.iter().map(|u| u.to_string());
     tokio::spawn(super::join::publish(
         server.clone(),
         cfg.name.clone(),
         client_urls.collect(),
     ));
-    tokio::spawn(expire_leases(server.clone(), cfg.election_timeout));
+    tokio::spawn(expire_leases(
+        server.clone(),
+        cfg.election_timeout,
+        cfg.lease_checkpoint,
+    ));
     if let Some(policy) = cfg.auto_compaction {
         tokio::spawn(super::compaction::run(server.clone(), policy));
     }
@@ -293,10 +301,9 @@ impl Server {
     }
 }
 
-/// Moves lagging watchers forward, and sends progress notifications, on their intervals.
-async fn sync_watchers(store: SharedStore) {
-    let per_progress =
-        (WATCH_PROGRESS_INTERVAL.as_millis() / WATCH_SYNC_INTERVAL.as_millis()) as u64;
+/// Moves lagging watchers forward, and sends progress notifications every `progress`.
+async fn sync_watchers(store: SharedStore, progress: Duration) {
+    let per_progress = (progress.as_millis() / WATCH_SYNC_INTERVAL.as_millis()).max(1) as u64;
     let mut ticker = tokio::time::interval(WATCH_SYNC_INTERVAL);
     for round in 1u64.. {
         ticker.tick().await;
@@ -312,8 +319,9 @@ async fn sync_watchers(store: SharedStore) {
 
 /// The leader's lease duties: becoming the primary lessor (extending every lease by an
 /// election timeout, as etcd does, so none expires during the handover), proposing revokes
-/// for expired leases and checkpoints of remaining TTLs; stepping down when not leader.
-async fn expire_leases(server: Server, election_timeout: Duration) {
+/// for expired leases and, if `checkpoint`, checkpoints of remaining TTLs; stepping down
+/// when not leader.
+async fn expire_leases(server: Server, election_timeout: Duration, checkpoint: bool) {
     let per_checkpoint =
         (LEASE_CHECKPOINT_INTERVAL.as_millis() / LEASE_CHECK_INTERVAL.as_millis()) as u64;
     let mut ticker = tokio::time::interval(LEASE_CHECK_INTERVAL);
@@ -340,7 +348,7 @@ async fn expire_leases(server: Server, election_timeout: Duration) {
             if !lessor.is_primary() {
                 lessor.promote(now, election_timeout);
             }
-            let checkpoints = if round % per_checkpoint == 0 {
+            let checkpoints = if checkpoint && round % per_checkpoint == 0 {
                 lessor.checkpoints(now)
             } else {
                 Vec::new()

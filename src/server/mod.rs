@@ -16,6 +16,7 @@ pub mod corrupt;
 pub mod error;
 pub mod join;
 pub mod lease_forward;
+pub mod log;
 pub mod member;
 pub mod membership;
 pub mod metrics;

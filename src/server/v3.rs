@@ -60,6 +60,9 @@ pub struct Server {
     pub(super) snapshots: SnapshotDir,
     /// Hashes recorded at compactions, which HashKV answers with for their revisions.
     pub(super) compaction_hashes: CompactionHashes,
+    /// `--strict-reconfig-check`: membership changes that could cost the cluster its
+    /// quorum are refused.
+    pub(super) strict_reconfig_check: bool,
     /// The initial cluster token: new member IDs derive from it, as etcd's do.
     pub(super) token: String,
     pub(super) cluster_id: u64,

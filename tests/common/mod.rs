@@ -98,7 +98,6 @@ impl Member {
         let child = self
             .command(env!("CARGO_BIN_EXE_detcd"), Some(initial_cluster), extra)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

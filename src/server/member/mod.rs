@@ -150,6 +150,8 @@ pub struct MemberConfig {
     pub metrics: Arc<ServerMetrics>,
     /// `--force-new-cluster`: a member restarting from its WAL removes every other member.
     pub force_new_cluster: bool,
+    /// `--unsafe-no-fsync`: the WAL is not fsynced.
+    pub unsafe_no_fsync: bool,
 }
 
 /// Errors that stop the member: its durable state can no longer be trusted to advance.

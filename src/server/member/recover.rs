@@ -56,6 +56,9 @@ pub fn start<S: StateMachine>(
         (wal, storage, BOOTSTRAP.index)
     };
     wal.observe_fsyncs(cfg.metrics.wal_fsync.clone());
+    if cfg.unsafe_no_fsync {
+        wal.skip_fsyncs();
+    }
     // Entries up to the snapshot that changed nothing in the state machine (a new
     // leader's empty entries) may lie past its consistent index.
     let applied = sm.applied_index().max(snapshot_index);
