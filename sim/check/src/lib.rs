@@ -21,15 +21,16 @@
 //! match detcd_check::linearizable(&h, Model::Kv, options)? { .. }
 //! ```
 //!
-//! What makes it fast on etcd histories: the kv model keeps versions and revisions only
-//! when the history reports them ([`model::Kv::observing`]); writes that report a revision
-//! are linearized in revision order, and `info` writes read back with a mod_revision get
-//! that revision ([`info`], rule 4); a read that fits the current state is never delayed
-//! ([`wgl`]). Known limit: the search is still exponential in the worst case. A failing
-//! single-key history with many `info` operations pending at once is the slow shape (the
-//! search must exhaust every configuration before the failure), and so is the etcd model
-//! over many keys when unobserved `info` writes leave revisions unaccounted for; both end
-//! in "unknown" at the time or memory bound, naming the key and the window.
+//! What makes it fast on etcd histories: revisions never go back, so an operation invoked
+//! after another returned must not report a revision that one had passed; [`infer`] finds
+//! such pairs (the stale read) in one sweep before any search. The kv model keeps versions
+//! and revisions only when the history reports them ([`model::Kv::observing`]); writes
+//! that report a revision are linearized in revision order, and `info` writes read back
+//! with a mod_revision get that revision ([`info`], rule 4); a read that fits the current
+//! state is never delayed ([`wgl`]). Known limit: the search is still exponential in the
+//! worst case. The etcd model over many keys is the slow shape: unobserved `info` writes
+//! leave store revisions that any of them may have made; it ends in "unknown" at the time
+//! or memory bound, naming the window.
 
 pub mod brute;
 pub mod budget;
@@ -40,6 +41,7 @@ pub mod fingerprint;
 pub mod gen;
 pub mod history;
 pub mod html;
+pub mod infer;
 pub mod info;
 pub mod jepsen;
 pub mod lock;
@@ -191,9 +193,18 @@ pub fn linearizable(h: &History, model: Model, options: Options) -> Result<Verdi
         .then(|| info::place_by_revision(h))
         .flatten();
     let h = placed.as_ref().unwrap_or(h);
+    let parts = partition::partitions(h, model);
+    // Refutations without search first, so that no search of another part comes first.
+    for p in &parts {
+        if let Some(proof) = infer::refute(h, model, &p.ops) {
+            let key = p.key.map(|k| h.keys[k as usize].clone());
+            let report = Report::proof(h, model, key, &proof);
+            return Ok(Verdict::NotLinearizable(Box::new(report)));
+        }
+    }
     let mut meter = Meter::new(options.budget, options.memory);
     let mut unknown = None;
-    for p in partition::partitions(h, model) {
+    for p in parts {
         let verdict = match model {
             Model::Register => check_part(h, model, &Register, &p, &mut meter),
             Model::Kv => check_part(h, model, &Kv::observing(h, &p.ops), &p, &mut meter),
