@@ -196,12 +196,14 @@ fn main() -> ExitCode {
             },
             all,
         );
-        unknown += run(
-            "100 keys, 20 p",
-            Model::Etcd,
-            shape(10_000, 100, 20, 10),
-            all,
-        );
+        for (label, cfg) in [
+            ("100 keys, 20 p", shape(10_000, 100, 20, 10)),
+            ("1 key, 20 p", shape(10_000, 1, 20, 10)),
+            ("1 key, 20 p, 5% crashes", shape(1_000, 1, 20, 50)),
+            ("100 keys, 5 p", shape(100_000, 100, 5, 10)),
+        ] {
+            unknown += run(label, Model::Etcd, cfg, all);
+        }
     }
     if unknown > 0 {
         println!("{unknown} checks answered \"unknown\"");

@@ -5,19 +5,22 @@
 //! made by exactly one write, so a linearization's order is all but given: writes in
 //! revision order, each read after the write that made its header revision and before the
 //! next. What is not given is which `info` writes made the revisions no `ok` operation
-//! reports. [`build`] takes the `info` writes that the per-key `kv` linearizations applied
-//! and puts each in a free revision between its key's neighbours there (and after
-//! everything that returned before it was invoked), matching revisions in increasing order
-//! to the candidate whose interval closes first. A revision no such candidate can take goes
-//! to an `info` write the per-key orders did without, if nothing after it on its key can
-//! tell (only puts follow until a delete, or nothing does). It then replays that order
-//! under the etcd model and checks it against real time: a success is a linearization, so
-//! the history is linearizable; a failure says nothing, and the search decides.
+//! reports. Where a per-key `kv` linearization applied one, the revision range its key's
+//! neighbours there leave (and its create_revision, for a write to a missing key) is a
+//! *demand* for an `info` write of that kind; [`build`] fills the free revisions in
+//! increasing order, each with an interchangeable `info` write (same key, kind,
+//! expectation) that was invoked before the store passed it, for the open demand that
+//! closes first. A revision no demand claims goes to an `info` write that nothing after it
+//! on its key could tell from none (puts follow until a delete, or nothing does). It then
+//! replays that order under the etcd model and checks it against real time: a success is
+//! a linearization, so the history is linearizable; a failure says nothing, and the search
+//! decides. (Known misses: a key's create_revision or version that only an `info` write
+//! the per-key order did without explains, as on one key with many `info` writes.)
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use super::history::{Call, History, Id, Status};
+use super::history::{Call, History, Id, Status, Val};
 use super::model::{Etcd, SeqModel};
 
 /// Whether operation `i` writes a value (a put or a cas), and so makes a revision whenever
@@ -79,24 +82,57 @@ pub fn gates(h: &History, passed: &Passed, part: &[usize]) -> Vec<Option<usize>>
         .collect()
 }
 
-/// An `info` write to place: the revisions it may take, exclusive.
-struct Candidate {
-    op: usize,
+/// What makes two `info` writes without a revision interchangeable here: key, kind,
+/// expectation, and the value when some cas expects it.
+type Class = (Id, u8, Option<Val>, Option<Id>);
+
+/// A revision range, exclusive, where a per-key order applied an `info` write of `class`.
+struct Demand {
     after: u64,
     before: u64,
+    class: Class,
 }
 
-/// The `info` writes of `ops` without a revision, each with the interval real time leaves
-/// it, narrowed by its key's neighbours for those the per-key `orders` applied: those, and
-/// the others.
+/// The demands the per-key `orders` make, by `after`; and the `info` writes without a
+/// revision of `ops`, per class, by the revision the store had passed when each was
+/// invoked (it cannot take an earlier one).
 fn candidates(
     h: &History,
     ops: &[usize],
     orders: &[Vec<usize>],
-) -> (Vec<Candidate>, Vec<Candidate>) {
+) -> (Vec<Demand>, BTreeMap<Class, Vec<(u64, usize)>>) {
+    let expected: BTreeSet<(Id, Val)> = ops
+        .iter()
+        .filter_map(|&i| match h.ops[i].call {
+            Call::Cas { expect, .. } => Some((h.ops[i].key, expect)),
+            _ => None,
+        })
+        .collect();
+    let class = |i: usize| -> Class {
+        let op = &h.ops[i];
+        let shown = |v: Id| expected.contains(&(op.key, Some(v))).then_some(v);
+        match op.call {
+            Call::Put { value } => (op.key, 0, None, shown(value)),
+            Call::Cas { expect, value } => (op.key, 1, Some(expect), shown(value)),
+            Call::Delete | Call::Get => (op.key, 2, None, None),
+        }
+    };
     let passed = Passed::new(h, ops);
-    let mut applied = Vec::new();
-    let mut used = BTreeSet::new();
+    let mut members: BTreeMap<Class, Vec<(u64, usize)>> = BTreeMap::new();
+    for &i in ops {
+        let op = &h.ops[i];
+        if op.status == Status::Info && op.is_write() && op.out.revision.is_none() {
+            members
+                .entry(class(i))
+                .or_default()
+                .push((passed.at(op.invoke), i));
+        }
+    }
+    for m in members.values_mut() {
+        // Taken from the end: the one available earliest first.
+        m.sort_unstable_by(|a, b| b.cmp(a));
+    }
+    let mut demands = Vec::new();
     for order in orders {
         // An unobserved write may trade places with puts around it; what saw the value
         // before it or depends on its effect after it bounds it: (after, before) revision.
@@ -136,33 +172,20 @@ fn candidates(
             if let (false, Some(c)) = (was_present || !op.is_write(), created(k)) {
                 (after, before) = (after.max(c.saturating_sub(1)), before.min(c + 1));
             }
-            used.insert(i);
-            applied.push(Candidate {
-                op: i,
-                after: after.max(passed.at(op.invoke)),
+            demands.push(Demand {
+                after,
                 before,
+                class: class(i),
             });
         }
     }
-    applied.sort_unstable_by_key(|c| c.after);
-    let spare = ops
-        .iter()
-        .filter(|&&i| {
-            let op = &h.ops[i];
-            op.status == Status::Info && op.out.revision.is_none() && !used.contains(&i)
-        })
-        .map(|&i| Candidate {
-            op: i,
-            after: passed.at(h.ops[i].invoke),
-            before: u64::MAX,
-        })
-        .collect();
-    (applied, spare)
+    demands.sort_unstable_by_key(|d| d.after);
+    (demands, members)
 }
 
 /// Whether nothing after revision `g` on the key of `info` write `i` could tell that `i`
 /// made `g`: by `later`, the `ok` operations on that key (revision, history index) in
-/// revision order; `real` holds the deletes that found the key there in the per-key orders.
+/// revision order; `real` holds the deletes that found the key there.
 fn unseen(h: &History, i: usize, g: u64, later: &[(u64, usize)], real: &BTreeSet<usize>) -> bool {
     let (before, rest) = later.split_at(later.partition_point(|&(r, _)| r <= g));
     // The key's value before `g`, as the last `ok` operation before it left or saw it: a
@@ -218,25 +241,35 @@ pub fn build(h: &History, ops: &[usize], orders: &[Vec<usize>]) -> bool {
     // (revision, 0 for a put that made it, 1 for a delete that did, 2 for the rest; invoke)
     // -> op.
     let mut order: BTreeMap<(u64, u8, usize), usize> = BTreeMap::new();
-    // Deletes of a key that the per-key order has present, and the revisions they made.
+    // Deletes of a key that was there, by what the operations before them in revision
+    // order saw or did (a put at the same revision means it was not the delete that made
+    // it).
+    let mut by_revision: Vec<(Id, u64, u8, usize)> = ops
+        .iter()
+        .filter_map(|&i| {
+            let rank = match h.ops[i].call {
+                Call::Put { .. } | Call::Cas { .. } => 0,
+                Call::Delete => 1,
+                Call::Get => 2,
+            };
+            Some((h.ops[i].key, revision_of(i)?, rank, i))
+        })
+        .collect();
+    by_revision.sort_unstable();
     let mut real_deletes = BTreeSet::new();
-    for key_order in orders {
-        let mut present = false;
-        for &i in key_order {
-            match h.ops[i].call {
-                Call::Put { .. } | Call::Cas { .. } => present = true,
-                Call::Delete => {
-                    let r = revision_of(i);
-                    if present
-                        && h.ops[i].status == Status::Ok
-                        && !r.is_some_and(|r| made.contains(&r))
-                    {
-                        real_deletes.insert(i);
-                    }
-                    present = false;
-                }
-                Call::Get => {}
-            }
+    let mut present = BTreeMap::new();
+    for &(key, r, _, i) in &by_revision {
+        let op = &h.ops[i];
+        let was = present.insert(
+            key,
+            match op.call {
+                Call::Put { .. } | Call::Cas { .. } => true,
+                Call::Get => op.out.value.is_some(),
+                Call::Delete => false,
+            },
+        );
+        if op.call == Call::Delete && was == Some(true) && !made.contains(&r) {
+            real_deletes.insert(i);
         }
     }
     let deleted: BTreeSet<u64> = real_deletes
@@ -254,38 +287,66 @@ pub fn build(h: &History, ops: &[usize], orders: &[Vec<usize>]) -> bool {
         order.insert((r, sub, h.ops[i].invoke), i);
     }
     let last = order.keys().next_back().map_or(0, |k| k.0);
-    let (applied, mut spare) = candidates(h, ops, orders);
-    let mut pending = applied.into_iter().peekable();
+    let (demands, mut members) = candidates(h, ops, orders);
+    let mut pending = demands.into_iter().peekable();
     let mut by_key: BTreeMap<Id, Vec<(u64, usize)>> = BTreeMap::new();
     for (&(r, _, _), &i) in &order {
         if h.ops[i].status == Status::Ok {
             by_key.entry(h.ops[i].key).or_default().push((r, i));
         }
     }
-    // Candidates whose interval has opened, by the revision that closes it.
-    let mut open: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
+    // Demands whose range has opened, by the revision that closes it.
+    let mut open: BinaryHeap<Reverse<(u64, Class)>> = BinaryHeap::new();
     let initial = Etcd.init().revision;
     for g in initial + 1..=last {
         if made.contains(&g) || deleted.contains(&g) {
             continue;
         }
-        while let Some(c) = pending.next_if(|c| c.after < g) {
-            open.push(Reverse((c.before, c.op)));
+        while let Some(d) = pending.next_if(|d| d.after < g) {
+            open.push(Reverse((d.before, d.class)));
         }
         while open.peek().is_some_and(|Reverse((before, _))| *before <= g) {
             open.pop();
         }
-        let i = match open.pop() {
-            Some(Reverse((_, i))) => i,
-            None => {
-                let later = |i: usize| by_key.get(&h.ops[i].key).map_or(&[][..], Vec::as_slice);
-                let Some(k) = spare
+        // The demand closing first that a member of its class can meet at `g`.
+        let mut waiting = Vec::new();
+        let mut met = None;
+        while let Some(Reverse((before, class))) = open.pop() {
+            let ready = members
+                .get_mut(&class)
+                .filter(|m| m.last().is_some_and(|&(a, _)| a < g));
+            match ready.and_then(Vec::pop) {
+                Some((_, i)) => {
+                    met = Some(i);
+                    break;
+                }
+                None => waiting.push(Reverse((before, class))),
+            }
+        }
+        open.extend(waiting);
+        // Else a write nothing after it on its key would tell from none.
+        let later = |i: usize| by_key.get(&h.ops[i].key).map_or(&[][..], Vec::as_slice);
+        let spare = || {
+            members.iter().find_map(|(&class, m)| {
+                let &(_, i) = m
                     .iter()
-                    .position(|c| c.after < g && unseen(h, c.op, g, later(c.op), &real_deletes))
-                else {
+                    .rev()
+                    .take_while(|&&(a, _)| a < g)
+                    .find(|&&(_, i)| unseen(h, i, g, later(i), &real_deletes))?;
+                Some((class, i))
+            })
+        };
+        let i = match met {
+            Some(i) => i,
+            None => {
+                let Some((class, i)) = spare() else {
                     return false;
                 };
-                spare.remove(k).op
+                members
+                    .get_mut(&class)
+                    .expect("found there")
+                    .retain(|&(_, j)| j != i);
+                i
             }
         };
         order.insert((g, 0, h.ops[i].invoke), i);
