@@ -14,6 +14,8 @@ use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
 use crate::api::gateway::Gateway;
 use crate::api::http::HttpApi;
+#[cfg(not(madsim))]
+use crate::api::http::MetricsHttp;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::lock::LockService;
@@ -34,6 +36,7 @@ use crate::server::boot::{self, bind_addr, BootError, Started};
 use crate::server::config::ServerConfig;
 use crate::server::transport::PeerServer;
 use crate::server::url::Url;
+use crate::server::Server;
 
 /// gRPC framing on top of the largest request, as etcd allows.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -52,6 +55,8 @@ pub async fn run(
     let peer_tls = load_tls(&cfg.peer_tls, "peer-", &cfg.listen_peer_urls, &read)?;
     let client_listens = listens(&cfg.listen_client_urls, &client_tls)?;
     let peer_listens = listens(&cfg.listen_peer_urls, &peer_tls)?;
+    let metrics_tls = load_tls(&cfg.client_tls, "", &cfg.listen_metrics_urls, &read)?;
+    let metrics_listens = listens(&cfg.listen_metrics_urls, &metrics_tls)?;
     let dialer = peer_tls.map(Dialer::with_tls).unwrap_or_default();
     let Started {
         server,
@@ -80,6 +85,9 @@ pub async fn run(
         gateway: gateway.clone(),
     });
     let router = crate::net::client_server(http, max_request)
+        .http2_keepalive_interval(cfg.grpc_keepalive_interval)
+        .http2_keepalive_timeout(cfg.grpc_keepalive_timeout)
+        .max_concurrent_streams(cfg.max_concurrent_streams)
         .add_service(KvServer::new(gateway.kv).max_decoding_message_size(max_request))
         .add_service(WatchServer::new(gateway.watch))
         .add_service(LeaseServer::new(gateway.lease))
@@ -89,6 +97,7 @@ pub async fn run(
         .add_service(ElectionServer::new(gateway.election))
         .add_service(LockServer::new(gateway.lock));
     let clients = crate::net::serve_clients(router, client_listens, shutdown);
+    let metrics = serve_metrics(&server, metrics_listens, max_request);
     tracing::info!(
         member = format_args!("{:x}", server.member_id()),
         cluster = format_args!("{:x}", server.cluster_id()),
@@ -98,6 +107,7 @@ pub async fn run(
     );
     tokio::select! {
         r = clients => r.map_err(listen_error)?,
+        r = metrics => r.map_err(listen_error)?,
         () = drained => tracing::warn!("shutdown: cutting requests and streams still open"),
         r = peers => return Err(match r {
             Ok(()) => BootError::Listen {
@@ -119,6 +129,30 @@ pub async fn run(
     server.close()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves `/metrics` and `/health` on `listens` (`--listen-metrics-urls`) until dropped;
+/// never ends if there are none.
+#[cfg(not(madsim))]
+async fn serve_metrics(
+    server: &Server,
+    listens: Vec<Listen>,
+    max_request: usize,
+) -> Result<(), ListenError> {
+    if listens.is_empty() {
+        return std::future::pending().await;
+    }
+    let http = Arc::new(MetricsHttp(server.clone()));
+    // Every path goes to the HTTP handler: the router holds no gRPC service.
+    let router = crate::net::client_server(http, max_request)
+        .add_optional_service::<KvServer<KvService>>(None);
+    crate::net::serve_clients(router, listens, std::future::pending()).await
+}
+
+/// The simulator serves no HTTP.
+#[cfg(madsim)]
+async fn serve_metrics(_: &Server, _: Vec<Listen>, _: usize) -> Result<(), ListenError> {
+    std::future::pending().await
 }
 
 /// The TLS that `spec` configures, loaded when some URL in `listen` is `https://`.

@@ -157,6 +157,8 @@ async fn run_member(
         request_timeout: Duration::from_secs(5),
         seed: seed ^ id,
         metrics: Arc::new(ServerMetrics::new(id)),
+        force_new_cluster: false,
+        unsafe_no_fsync: false,
     };
     let disk: Arc<dyn Disk> = Arc::new(disk);
     let (handle, task) = member::start(cfg, disk, transport, inbound_rx, events, Recorder(fresh))

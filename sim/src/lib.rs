@@ -16,6 +16,7 @@ pub mod harness;
 pub mod kv_cluster;
 pub mod nemesis;
 pub mod nodes;
+pub mod rogue;
 pub mod run;
 pub mod scenario;
 pub mod wal_power_cut;

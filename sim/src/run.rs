@@ -4,7 +4,9 @@
 //! member received, every disk operation and every client event: equal seeds give equal
 //! traces.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::time::Duration;
 
 use detcd::proto::etcdserverpb::kv_client::KvClient;
@@ -59,12 +61,21 @@ impl Outcome {
     }
 }
 
+/// A process run beside the workload on a node of its own (a rogue peer, say): given the
+/// safety phase's duration when the workload starts, awaited with the clients.
+pub type Sidecar = Box<dyn FnOnce(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
 /// Runs `scenario` with `seed` in a fresh simulation on this thread. A panic anywhere in
 /// the simulation (an assertion in detcd, say) fails the run instead of the caller.
 pub fn run(scenario: &Scenario, seed: u64) -> Outcome {
+    run_with(scenario, seed, None)
+}
+
+/// [`run`], with a `sidecar` process beside the workload.
+pub fn run_with(scenario: &Scenario, seed: u64, sidecar: Option<Sidecar>) -> Outcome {
     let s = scenario.clone();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        Runtime::with_seed_and_config(seed, Config::default()).block_on(simulate(s, seed))
+        Runtime::with_seed_and_config(seed, Config::default()).block_on(simulate(s, seed, sidecar))
     }));
     result.unwrap_or_else(|panic| {
         let msg = panic
@@ -84,7 +95,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Outcome {
     })
 }
 
-async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
+async fn simulate(scenario: Scenario, seed: u64, sidecar: Option<Sidecar>) -> Outcome {
     trace_reset();
     let begin = Clock.now();
     let flags: Vec<&str> = scenario.flags.iter().map(String::as_str).collect();
@@ -109,6 +120,14 @@ async fn simulate(scenario: Scenario, seed: u64) -> Outcome {
             history,
             fenced.clone(),
         )));
+    }
+    if let Some(sidecar) = sidecar {
+        let node = Handle::current()
+            .create_node()
+            .name("sidecar")
+            .ip("10.0.4.1".parse().unwrap())
+            .build();
+        clients.push(node.spawn(sidecar(duration)));
     }
     let responses = Responses::default();
     let watcher = Handle::current()

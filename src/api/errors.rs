@@ -40,6 +40,7 @@ fn code_of(e: &Error) -> Code {
             | MembershipError::NotLearner
             | MembershipError::LearnerNotReady => Code::FailedPrecondition,
         },
+        Error::Corrupt => Code::DataLoss,
         Error::BadLeaderTransferee => Code::FailedPrecondition,
         Error::LeaderTransferTimeout => Code::Unavailable,
         Error::Defragment(_) | Error::Snapshot(_) | Error::WatchRefused(_) => Code::Internal,

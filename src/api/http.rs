@@ -14,6 +14,27 @@ use crate::server::{Server, SERVER_VERSION};
 /// The cluster version `/version` reports: detcd speaks the 3.5 API throughout.
 pub const CLUSTER_VERSION: &str = "3.5.0";
 
+/// What a `--listen-metrics-urls` URL serves, as etcd's metrics mux: `/metrics` and
+/// `/health`, and Go's 404 for any other path.
+pub struct MetricsHttp(pub Server);
+
+impl HttpHandler for MetricsHttp {
+    fn serves(&self, _path: &str) -> bool {
+        true
+    }
+
+    fn handle(&self, request: HttpRequest) -> Pin<Box<dyn Future<Output = HttpResponse> + Send>> {
+        let server = self.0.clone();
+        Box::pin(async move {
+            match request.path.as_str() {
+                "/health" => health(&server, &request.method, &request.query).await,
+                "/metrics" => metrics(&server),
+                _ => response(404, TEXT, b"404 page not found\n".to_vec()),
+            }
+        })
+    }
+}
+
 /// Go's `http.Error` and its content sniffing of a JSON body both give this.
 const TEXT: &str = "text/plain; charset=utf-8";
 

@@ -6,8 +6,9 @@ use tonic::{Request, Response, Status};
 
 use crate::lease;
 use crate::proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
+    HashKvRequest, HashKvResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse,
 };
 use crate::proto::peerpb::lease_forward_server::LeaseForward;
 pub use crate::proto::peerpb::lease_forward_server::LeaseForwardServer;
@@ -37,6 +38,14 @@ impl Membership for MembershipPeer {
             header: self.0.header(Some(0)),
             members,
         }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let resp = self.0.peer_hash_kv(request.into_inner().revision)?;
+        Ok(Response::new(resp))
     }
 }
 

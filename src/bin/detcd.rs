@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use detcd::runtime::{self, RealDisk};
 use detcd::server::config::{Flags, ServerConfig};
+use detcd::server::log;
 use detcd::start;
 
 async fn shutdown_signal() {
@@ -25,13 +26,43 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
+    // Until the flags say otherwise, etcd's JSON lines at info.
+    let early = subscriber(tracing_subscriber::EnvFilter::new("info"));
+    let (flags, cfg) = match tracing::subscriber::with_default(early, load) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let filter = match &flags.log_level {
+        Some(level) => {
+            let level = log::level(level).expect("checked with the flags");
+            tracing_subscriber::EnvFilter::default().add_directive(level.into())
+        }
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
+    tracing::subscriber::set_global_default(subscriber(filter)).expect("the only logger");
+    let runtime = runtime::threaded_runtime().expect("tokio runtime");
+    match runtime.block_on(start::run(cfg, Arc::new(RealDisk), shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// etcd's JSON log lines on stderr, filtered by `filter`.
+fn subscriber(filter: tracing_subscriber::EnvFilter) -> impl tracing::Subscriber + Send + Sync {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .event_format(log::EtcdJson)
+        .finish()
+}
+
+/// The flags, from the command line or the configuration file it names, and the checked
+/// configuration; a failure is reported on stderr and ends the process with its code.
+fn load() -> Result<(Flags, ServerConfig), ExitCode> {
     let mut flags = match Flags::parse_from(std::env::args_os()) {
         Ok(flags) => flags,
         Err(e) => e.exit(),
@@ -44,23 +75,15 @@ fn main() -> ExitCode {
             Ok(flags) => flags,
             Err(message) => {
                 eprintln!("detcd: config file {}: {message}", path.display());
-                return ExitCode::FAILURE;
+                return Err(ExitCode::FAILURE);
             }
         };
     }
-    let cfg = match ServerConfig::from_flags(&flags) {
-        Ok(cfg) => cfg,
+    match ServerConfig::from_flags(&flags) {
+        Ok(cfg) => Ok((flags, cfg)),
         Err(message) => {
             eprintln!("detcd: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = runtime::threaded_runtime().expect("tokio runtime");
-    match runtime.block_on(start::run(cfg, Arc::new(RealDisk), shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
+            Err(ExitCode::FAILURE)
         }
     }
 }

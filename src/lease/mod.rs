@@ -12,7 +12,7 @@ mod lessor;
 mod record;
 
 pub use lessor::{Lessor, LessorConfig};
-pub use record::Lease;
+pub use record::{Lease, RECORD_BYTES};
 
 /// Errors of the lease layer, etcd's messages.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Bytes of a lease record in the backend: id, granted TTL, remaining TTL (big-endian).
-const RECORD_BYTES: usize = 24;
+pub const RECORD_BYTES: usize = 24;
 
 /// One lease. TTLs are whole seconds, as in etcd's API.
 #[derive(Clone, Debug, PartialEq, Eq)]

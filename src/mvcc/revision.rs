@@ -35,12 +35,13 @@ impl Revision {
     }
 
     /// Decodes a backend key into the revision and whether it is a tombstone.
+    /// Whether `b` is a key [`Revision::from_key`] reads.
+    pub fn is_key(b: &[u8]) -> bool {
+        b.len() == REV_BYTES || (b.len() == MARKED_REV_BYTES && b[REV_BYTES] == TOMBSTONE_MARK)
+    }
+
     pub fn from_key(b: &[u8]) -> (Revision, bool) {
-        assert!(
-            b.len() == REV_BYTES || (b.len() == MARKED_REV_BYTES && b[REV_BYTES] == TOMBSTONE_MARK),
-            "revision key of {} bytes: {b:?}",
-            b.len()
-        );
+        assert!(Self::is_key(b), "revision key of {} bytes: {b:?}", b.len());
         let main = i64::from_be_bytes(b[0..8].try_into().expect("8 bytes"));
         let sub = i64::from_be_bytes(b[9..17].try_into().expect("8 bytes"));
         (Revision { main, sub }, b.len() == MARKED_REV_BYTES)

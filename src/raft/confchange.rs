@@ -11,7 +11,7 @@ use crate::proto::raftpb::{
 #[error("invalid configuration change: {0}")]
 pub struct ConfChangeError(pub String);
 
-type ChangeResult = Result<(TrackerConfig, ProgressMap), ConfChangeError>;
+pub(crate) type ChangeResult = Result<(TrackerConfig, ProgressMap), ConfChangeError>;
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfChangeError> {
     Err(ConfChangeError(msg.into()))

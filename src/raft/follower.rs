@@ -8,7 +8,7 @@ use super::raft::{CampaignType, Raft, StateRole};
 use super::read_only::ReadState;
 use super::storage::Storage;
 use super::tracker::ProgressTracker;
-use super::Error;
+use super::{Error, Rejection};
 use crate::proto::raftpb::{Message, MessageType, Snapshot};
 
 fn append_resp(to: u64, index: u64) -> Message {
@@ -37,11 +37,11 @@ impl<S: Storage> Raft<S> {
             }
             MessageType::MsgHeartbeat => {
                 self.become_follower(m.term, m.from);
-                self.handle_heartbeat(&m);
+                self.handle_heartbeat(&m)?;
             }
             MessageType::MsgSnap => {
                 self.become_follower(m.term, m.from);
-                self.handle_snapshot(m);
+                self.handle_snapshot(m)?;
             }
             t if t == my_vote_resp => {
                 self.learn_commit(&m);
@@ -92,14 +92,15 @@ impl<S: Storage> Raft<S> {
                 self.handle_append_entries(&m);
             }
             MessageType::MsgHeartbeat => {
+                self.check_heartbeat(&m)?;
                 self.election_elapsed = 0;
                 self.lead = m.from;
-                self.handle_heartbeat(&m);
+                self.handle_heartbeat(&m)?;
             }
             MessageType::MsgSnap => {
                 self.election_elapsed = 0;
                 self.lead = m.from;
-                self.handle_snapshot(m);
+                self.handle_snapshot(m)?;
             }
             MessageType::MsgTransferLeader | MessageType::MsgReadIndex => {
                 if self.lead == 0 {
@@ -150,7 +151,20 @@ impl<S: Storage> Raft<S> {
         self.send(r);
     }
 
-    fn handle_heartbeat(&mut self, m: &Message) {
+    /// The leader sends a commit index no further than what it knows we hold.
+    fn check_heartbeat(&self, m: &Message) -> Result<(), Rejection> {
+        let last = self.raft_log.last_index();
+        if m.commit > last {
+            return Err(Rejection::CommitBeyondLog {
+                commit: m.commit,
+                last,
+            });
+        }
+        Ok(())
+    }
+
+    fn handle_heartbeat(&mut self, m: &Message) -> Result<(), Error> {
+        self.check_heartbeat(m)?;
         self.raft_log.commit_to(m.commit);
         let mut r = Message {
             to: m.from,
@@ -159,32 +173,35 @@ impl<S: Storage> Raft<S> {
         };
         r.set_type(MessageType::MsgHeartbeatResp);
         self.send(r);
+        Ok(())
     }
 
-    fn handle_snapshot(&mut self, mut m: Message) {
+    fn handle_snapshot(&mut self, mut m: Message) -> Result<(), Error> {
         let snap = m.snapshot.take().unwrap_or_default();
-        let index = if self.restore(snap) {
+        let index = if self.restore(snap)? {
             self.raft_log.last_index()
         } else {
             self.raft_log.committed
         };
         let r = append_resp(m.from, index);
         self.send(r);
+        Ok(())
     }
 
     /// Installs `snap` unless it is stale or the log already holds it (then only the
     /// commit index moves). The snapshot's configuration may predate this member's
     /// addition: the leader sends its latest snapshot to any member of its current
-    /// configuration, and the entries after the snapshot add this member again.
-    pub(crate) fn restore(&mut self, snap: Snapshot) -> bool {
+    /// configuration, and the entries after the snapshot add this member again. A
+    /// configuration that cannot be restored refuses the snapshot.
+    pub(crate) fn restore(&mut self, snap: Snapshot) -> Result<bool, Rejection> {
         let (index, term) = (snap_index(&snap), snap_term(&snap));
         if index <= self.raft_log.committed {
-            return false;
+            return Ok(false);
         }
         if self.state != StateRole::Follower {
             // Only a follower receives snapshots; step down defensively.
             self.become_follower(self.term + 1, 0);
-            return false;
+            return Ok(false);
         }
         let cs = snap
             .metadata
@@ -193,13 +210,13 @@ impl<S: Storage> Raft<S> {
             .unwrap_or_default();
         if self.raft_log.match_term(index, term) {
             self.raft_log.commit_to(index);
-            return false;
+            return Ok(false);
         }
-        self.raft_log.restore(snap);
         let mut prs = ProgressTracker::new(self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
-        confchange::restore(&mut prs, self.raft_log.last_index(), self.ticks, &cs)
-            .unwrap_or_else(|e| panic!("unable to restore config {cs:?}: {e}"));
+        confchange::restore(&mut prs, index, self.ticks, &cs)
+            .map_err(|e| Rejection::Snapshot(format!("configuration {cs:?}: {e}")))?;
+        self.raft_log.restore(snap);
         self.switch_to_config(prs.config, prs.progress);
-        true
+        Ok(true)
     }
 }

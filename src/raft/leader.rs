@@ -1,12 +1,12 @@
 //! The leader: replication with flow control, commitment, reads, leadership transfer
 //! and configuration switches.
 
-use super::confchange::{enters_joint, leaves_joint, Changer, ConfChangeError};
+use super::confchange::{enters_joint, leaves_joint, ChangeResult, Changer, ConfChangeError};
 use super::raft::{payload_size, Raft, StateRole};
 use super::read_only::{ReadOnlyOption, ReadState};
 use super::storage::{Storage, StorageError};
 use super::tracker::{ProgressMap, ProgressState, TrackerConfig};
-use super::{conf_change_of, Error};
+use super::{conf_change_of, Error, Rejection};
 use crate::proto::raftpb::{ConfChangeV2, ConfState, Entry, Message, MessageType};
 
 fn msg(t: MessageType, to: u64) -> Message {
@@ -192,18 +192,18 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
-    /// Refuses a conf change while another is unapplied, and joint transitions that do
-    /// not fit the current configuration, by turning it into an empty entry (so that a
-    /// batch of proposals keeps its shape).
+    /// Refuses a conf change while another is unapplied, and one that does not fit the
+    /// current configuration (which is the one it will meet at apply, as none other is
+    /// pending), by turning it into an empty entry (so that a batch of proposals keeps
+    /// its shape). A change that cannot be applied would otherwise stop every member
+    /// when it commits.
     fn filter_conf_changes(&mut self, entries: &mut [Entry]) {
         for (i, e) in entries.iter_mut().enumerate() {
             let Some(cc) = conf_change_of(e) else {
                 continue;
             };
             let already_pending = self.pending_conf_index > self.raft_log.applied;
-            let already_joint = self.prs.config.voters.is_joint();
-            let wants_leave = leaves_joint(&cc);
-            if already_pending || already_joint != wants_leave {
+            if already_pending || self.change(&cc).is_err() {
                 *e = Entry::default();
             } else {
                 self.pending_conf_index = self.raft_log.last_index() + i as u64 + 1;
@@ -246,6 +246,14 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         };
         match m.r#type() {
+            MessageType::MsgAppResp if !m.reject && m.index > self.raft_log.last_index() => {
+                // Only our own entries can be acknowledged.
+                return Err(Rejection::AckBeyondLog {
+                    index: m.index,
+                    last: self.raft_log.last_index(),
+                }
+                .into());
+            }
             MessageType::MsgAppResp => {
                 pr.last_active = now;
                 self.handle_append_response(&m);
@@ -392,20 +400,25 @@ impl<S: Storage> Raft<S> {
         self.send(msg(MessageType::MsgTimeoutNow, to));
     }
 
-    /// Applies a committed configuration change and returns the new configuration.
-    pub fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<ConfState, ConfChangeError> {
+    /// The configuration `cc` makes of the current one.
+    fn change(&self, cc: &ConfChangeV2) -> ChangeResult {
         let changer = Changer {
             tracker: &self.prs,
             last_index: self.raft_log.last_index(),
             now: self.ticks,
         };
-        let (cfg, prs) = if leaves_joint(cc) {
+        if leaves_joint(cc) {
             changer.leave_joint()
         } else if let Some(auto_leave) = enters_joint(cc) {
             changer.enter_joint(auto_leave, &cc.changes)
         } else {
             changer.simple(&cc.changes)
-        }?;
+        }
+    }
+
+    /// Applies a committed configuration change and returns the new configuration.
+    pub fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<ConfState, ConfChangeError> {
+        let (cfg, prs) = self.change(cc)?;
         Ok(self.switch_to_config(cfg, prs))
     }
 

@@ -45,6 +45,7 @@ mod raw_node;
 mod read_only;
 mod storage;
 mod tracker;
+mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -56,6 +57,7 @@ pub use raw_node::{RawNode, Ready, SnapshotStatus};
 pub use read_only::{ReadOnlyOption, ReadState};
 pub use storage::{MemStorage, Storage, StorageError, StorageResult};
 pub use tracker::{Progress, ProgressState};
+pub use validate::{Rejection, MAX_INDEX_OR_TERM};
 
 use crate::proto::raftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
 use prost::Message as _;
@@ -80,6 +82,10 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error(transparent)]
     ConfChange(#[from] ConfChangeError),
+    /// A message from a peer that no honest member sends; nothing of it was applied
+    /// (beyond a newer term it carried).
+    #[error("raft: rejected a message: {0}")]
+    Rejected(#[from] Rejection),
 }
 
 /// The configuration change carried by `e`, in V2 form, if it is one.

@@ -8,6 +8,7 @@ use super::raft::{
 };
 use super::read_only::ReadState;
 use super::storage::Storage;
+use super::validate;
 use super::{Config, Error};
 use crate::proto::raftpb::{
     ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType,
@@ -158,12 +159,15 @@ impl<S: Storage> RawNode<S> {
         self.apply_conf_change(&conf_change_to_v2(cc))
     }
 
-    /// Delivers a message from a peer.
+    /// Delivers a message from a peer. One that no honest member sends is refused with
+    /// [`Error::Rejected`] before it changes anything (or, where the check needs our
+    /// state, before it changes more than the term).
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         let t = m.r#type();
         if is_local_msg(t) {
             return Err(Error::StepLocalMsg);
         }
+        validate::check(&m, self.raft.id)?;
         if is_response_msg(t) && !self.raft.prs.progress.contains_key(&m.from) {
             return Err(Error::StepPeerNotFound);
         }

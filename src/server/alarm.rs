@@ -70,10 +70,14 @@ pub fn apply(store: &mut WatchableStore, req: &AlarmRequest) -> Result<AlarmResp
         Ok(AlarmAction::Get) => resp.alarms = active(store, of)?,
         Ok(AlarmAction::Activate) if of != AlarmType::None => {
             let mut table = store.backend().tx().open_table(ALARM).map_err(be)?;
-            table
+            let raised = table
                 .insert(key(&m).as_slice(), [].as_slice())
-                .map_err(be)?;
+                .map_err(be)?
+                .is_none();
             drop(table);
+            if raised {
+                tracing::warn!(alarm = of.as_str_name(), from = %format_args!("{:x}", m.member_id), "alarm raised");
+            }
             resp.alarms.push(m);
         }
         Ok(AlarmAction::Deactivate) => {

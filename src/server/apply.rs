@@ -1,11 +1,13 @@
 //! Applies committed client requests to the MVCC store, the lessor and the membership,
-//! and hands the typed result to the proposer.
+//! and hands the typed result to the proposer. While the CORRUPT alarm is raised, writes
+//! are refused here, as etcd's corrupt applier refuses them.
 
 use std::time::Duration;
 
 use prost::Message;
 use tokio::time::Instant;
 
+use super::corrupt::{CompactionHashes, KeyValueHash};
 use super::error::Error;
 use super::member::{LogRequest, StateMachine};
 use super::membership::{self, MembershipError, RaftCluster, SharedCluster};
@@ -16,6 +18,7 @@ use crate::proto::etcdserverpb::{
     AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseCheckpointResponse,
     LeaseGrantResponse, LeaseRevokeResponse, PutResponse, TxnResponse,
 };
+use crate::proto::etcdserverpb::{AlarmType, CompactionRequest, TxnRequest};
 use crate::proto::etcdserverpb::{
     AuthDisableResponse, AuthEnableResponse, AuthRoleAddResponse, AuthRoleDeleteResponse,
     AuthRoleGrantPermissionResponse, AuthRoleRevokePermissionResponse, AuthUserAddResponse,
@@ -114,17 +117,23 @@ pub struct Applier {
     clock: LeaseClock,
     last_commit: Instant,
     cluster: SharedCluster,
+    compaction_hashes: CompactionHashes,
+    /// Whether a CORRUPT alarm is raised: writes are refused while it is.
+    corrupt: bool,
 }
 
 impl Applier {
-    /// Applies membership changes to `cluster` (which the backend's tables seeded).
+    /// Applies membership changes to `cluster` (which the backend's tables seeded), and
+    /// records the hash at each compaction in `compaction_hashes`.
     pub fn new(
         store: SharedStore,
         lessor: SharedLessor,
         auth: SharedAuth,
         clock: LeaseClock,
         cluster: SharedCluster,
+        compaction_hashes: CompactionHashes,
     ) -> Self {
+        let corrupt = corrupt_alarm(&mut lock(&store));
         Applier {
             store,
             lessor,
@@ -132,6 +141,8 @@ impl Applier {
             clock,
             last_commit: Clock.now(),
             cluster,
+            compaction_hashes,
+            corrupt,
         }
     }
 
@@ -158,6 +169,51 @@ impl Applier {
     }
 }
 
+/// Whether a CORRUPT alarm is raised in `store`.
+fn corrupt_alarm(store: &mut WatchableStore) -> bool {
+    match super::alarm::active(store, AlarmType::Corrupt) {
+        Ok(alarms) => !alarms.is_empty(),
+        Err(e) => panic!("backend failed reading the alarms: {e}"),
+    }
+}
+
+/// The requests etcd's corrupt applier refuses: key writes, compaction and lease grants
+/// and revokes. A read-only txn is served beside the log in etcd, so it is not refused.
+fn refused_when_corrupt(request: &Request) -> bool {
+    let read_only = |t: &TxnRequest| {
+        use crate::proto::etcdserverpb::request_op::Request as Op;
+        let ranges = |ops: &[crate::proto::etcdserverpb::RequestOp]| {
+            ops.iter()
+                .all(|op| matches!(op.request, Some(Op::RequestRange(_))))
+        };
+        ranges(&t.success) && ranges(&t.failure)
+    };
+    match request {
+        Request::Txn(t) => !read_only(t),
+        Request::Put(_)
+        | Request::DeleteRange(_)
+        | Request::Compaction(_)
+        | Request::LeaseGrant(_)
+        | Request::LeaseRevoke(_) => true,
+        _ => false,
+    }
+}
+
+/// Records the hash at the revision `r` compacts to, as it is before the compaction (etcd
+/// 3.5.7 hashes as it compacts), for the compaction hash check.
+fn record_compaction_hash(kv: &KvStore, r: &CompactionRequest, hashes: &CompactionHashes) {
+    if r.revision <= kv.compact_rev() || r.revision > kv.rev() {
+        return;
+    }
+    match kv.hash_kv(r.revision) {
+        Ok(h) => hashes.store(KeyValueHash::from(&h)),
+        Err(e) => panic!(
+            "backend failed hashing for compaction to {}: {e}",
+            r.revision
+        ),
+    }
+}
+
 /// Whether an error fails only the request (answered to the client) or the member: after
 /// a backend failure the store's memory and disk may disagree, and applying on would
 /// diverge from the other members.
@@ -178,6 +234,7 @@ fn run(
     lessor: &mut Lessor,
     auth: &SharedAuth,
     cluster: &SharedCluster,
+    hashes: &CompactionHashes,
     request: Request,
     now: Duration,
 ) -> Result<Applied, Error> {
@@ -200,7 +257,10 @@ fn run(
             lessor.observe(&events);
             Applied::Txn(resp)
         }
-        Request::Compaction(r) => Applied::Compaction(on_kv(store, |kv| kv.compact(&r))?),
+        Request::Compaction(r) => {
+            record_compaction_hash(store.kv(), &r, hashes);
+            Applied::Compaction(on_kv(store, |kv| kv.compact(&r))?)
+        }
         Request::LeaseGrant(r) => Applied::LeaseGrant(lessor.grant(store, &r, now)?),
         Request::LeaseRevoke(r) => Applied::LeaseRevoke(lessor.revoke(store, r.id)?),
         Request::LeaseCheckpoint(r) => {
@@ -258,17 +318,23 @@ impl StateMachine for Applier {
             }
             None => Ok(()),
         };
+        let alarm = matches!(request, Request::Alarm(_));
         let applied = match checked {
+            Ok(()) if self.corrupt && refused_when_corrupt(&request) => Err(Error::Corrupt),
             Ok(()) => run(
                 &mut store,
                 &mut lessor,
                 &self.auth,
                 &self.cluster,
+                &self.compaction_hashes,
                 request,
                 now,
             ),
             Err(e) => Err(e.into()),
         };
+        if alarm {
+            self.corrupt = corrupt_alarm(&mut store);
+        }
         if let Err(e) = &applied {
             assert!(!is_fatal(e), "backend failed applying entry {index}: {e}");
         }
@@ -325,6 +391,7 @@ impl StateMachine for Applier {
         let cluster = RaftCluster::load(store.backend())
             .unwrap_or_else(|e| panic!("backend failed reading the restored membership: {e}"));
         *lock(&self.cluster) = cluster;
+        self.corrupt = corrupt_alarm(&mut store);
     }
 
     fn peer_urls(&self) -> Vec<(u64, String)> {

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::apply::Applier;
 use super::config::{AuthToken, ServerConfig};
+use super::corrupt::{self, CompactionHashes};
 use super::lease_forward::LeaseForwarder;
 use super::member::{self, MemberConfig, MemberError, MemberTask};
 use super::metrics::ServerMetrics;
@@ -29,7 +30,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
 use crate::runtime::Disk;
-use crate::wal::WalOptions;
+use crate::wal::{Wal, WalOptions};
 
 /// Received peer messages waiting for the member loop.
 const INBOUND_QUEUE_LEN: usize = 8192;
@@ -37,8 +38,6 @@ const INBOUND_QUEUE_LEN: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 /// How often unsynced and victim watchers are moved forward (etcd: 100 ms).
 const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
-/// How often watchers that asked for it get a progress notification (etcd: 10 min).
-const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 /// How often the leader looks for expired leases (etcd: 500 ms).
 const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the leader checkpoints remaining TTLs, so that a new leader does not give
@@ -67,6 +66,9 @@ pub enum BootError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("detcd: member stopped: {0}")]
     Stopped(String),
+    /// The initial corruption check found this member's data differs from a peer's.
+    #[error("detcd: {0}")]
+    Corrupt(String),
     /// A TLS or JWT key file that cannot be read or used.
     #[error("detcd: {0}")]
     Keys(String),
@@ -105,6 +107,8 @@ pub async fn start(
 ) -> Result<Started, BootError> {
     let member_dir = cfg.data_dir.join("member");
     let snap_dir = member_dir.join("snap");
+    // A member that has run before (etcd: its WAL exists) checks its data at start.
+    let initialized = Wal::exists(disk.as_ref(), &member_dir.join("wal"));
     disk.create_dir_all(&snap_dir)
         .map_err(|source| BootError::DataDir {
             path: snap_dir.clone(),
@@ -112,6 +116,7 @@ pub async fn start(
         })?;
     let store_cfg = mvcc::Config {
         max_request_bytes: cfg.max_request_bytes as usize,
+        max_txn_ops: cfg.max_txn_ops,
         quota_bytes: cfg.quota_backend_bytes,
         ..mvcc::Config::default()
     };
@@ -146,6 +151,14 @@ pub async fn start(
         transport.add_peer(m.id, &cfg.dial_url(&m.name, &m.peer_ur_ls[0]));
     }
     cluster.removed().for_each(|id| transport.remove_member(id));
+    if cfg.initial_corrupt_check && initialized {
+        corrupt::initial_check(&store, &transport, member_id, REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "checkInitialHashKV failed");
+                BootError::Corrupt(e)
+            })?;
+    }
     let cluster = Arc::new(Mutex::new(cluster));
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
     let raft_peers = transport
@@ -174,14 +187,18 @@ pub async fn start(
         request_timeout: REQUEST_TIMEOUT,
         seed: member_id ^ crate::runtime::entropy_seed(),
         metrics,
+        force_new_cluster: cfg.force_new_cluster,
+        unsafe_no_fsync: cfg.unsafe_no_fsync,
     };
     let snapshots = SnapshotDir::new(disk.clone(), snap_dir);
+    let compaction_hashes = CompactionHashes::default();
     let applier = Applier::new(
         store.clone(),
         lessor.clone(),
         auth.clone(),
         clock,
         cluster.clone(),
+        compaction_hashes.clone(),
     );
     let (handle, member_task) = member::start(
         member_cfg,
@@ -213,20 +230,39 @@ pub async fn start(
         leases,
         transport,
         snapshots,
+        compaction_hashes,
+        strict_reconfig_check: cfg.strict_reconfig_check,
         token: cfg.initial_cluster_token.clone(),
         cluster_id,
         member_id,
     };
-    tokio::spawn(sync_watchers(server.store.clone()));
+    tokio::spawn(sync_watchers(
+        server.store.clone(),
+        cfg.watch_progress_notify_interval,
+    ));
     let client_urls = cfg.advertise_client_urls.iter().map(|u| u.to_string());
     tokio::spawn(super::join::publish(
         server.clone(),
         cfg.name.clone(),
         client_urls.collect(),
     ));
-    tokio::spawn(expire_leases(server.clone(), cfg.election_timeout));
+    tokio::spawn(expire_leases(
+        server.clone(),
+        cfg.election_timeout,
+        cfg.lease_checkpoint,
+    ));
     if let Some(policy) = cfg.auto_compaction {
         tokio::spawn(super::compaction::run(server.clone(), policy));
+    }
+    if let Some(every) = cfg.corrupt_check_time {
+        tokio::spawn(corrupt::periodic(server.clone(), every, REQUEST_TIMEOUT));
+    }
+    if let Some(every) = cfg.compact_hash_check_time {
+        tokio::spawn(corrupt::compact_hash_checks(
+            server.clone(),
+            every,
+            REQUEST_TIMEOUT,
+        ));
     }
     Ok(Started {
         server,
@@ -265,10 +301,9 @@ impl Server {
     }
 }
 
-/// Moves lagging watchers forward, and sends progress notifications, on their intervals.
-async fn sync_watchers(store: SharedStore) {
-    let per_progress =
-        (WATCH_PROGRESS_INTERVAL.as_millis() / WATCH_SYNC_INTERVAL.as_millis()) as u64;
+/// Moves lagging watchers forward, and sends progress notifications every `progress`.
+async fn sync_watchers(store: SharedStore, progress: Duration) {
+    let per_progress = (progress.as_millis() / WATCH_SYNC_INTERVAL.as_millis()).max(1) as u64;
     let mut ticker = tokio::time::interval(WATCH_SYNC_INTERVAL);
     for round in 1u64.. {
         ticker.tick().await;
@@ -284,8 +319,9 @@ async fn sync_watchers(store: SharedStore) {
 
 /// The leader's lease duties: becoming the primary lessor (extending every lease by an
 /// election timeout, as etcd does, so none expires during the handover), proposing revokes
-/// for expired leases and checkpoints of remaining TTLs; stepping down when not leader.
-async fn expire_leases(server: Server, election_timeout: Duration) {
+/// for expired leases and, if `checkpoint`, checkpoints of remaining TTLs; stepping down
+/// when not leader.
+async fn expire_leases(server: Server, election_timeout: Duration, checkpoint: bool) {
     let per_checkpoint =
         (LEASE_CHECKPOINT_INTERVAL.as_millis() / LEASE_CHECK_INTERVAL.as_millis()) as u64;
     let mut ticker = tokio::time::interval(LEASE_CHECK_INTERVAL);
@@ -312,7 +348,7 @@ async fn expire_leases(server: Server, election_timeout: Duration) {
             if !lessor.is_primary() {
                 lessor.promote(now, election_timeout);
             }
-            let checkpoints = if round % per_checkpoint == 0 {
+            let checkpoints = if checkpoint && round % per_checkpoint == 0 {
                 lessor.checkpoints(now)
             } else {
                 Vec::new()

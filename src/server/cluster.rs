@@ -71,10 +71,11 @@ impl Server {
         let id = new_member_id(&req.peer_ur_ls, &self.token, now);
         {
             let cluster = lock(&self.cluster);
-            if !req.is_learner && !cluster.ready_to_add_voter() {
+            if !self.strict_reconfig_check {
+                // etcd checks nothing more without --strict-reconfig-check.
+            } else if !req.is_learner && !cluster.ready_to_add_voter() {
                 return Err(MembershipError::NotEnoughStarted.into());
-            }
-            if !cluster.fully_connected(self.member_id, |m| self.connected(m)) {
+            } else if !cluster.fully_connected(self.member_id, |m| self.connected(m)) {
                 return Err(MembershipError::Unhealthy.into());
             }
         }
@@ -100,6 +101,7 @@ impl Server {
         {
             let cluster = lock(&self.cluster);
             let learner = cluster.member(id).is_some_and(|m| m.is_learner);
+            let learner = learner || !self.strict_reconfig_check;
             if !learner && !cluster.ready_to_remove_voter(id) {
                 return Err(MembershipError::NotEnoughStarted.into());
             }
@@ -167,7 +169,7 @@ impl Server {
         }
         let member = {
             let cluster = lock(&self.cluster);
-            if !cluster.ready_to_promote() {
+            if self.strict_reconfig_check && !cluster.ready_to_promote() {
                 return Err(MembershipError::NotEnoughStarted.into());
             }
             match cluster.member(id) {

@@ -70,7 +70,7 @@ impl AutoCompaction {
 
 /// Go's `time.ParseDuration`, without negative durations (a negative retention means
 /// nothing to a compactor): a sequence of decimal numbers, each with a unit.
-fn parse_go_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let invalid = || format!("time: invalid duration {s:?}");
     let rest = s.strip_prefix('+').unwrap_or(s);
     if rest == "0" {

@@ -19,6 +19,9 @@ pub const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
 /// The backend quota when `--quota-backend-bytes` is 0.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
 
+/// How often watchers that asked for it get a progress notification, by default.
+const WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+
 /// Smaller WAL segments would hold little beyond their head records.
 pub const MIN_WAL_SEGMENT_BYTES: u64 = 16 << 10;
 
@@ -175,6 +178,74 @@ pub struct Flags {
     /// Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
+    /// Configures log level. Only supports debug, info, warn, error, panic, or fatal
+    /// [default: info, or RUST_LOG's filter when set].
+    #[arg(long, env = "ETCD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Currently only supports 'zap' for structured logging (etcd's JSON lines).
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
+    pub logger: String,
+    /// List of URLs to listen on for the metrics and health endpoints.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Option<String>,
+    /// Minimum interval duration that a client should wait before pinging server (not
+    /// enforced: the HTTP/2 server has no ping policy).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_MIN_TIME", default_value = "5s",
+          value_parser = go_duration_flag)]
+    pub grpc_keepalive_min_time: Duration,
+    /// Frequency duration of server-to-client ping to check if a connection is alive (0 to
+    /// disable).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_INTERVAL", default_value = "2h",
+          value_parser = go_duration_flag)]
+    pub grpc_keepalive_interval: Duration,
+    /// Additional duration of wait before closing a non-responsive connection (0 to
+    /// disable).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s",
+          value_parser = go_duration_flag)]
+    pub grpc_keepalive_timeout: Duration,
+    /// Maximum concurrent streams that each client can open at a time.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
+    /// Enable to persist lease remaining TTL to prevent indefinite auto-renewal of long
+    /// lived leases.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_enable_lease_checkpoint: bool,
+    /// Disables fsync, unsafe, will cause data loss.
+    #[arg(long, env = "ETCD_UNSAFE_NO_FSYNC", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub unsafe_no_fsync: bool,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", num_args = 0..=1, default_value_t = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub strict_reconfig_check: bool,
+    /// Duration of periodic watch progress notifications.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m",
+          value_parser = go_duration_flag)]
+    pub experimental_watch_progress_notify_interval: Duration,
+    /// Force to create a new one member cluster.
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_new_cluster: bool,
+    /// Enable to check data corruption before serving any client/peer traffic.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_initial_corrupt_check: bool,
+    /// Duration of time between cluster corruption check passes (0s: off).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s",
+          value_parser = go_duration_flag)]
+    pub experimental_corrupt_check_time: Duration,
+    /// Enable leader to periodically check followers compaction hashes.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED", num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_compact_hash_check_enabled: bool,
+    /// Duration of time between leader checks followers compaction hashes.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_TIME", default_value = "1m",
+          value_parser = go_duration_flag)]
+    pub experimental_compact_hash_check_time: Duration,
     /// Where to dial named peers instead of their advertised URLs, as name=url pairs: a
     /// fault runner puts a proxy on each link this way (`detcd-check jepsen`).
     #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_DIAL_URLS", hide = true)]
@@ -249,6 +320,11 @@ impl Flags {
     }
 }
 
+/// A duration flag as Go's `time.ParseDuration` reads it.
+fn go_duration_flag(value: &str) -> Result<Duration, String> {
+    super::compaction::parse_go_duration(value)
+}
+
 /// Whether the member starts a new cluster or joins an existing one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClusterState {
@@ -290,6 +366,27 @@ pub struct ServerConfig {
     pub bcrypt_cost: u32,
     /// `None` when off.
     pub auto_compaction: Option<AutoCompaction>,
+    /// `--force-new-cluster`: restart from the data as the only member.
+    pub force_new_cluster: bool,
+    pub max_txn_ops: usize,
+    pub strict_reconfig_check: bool,
+    /// Where `/metrics` and `/health` are served besides the client URLs.
+    pub listen_metrics_urls: Vec<Url>,
+    /// Server pings on idle client connections (`None`: off), and how long one may go
+    /// unanswered (`None`: no limit).
+    pub grpc_keepalive_interval: Option<Duration>,
+    pub grpc_keepalive_timeout: Option<Duration>,
+    pub max_concurrent_streams: u32,
+    /// Whether the leader checkpoints remaining lease TTLs.
+    pub lease_checkpoint: bool,
+    pub unsafe_no_fsync: bool,
+    /// How often watchers that asked for it get a progress notification.
+    pub watch_progress_notify_interval: Duration,
+    /// Corruption checks: before serving, periodically on the leader (`None`: off), and
+    /// of compaction hashes (`None`: off).
+    pub initial_corrupt_check: bool,
+    pub corrupt_check_time: Option<Duration>,
+    pub compact_hash_check_time: Option<Duration>,
     /// Dial URLs overriding peers' advertised ones, by member name.
     pub peer_dial_urls: BTreeMap<String, Url>,
     pub client_tls: TlsSpec,
@@ -515,6 +612,19 @@ impl ServerConfig {
                 f.bcrypt_cost
             ));
         }
+        if f.experimental_compact_hash_check_time.is_zero() {
+            return Err("--experimental-compact-hash-check-time must be >0 (set to 0s)".into());
+        }
+        if !super::log::LOGGERS.contains(&f.logger.as_str()) {
+            return Err(format!("unknown logger option {:?}", f.logger));
+        }
+        if let Some(level) = &f.log_level {
+            super::log::level(level).map_err(|e| format!("invalid --log-level: {e}"))?;
+        }
+        let listen_metrics_urls = match &f.listen_metrics_urls {
+            Some(value) => urls("listen-metrics-urls", value)?,
+            None => Vec::new(),
+        };
         let quota_backend_bytes = match f.quota_backend_bytes {
             q if q < 0 => return Err(format!("--quota-backend-bytes[{q}] must not be negative")),
             0 => DEFAULT_QUOTA_BACKEND_BYTES,
@@ -591,6 +701,24 @@ impl ServerConfig {
             auth_token: AuthToken::parse(&f.auth_token)?,
             bcrypt_cost: f.bcrypt_cost,
             auto_compaction,
+            force_new_cluster: f.force_new_cluster,
+            max_txn_ops: f.max_txn_ops,
+            strict_reconfig_check: f.strict_reconfig_check,
+            listen_metrics_urls,
+            grpc_keepalive_interval: Some(f.grpc_keepalive_interval).filter(|d| !d.is_zero()),
+            grpc_keepalive_timeout: Some(f.grpc_keepalive_timeout).filter(|d| !d.is_zero()),
+            max_concurrent_streams: f.max_concurrent_streams,
+            lease_checkpoint: f.experimental_enable_lease_checkpoint,
+            unsafe_no_fsync: f.unsafe_no_fsync,
+            // etcd keeps its default for 0.
+            watch_progress_notify_interval: Some(f.experimental_watch_progress_notify_interval)
+                .filter(|d| !d.is_zero())
+                .unwrap_or(WATCH_PROGRESS_NOTIFY_INTERVAL),
+            initial_corrupt_check: f.experimental_initial_corrupt_check,
+            corrupt_check_time: Some(f.experimental_corrupt_check_time).filter(|d| !d.is_zero()),
+            compact_hash_check_time: f
+                .experimental_compact_hash_check_enabled
+                .then_some(f.experimental_compact_hash_check_time),
             peer_dial_urls,
             client_tls,
             peer_tls,

@@ -20,6 +20,9 @@ pub enum Error {
     Auth(#[from] auth::Error),
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// A write while the CORRUPT alarm is raised.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
     #[error("etcdserver: request timed out, leader transfer took too long")]

@@ -25,7 +25,7 @@ pub const MAX_LEARNERS: usize = 1;
 /// (etcd's readyPercent in isLearnerReady).
 const LEARNER_READY_SHARE: f64 = 0.9;
 /// Where Raft's configuration after the last applied change is kept.
-const CONF_STATE_KEY: &[u8] = b"confState";
+pub(crate) const CONF_STATE_KEY: &[u8] = b"confState";
 
 /// Why a membership change is refused; the messages are etcd's, as clients see them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

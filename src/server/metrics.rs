@@ -58,6 +58,8 @@ pub struct ServerMetrics {
     pub watchers: Gauge,
     /// Raft messages dropped because their sender is not a known member (detcd's own).
     pub peer_unknown_senders: Counter,
+    /// Raft messages refused because no honest member sends them (detcd's own).
+    pub peer_rejected_messages: Counter,
 }
 
 impl ServerMetrics {
@@ -75,6 +77,7 @@ impl ServerMetrics {
             db_total_size: Gauge::default(),
             watchers: Gauge::default(),
             peer_unknown_senders: Counter::default(),
+            peer_rejected_messages: Counter::default(),
             registry: Registry::default(),
         };
         let registry = &mut m.registry;
@@ -118,6 +121,11 @@ impl ServerMetrics {
             "detcd_network_peer_unknown_sender_messages",
             "The total number of Raft messages dropped because their sender is not a known member",
             m.peer_unknown_senders.clone(),
+        );
+        registry.register(
+            "detcd_network_peer_rejected_messages",
+            "The total number of malformed Raft messages refused (logged at warn)",
+            m.peer_rejected_messages.clone(),
         );
         registry.register(
             "etcd_server_id",

@@ -9,8 +9,8 @@
 //!
 //! On the wire ([`PeerClient::snapshot`]) the first chunk carries the MsgSnap and the
 //! database size; every chunk carries at most [`MAX_CHUNK_BYTES`] and their crc32. The
-//! receiver writes a temporary file, checks the size, the checksums and redb's integrity,
-//! renames it, and only then steps the MsgSnap into Raft.
+//! receiver writes a temporary file, checks the size, the checksums, redb's integrity and
+//! every row ([`snapshot_rows`]), renames it, and only then steps the MsgSnap into Raft.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tonic::{Status, Streaming};
 
-use crate::backend::{self, SnapshotSource};
+use crate::backend::SnapshotSource;
 use crate::lease::Lessor;
 use crate::mvcc::{KvStore, WatchableStore};
 use crate::net::Dialer;
@@ -26,6 +26,7 @@ use crate::proto::peerpb::peer_client::PeerClient;
 use crate::proto::peerpb::SnapshotChunk;
 use crate::proto::raftpb::{Message, MessageType};
 use crate::runtime::{self, Disk, DiskFile, OpenMode};
+use crate::server::snapshot_rows;
 use crate::snap::{SnapError, Snapshotter};
 use crate::wal::{Wal, WalError};
 
@@ -431,19 +432,14 @@ async fn write_chunks(
         file.sync()
             .map_err(|e| internal("syncing the snapshot file", &e))?;
         drop(file);
+        // Checked under its partial name: the caller removes it if it fails, and a crash
+        // before the rename leaves nothing boot would swap in.
+        snapshot_rows::check(disk.as_ref(), &partial)
+            .map_err(|e| Status::data_loss(format!("received snapshot database refused: {e}")))?;
         disk.rename(&partial, &done)
             .map_err(|e| internal("renaming the snapshot file", &e))?;
         disk.sync_dir(&dir)
-            .map_err(|e| internal("syncing the snap directory", &e))?;
-        match backend::verify(disk.as_ref(), &done) {
-            Ok(true) => Ok(()),
-            verdict => {
-                let _ = disk.remove(&done);
-                Err(Status::data_loss(format!(
-                    "received snapshot database fails its integrity check: {verdict:?}"
-                )))
-            }
-        }
+            .map_err(|e| internal("syncing the snap directory", &e))
     })
     .await
 }

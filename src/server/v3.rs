@@ -10,6 +10,7 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 
 use super::apply::{AppliedAs, Applier};
+use super::corrupt::CompactionHashes;
 use super::error::{Error, Result};
 use super::lease_forward::{ForwardError, LeaseForwarder};
 use super::member::{MemberHandle, MemberStatus};
@@ -57,6 +58,11 @@ pub struct Server {
     pub(super) leases: LeaseForwarder,
     pub(super) transport: Transport,
     pub(super) snapshots: SnapshotDir,
+    /// Hashes recorded at compactions, which HashKV answers with for their revisions.
+    pub(super) compaction_hashes: CompactionHashes,
+    /// `--strict-reconfig-check`: membership changes that could cost the cluster its
+    /// quorum are refused.
+    pub(super) strict_reconfig_check: bool,
     /// The initial cluster token: new member IDs derive from it, as etcd's do.
     pub(super) token: String,
     pub(super) cluster_id: u64,
@@ -285,11 +291,27 @@ impl Server {
         })
     }
 
+    /// HashKV at `revision` (0: the current one). A compacted revision is refused, as
+    /// etcd 3.5.1 refuses it.
     pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
         let store = lock(&self.store);
         let mut resp = store.kv().hash_kv(revision)?;
         resp.header = self.header(Some(store.kv().rev()));
         Ok(resp)
+    }
+
+    /// HashKV as a peer's corruption check asks for it (etcd 3.5.7's): a hash recorded
+    /// when the compaction to `revision` was applied answers for it.
+    pub fn peer_hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
+        let Some(h) = self.compaction_hashes.at(revision).filter(|_| revision > 0) else {
+            return self.hash_kv(revision);
+        };
+        Ok(HashKvResponse {
+            header: self.header(None),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.revision,
+        })
     }
 
     /// A consistent copy of the backend, as etcd's Snapshot call streams it.

@@ -38,6 +38,9 @@ pub struct Wal {
     /// Where fsyncs of the tail report their latency (etcd's
     /// `etcd_disk_wal_fsync_duration_seconds`), if anywhere.
     fsync_latency: Option<Histogram>,
+    /// `--unsafe-no-fsync`: appends are written but never fsynced, so a machine crash
+    /// may lose acknowledged writes.
+    unsafe_no_fsync: bool,
 }
 
 /// What a WAL held, as replayed by [`Wal::open`].
@@ -263,6 +266,7 @@ impl Wal {
             buf: Vec::new(),
             failed: None,
             fsync_latency: None,
+            unsafe_no_fsync: false,
         })
     }
 
@@ -337,6 +341,7 @@ impl Wal {
                 buf: Vec::new(),
                 failed: None,
                 fsync_latency: None,
+                unsafe_no_fsync: false,
             },
             replay,
         ))
@@ -369,7 +374,16 @@ impl Wal {
         self.fsync_latency = Some(histogram);
     }
 
+    /// Stops fsyncing appends (`--unsafe-no-fsync`): unsafe, a machine crash may lose
+    /// acknowledged writes.
+    pub fn skip_fsyncs(&mut self) {
+        self.unsafe_no_fsync = true;
+    }
+
     fn sync_tail(&self) -> Result<()> {
+        if self.unsafe_no_fsync {
+            return Ok(());
+        }
         let start = Clock.now();
         let result = self.tail.sync();
         if let Some(h) = &self.fsync_latency {

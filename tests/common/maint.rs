@@ -15,6 +15,11 @@ pub fn terminate(p: &mut Process, deadline: Duration) -> Option<ExitStatus> {
         0,
         "kill -TERM {pid}"
     );
+    wait_exit(p, deadline)
+}
+
+/// Waits up to `deadline` for the process to exit; `None` if it is still running then.
+pub fn wait_exit(p: &mut Process, deadline: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < deadline {
         if let Some(status) = p.0.try_wait().unwrap() {

@@ -81,8 +81,35 @@ impl Member {
         initial_cluster: Option<&str>,
         extra: &[&str],
     ) -> Process {
+        let child = self
+            .command(program, initial_cluster, extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Process(child)
+    }
+
+    /// Starts detcd for this member with `extra` flags, its log (at `RUST_LOG=info`)
+    /// going to `log`.
+    pub fn start_logged(&self, initial_cluster: &str, extra: &[&str], log: &Path) -> Process {
+        let log = std::fs::File::create(log).unwrap();
+        let child = self
+            .command(env!("CARGO_BIN_EXE_detcd"), Some(initial_cluster), extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start detcd: {e}"));
+        Process(child)
+    }
+
+    /// The command line of [`Member::spawn_with`].
+    pub fn command(&self, program: &str, initial_cluster: Option<&str>, extra: &[&str]) -> Command {
         let own = format!("{}={}", self.name, self.peer_url());
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(["--name", &self.name])
             .args(["--data-dir", self.data_dir.to_str().unwrap()])
             .args(["--listen-client-urls", &self.client_url()])
@@ -91,13 +118,8 @@ impl Member {
             .args(["--initial-advertise-peer-urls", &self.peer_url()])
             .args(["--initial-cluster", initial_cluster.unwrap_or(&own)])
             .args(["--initial-cluster-token", "detcd-test"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        Process(child)
+            .args(extra);
+        command
     }
 
     /// Starts detcd for this member.

@@ -90,7 +90,7 @@ fn vote_is_persisted_before_the_reply_is_sent() {
     // After a restart from the durable state the vote still binds.
     let mut restarted = RawNode::new(config(1), node.store().clone()).unwrap();
     restarted
-        .step(vote_msg(MessageType::MsgVote, 3, 1, 5, 9, 9))
+        .step(vote_msg(MessageType::MsgVote, 3, 1, 5, 9, 5))
         .unwrap();
     let rd = restarted.ready();
     assert!(

@@ -13,6 +13,7 @@ pub fn ent(index: u64, term: u64) -> Entry {
 }
 
 mod election;
+mod hostile;
 mod membership;
 pub(crate) mod network;
 mod prevote;

@@ -119,7 +119,9 @@ impl Network {
             let (to, from) = (m.to, m.from);
             let is_snap = m.r#type() == MessageType::MsgSnap;
             self.delivered.push(m.clone());
-            let _ = self.node(to).step(m);
+            if let Err(crate::raft::Error::Rejected(r)) = self.node(to).step(m.clone()) {
+                panic!("an honest message was rejected ({r}): {m:?}");
+            }
             queue.extend(self.process(to));
             if is_snap {
                 self.node(from)

@@ -158,7 +158,12 @@ impl Sim {
             let node = self.members.get_mut(&to).and_then(|m| m.node.as_mut());
             let status = match node {
                 Some(node) if connected => {
-                    let _ = node.step(m);
+                    let (t, term) = (m.r#type(), m.term);
+                    if let Err(crate::raft::Error::Rejected(r)) = node.step(m) {
+                        panic!(
+                            "an honest {t:?} of term {term} from {from} to {to} was rejected: {r}"
+                        );
+                    }
                     SnapshotStatus::Finish
                 }
                 _ => SnapshotStatus::Failure,

@@ -12,6 +12,7 @@
 //! configuration changes ([`conf`]). This file holds the loop and the apply step.
 
 mod conf;
+mod force;
 mod handle;
 mod reads;
 mod recover;
@@ -147,6 +148,10 @@ pub struct MemberConfig {
     pub seed: u64,
     /// This member's metrics: proposals, leadership, WAL fsyncs.
     pub metrics: Arc<ServerMetrics>,
+    /// `--force-new-cluster`: a member restarting from its WAL removes every other member.
+    pub force_new_cluster: bool,
+    /// `--unsafe-no-fsync`: the WAL is not fsynced.
+    pub unsafe_no_fsync: bool,
 }
 
 /// Errors that stop the member: its durable state can no longer be trusted to advance.
@@ -160,6 +165,8 @@ pub enum MemberError {
     Snap(#[from] crate::snap::SnapError),
     #[error("the member has been permanently removed from the cluster")]
     Removed,
+    #[error("cannot force a new cluster: this member is not in its own configuration")]
+    NotAMember,
     #[error(
         "the backend has applied entry {applied}, but the WAL ends at entry {last}: \
          the WAL directory does not belong to this backend, or lost synced data"
@@ -278,8 +285,18 @@ impl<S: StateMachine> Member<S> {
             b'M',
             &[m.from, m.to, m.r#type as u64, m.term, m.index, m.commit],
         );
-        // Messages from unknown or removed members are refused by Raft; nothing to do.
-        let _ = self.node.step(m);
+        let (from, t) = (m.from, m.r#type());
+        // Besides rejections, Raft refuses responses from members it does not know (a
+        // removed one, say) and proposals without a leader: nothing to do for those.
+        if let Err(raft::Error::Rejected(why)) = self.node.step(m) {
+            self.metrics.peer_rejected_messages.inc();
+            tracing::warn!(
+                from = format_args!("{from:x}"),
+                r#type = ?t,
+                %why,
+                "rejected a malformed Raft message"
+            );
+        }
     }
 
     fn admin(&mut self, a: Admin) {

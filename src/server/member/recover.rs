@@ -1,13 +1,15 @@
 //! Starting a member: Raft's state comes back from the newest snapshot the WAL marks and
 //! the entries after it, the commit index from whichever of the WAL and the backend is
 //! further (the WAL does not fsync a hard state that only moves the commit); a new member
-//! starts a WAL at Raft's bootstrap snapshot.
+//! starts a WAL at Raft's bootstrap snapshot. Under `--force-new-cluster` the log is
+//! rewritten first ([`force`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
+use super::force;
 use super::handle::{MemberHandle, MemberStatus};
 use super::reads::Reads;
 use super::{Member, MemberConfig, MemberError, RequestIds, StateMachine};
@@ -54,6 +56,9 @@ pub fn start<S: StateMachine>(
         (wal, storage, BOOTSTRAP.index)
     };
     wal.observe_fsyncs(cfg.metrics.wal_fsync.clone());
+    if cfg.unsafe_no_fsync {
+        wal.skip_fsyncs();
+    }
     // Entries up to the snapshot that changed nothing in the state machine (a new
     // leader's empty entries) may lie past its consistent index.
     let applied = sm.applied_index().max(snapshot_index);
@@ -124,7 +129,7 @@ fn reopen<S: StateMachine>(
         term: m.term,
         conf_state: m.conf_state.clone(),
     });
-    let (wal, mut replay) = Wal::open(disk.clone(), &cfg.wal_dir, &from, cfg.wal.clone())?;
+    let (mut wal, mut replay) = Wal::open(disk.clone(), &cfg.wal_dir, &from, cfg.wal.clone())?;
     // The WAL does not fsync a hard state that only moves the commit index, so a crash
     // may leave it behind what the backend applied; applied entries were committed.
     let applied = sm.applied_index();
@@ -137,7 +142,11 @@ fn reopen<S: StateMachine>(
         // The bootstrap entry is committed by construction, but a member stopped before it
         // first heard from a leader has only a hard state with commit 0 in its WAL.
         replay.hard_state.commit = replay.hard_state.commit.max(BOOTSTRAP.index);
-        let mut storage = MemStorage::new_with_conf_state(initial_conf_state(cfg, sm));
+        let conf_state = initial_conf_state(cfg, sm);
+        if cfg.force_new_cluster {
+            force::standalone(cfg.id, &conf_state, &mut wal, &mut replay)?;
+        }
+        let mut storage = MemStorage::new_with_conf_state(conf_state);
         storage.append(&replay.entries);
         storage.set_hard_state(replay.hard_state);
         return Ok((wal, storage, BOOTSTRAP.index));
@@ -151,6 +160,10 @@ fn reopen<S: StateMachine>(
     // The mark is written before the hard state that commits it; a crash between leaves
     // an older commit, but a snapshot only holds committed entries.
     replay.hard_state.commit = replay.hard_state.commit.max(meta.index);
+    if cfg.force_new_cluster {
+        let base = meta.conf_state.clone().unwrap_or_default();
+        force::standalone(cfg.id, &base, &mut wal, &mut replay)?;
+    }
     let snap = Snapshot {
         data: Vec::new(),
         metadata: Some(meta),
