@@ -27,10 +27,13 @@
 //! and revisions only when the history reports them ([`model::Kv::observing`]); writes
 //! that report a revision are linearized in revision order, and `info` writes read back
 //! with a mod_revision get that revision ([`info`], rule 4); a read that fits the current
-//! state is never delayed ([`wgl`]). Known limit: the search is still exponential in the
-//! worst case. The etcd model over many keys is the slow shape: unobserved `info` writes
-//! leave store revisions that any of them may have made; it ends in "unknown" at the time
-//! or memory bound, naming the window.
+//! state is never delayed ([`wgl`]). The etcd model is first checked key by key with the
+//! kv model, whose orders usually yield a linearization of the whole history
+//! ([`witness`]), so its own search over all keys runs only when they do not. Known limit:
+//! that search is still exponential in the worst case, and the witness misses when an
+//! `info` write no per-key order needed made a revision its key's reads show (one key with
+//! many `info` writes); such a check ends in "unknown" at the time or memory bound, naming
+//! the window.
 
 pub mod brute;
 pub mod budget;
