@@ -105,9 +105,9 @@ func model(versions bool) porcupine.Model {
 				return true, write(&v)
 			case "delete":
 				return true, write(nil)
-			default: // cas
+			default: // cas; with an unknown outcome it may have found another value
 				if !same(i.expect, s.value) {
-					return false, s
+					return o.unknown, s
 				}
 				v := i.value
 				return true, write(&v)
