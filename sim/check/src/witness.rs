@@ -93,14 +93,13 @@ struct Demand {
     class: Class,
 }
 
-/// The demands the per-key `orders` make, by `after`; and the `info` writes without a
-/// revision of `ops`, per class, by the revision the store had passed when each was
-/// invoked (it cannot take an earlier one).
-fn candidates(
-    h: &History,
-    ops: &[usize],
-    orders: &[Vec<usize>],
-) -> (Vec<Demand>, BTreeMap<Class, Vec<(u64, usize)>>) {
+/// Per class, `info` writes without a revision: (the revision the store had passed when
+/// it was invoked, which it cannot take; history index), the one available first last.
+type Members = BTreeMap<Class, Vec<(u64, usize)>>;
+
+/// The demands the per-key `orders` make, by `after`; and the members of each class
+/// among `ops`.
+fn candidates(h: &History, ops: &[usize], orders: &[Vec<usize>]) -> (Vec<Demand>, Members) {
     let expected: BTreeSet<(Id, Val)> = ops
         .iter()
         .filter_map(|&i| match h.ops[i].call {
@@ -118,7 +117,7 @@ fn candidates(
         }
     };
     let passed = Passed::new(h, ops);
-    let mut members: BTreeMap<Class, Vec<(u64, usize)>> = BTreeMap::new();
+    let mut members = Members::new();
     for &i in ops {
         let op = &h.ops[i];
         if op.status == Status::Info && op.is_write() && op.out.revision.is_none() {
@@ -190,7 +189,7 @@ fn unseen(h: &History, i: usize, g: u64, later: &[(u64, usize)], real: &BTreeSet
     let (before, rest) = later.split_at(later.partition_point(|&(r, _)| r <= g));
     // The key's value before `g`, as the last `ok` operation before it left or saw it: a
     // delete makes a revision only if the key was there, a cas only if it expected that.
-    let value = before.last().map_or(None, |&(_, j)| {
+    let value = before.last().and_then(|&(_, j)| {
         let op = &h.ops[j];
         match op.call {
             Call::Get => op.out.value,
