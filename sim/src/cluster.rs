@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use detcd::runtime::{Clock, Disk, SimDisk};
-use detcd::server::member::{self, MemberConfig, MemberHandle, StateMachine};
+use detcd::server::member::{self, Fatal, MemberConfig, MemberHandle, StateMachine};
 use detcd::server::metrics::ServerMetrics;
 use detcd::server::snapshot::SnapshotOptions;
 use detcd::server::transport::{PeerServer, Transport};
@@ -31,10 +31,10 @@ impl StateMachine for Recorder {
     type Response = usize;
     type Refusal = std::convert::Infallible;
 
-    fn apply(&mut self, index: u64, payload: Vec<u8>) -> usize {
+    fn apply(&mut self, index: u64, payload: Vec<u8>) -> Result<usize, Fatal> {
         let len = payload.len();
         self.0.lock().unwrap().push((index, payload));
-        len
+        Ok(len)
     }
 }
 

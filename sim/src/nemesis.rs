@@ -12,7 +12,7 @@ use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use detcd::proto::etcdserverpb::{
     MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, StatusRequest,
 };
-use detcd::runtime::{seeded_rng, Clock, Fault as DiskFault, IoOp};
+use detcd::runtime::{seeded_rng, Clock, CrashPoint, Fault as DiskFault, IoOp};
 use detcd_check::fault::Fault;
 use madsim::runtime::NodeHandle;
 use rand::seq::SliceRandom;
@@ -24,6 +24,15 @@ use crate::scenario::{Action, Expect, RandomFaults, Scenario, Step, Target};
 
 /// The WAL directory of every member: where injected EIO lands.
 const WAL_DIR: &str = "/data/member/wal";
+/// Crash points a busy member passes many times a second.
+const PER_READY: [CrashPoint; 6] = [
+    CrashPoint::RaftBeforeSave,
+    CrashPoint::RaftAfterSave,
+    CrashPoint::BackendBeforeCommit,
+    CrashPoint::BackendAfterCommit,
+    CrashPoint::BeforeLeaderSend,
+    CrashPoint::BeforeFollowerSend,
+];
 /// How long one status call may take before the member counts as unresponsive.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 /// After a partition, operations already in flight may still complete for this long.
@@ -109,6 +118,29 @@ fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> V
                 // The member stopped on the error, as etcd exits: heal and boot it.
                 Action::DiskHeal { member: m },
             ),
+            Fault::CrashPoint => {
+                let points = if r.crash_points.is_empty() {
+                    CrashPoint::ALL
+                } else {
+                    r.crash_points.as_slice()
+                };
+                let point = points[rng.random_range(0..points.len())];
+                // Points passed on every Ready or commit fire on a later pass too; the
+                // others (snapshots, compactions) may come once in a hold.
+                let nth = if PER_READY.contains(&point) {
+                    rng.random_range(1..=3)
+                } else {
+                    1
+                };
+                (
+                    Action::CrashAt {
+                        member: m.clone(),
+                        point,
+                        nth,
+                    },
+                    Action::CrashRecover { member: m },
+                )
+            }
             Fault::SlowFsync => (
                 Action::SlowFsync {
                     member: m.clone(),
@@ -411,6 +443,25 @@ impl<'a> Nemesis<'a> {
                     // A member that stopped on the fault boots again, as a supervisor
                     // restarts etcd.
                     if self.exited().contains(&i) {
+                        self.restart(i);
+                    }
+                }
+            }
+            Action::CrashAt { member, point, nth } => {
+                for i in self.resolve(member).await {
+                    self.cluster.nodes.disk(i).inject(DiskFault::CrashAt {
+                        point: *point,
+                        nth: *nth,
+                    });
+                }
+            }
+            Action::CrashRecover { member } => {
+                for i in self.resolve(member).await {
+                    let disk = self.cluster.nodes.disk(i);
+                    disk.heal();
+                    if let Some(point) = disk.lost_power_at() {
+                        self.note(format!("m{i} lost power at {point}"));
+                        self.cluster.nodes.power_loss(i);
                         self.restart(i);
                     }
                 }

@@ -1,6 +1,7 @@
 //! Scenario files (`scenarios/*.toml`): the cluster, the workload, the nemesis schedule and
 //! what must hold, as data. One scenario and one seed decide a whole run.
 
+use detcd::runtime::CrashPoint;
 use detcd_check::fault::Fault;
 use serde::Deserialize;
 
@@ -72,8 +73,9 @@ pub struct Workload {
     /// ([`detcd_check::lock`]).
     #[serde(default)]
     pub lock: u32,
-    /// Simulated milliseconds (up to) a lock holder works between its read and its fenced
-    /// write, as a holder stalled by a pause: past its lease's TTL, it has lost the lock.
+    /// Lock holders stall between their read and their fenced write, as a process pause
+    /// would: every other hold well within the lease, the others past the lease's TTL by
+    /// 0.5 s up to this many simulated milliseconds, having lost the lock.
     #[serde(default)]
     pub lock_hold_ms: u64,
     /// Simulated milliseconds a client waits between operations.
@@ -170,6 +172,20 @@ pub enum Action {
     DiskHeal {
         member: Target,
     },
+    /// The power fails the `nth` time (from 1) the member passes the named crash point of
+    /// its write path (`detcd::runtime::CrashPoint`, e.g. `raft-before-save`).
+    CrashAt {
+        member: Target,
+        #[serde(deserialize_with = "crash_point")]
+        point: CrashPoint,
+        #[serde(default = "first")]
+        nth: u32,
+    },
+    /// Ends a crash-at: a member whose power failed restarts from what its disk kept
+    /// (torn as a power cut tears it); one that never reached its point is disarmed.
+    CrashRecover {
+        member: Target,
+    },
     /// Maintenance MoveLeader, asked of the current leader.
     MoveLeader {
         to: Target,
@@ -203,6 +219,23 @@ fn yes() -> bool {
     true
 }
 
+fn first() -> u32 {
+    1
+}
+
+fn crash_point<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CrashPoint, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
+}
+
+fn crash_points<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CrashPoint>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    names
+        .iter()
+        .map(|n| n.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
 /// Faults drawn from the seed: after a gap in `every`, one fault from `faults` holds for a
 /// time in `hold`, then is undone.
 #[derive(Clone, Debug, Deserialize)]
@@ -211,8 +244,11 @@ pub struct RandomFaults {
     pub every: [f64; 2],
     pub hold: [f64; 2],
     /// Any of the simulator's faults, by name: partition, isolate, one-way, loss, delay,
-    /// kill, power-loss, pause, disk-eio, slow-fsync.
+    /// kill, power-loss, pause, disk-eio, slow-fsync, crash-point.
     pub faults: Vec<Fault>,
+    /// The points a `crash-point` fault draws from; every point when empty.
+    #[serde(default, deserialize_with = "crash_points")]
+    pub crash_points: Vec<CrashPoint>,
 }
 
 /// What must hold besides linearizability and convergence, which every run checks.
@@ -243,6 +279,9 @@ pub struct Expect {
     /// compacted log.
     #[serde(default)]
     pub snapshot_installed: bool,
+    /// At least this many armed crash points cut a member's power: the run exercised them.
+    #[serde(default)]
+    pub crash_points_fired: u64,
     /// Windows of simulated seconds `[from, to]` in which no operation completes `ok`:
     /// the cluster has no quorum (e.g. after a misconfigured voter was added).
     #[serde(default)]

@@ -127,6 +127,8 @@ struct Client {
     fenced: FencedLog,
     /// The last value this client saw per key: what its cas expects.
     seen: Vec<Option<String>>,
+    /// Whether the last lock hold stalled past its lease; holds alternate.
+    overstay: bool,
 }
 
 /// Runs client `id` against members `0..members` until `until` has passed. After an
@@ -152,6 +154,7 @@ pub async fn client(
         history,
         fenced,
         seen: vec![None; workload.keys],
+        overstay: id.is_multiple_of(2),
     };
     while start.elapsed() < until {
         if c.kv.is_none() {
@@ -288,16 +291,7 @@ impl Client {
         trace(b'l', &[id as u64, attached as u64]);
         match self.rng.random_range(0..3) {
             0 => {
-                let req = futures::stream::iter([LeaseKeepAliveRequest { id }]);
-                let ttl = match with_timeout(lease.lease_keep_alive(req)).await {
-                    Ok(mut stream) => {
-                        match tokio::time::timeout(CLIENT_TIMEOUT, stream.message()).await {
-                            Ok(Ok(Some(resp))) => resp.ttl,
-                            _ => -1,
-                        }
-                    }
-                    Err(_) => -1,
-                };
+                let ttl = keep_alive_once(&mut lease, id).await;
                 trace(b'K', &[id as u64, ttl as u64]);
             }
             1 => {
@@ -313,6 +307,11 @@ impl Client {
     /// Takes the lock with a new lease, reads the counter, writes it plus one fenced by
     /// the lock key's create revision, and unlocks. Any failure before the write gives up;
     /// the lease is revoked either way, so the lock is not left held until it expires.
+    /// While it waits for the lock the client keeps its lease alive, as a session of
+    /// etcd's concurrency package does; once it holds the lock it stalls without
+    /// keepalives (a process pause). Its holds alternate between a stall well within the
+    /// lease, whose write should succeed, and one past it (see [`Client::stall`]), so each
+    /// run shows both a fenced write and the fence at work unless the faults prevent it.
     async fn lock(&mut self, hold_ms: u64) {
         let url = client_url(self.member);
         let (Ok(mut lease), Ok(mut locks)) = (
@@ -331,10 +330,16 @@ impl Client {
             name: LOCK_NAME.into(),
             lease: id,
         };
-        let held = match tokio::time::timeout(LOCK_TIMEOUT, locks.lock(req)).await {
+        let waited = tokio::select! {
+            biased;
+            acquired = tokio::time::timeout(LOCK_TIMEOUT, locks.lock(req)) => acquired,
+            never = keep_alive(lease.clone(), id, ttl) => match never {},
+        };
+        let held = match waited {
             Ok(Ok(resp)) => {
                 let key = resp.into_inner().key;
-                let wrote = self.fenced_write(&key, hold_ms).await;
+                let stall = self.stall(ttl, hold_ms);
+                let wrote = self.fenced_write(&key, stall).await;
                 if wrote {
                     let _ = with_timeout(locks.unlock(UnlockRequest { key })).await;
                 }
@@ -349,10 +354,23 @@ impl Client {
         }
     }
 
-    /// Under the lock `key`: reads its create revision and the counter, works for up to
-    /// `hold_ms`, writes the counter plus one if the lock key still has that create
+    /// How long the next hold stalls on a lease of `ttl` seconds: at most a quarter of the
+    /// TTL (keepalives while waiting left at least two thirds of it), or past the whole
+    /// TTL by 0.5 s (the leader's expiry check and the revoke's commit) to `hold_ms` more.
+    fn stall(&mut self, ttl: i64, hold_ms: u64) -> Duration {
+        self.overstay = !self.overstay;
+        let ttl_ms = ttl as u64 * 1000;
+        Duration::from_millis(if self.overstay {
+            ttl_ms + self.rng.random_range(500..=hold_ms.max(500))
+        } else {
+            self.rng.random_range(0..=ttl_ms / 4)
+        })
+    }
+
+    /// Under the lock `key`: reads its create revision and the counter, stalls for
+    /// `stall`, writes the counter plus one if the lock key still has that create
     /// revision. False if it could not get as far as the write.
-    async fn fenced_write(&mut self, key: &[u8], hold_ms: u64) -> bool {
+    async fn fenced_write(&mut self, key: &[u8], stall: Duration) -> bool {
         let mut kv = self.kv.clone().expect("connected");
         let lock_key = String::from_utf8_lossy(key).into_owned();
         let Ok(Some(mine)) = execute(&mut kv, &lock_key, &Call::Get, how(false))
@@ -368,10 +386,7 @@ impl Client {
             v.parse::<u64>()
                 .unwrap_or_else(|_| panic!("{COUNTER_KEY} holds {v:?}, which no holder wrote"))
         });
-        if hold_ms > 0 {
-            let work = self.rng.random_range(0..=hold_ms);
-            Clock.sleep(Duration::from_millis(work)).await;
-        }
+        Clock.sleep(stall).await;
         let token = mine.create_revision;
         let txn = TxnRequest {
             compare: vec![Compare {
@@ -409,5 +424,30 @@ impl Client {
             outcome,
         });
         true
+    }
+}
+
+/// Sends one keepalive for lease `id`: its new TTL, or -1 if none came back in time.
+async fn keep_alive_once(lease: &mut LeaseClient<Channel>, id: i64) -> i64 {
+    let req = futures::stream::iter([LeaseKeepAliveRequest { id }]);
+    match with_timeout(lease.lease_keep_alive(req)).await {
+        Ok(mut stream) => match tokio::time::timeout(CLIENT_TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(resp))) => resp.ttl,
+            _ => -1,
+        },
+        Err(_) => -1,
+    }
+}
+
+/// Keeps lease `id` alive every third of its TTL until the caller drops this future.
+async fn keep_alive(
+    mut lease: LeaseClient<Channel>,
+    id: i64,
+    ttl: i64,
+) -> std::convert::Infallible {
+    let every = Duration::from_millis(ttl as u64 * 1000 / 3);
+    loop {
+        Clock.sleep(every).await;
+        keep_alive_once(&mut lease, id).await;
     }
 }

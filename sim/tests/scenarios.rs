@@ -86,6 +86,7 @@ scenarios! {
     member_misconfigured_voter => "member-misconfigured-voter",
     lock_safety => "lock-safety",
     split_2_1_while_adding => "split-2-1-while-adding",
+    crash_points => "crash-points",
 }
 
 /// Runs `detcd-sim --scenario scenarios/rolling-restart.toml --seed N` and returns its one line. A

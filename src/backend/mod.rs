@@ -19,7 +19,7 @@ use std::path::Path;
 use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 
-use crate::runtime::{Clock, Disk, OpenMode};
+use crate::runtime::{Clock, CrashPoint, Disk, OpenMode};
 
 pub use disk_backend::DiskBackend;
 use layout::{create_tables, HASHED};
@@ -115,6 +115,7 @@ impl Backend {
 
     /// Makes everything written so far durable, atomically, and opens the next batch.
     pub fn commit(&mut self) -> Result<()> {
+        self.crash_point(CrashPoint::BackendBeforeCommit)?;
         let tx = self.tx.take().expect("a write transaction is always open");
         let start = Clock.now();
         let committed = tx.commit();
@@ -122,7 +123,13 @@ impl Backend {
             h.observe((Clock.now() - start).as_secs_f64());
         }
         committed.map_err(be)?;
-        self.begin()
+        self.begin()?;
+        self.crash_point(CrashPoint::BackendAfterCommit)
+    }
+
+    /// Marks that the write path reached `point` ([`crate::runtime::Disk::crash_point`]).
+    pub fn crash_point(&self, point: CrashPoint) -> Result<()> {
+        Ok(self.file.crash_point(point)?)
     }
 
     /// The database file.
@@ -159,15 +166,19 @@ impl Backend {
     }
 
     /// Commits, then rewrites the file without its free pages and shrinks it (etcd's
-    /// defragment). Fails while a reader holds a [`Backend::begin_read`] snapshot.
+    /// defragment). Fails while a reader holds a [`Backend::begin_read`] snapshot. redb
+    /// compacts in place: etcd's crash points around its copy and its rename fall before
+    /// and after the rewrite.
     pub fn defragment(&mut self) -> Result<()> {
+        self.crash_point(CrashPoint::DefragBeforeCopy)?;
         let tx = self.tx.take().expect("a write transaction is always open");
         let compacted = tx
             .commit()
             .map_err(be)
             .and_then(|()| self.db.compact().map_err(be));
         self.begin()?;
-        compacted.map(|_| ())
+        compacted?;
+        self.crash_point(CrashPoint::DefragBeforeRename)
     }
 
     /// Writes what `from` (a [`Backend::begin_read`] snapshot) sees, every table, into a

@@ -12,6 +12,7 @@ use super::kvstore::{header, KvStore};
 use super::revision::Revision;
 use crate::backend::{be, get_u64, put_u64, KEY, META};
 use crate::proto::etcdserverpb::{CompactionRequest, CompactionResponse};
+use crate::runtime::CrashPoint;
 
 const SCHEDULED: &[u8] = b"scheduledCompactRev";
 const FINISHED: &[u8] = b"finishedCompactRev";
@@ -61,6 +62,8 @@ impl KvStore {
         // A compaction still running belongs to a lower revision; the new keep set
         // supersedes its one, so drop it and start over.
         store_progress(self.backend.tx(), SCHEDULED, rev)?;
+        self.backend
+            .crash_point(CrashPoint::CompactBeforeCommitScheduled)?;
         self.compact_rev = rev;
         let keep = self.index.compact(rev);
         self.compaction = Some(Compaction {
@@ -77,6 +80,8 @@ impl KvStore {
         let Some(job) = self.compaction.as_mut() else {
             return Ok(false);
         };
+        // The scheduled revision commits with the first batch.
+        let first = job.cursor.is_empty();
         let end = Revision::start_key(job.at + 1);
         let limit = self.cfg.compaction_batch_limit;
         let tx = self.backend.tx();
@@ -103,10 +108,22 @@ impl KvStore {
             }
         }
         if done {
-            store_progress(tx, FINISHED, job.at)?;
+            self.backend
+                .crash_point(CrashPoint::CompactBeforeSetFinished)?;
+            store_progress(self.backend.tx(), FINISHED, job.at)?;
+            self.backend
+                .crash_point(CrashPoint::CompactAfterSetFinished)?;
             self.compaction = None;
         }
+        self.backend
+            .crash_point(CrashPoint::CompactBeforeCommitBatch)?;
         self.commit()?;
+        if first {
+            self.backend
+                .crash_point(CrashPoint::CompactAfterCommitScheduled)?;
+        }
+        self.backend
+            .crash_point(CrashPoint::CompactAfterCommitBatch)?;
         Ok(!done)
     }
 

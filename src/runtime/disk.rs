@@ -1,6 +1,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::CrashPoint;
+
 /// How [`Disk::open`] treats an existing or missing file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {
@@ -29,6 +31,11 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
     fn exists(&self, path: &Path) -> bool;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Marks that the member reached `point`; an error means the power failed there and
+    /// the caller must stop. Only a simulated disk ever fails.
+    fn crash_point(&self, _point: CrashPoint) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An open file. Offsets are absolute; there is no cursor.
@@ -44,6 +51,10 @@ pub trait DiskFile: Send + Sync + std::fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes the file's data and length durable (fdatasync).
     fn sync(&self) -> io::Result<()>;
+    /// [`Disk::crash_point`] of the disk that holds this file.
+    fn crash_point(&self, _point: CrashPoint) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The whole of a small file, such as a key or certificate named by a flag.

@@ -36,6 +36,8 @@ impl Bug {
 pub enum Milestone {
     /// A follower or learner replaced its state with a snapshot received from the leader.
     SnapshotInstalled,
+    /// A member's power failed at an armed crash point.
+    CrashPointFired,
 }
 
 /// The environment variable naming planted bugs.
@@ -48,7 +50,7 @@ mod imp {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0100_0000_01b3;
     /// One counter per [`super::Milestone`].
-    const MILESTONE_KINDS: usize = 1;
+    const MILESTONE_KINDS: usize = 2;
 
     thread_local! {
         static TRACE: Cell<u64> = const { Cell::new(FNV_OFFSET) };

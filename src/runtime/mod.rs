@@ -6,6 +6,7 @@
 //! the rule on the source tree.
 
 mod clock;
+mod crash;
 mod disk;
 mod hooks;
 mod real_disk;
@@ -15,6 +16,7 @@ mod sparse;
 mod zeros;
 
 pub use clock::Clock;
+pub use crash::CrashPoint;
 pub use disk::{read_file, Disk, DiskFile, OpenMode};
 pub use hooks::{
     planted, reach, reached, trace, trace_reset, trace_value, Bug, Milestone, PLANT_BUG_ENV,

@@ -18,6 +18,9 @@
 //! - Injected faults ([`Fault`]): EIO on reads, writes or syncs (a failed sync makes
 //!   nothing durable), ENOSPC past a capacity, and bit flips in durable data, which no retry
 //!   cures. Random EIO can also be drawn from the RNG at a given rate.
+//! - Crash points ([`Fault::CrashAt`]): the power fails the N-th time the member reaches a
+//!   named point of its write path ([`CrashPoint`]): from that call on every operation
+//!   fails, as [`Fault::DieAfter`] with no operations left, until the next crash.
 //! - Slow fsync ([`Fault::SlowSync`]): a sync drawn slow stalls its caller. Disk calls do
 //!   not yield, so the disk cannot sleep itself; it calls the stall hook
 //!   ([`SimDisk::on_stall`]), which the simulation implements by pausing the member's
@@ -37,6 +40,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::disk::{parent_dir, Disk, DiskFile, OpenMode};
 use super::sparse::Sparse;
+use super::CrashPoint;
 
 /// Sector size: the unit in which a crash keeps or drops unsynced data.
 pub const SECTOR: u64 = 512;
@@ -79,6 +83,8 @@ pub enum Fault {
     DieAfter { ops: u64 },
     /// Each file sync takes `delay` longer with this probability (0.0 turns it off).
     SlowSync { probability: f64, delay: Duration },
+    /// The power fails the `nth` time (from 1) the member reaches `point` from now.
+    CrashAt { point: CrashPoint, nth: u32 },
 }
 
 /// What a slow sync calls to stall its caller for the given time.
@@ -112,6 +118,10 @@ struct State {
     capacity: Option<u64>,
     die_after: Option<u64>,
     slow_sync: Option<(f64, Duration)>,
+    /// An armed crash point and how many more times it is passed before the power fails.
+    crash_at: Option<(CrashPoint, u32)>,
+    /// Where the power failed, until the next crash.
+    lost_power_at: Option<CrashPoint>,
     stall: Option<StallHook>,
     /// The planted ack-before-fsync bug: WAL syncs succeed without making anything durable.
     lying_wal_sync: bool,
@@ -155,6 +165,8 @@ impl SimDisk {
                 capacity: None,
                 die_after: None,
                 slow_sync: None,
+                crash_at: None,
+                lost_power_at: None,
                 stall: None,
                 lying_wal_sync: crate::runtime::planted(crate::runtime::Bug::AckBeforeFsync),
                 trace: 0xcbf2_9ce4_8422_2325,
@@ -201,6 +213,10 @@ impl SimDisk {
             }
             Fault::NoSpace { capacity } => st.capacity = capacity,
             Fault::DieAfter { ops } => st.die_after = Some(ops),
+            Fault::CrashAt { point, nth } => {
+                assert!(nth >= 1, "crash point {point} armed for its {nth}th pass");
+                st.crash_at = Some((point, nth - 1));
+            }
             Fault::SlowSync { probability, delay } => {
                 assert!(
                     (0.0..=1.0).contains(&probability),
@@ -226,6 +242,12 @@ impl SimDisk {
         st.capacity = None;
         st.die_after = None;
         st.slow_sync = None;
+        st.crash_at = None;
+    }
+
+    /// The crash point where the power failed, if it did since the last crash.
+    pub fn lost_power_at(&self) -> Option<CrashPoint> {
+        self.lock().lost_power_at
     }
 
     /// Sets what a slow sync calls to stall its caller.
@@ -261,6 +283,28 @@ impl State {
 
     fn used(&self) -> u64 {
         self.inodes.values().map(|i| i.current.len()).sum()
+    }
+
+    /// Passes `point`: the power fails here if it is armed and its count is used up.
+    fn pass(&mut self, point: CrashPoint) -> io::Result<()> {
+        self.record(&[b'P', point as u8]);
+        match &mut self.crash_at {
+            Some((p, 0)) if *p == point => {
+                self.crash_at = None;
+                self.die_after = Some(0);
+                self.lost_power_at = Some(point);
+                crate::runtime::reach(crate::runtime::Milestone::CrashPointFired);
+                Err(io::Error::other(format!(
+                    "power failed at crash point {point}"
+                )))
+            }
+            Some((p, left)) if *p == point => {
+                *left -= 1;
+                Ok(())
+            }
+            _ if self.die_after == Some(0) => Err(io::Error::from_raw_os_error(EIO)),
+            _ => Ok(()),
+        }
     }
 
     /// Counts one operation that changes the disk against [`Fault::DieAfter`].
@@ -320,6 +364,7 @@ impl State {
     fn crash(&mut self, mode: CrashMode) {
         self.generation += 1;
         self.die_after = None;
+        self.lost_power_at = None;
         let dirs: Vec<PathBuf> = self.dirs.iter().cloned().collect();
         for dir in dirs {
             let in_dir = |p: &PathBuf| parent_dir(p) == dir;
@@ -528,6 +573,10 @@ impl Disk for SimDisk {
         st.names.contains_key(path) || st.dirs.contains(path)
     }
 
+    fn crash_point(&self, point: CrashPoint) -> io::Result<()> {
+        self.lock().pass(point)
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.lock();
         st.record_op(b'S', dir, 1, 0);
@@ -615,6 +664,10 @@ impl DiskFile for SimFile {
         inode.current.set_len(len);
         inode.mark_dirty(old.min(len), old.max(len));
         Ok(())
+    }
+
+    fn crash_point(&self, point: CrashPoint) -> io::Result<()> {
+        self.disk.lock().pass(point)
     }
 
     fn sync(&self) -> io::Result<()> {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::corrupt::{CompactionHashes, KeyValueHash};
 use super::error::Error;
-use super::member::{LogRequest, StateMachine};
+use super::member::{Fatal, LogRequest, StateMachine};
 use super::membership::{self, MembershipError, RaftCluster, SharedCluster};
 use super::store::{lock, LeaseClock, SharedAuth, SharedLessor, SharedStore};
 use crate::lease::{self, Lessor};
@@ -132,9 +132,9 @@ impl Applier {
         clock: LeaseClock,
         cluster: SharedCluster,
         compaction_hashes: CompactionHashes,
-    ) -> Self {
-        let corrupt = corrupt_alarm(&mut lock(&store));
-        Applier {
+    ) -> Result<Self, Fatal> {
+        let corrupt = corrupt_alarm(&mut lock(&store))?;
+        Ok(Applier {
             store,
             lessor,
             auth,
@@ -143,15 +143,15 @@ impl Applier {
             cluster,
             compaction_hashes,
             corrupt,
-        }
+        })
     }
 
     /// Commits the backend if the batch interval has passed, and runs pending compaction.
-    fn commit_if_due(&mut self) {
+    fn commit_if_due(&mut self) -> Result<(), Fatal> {
         let now = Clock.now();
         let due = now - self.last_commit >= BACKEND_BATCH_INTERVAL;
         let mut store = lock(&self.store);
-        let committed = on_kv(&mut store, |kv| {
+        on_kv(&mut store, |kv| {
             if due && kv.consistent_index() > kv.committed_index() {
                 kv.commit()?;
             }
@@ -159,21 +159,20 @@ impl Applier {
                 kv.compaction_step()?;
             }
             Ok(())
-        });
-        if let Err(e) = committed {
-            panic!("backend commit failed: {e}");
-        }
+        })
+        .map_err(|e| Fatal::new("committing", e))?;
         if due {
             self.last_commit = now;
         }
+        Ok(())
     }
 }
 
 /// Whether a CORRUPT alarm is raised in `store`.
-fn corrupt_alarm(store: &mut WatchableStore) -> bool {
+fn corrupt_alarm(store: &mut WatchableStore) -> Result<bool, Fatal> {
     match super::alarm::active(store, AlarmType::Corrupt) {
-        Ok(alarms) => !alarms.is_empty(),
-        Err(e) => panic!("backend failed reading the alarms: {e}"),
+        Ok(alarms) => Ok(!alarms.is_empty()),
+        Err(e) => Err(Fatal::new("reading the alarms", e)),
     }
 }
 
@@ -301,15 +300,18 @@ impl StateMachine for Applier {
     type Response = Result<Applied, Error>;
     type Refusal = MembershipError;
 
-    fn apply(&mut self, index: u64, entry: InternalRaftRequest) -> Result<Applied, Error> {
+    fn apply(
+        &mut self,
+        index: u64,
+        entry: InternalRaftRequest,
+    ) -> Result<Result<Applied, Error>, Fatal> {
         let request = entry
             .request
             .expect("decode keeps only entries with a request");
         let mut store = lock(&self.store);
         let mut lessor = lock(&self.lessor);
-        if let Err(e) = on_kv(&mut store, |kv| kv.begin_entry(index)) {
-            panic!("backend failed to start entry {index}: {e}");
-        }
+        on_kv(&mut store, |kv| kv.begin_entry(index))
+            .map_err(|e| Fatal::new(format!("starting entry {index}"), e))?;
         let before = store.kv().rev();
         let now = self.clock.now();
         let checked = match &entry.header {
@@ -333,55 +335,59 @@ impl StateMachine for Applier {
             Err(e) => Err(e.into()),
         };
         if alarm {
-            self.corrupt = corrupt_alarm(&mut store);
+            self.corrupt = corrupt_alarm(&mut store)?;
         }
-        if let Err(e) = &applied {
-            assert!(!is_fatal(e), "backend failed applying entry {index}: {e}");
-        }
+        let applied = match applied {
+            Err(e) if is_fatal(&e) => return Err(Fatal::new(format!("applying entry {index}"), e)),
+            applied => applied,
+        };
         let after = store.kv().rev();
         assert!(
             after == before || after == before + 1,
             "entry {index} moved the revision from {before} to {after}: one entry, at most one revision"
         );
-        applied
+        Ok(applied)
     }
 
-    fn end_batch(&mut self) {
-        self.commit_if_due();
+    fn end_batch(&mut self) -> Result<(), Fatal> {
+        self.commit_if_due()
     }
 
-    fn on_tick(&mut self) {
-        self.commit_if_due();
+    fn on_tick(&mut self) -> Result<(), Fatal> {
+        self.commit_if_due()
     }
 
     fn applied_index(&self) -> u64 {
         lock(&self.store).kv().consistent_index()
     }
 
-    fn sync(&mut self) {
+    fn sync(&mut self) -> Result<(), Fatal> {
         let mut store = lock(&self.store);
-        if let Err(e) = on_kv(&mut store, |kv| kv.commit()) {
-            panic!("backend commit failed: {e}");
-        }
+        on_kv(&mut store, |kv| kv.commit()).map_err(|e| Fatal::new("committing", e))?;
         self.last_commit = Clock.now();
+        Ok(())
     }
 
-    fn snapshot_source(&mut self) -> Option<crate::backend::SnapshotSource> {
+    fn snapshot_source(&mut self) -> Result<Option<crate::backend::SnapshotSource>, Fatal> {
         let mut store = lock(&self.store);
         match store.backend().snapshot_source() {
-            Ok(source) => Some(source),
-            Err(e) => panic!("backend read failed: {e}"),
+            Ok(source) => Ok(Some(source)),
+            Err(e) => Err(Fatal::new("reading the snapshot to send", e)),
         }
     }
 
-    fn restore(&mut self, disk: &dyn crate::runtime::Disk, db: &std::path::Path) {
+    fn restore(
+        &mut self,
+        disk: &dyn crate::runtime::Disk,
+        db: &std::path::Path,
+    ) -> Result<(), Fatal> {
         let mut store = lock(&self.store);
         let mut lessor = lock(&self.lessor);
-        super::snapshot::restore_store(disk, db, &mut store, &mut lessor);
+        super::snapshot::restore_store(disk, db, &mut store, &mut lessor)?;
         let mut auth = lock(&self.auth);
         let tokens_ttl = auth.tokens.ttl();
         let restored = crate::auth::AuthStore::open(store.backend(), tokens_ttl)
-            .unwrap_or_else(|e| panic!("backend failed reading the restored auth store: {e}"));
+            .map_err(|e| Fatal::new("reading the restored auth store", e))?;
         // Tokens are memory only; those issued before the snapshot stay good until the
         // auth revision they carry is passed.
         let tokens =
@@ -389,9 +395,10 @@ impl StateMachine for Applier {
         *auth = restored;
         auth.tokens = tokens;
         let cluster = RaftCluster::load(store.backend())
-            .unwrap_or_else(|e| panic!("backend failed reading the restored membership: {e}"));
+            .map_err(|e| Fatal::new("reading the restored membership", e))?;
         *lock(&self.cluster) = cluster;
-        self.corrupt = corrupt_alarm(&mut store);
+        self.corrupt = corrupt_alarm(&mut store)?;
+        Ok(())
     }
 
     fn peer_urls(&self) -> Vec<(u64, String)> {
@@ -401,22 +408,23 @@ impl StateMachine for Applier {
             .collect()
     }
 
-    fn apply_conf_change(&mut self, index: u64, cc: &ConfChange) -> Result<(), MembershipError> {
+    fn apply_conf_change(
+        &mut self,
+        index: u64,
+        cc: &ConfChange,
+    ) -> Result<Result<(), MembershipError>, Fatal> {
         let mut store = lock(&self.store);
-        if let Err(e) = on_kv(&mut store, |kv| kv.begin_entry(index)) {
-            panic!("backend failed to start configuration change {index}: {e}");
-        }
+        on_kv(&mut store, |kv| kv.begin_entry(index))
+            .map_err(|e| Fatal::new(format!("starting configuration change {index}"), e))?;
         let backend = store.backend();
-        match lock(&self.cluster).apply_conf_change(backend, cc) {
-            Ok(outcome) => outcome,
-            Err(e) => panic!("backend failed applying configuration change {index}: {e}"),
-        }
+        lock(&self.cluster)
+            .apply_conf_change(backend, cc)
+            .map_err(|e| Fatal::new(format!("applying configuration change {index}"), e))
     }
 
-    fn save_conf_state(&mut self, cs: &ConfState) {
-        if let Err(e) = membership::save_conf_state(lock(&self.store).backend(), cs) {
-            panic!("backend failed saving Raft's configuration: {e}");
-        }
+    fn save_conf_state(&mut self, cs: &ConfState) -> Result<(), Fatal> {
+        membership::save_conf_state(lock(&self.store).backend(), cs)
+            .map_err(|e| Fatal::new("saving Raft's configuration", e))
     }
 
     fn conf_state(&self) -> Option<ConfState> {

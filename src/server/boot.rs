@@ -199,7 +199,8 @@ pub async fn start(
         clock,
         cluster.clone(),
         compaction_hashes.clone(),
-    );
+    )
+    .map_err(MemberError::from)?;
     let (handle, member_task) = member::start(
         member_cfg,
         disk,

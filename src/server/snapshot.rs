@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tonic::{Status, Streaming};
 
+use super::member::Fatal;
 use crate::backend::SnapshotSource;
 use crate::lease::Lessor;
 use crate::mvcc::{KvStore, WatchableStore};
@@ -25,7 +26,7 @@ use crate::net::Dialer;
 use crate::proto::peerpb::peer_client::PeerClient;
 use crate::proto::peerpb::SnapshotChunk;
 use crate::proto::raftpb::{Message, MessageType};
-use crate::runtime::{self, Disk, DiskFile, OpenMode};
+use crate::runtime::{self, CrashPoint, Disk, DiskFile, OpenMode};
 use crate::server::snapshot_rows;
 use crate::snap::{SnapError, Snapshotter};
 use crate::wal::{Wal, WalError};
@@ -156,16 +157,27 @@ fn dir_of(path: &Path) -> PathBuf {
 /// lives beside it: the key index, watchers (all of which catch up again from the new
 /// history, as in etcd's watchableStore.Restore) and leases. A failure is fatal: the
 /// member cannot go on without its state.
-pub fn restore_store(disk: &dyn Disk, db: &Path, store: &mut WatchableStore, lessor: &mut Lessor) {
+pub fn restore_store(
+    disk: &dyn Disk,
+    db: &Path,
+    store: &mut WatchableStore,
+    lessor: &mut Lessor,
+) -> Result<(), Fatal> {
+    disk.crash_point(CrashPoint::ApplyBeforeOpenSnapshot)
+        .map_err(|e| Fatal::new("restoring a snapshot", e))?;
     let live = store.backend().path().to_path_buf();
     let cfg = store.kv().config().clone();
-    swap_in(disk, db, &live).unwrap_or_else(|e| panic!("restoring a snapshot: {e}"));
-    let kv = KvStore::open(disk, &live, cfg)
-        .unwrap_or_else(|e| panic!("opening the restored backend {}: {e}", live.display()));
+    swap_in(disk, db, &live).map_err(|e| Fatal::new("restoring a snapshot", e))?;
+    let kv = KvStore::open(disk, &live, cfg).map_err(|e| {
+        Fatal::new(
+            format!("opening the restored backend {}", live.display()),
+            e,
+        )
+    })?;
     store.restore(kv);
     lessor
         .reopen(store)
-        .unwrap_or_else(|e| panic!("reloading leases from the restored backend: {e}"));
+        .map_err(|e| Fatal::new("reloading leases from the restored backend", e))
 }
 
 /// A snapshot to send: the MsgSnap and the backend it describes.
@@ -480,7 +492,7 @@ mod tests {
         drop((leader, leader_lessor));
 
         let received = Path::new("/snap/0000000000000009.snap.db");
-        restore_store(&disk, received, &mut live, &mut live_lessor);
+        restore_store(&disk, received, &mut live, &mut live_lessor).unwrap();
         assert!(
             !disk.exists(received),
             "the received file became the backend"

@@ -28,10 +28,13 @@ pub enum Fault {
     DiskEio,
     /// fsync takes long.
     SlowFsync,
+    /// A member loses power at a named point of its write path (a crash point), then
+    /// restarts from what its disk kept.
+    CrashPoint,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Partition,
         Fault::Isolate,
         Fault::OneWay,
@@ -42,6 +45,7 @@ impl Fault {
         Fault::Pause,
         Fault::DiskEio,
         Fault::SlowFsync,
+        Fault::CrashPoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +60,7 @@ impl Fault {
             Fault::Pause => "pause",
             Fault::DiskEio => "disk-eio",
             Fault::SlowFsync => "slow-fsync",
+            Fault::CrashPoint => "crash-point",
         }
     }
 }

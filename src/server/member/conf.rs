@@ -7,6 +7,7 @@ use prost::Message as _;
 
 use crate::proto::etcdserverpb::Member as MemberAttrs;
 use crate::proto::raftpb::{ConfChange, ConfChangeType, Entry};
+use crate::runtime::CrashPoint;
 
 use super::{Member, MemberError, StateMachine};
 
@@ -18,6 +19,7 @@ impl<S: StateMachine> Member<S> {
     /// Applies a membership change: to the state machine, to Raft (as a no-op if the
     /// state machine refused it), to the transport; answers its proposer.
     pub(super) fn apply_conf_change(&mut self, e: &Entry) -> Result<(), MemberError> {
+        self.crash_point(CrashPoint::BeforeApplyOneConfChange)?;
         let Ok(mut cc) = ConfChange::decode(e.data.as_slice()) else {
             tracing::warn!(
                 index = e.index,
@@ -25,12 +27,12 @@ impl<S: StateMachine> Member<S> {
             );
             return Ok(());
         };
-        let outcome = self.sm.apply_conf_change(e.index, &cc);
+        let outcome = self.sm.apply_conf_change(e.index, &cc)?;
         if outcome.is_err() {
             cc.node_id = 0;
         }
         let cs = self.node.apply_conf_change_v1(&cc)?;
-        self.sm.save_conf_state(&cs);
+        self.sm.save_conf_state(&cs)?;
         let me = self.node.id();
         match cc.r#type() {
             _ if cc.node_id == 0 => {}

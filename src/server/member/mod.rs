@@ -37,7 +37,7 @@ use super::transport::{PeerEvent, Transport};
 use crate::backend::SnapshotSource;
 use crate::proto::raftpb::{ConfChange, ConfState, Entry, EntryType, Message, MessageType};
 use crate::raft::{self, MemStorage, RawNode, StateRole};
-use crate::runtime::{self, Clock, Disk};
+use crate::runtime::{self, Clock, CrashPoint, Disk};
 use crate::snap::Snapshotter;
 use crate::wal::{Wal, WalOptions};
 
@@ -72,15 +72,19 @@ pub trait StateMachine: Send + 'static {
     type Refusal: Send + 'static;
 
     /// Applies the request of the entry at `index`; the result goes to the proposer.
-    fn apply(&mut self, index: u64, request: Self::Request) -> Self::Response;
+    fn apply(&mut self, index: u64, request: Self::Request) -> Result<Self::Response, Fatal>;
 
     /// Called after the committed entries of one Ready are applied: a place to commit
     /// them to disk together.
-    fn end_batch(&mut self) {}
+    fn end_batch(&mut self) -> Result<(), Fatal> {
+        Ok(())
+    }
 
     /// Called on every Raft tick: a place to make applied entries durable while no new
     /// ones arrive.
-    fn on_tick(&mut self) {}
+    fn on_tick(&mut self) -> Result<(), Fatal> {
+        Ok(())
+    }
 
     /// The index of the last entry whose effects are durable in the state machine; after
     /// a restart Raft hands over only the entries after it.
@@ -90,26 +94,32 @@ pub trait StateMachine: Send + 'static {
 
     /// Makes every applied entry durable now: a snapshot at the applied index is about to
     /// be recorded or sent.
-    fn sync(&mut self) {}
+    fn sync(&mut self) -> Result<(), Fatal> {
+        Ok(())
+    }
 
     /// The state as of the last [`StateMachine::sync`], to send to a follower; `None` if
     /// this state machine cannot be sent.
-    fn snapshot_source(&mut self) -> Option<SnapshotSource> {
-        None
+    fn snapshot_source(&mut self) -> Result<Option<SnapshotSource>, Fatal> {
+        Ok(None)
     }
 
     /// Replaces the whole state with the database received at `db`.
-    fn restore(&mut self, _disk: &dyn Disk, db: &Path) {
-        panic!(
-            "this state machine cannot restore the snapshot at {}",
-            db.display()
-        );
+    fn restore(&mut self, _disk: &dyn Disk, db: &Path) -> Result<(), Fatal> {
+        Err(Fatal::new(
+            format!("restoring the snapshot at {}", db.display()),
+            "this state machine cannot restore snapshots",
+        ))
     }
 
-    /// Records the configuration change at `index` in the membership. A refusal goes to
-    /// the proposer, and Raft applies the change as a no-op.
-    fn apply_conf_change(&mut self, _index: u64, _cc: &ConfChange) -> Result<(), Self::Refusal> {
-        Ok(())
+    /// Records the configuration change at `index` in the membership. A refusal (the inner
+    /// error) goes to the proposer, and Raft applies the change as a no-op.
+    fn apply_conf_change(
+        &mut self,
+        _index: u64,
+        _cc: &ConfChange,
+    ) -> Result<Result<(), Self::Refusal>, Fatal> {
+        Ok(Ok(()))
     }
 
     /// Every member's first peer URL, by member ID: the transport follows it after a
@@ -119,7 +129,9 @@ pub trait StateMachine: Send + 'static {
     }
 
     /// Records Raft's configuration after a change, with the entry that made it.
-    fn save_conf_state(&mut self, _cs: &ConfState) {}
+    fn save_conf_state(&mut self, _cs: &ConfState) -> Result<(), Fatal> {
+        Ok(())
+    }
 
     /// Raft's configuration as of [`StateMachine::applied_index`], if it keeps one; the
     /// initial voters otherwise.
@@ -154,9 +166,33 @@ pub struct MemberConfig {
     pub unsafe_no_fsync: bool,
 }
 
+/// A state machine failure that stops the member: after a failed backend write its
+/// memory and its disk may disagree, and applying on would diverge from the other members.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend failed {what}: {source}")]
+pub struct Fatal {
+    what: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Fatal {
+    /// `what` says what the member was doing ("committing", "applying entry 7").
+    pub fn new(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Fatal {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
 /// Errors that stop the member: its durable state can no longer be trusted to advance.
 #[derive(Debug, thiserror::Error)]
 pub enum MemberError {
+    #[error(transparent)]
+    StateMachine(#[from] Fatal),
     #[error(transparent)]
     Wal(#[from] crate::wal::WalError),
     #[error(transparent)]
@@ -165,6 +201,8 @@ pub enum MemberError {
     Snap(#[from] crate::snap::SnapError),
     #[error("the member has been permanently removed from the cluster")]
     Removed,
+    #[error("disk: {0}")]
+    Disk(std::io::Error),
     #[error("cannot force a new cluster: this member is not in its own configuration")]
     NotAMember,
     #[error(
@@ -240,7 +278,7 @@ impl<S: StateMachine> Member<S> {
                         *left -= 1;
                     }
                     self.node.tick();
-                    self.sm.on_tick();
+                    self.sm.on_tick()?;
                     // Callers that gave up no longer need their waiter.
                     self.waiters.retain(|_, w| !w.is_closed());
                     self.conf_waiters.retain(|_, w| !w.is_closed());
@@ -353,28 +391,39 @@ impl<S: StateMachine> Member<S> {
 
     fn handle_ready(&mut self) -> Result<(), MemberError> {
         let rd = self.node.ready();
+        if !rd.messages.is_empty() {
+            self.crash_point(CrashPoint::BeforeLeaderSend)?;
+        }
         for m in &rd.messages {
-            self.send(m.clone());
+            self.send(m.clone())?;
         }
         if let Some(snap) = &rd.snapshot {
             self.persist_received_snapshot(snap)?;
+            self.crash_point(CrashPoint::RaftAfterSaveSnap)?;
         }
+        self.crash_point(CrashPoint::RaftBeforeSave)?;
         self.wal.save(rd.hard_state.as_ref(), &rd.entries)?;
+        self.crash_point(CrashPoint::RaftAfterSave)?;
         if let Some(snap) = &rd.snapshot {
+            self.crash_point(CrashPoint::RaftBeforeApplySnap)?;
             self.install_snapshot(snap.clone())?;
+            self.crash_point(CrashPoint::RaftAfterApplySnap)?;
         }
         self.node.store_mut().append(&rd.entries);
         if let Some(hs) = rd.hard_state {
             self.node.store_mut().set_hard_state(hs);
         }
+        if !rd.persisted_messages.is_empty() {
+            self.crash_point(CrashPoint::BeforeFollowerSend)?;
+        }
         for m in &rd.persisted_messages {
-            self.send(m.clone());
+            self.send(m.clone())?;
         }
         for e in &rd.committed_entries {
             self.apply(e)?;
         }
         if !rd.committed_entries.is_empty() {
-            self.sm.end_batch();
+            self.sm.end_batch()?;
             self.maybe_snapshot()?;
         }
         self.confirm_reads(&rd.read_states);
@@ -382,6 +431,12 @@ impl<S: StateMachine> Member<S> {
         self.publish_status();
         self.node.advance(rd);
         Ok(())
+    }
+
+    /// Marks that the write path reached `point`; a simulated power cut there stops the
+    /// member.
+    fn crash_point(&self, point: CrashPoint) -> Result<(), MemberError> {
+        self.disk.crash_point(point).map_err(MemberError::Disk)
     }
 
     /// Publishes where the member stands, after checking that it is consistent.
@@ -427,7 +482,7 @@ impl<S: StateMachine> Member<S> {
                 let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
                 match S::Request::decode(payload) {
                     Some(request) => {
-                        let response = self.sm.apply(e.index, request);
+                        let response = self.sm.apply(e.index, request)?;
                         if let Some(waiter) = self.waiters.remove(&id) {
                             let _ = waiter.send(Ok(response));
                         }
@@ -449,11 +504,11 @@ impl<S: StateMachine> Member<S> {
     }
 
     /// Sends `m` to its peer; a MsgSnap goes with the backend over its own stream.
-    fn send(&mut self, m: Message) {
+    fn send(&mut self, m: Message) -> Result<(), MemberError> {
         if m.r#type() == MessageType::MsgSnap {
-            self.send_snapshot(m);
-        } else {
-            self.transport.send(m);
+            return self.send_snapshot(m);
         }
+        self.transport.send(m);
+        Ok(())
     }
 }

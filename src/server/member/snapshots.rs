@@ -7,7 +7,7 @@
 
 use crate::proto::raftpb::{Message, Snapshot, SnapshotMetadata};
 use crate::raft::{SnapshotStatus, Storage};
-use crate::runtime;
+use crate::runtime::{self, CrashPoint};
 use crate::server::snapshot::{self as transfer, Outgoing, KEEP_SNAPSHOTS};
 use crate::snap::SnapshotFile;
 use crate::wal::SnapshotMark;
@@ -17,11 +17,11 @@ use super::{Member, MemberError, StateMachine};
 impl<S: StateMachine> Member<S> {
     /// Sends the backend as it is now, as etcd's merged snapshot does: its metadata names
     /// the applied index, which the backend, committed here, holds exactly.
-    pub(super) fn send_snapshot(&mut self, mut m: Message) {
-        self.sm.sync();
-        let Some(source) = self.sm.snapshot_source() else {
+    pub(super) fn send_snapshot(&mut self, mut m: Message) -> Result<(), MemberError> {
+        self.sm.sync()?;
+        let Some(source) = self.sm.snapshot_source()? else {
             self.node.report_snapshot(m.to, SnapshotStatus::Failure);
-            return;
+            return Ok(());
         };
         let term = self
             .node
@@ -42,6 +42,7 @@ impl<S: StateMachine> Member<S> {
             disk: self.disk.clone(),
             dir: self.snap_dir.clone(),
         });
+        Ok(())
     }
 
     /// Takes a snapshot once `--snapshot-count` entries were applied since the last one.
@@ -50,7 +51,7 @@ impl<S: StateMachine> Member<S> {
             return Ok(());
         }
         // The backend must hold every entry the snapshot claims before it is recorded.
-        self.sm.sync();
+        self.sm.sync()?;
         let index = self.applied;
         let cs = self.node.conf_state();
         let meta = self
@@ -102,6 +103,7 @@ impl<S: StateMachine> Member<S> {
     /// Removes WAL segments and snapshot files that a restart no longer needs.
     fn release(&mut self, index: u64) -> Result<(), MemberError> {
         self.wal.release_to(index)?;
+        self.crash_point(CrashPoint::RaftAfterWalRelease)?;
         self.snapshotter.gc(KEEP_SNAPSHOTS)?;
         Ok(())
     }
@@ -127,7 +129,7 @@ impl<S: StateMachine> Member<S> {
             .apply_snapshot(snap)
             .unwrap_or_else(|e| panic!("installing snapshot at {index}: {e}"));
         let db = self.snap_dir.join(transfer::received_db_name(index));
-        self.sm.restore(self.disk.as_ref(), &db);
+        self.sm.restore(self.disk.as_ref(), &db)?;
         self.follow_membership();
         self.applied = index;
         self.release(index)?;
