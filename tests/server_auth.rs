@@ -182,6 +182,18 @@ async fn put_with(m: &Member, token: &str) -> Result<(), String> {
         .map_err(|s| s.message().to_string())
 }
 
+/// root, and alice with read and write on `app/`; then auth on.
+async fn alice_may_write_app(mut anon: Client) {
+    anon.user_add("root", "rootpw", None).await.unwrap();
+    anon.user_grant_role("root", "root").await.unwrap();
+    anon.user_add("alice", "alicepw", None).await.unwrap();
+    anon.role_add("app").await.unwrap();
+    let perm = Permission::read_write("app/").with_prefix();
+    anon.role_grant_permission("app", perm).await.unwrap();
+    anon.user_grant_role("alice", "app").await.unwrap();
+    anon.auth_enable().await.unwrap();
+}
+
 /// A token for `user` (a JWT under `--auth-token jwt`), straight from Authenticate.
 async fn authenticate(m: &Member, user: &str, password: &str) -> String {
     use detcd::proto::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
@@ -211,15 +223,7 @@ async fn jwt_tokens() {
     );
     let extra = ["--bcrypt-cost", "4", token_flag.as_str()];
     let server = m.spawn_with(env!("CARGO_BIN_EXE_detcd"), None, &extra);
-    let mut anon = ready_client(m.client_port).await;
-    anon.user_add("root", "rootpw", None).await.unwrap();
-    anon.user_grant_role("root", "root").await.unwrap();
-    anon.user_add("alice", "alicepw", None).await.unwrap();
-    anon.role_add("app").await.unwrap();
-    let perm = Permission::read_write("app/").with_prefix();
-    anon.role_grant_permission("app", perm).await.unwrap();
-    anon.user_grant_role("alice", "app").await.unwrap();
-    anon.auth_enable().await.unwrap();
+    alice_may_write_app(ready_client(m.client_port).await).await;
 
     let mut alice = login(&m, "alice", "alicepw").await.unwrap();
     alice.put("app/1", "one", None).await.unwrap();
@@ -264,15 +268,7 @@ async fn tokens_outlive_the_leader_that_issued_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path(), &["a", "b", "c"]).await;
     let leader = cluster.leader().await;
-    let mut anon = ready_client(cluster.members[leader].client_port).await;
-    anon.user_add("root", "rootpw", None).await.unwrap();
-    anon.user_grant_role("root", "root").await.unwrap();
-    anon.user_add("alice", "alicepw", None).await.unwrap();
-    anon.role_add("app").await.unwrap();
-    let perm = Permission::read_write("app/").with_prefix();
-    anon.role_grant_permission("app", perm).await.unwrap();
-    anon.user_grant_role("alice", "app").await.unwrap();
-    anon.auth_enable().await.unwrap();
+    alice_may_write_app(ready_client(cluster.members[leader].client_port).await).await;
 
     let urls: Vec<String> = cluster.members.iter().map(Member::client_url).collect();
     let options = ConnectOptions::new().with_user("alice", "alicepw");
@@ -313,10 +309,12 @@ async fn tokens_outlive_the_leader_that_issued_them() {
         })
         .await;
     }
-    let got = alice.get("app/9", None).await.unwrap();
+    let m = &cluster.members[survivors[0]];
+    let mut reader = login(m, "alice", "alicepw").await.unwrap();
+    let got = reader.get("app/9", None).await.unwrap();
     assert_eq!(got.kvs()[0].value(), b"after");
     assert_eq!(
-        refusal(alice.put("other", "x", None).await),
+        refusal(reader.put("other", "x", None).await),
         (
             Code::PermissionDenied,
             "etcdserver: permission denied".into()

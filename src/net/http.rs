@@ -134,7 +134,7 @@ pub async fn serve_clients(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ListenError> {
     router
-        .serve_with_shutdown(listens[0].addr, shutdown)
+        .serve_with_shutdown(listens[0].tcp()?, shutdown)
         .await
         .map_err(|e| ListenError {
             url: super::urls(&listens),
