@@ -22,7 +22,7 @@ use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::peer::{LeaseForwardPeer, LeaseForwardServer, MembershipPeer, MembershipServer};
 use crate::api::watch::WatchService;
-use crate::net::{Dialer, Listen, ListenError, Tls, TlsSpec};
+use crate::net::{Bind, Dialer, Listen, ListenError, Tls, TlsSpec};
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -162,7 +162,7 @@ fn load_tls(
     listen: &[Url],
     read: &dyn Fn(&Path) -> io::Result<Vec<u8>>,
 ) -> Result<Option<Tls>, BootError> {
-    if !listen.iter().any(|u| u.scheme == "https") {
+    if !listen.iter().any(is_secure) {
         return Ok(None);
     }
     let hosts: Vec<String> = listen
@@ -179,18 +179,24 @@ fn load_tls(
         .map_err(BootError::Keys)
 }
 
-/// Every URL in `urls`, each with `tls` if it is `https://`.
+/// Whether `url` is served over TLS.
+fn is_secure(url: &Url) -> bool {
+    url.scheme == "https" || url.scheme == "unixs"
+}
+
+/// Every URL in `urls`, each with `tls` if it is `https://` or `unixs://`.
 fn listens(urls: &[Url], tls: &Option<Tls>) -> Result<Vec<Listen>, BootError> {
     urls.iter()
         .map(|url| {
+            let bind = if url.scheme.starts_with("unix") {
+                Bind::Unix(format!("{}:{}", url.host, url.port).into())
+            } else {
+                Bind::Tcp(bind_addr(url)?)
+            };
             Ok(Listen {
                 url: url.to_string(),
-                addr: bind_addr(url)?,
-                tls: if url.scheme == "https" {
-                    tls.clone()
-                } else {
-                    None
-                },
+                bind,
+                tls: if is_secure(url) { tls.clone() } else { None },
             })
         })
         .collect()

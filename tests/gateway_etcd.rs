@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::poll;
-use common::http::{post_stream, request, Lines};
+use common::http::{post_stream, raw, request, Lines};
 use common::{etcd35, Member, Process};
 use serde_json::Value;
 
@@ -67,6 +67,45 @@ async fn call(port: u16, path: &str, token: Option<&str>, body: &str) -> Vec<Str
             line => out.push(line),
         }
     }
+}
+
+/// The answer to `method path` with `headers` and `body`, as curl shows it: the status
+/// line, the headers but the date and length ones (names in lower case, sorted), and the
+/// body normalized.
+async fn raw_answer(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Vec<String> {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for h in headers {
+        request.push_str(&format!("{h}\r\n"));
+    }
+    request.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let text = raw(port, &request).await.unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let mut out = vec![format!("{method} {path}: {}", lines.next().unwrap_or(""))];
+    let mut kept: Vec<String> = lines
+        .filter_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            let name = name.trim().to_ascii_lowercase();
+            let skip = matches!(
+                name.as_str(),
+                "date" | "content-length" | "transfer-encoding"
+            );
+            (!skip).then(|| format!("{name}: {}", value.trim()))
+        })
+        .collect();
+    kept.sort();
+    out.extend(kept);
+    out.push(normalize(body.trim()));
+    out
 }
 
 /// The field `name` of the JSON in `line` (unnormalized).
@@ -128,12 +167,28 @@ async fn script(port: u16) -> Vec<String> {
     out.extend(call(port, "/v3/maintenance/hash", None, "{}").await);
     out.extend(call(port, "/v3/maintenance/hashkv", None, "{}").await);
     out.extend(call(port, "/v3/maintenance/alarm", None, r#"{"action":"GET"}"#).await);
-    // Chunks of the database (detcd's first also names its version, as etcd 3.6's does).
+    // Chunks of the database, with no header and no version in etcd 3.5.
     let mut snapshot = open(port, "/v3/maintenance/snapshot", None, "").await;
     out.push(format!("snapshot -> {}", snapshot.status));
     let first: Value = serde_json::from_str(&next(&mut snapshot, "snapshot").await).unwrap();
     out.push(format!("blob: {}", first["result"]["blob"]));
+    let fields: Vec<&String> = first["result"].as_object().unwrap().keys().collect();
+    out.push(format!("snapshot chunk fields: {fields:?}"));
     drop(snapshot);
+
+    // Headers as grpc-gateway and etcd's HTTP handler set them: CORS on every answer, a
+    // preflight answered for any path, the gRPC content type forwarded as server metadata,
+    // and Grpc-Metadata-* request headers passed on as the call's metadata.
+    let json = "Content-Type: application/json";
+    let range = r#"{"key":"Zm9v"}"#;
+    out.extend(raw_answer(port, "POST", "/v3/kv/range", &[json], range).await);
+    out.extend(raw_answer(port, "POST", "/v3/kv/range", &[json], "{}").await);
+    let preflight = [
+        "Origin: http://example.com",
+        "Access-Control-Request-Method: POST",
+    ];
+    out.extend(raw_answer(port, "OPTIONS", "/v3/kv/range", &preflight, "").await);
+    out.extend(raw_answer(port, "GET", "/health", &[], "").await);
     let get = request(port, "GET", "/v3/kv/range", "").await.unwrap();
     out.push(format!("GET /v3/kv/range -> {} {:?}", get.status, get.body));
 
@@ -168,6 +223,14 @@ async fn script(port: u16) -> Vec<String> {
     out.extend(call(port, "/v3/kv/range", None, range).await);
     out.extend(call(port, "/v3/kv/range", Some("bogus"), range).await);
     out.extend(call(port, "/v3/kv/range", Some(token), range).await);
+    let bogus = "Grpc-Metadata-Token: bogus";
+    out.extend(raw_answer(port, "POST", "/v3/kv/range", &[bogus], range).await);
+    let good = format!("Grpc-Metadata-Token: {token}");
+    out.extend(raw_answer(port, "POST", "/v3/kv/range", &[&good], range).await);
+    // etcd's Observe ends quietly when its own read of the election is refused.
+    let observe = r#"{"name":"ZWw="}"#;
+    out.extend(call(port, "/v3/election/observe", Some("bogus"), observe).await);
+    out.extend(call(port, "/v3/election/observe", None, observe).await);
     out.extend(call(port, "/v3/auth/status", Some(token), "{}").await);
     out.extend(call(port, "/v3/auth/disable", Some(token), "{}").await);
     out

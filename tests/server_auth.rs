@@ -182,8 +182,20 @@ async fn put_with(m: &Member, token: &str) -> Result<(), String> {
         .map_err(|s| s.message().to_string())
 }
 
-/// A JWT for `user`, straight from Authenticate.
-async fn jwt(m: &Member, user: &str, password: &str) -> String {
+/// root, and alice with read and write on `app/`; then auth on.
+async fn alice_may_write_app(mut anon: Client) {
+    anon.user_add("root", "rootpw", None).await.unwrap();
+    anon.user_grant_role("root", "root").await.unwrap();
+    anon.user_add("alice", "alicepw", None).await.unwrap();
+    anon.role_add("app").await.unwrap();
+    let perm = Permission::read_write("app/").with_prefix();
+    anon.role_grant_permission("app", perm).await.unwrap();
+    anon.user_grant_role("alice", "app").await.unwrap();
+    anon.auth_enable().await.unwrap();
+}
+
+/// A token for `user` (a JWT under `--auth-token jwt`), straight from Authenticate.
+async fn authenticate(m: &Member, user: &str, password: &str) -> String {
     use detcd::proto::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
     let mut auth = AuthClient::connect(m.client_url()).await.unwrap();
     let request = AuthenticateRequest {
@@ -211,19 +223,11 @@ async fn jwt_tokens() {
     );
     let extra = ["--bcrypt-cost", "4", token_flag.as_str()];
     let server = m.spawn_with(env!("CARGO_BIN_EXE_detcd"), None, &extra);
-    let mut anon = ready_client(m.client_port).await;
-    anon.user_add("root", "rootpw", None).await.unwrap();
-    anon.user_grant_role("root", "root").await.unwrap();
-    anon.user_add("alice", "alicepw", None).await.unwrap();
-    anon.role_add("app").await.unwrap();
-    let perm = Permission::read_write("app/").with_prefix();
-    anon.role_grant_permission("app", perm).await.unwrap();
-    anon.user_grant_role("alice", "app").await.unwrap();
-    anon.auth_enable().await.unwrap();
+    alice_may_write_app(ready_client(m.client_port).await).await;
 
     let mut alice = login(&m, "alice", "alicepw").await.unwrap();
     alice.put("app/1", "one", None).await.unwrap();
-    let token = jwt(&m, "alice", "alicepw").await;
+    let token = authenticate(&m, "alice", "alicepw").await;
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
     put_with(&m, &token).await.unwrap();
     assert_eq!(
@@ -245,7 +249,75 @@ async fn jwt_tokens() {
         put_with(&m, &token).await.unwrap_err(),
         "etcdserver: revision of auth store is old"
     );
-    put_with(&m, &jwt(&m, "alice", "alicepw").await)
+    put_with(&m, &authenticate(&m, "alice", "alicepw").await)
         .await
         .unwrap();
+}
+
+/// Simple tokens across members: Authenticate goes through the log and every member gives
+/// the token to the user when it applies the entry (etcd's simple token provider does the
+/// same), so a token that the leader issued keeps working on the others after the leader
+/// is killed, and an `etcd-client` that logged in with a user and password carries on
+/// through the new leader with the token it has. (Tokens live in memory: a restarted
+/// member forgets them, as etcd's does; a JWT is verified by any member.)
+#[tokio::test]
+async fn tokens_outlive_the_leader_that_issued_them() {
+    use common::cluster::{poll, Cluster};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), &["a", "b", "c"]).await;
+    let leader = cluster.leader().await;
+    alice_may_write_app(ready_client(cluster.members[leader].client_port).await).await;
+
+    let urls: Vec<String> = cluster.members.iter().map(Member::client_url).collect();
+    let options = ConnectOptions::new().with_user("alice", "alicepw");
+    let mut alice = Client::connect(&urls, Some(options)).await.unwrap();
+    alice.put("app/0", "before", None).await.unwrap();
+    let token = authenticate(&cluster.members[leader], "alice", "alicepw").await;
+    let deadline = Duration::from_secs(30);
+    for m in &cluster.members {
+        // Each member applies the Authenticate entry in its own time.
+        poll("the token on every member", deadline, || async {
+            put_with(m, &token).await.ok()
+        })
+        .await;
+    }
+
+    cluster.kill(leader);
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &survivors {
+        let m = &cluster.members[i];
+        poll("the leader's token on a survivor", deadline, || async {
+            put_with(m, &token).await.ok()
+        })
+        .await;
+    }
+    // The client's own token, issued by whichever member it asked at login. Its balancer
+    // still sends some calls to the dead member's address: those fail to connect and are
+    // tried again; nothing may be refused for its token.
+    for i in 1..10 {
+        poll("etcd-client through the new leader", deadline, || {
+            let mut alice = alice.clone();
+            async move {
+                match alice.put(format!("app/{i}"), "after", None).await {
+                    Ok(_) => Some(()),
+                    Err(etcd_client::Error::GRpcStatus(s)) if s.code() == Code::Unavailable => None,
+                    Err(e) => panic!("put {i} refused: {e}"),
+                }
+            }
+        })
+        .await;
+    }
+    let m = &cluster.members[survivors[0]];
+    let mut reader = login(m, "alice", "alicepw").await.unwrap();
+    let got = reader.get("app/9", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"after");
+    assert_eq!(
+        refusal(reader.put("other", "x", None).await),
+        (
+            Code::PermissionDenied,
+            "etcdserver: permission denied".into()
+        )
+    );
 }

@@ -38,9 +38,19 @@ pub fn admin<T>(server: &Server, request: &Request<T>) -> Result<(), Status> {
 /// Refuses the call unless its caller may read and write the keys under `name/`, where
 /// an election or lock keeps its contenders.
 pub fn contend<T>(server: &Server, request: &Request<T>, name: &[u8]) -> Result<(), Status> {
+    may(server, request, name, &[PermType::Read, PermType::Write])
+}
+
+/// Refuses the call unless its caller may do `wants` on the keys under `name/`.
+pub fn may<T>(
+    server: &Server,
+    request: &Request<T>,
+    name: &[u8],
+    wants: &[PermType],
+) -> Result<(), Status> {
     let caller = caller(server, request)?;
     let range = KeyRange::prefix(&[name, b"/"].concat());
-    for want in [PermType::Read, PermType::Write] {
+    for &want in wants {
         server.authorize(caller.as_ref(), Access::Keys(range.clone(), want))?;
     }
     Ok(())

@@ -3,7 +3,8 @@
 
 use std::pin::Pin;
 
-use super::auth::contend;
+use super::auth::{contend, may};
+use crate::auth::PermType;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
@@ -61,7 +62,18 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        contend(&self.0, &request, &request.get_ref().name)?;
+        // etcd's Observe reads the election through its own client and ends the stream,
+        // without an error, when that read is refused (a bad token, no read permission).
+        if may(
+            &self.0,
+            &request,
+            &request.get_ref().name,
+            &[PermType::Read],
+        )
+        .is_err()
+        {
+            return Ok(Response::new(Box::pin(futures::stream::empty())));
+        }
         let changes = self.0.observe(&request.into_inner().name);
         let out = futures::stream::unfold(changes, |mut changes| async move {
             let next = changes.recv().await?;

@@ -37,7 +37,7 @@ use super::lease::LeaseService;
 use super::lock::LockService;
 use super::maintenance::MaintenanceService;
 use super::watch::WatchService;
-use crate::net::{BodyStream, HttpBody, HttpRequest, HttpResponse};
+use crate::net::{BodyStream, ConnInfo, HttpBody, HttpRequest, HttpResponse};
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -47,6 +47,9 @@ use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3lockpb::lock_server::Lock;
 
 const JSON: &str = "application/json";
+/// The gRPC response's content type, which grpc-gateway forwards as server metadata with
+/// every answer that is not an error.
+const GRPC_CONTENT_TYPE: (&str, &str) = ("grpc-metadata-content-type", "application/grpc");
 
 /// The descriptors of every message, as compiled by `build.rs`.
 static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
@@ -246,7 +249,10 @@ fn to_json<Resp: prost::Message>(
 
 fn encode<Resp: prost::Message>(method: &MethodDescriptor, resp: &Resp) -> HttpResponse {
     match to_json(method, resp) {
-        Ok(json) => response(200, JSON, json),
+        Ok(json) => HttpResponse {
+            headers: vec![GRPC_CONTENT_TYPE],
+            ..response(200, JSON, json)
+        },
         Err(s) => error(&s),
     }
 }
@@ -264,14 +270,31 @@ fn chunk<Resp: prost::Message>(method: &MethodDescriptor, resp: &Resp) -> Vec<u8
 struct Call<'a> {
     body: &'a [u8],
     authorization: Option<&'a str>,
+    /// `Grpc-Metadata-*` headers.
+    metadata: &'a [(String, String)],
+    /// The client certificate's Common Name: the auth user under `--client-cert-auth`.
+    common_name: Option<&'a str>,
 }
 
-/// The request with the caller's token as the gRPC metadata etcd reads it from.
-fn with_token<T>(message: T, authorization: Option<&str>) -> tonic::Request<T> {
+/// The request as grpc-gateway hands it to the gRPC service: `Grpc-Metadata-*` headers as
+/// metadata, the caller's token where etcd reads it from, and the TLS client's name.
+fn with_caller<T>(message: T, call: Call<'_>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Some(token) = authorization.and_then(|a| MetadataValue::try_from(a).ok()) {
-        request.metadata_mut().insert("token", token);
+    let md = request.metadata_mut();
+    for (name, value) in call.metadata {
+        let name = tonic::metadata::MetadataKey::from_bytes(name.as_bytes());
+        if let (Ok(name), Ok(value)) = (name, MetadataValue::try_from(value.as_str())) {
+            md.insert(name, value);
+        }
     }
+    if let Some(token) = call
+        .authorization
+        .and_then(|a| MetadataValue::try_from(a).ok())
+    {
+        md.insert("token", token);
+    }
+    let common_name = call.common_name.map(str::to_string);
+    request.extensions_mut().insert(ConnInfo { common_name });
     request
 }
 
@@ -292,7 +315,7 @@ where
         Ok(r) => r,
         Err(s) => return error(&s),
     };
-    match call(with_token(message, request.authorization)).await {
+    match call(with_caller(message, request)).await {
         Ok(resp) => encode(&method, resp.get_ref()),
         Err(s) => error(&s),
     }
@@ -317,7 +340,7 @@ where
         Ok(r) => r,
         Err(s) => return error(&s),
     };
-    match call(with_token(message, request.authorization)).await {
+    match call(with_caller(message, request)).await {
         Ok(resp) => forward(method, resp.into_inner()).await,
         Err(s) => error(&s),
     }
@@ -356,7 +379,7 @@ where
                 .boxed()
         }
     };
-    match call(with_token(requests, request.authorization)) {
+    match call(with_caller(requests, request)) {
         Ok(responses) => forward(method, responses).await,
         Err(s) => error(&s),
     }
@@ -388,6 +411,7 @@ async fn forward<Resp: prost::Message + 'static>(
     HttpResponse {
         status: 200,
         content_type: JSON,
+        headers: vec![GRPC_CONTENT_TYPE],
         body: HttpBody::Stream(futures::stream::once(async { first }).chain(rest).boxed()),
     }
 }
@@ -424,6 +448,8 @@ impl Gateway {
         let HttpRequest {
             path,
             authorization,
+            metadata,
+            common_name,
             body,
             body_stream,
             max_body,
@@ -432,6 +458,8 @@ impl Gateway {
         let r = Call {
             body,
             authorization: authorization.as_deref(),
+            metadata,
+            common_name: common_name.as_deref(),
         };
         let streamed = (r, body_stream.take(), *max_body);
         let Gateway {

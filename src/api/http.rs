@@ -60,6 +60,8 @@ impl HttpHandler for HttpApi {
         let gateway = self.gateway.clone();
         Box::pin(async move {
             match request.path.as_str() {
+                // A CORS preflight: etcd answers it for any path, with its CORS headers.
+                _ if request.method == "OPTIONS" => response(200, "", Vec::new()),
                 "/health" => health(&server, &request.method, &request.query).await,
                 "/version" => version(&request),
                 "/metrics" => metrics(&server),
@@ -73,6 +75,7 @@ pub(super) fn response(status: u16, content_type: &'static str, body: Vec<u8>) -
     HttpResponse {
         status,
         content_type,
+        headers: Vec::new(),
         body: HttpBody::Full(body),
     }
 }

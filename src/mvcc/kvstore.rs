@@ -211,6 +211,10 @@ impl KvStore {
 
     /// A read at the current revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        // etcd's gRPC layer refuses a range without a key before it reads anything.
+        if req.key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
         self.check_size(req.encoded_len())?;
         self.range_at(req, self.current_rev)
     }

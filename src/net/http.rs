@@ -31,6 +31,11 @@ pub struct HttpRequest {
     pub query: String,
     /// The `Authorization` header: the gateway's callers send their auth token in it.
     pub authorization: Option<String>,
+    /// `Grpc-Metadata-<name>` headers as (name, value), name in lower case: grpc-gateway
+    /// passes them to the call as its metadata.
+    pub metadata: Vec<(String, String)>,
+    /// The Common Name of the client's TLS certificate, if it presented one.
+    pub common_name: Option<String>,
     /// Empty when the body is streamed.
     pub body: Bytes,
     /// The body as it comes, if streamed; it ends with the body or at a read error.
@@ -44,7 +49,10 @@ pub type BodyStream = BoxStream<'static, Bytes>;
 
 pub struct HttpResponse {
     pub status: u16,
+    /// Empty for no `Content-Type` header.
     pub content_type: &'static str,
+    /// Headers beyond the content type and etcd's CORS headers, which every answer has.
+    pub headers: Vec<(&'static str, &'static str)>,
     pub body: HttpBody,
 }
 
@@ -126,7 +134,7 @@ pub async fn serve_clients(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ListenError> {
     router
-        .serve_with_shutdown(listens[0].addr, shutdown)
+        .serve_with_shutdown(listens[0].tcp()?, shutdown)
         .await
         .map_err(|e| ListenError {
             url: super::urls(&listens),
@@ -228,6 +236,18 @@ mod real {
                         .get(http::header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string),
+                    metadata: parts
+                        .headers
+                        .iter()
+                        .filter_map(|(name, value)| {
+                            let name = name.as_str().strip_prefix("grpc-metadata-")?;
+                            Some((name.to_string(), value.to_str().ok()?.to_string()))
+                        })
+                        .collect(),
+                    common_name: parts
+                        .extensions
+                        .get::<super::super::ConnInfo>()
+                        .and_then(|c| c.common_name.clone()),
                     body,
                     body_stream,
                     max_body,
@@ -237,10 +257,24 @@ mod real {
         }
     }
 
+    /// The CORS headers etcd's HTTP handler sends with every answer.
+    const CORS: [(&str, &str); 3] = [
+        (
+            "access-control-allow-headers",
+            "accept, content-type, authorization",
+        ),
+        (
+            "access-control-allow-methods",
+            "POST, GET, OPTIONS, PUT, DELETE",
+        ),
+        ("access-control-allow-origin", "*"),
+    ];
+
     fn plain(status: u16, text: &str) -> HttpResponse {
         HttpResponse {
             status,
             content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
             body: HttpBody::Full(text.as_bytes().to_vec()),
         }
     }
@@ -252,10 +286,16 @@ mod real {
                 chunks.map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c)))),
             )),
         };
-        http::Response::builder()
-            .status(r.status)
-            .header(http::header::CONTENT_TYPE, r.content_type)
+        let mut builder = http::Response::builder().status(r.status);
+        // etcd's HTTP handler allows any origin (its default `--cors`).
+        for (name, value) in CORS.iter().chain(&r.headers) {
+            builder = builder.header(*name, *value);
+        }
+        if !r.content_type.is_empty() {
+            builder = builder.header(http::header::CONTENT_TYPE, r.content_type);
+        }
+        builder
             .body(body)
-            .expect("a status code and a static content type make a valid response")
+            .expect("a status code and static headers make a valid response")
     }
 }

@@ -1,5 +1,5 @@
-//! The listeners of one kind (client or peer): every listen URL bound, each served in
-//! plaintext or TLS, their connections merged into one stream for tonic. A TLS handshake
+//! The listeners of one kind (client or peer): every listen URL bound (a TCP port, or a
+//! unix socket for `unix://` and `unixs://`), each served in plaintext or TLS, their connections merged into one stream for tonic. A TLS handshake
 //! runs on a task of its own, so a slow or silent client never holds up the others.
 
 use std::io;
@@ -8,11 +8,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 
 use super::tls::{ConnInfo, Tls};
-use super::{Listen, ListenError};
+use super::{Bind, Listen, ListenError};
 use crate::runtime::Clock;
 
 /// A client that has not finished its handshake by then is dropped.
@@ -28,40 +28,78 @@ pub(super) async fn incoming(
 ) -> Result<impl futures::Stream<Item = io::Result<Conn>>, ListenError> {
     let (tx, mut rx) = mpsc::channel(ACCEPTED_QUEUE);
     for listen in listens {
-        let listener = TcpListener::bind(listen.addr)
-            .await
-            .map_err(|source| ListenError {
-                url: listen.url.clone(),
-                source,
-            })?;
-        tokio::spawn(accept(listener, listen.tls, tx.clone()));
+        let failed = |source| ListenError {
+            url: listen.url.clone(),
+            source,
+        };
+        match &listen.bind {
+            Bind::Tcp(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(failed)?;
+                tokio::spawn(accept(listener, listen.tls, tx.clone()));
+            }
+            Bind::Unix(path) => {
+                // A socket file left by an earlier run is replaced, as etcd replaces it.
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(failed(e)),
+                    _ => {}
+                }
+                let listener = UnixListener::bind(path).map_err(failed)?;
+                tokio::spawn(accept(listener, listen.tls, tx.clone()));
+            }
+        }
     }
     Ok(futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|c| c.map(Ok))
     }))
 }
 
+/// A bound socket of either kind.
+trait Accept: Send + 'static {
+    type Stream: Io + 'static;
+    /// The next connection, and who is at its other end (for logs).
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, String)>>;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, String)>> {
+        self.poll_accept(cx).map_ok(|(tcp, remote)| {
+            // As tonic's own listener does: responses are small and latency matters.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("connection from {remote}: cannot set TCP_NODELAY: {e}");
+            }
+            (tcp, remote.to_string())
+        })
+    }
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, String)>> {
+        self.poll_accept(cx)
+            .map_ok(|(stream, _)| (stream, "a unix socket".to_string()))
+    }
+}
+
 /// Accepts on `listener` until the server stops taking connections.
-async fn accept(listener: TcpListener, tls: Option<Tls>, tx: mpsc::Sender<Conn>) {
+async fn accept(listener: impl Accept, tls: Option<Tls>, tx: mpsc::Sender<Conn>) {
     let names_user = tls.as_ref().is_some_and(|t| t.client_cert_auth);
     let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server));
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = std::future::poll_fn(|cx| listener.poll_next(cx)) => accepted,
             () = tx.closed() => return,
         };
         let (tcp, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!("accept on {:?}: {e}", listener.local_addr().ok());
+                tracing::warn!("accept: {e}");
                 Clock.sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        // As tonic's own listener does: responses are small and latency matters.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!("connection from {remote}: cannot set TCP_NODELAY: {e}");
-        }
         let Some(acceptor) = acceptor.clone() else {
             if tx.send(Conn::new(tcp, ConnInfo::default())).await.is_err() {
                 return;

@@ -21,12 +21,36 @@ pub use http::{
 };
 pub use tls::{ConnInfo, Tls, TlsSpec};
 
-/// One listen URL: the address to bind and, for an `https://` URL, its TLS.
+/// One listen URL: where to bind and, for an `https://` or `unixs://` URL, its TLS.
 #[derive(Clone, Debug)]
 pub struct Listen {
     pub url: String,
-    pub addr: SocketAddr,
+    pub bind: Bind,
     pub tls: Option<Tls>,
+}
+
+/// Where a listen URL is bound.
+#[derive(Clone, Debug)]
+pub enum Bind {
+    Tcp(SocketAddr),
+    /// `unix://` and `unixs://`: a socket file named by the URL's `host:port`, relative to
+    /// the working directory, as etcd names it (`unix://localhost:2379` binds
+    /// `./localhost:2379`). The simulator has no unix sockets.
+    Unix(std::path::PathBuf),
+}
+
+impl Listen {
+    /// The TCP address, or an error naming the URL: the simulator binds nothing else.
+    #[cfg(madsim)]
+    fn tcp(&self) -> Result<SocketAddr, ListenError> {
+        match &self.bind {
+            Bind::Tcp(addr) => Ok(*addr),
+            Bind::Unix(_) => Err(ListenError {
+                url: self.url.clone(),
+                source: io::Error::other("unix sockets are not simulated"),
+            }),
+        }
+    }
 }
 
 /// A listener that could not be bound, or failed.
@@ -62,7 +86,7 @@ pub async fn serve_peers(
 ) -> Result<(), ListenError> {
     let urls = urls(&listens);
     router
-        .serve(listens[0].addr)
+        .serve(listens[0].tcp()?)
         .await
         .map_err(|e| ListenError {
             url: urls,

@@ -82,11 +82,16 @@ pub async fn cluster_at_start(
         }
     }
     let mut id = match cfg.initial_cluster_state {
-        ClusterState::New => Identity {
-            member_id: cfg.member_id(),
-            cluster_id: cfg.cluster_id(),
-            cluster: initial_members(cfg),
-        },
+        ClusterState::New => {
+            if !Wal::exists(disk, wal_dir) {
+                refuse_if_bootstrapped(cfg, dialer).await?;
+            }
+            Identity {
+                member_id: cfg.member_id(),
+                cluster_id: cfg.cluster_id(),
+                cluster: initial_members(cfg),
+            }
+        }
         ClusterState::Existing => existing_cluster(cfg, dialer).await?,
     };
     let mut st = lock(store);
@@ -111,6 +116,32 @@ fn initial_members(cfg: &ServerConfig) -> RaftCluster {
         peer_ur_ls: m.peer_urls.iter().map(ToString::to_string).collect(),
         ..Member::default()
     }))
+}
+
+/// A member of a new cluster that has no data yet must not be one that already started:
+/// its data directory was wiped, and with an empty log it would vote as if it had never
+/// promised anything, and could help elect a leader without committed entries. As etcd's
+/// `isMemberBootstrapped`, each other member of `--initial-cluster` is asked once; if one
+/// lists this member with client URLs (published once it started), the start stops with
+/// etcd's message. Peers that do not answer (all of a new cluster starting) are no proof.
+async fn refuse_if_bootstrapped(cfg: &ServerConfig, dialer: &Dialer) -> Result<(), BootError> {
+    let me = cfg.member_id();
+    let peers = cfg.initial_cluster.iter().filter(|m| m.id != me);
+    for url in peers.flat_map(|m| m.peer_urls.iter().map(ToString::to_string)) {
+        let Some(resp) = ask_members(dialer, &url).await else {
+            continue;
+        };
+        if resp
+            .members
+            .iter()
+            .any(|m| m.id == me && !m.client_ur_ls.is_empty())
+        {
+            return Err(BootError::Stopped(format!(
+                "member {me:x} has already been bootstrapped"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Asks the other members of `--initial-cluster` for the cluster until one lists this

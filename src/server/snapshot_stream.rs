@@ -18,7 +18,6 @@ use sha2::{Digest, Sha256};
 
 use super::error::{Error, Result};
 use super::store::{lock, SharedStore};
-use super::SERVER_VERSION;
 use crate::proto::etcdserverpb::SnapshotResponse;
 use crate::runtime::{Disk, DiskFile, OpenMode};
 
@@ -128,7 +127,6 @@ impl Copy {
             return Ok(self.sha.take().map(|sha| SnapshotResponse {
                 remaining_bytes: 0,
                 blob: sha.finalize().to_vec(),
-                version: SERVER_VERSION.to_string(),
                 ..Default::default()
             }));
         }
@@ -142,7 +140,6 @@ impl Copy {
         Ok(Some(SnapshotResponse {
             remaining_bytes: self.len - self.sent,
             blob,
-            version: SERVER_VERSION.to_string(),
             ..Default::default()
         }))
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use etcd_client::Client;
 
 /// A member process, killed (kill -9) when dropped, however the test ends.
-pub struct Process(Child);
+pub struct Process(pub Child);
 
 impl Drop for Process {
     fn drop(&mut self) {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::history::{History, Status};
+use super::infer::Proof;
 use super::model::{Model, SeqModel};
 use super::wgl::Failure;
 
@@ -89,6 +90,27 @@ impl Report {
             window,
             tried,
             ops,
+        }
+    }
+}
+
+impl Report {
+    /// The report of a refutation without search ([`super::infer`]): the two operations
+    /// and the counter between them.
+    pub fn proof(h: &History, kind: Model, key: Option<String>, p: &Proof) -> Report {
+        let window = vec![p.first, p.second];
+        Report {
+            model: kind,
+            key,
+            blocking: p.second,
+            observer: None,
+            tried: vec![Attempt {
+                state: p.state.clone(),
+                after: vec![p.first],
+                outcomes: vec![(p.second, p.why.clone())],
+            }],
+            ops: window.iter().map(|&i| (i, h.describe(i))).collect(),
+            window,
         }
     }
 }

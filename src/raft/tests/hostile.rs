@@ -11,6 +11,7 @@ use proptest::prelude::*;
 use prost::Message as _;
 
 use super::network::Network;
+use super::replication::msg;
 use crate::proto::raftpb::{
     ConfChange, ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata,
 };
@@ -368,16 +369,6 @@ fn named_malformed_messages_are_rejected() {
     let leader = |n: &mut Network| {
         n.campaign(1);
         n.propose(1, b"x").unwrap();
-    };
-    let msg = |t: MessageType, from: u64, to: u64, term: u64| {
-        let mut m = Message {
-            from,
-            to,
-            term,
-            ..Message::default()
-        };
-        m.set_type(t);
-        m
     };
     let mut n = Network::new(&IDS);
     leader(&mut n);
