@@ -38,6 +38,8 @@ mod cli {
 
     /// Marks the line a child process reports its simulated time on.
     const SIMULATED: &str = "child-simulated-ns=";
+    /// How a run's failure starts when the checker could not decide its history.
+    const UNKNOWN: &str = "linearizability unknown";
 
     struct Args {
         scenario: Option<PathBuf>,
@@ -156,13 +158,14 @@ mod cli {
                 let seeds = chunk.clone().map_or(pinned, |r| r.collect());
                 for seed in seeds {
                     let began = Instant::now();
-                    let (passed, took) = if sweep && !args.child {
+                    let (passed, unknown, took) = if sweep && !args.child {
                         in_child(path, seed, &args, &prefix(s))
                     } else {
                         here(s, seed, &args, &prefix(s))
                     };
                     let run = Run {
                         passed,
+                        unknown,
                         simulated: took,
                         wall: began.elapsed(),
                     };
@@ -206,6 +209,8 @@ mod cli {
     /// What one run took.
     struct Run {
         passed: bool,
+        /// The checker could not decide the history (which fails the run too).
+        unknown: bool,
         simulated: Duration,
         wall: Duration,
     }
@@ -215,6 +220,7 @@ mod cli {
     struct Tally {
         runs: u64,
         failed: u64,
+        unknown: u64,
         simulated: Duration,
         wall: Duration,
     }
@@ -223,6 +229,7 @@ mod cli {
         fn add(&mut self, run: &Run) {
             self.runs += 1;
             self.failed += u64::from(!run.passed);
+            self.unknown += u64::from(run.unknown);
             self.simulated += run.simulated;
             self.wall += run.wall;
         }
@@ -230,10 +237,11 @@ mod cli {
         fn line(&self, wall: Duration) -> String {
             let secs = wall.as_secs_f64();
             format!(
-                "runs={} failed={} simulated={:.1}s wall={secs:.1}s \
+                "runs={} failed={} unknown={} simulated={:.1}s wall={secs:.1}s \
                  simulated_per_wall={:.2} seeds_per_minute={:.1}",
                 self.runs,
                 self.failed,
+                self.unknown,
                 self.simulated.as_secs_f64(),
                 self.simulated.as_secs_f64() / secs,
                 self.runs as f64 * 60.0 / secs
@@ -241,10 +249,11 @@ mod cli {
         }
     }
 
-    /// Runs `seed` in this process and prints its report; returns whether it passed and
-    /// the simulated time.
-    fn here(s: &Scenario, seed: u64, args: &Args, prefix: &str) -> (bool, Duration) {
+    /// Runs `seed` in this process and prints its report; returns whether it passed,
+    /// whether the checker answered unknown, and the simulated time.
+    fn here(s: &Scenario, seed: u64, args: &Args, prefix: &str) -> (bool, bool, Duration) {
         let o = run_fresh(s, seed);
+        let unknown = o.failures.iter().any(|f| f.starts_with(UNKNOWN));
         println!("{prefix}{}", o.line());
         if !o.passed() {
             for f in &o.failures {
@@ -266,12 +275,17 @@ mod cli {
         if args.child {
             println!("{SIMULATED}{}", o.simulated.as_nanos());
         }
-        (o.passed(), o.simulated)
+        (o.passed(), unknown, o.simulated)
     }
 
     /// Runs `seed` of the scenario at `path` in a child process, passing its report
     /// through; returns whether it passed and the simulated time.
-    fn in_child(path: &std::path::Path, seed: u64, args: &Args, prefix: &str) -> (bool, Duration) {
+    fn in_child(
+        path: &std::path::Path,
+        seed: u64,
+        args: &Args,
+        prefix: &str,
+    ) -> (bool, bool, Duration) {
         let exe = std::env::current_exe().expect("the running binary has a path");
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("--scenario")
@@ -284,13 +298,17 @@ mod cli {
         }
         let out = cmd.output().expect("a child run starts");
         let mut took = Duration::ZERO;
+        let mut unknown = false;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
+            unknown |= line
+                .strip_prefix("  failure: ")
+                .is_some_and(|f| f.starts_with(UNKNOWN));
             match line.strip_prefix(SIMULATED) {
                 Some(ns) => took = Duration::from_nanos(ns.parse().unwrap_or(0)),
                 None if line.starts_with("seed=") => println!("{prefix}{line}"),
                 None => println!("{line}"),
             }
         }
-        (out.status.success(), took)
+        (out.status.success(), unknown, took)
     }
 }
