@@ -421,7 +421,10 @@ impl WatchableStore {
                 let Some(w) = self.watchers.get(&key) else {
                     continue;
                 }; // stream closed
-                let evs: Vec<Event> = history.iter().filter(|e| w.wants(e)).cloned().collect();
+                let mut evs: Vec<Event> = history.iter().filter(|e| w.wants(e)).cloned().collect();
+                if evs.len() > 1 && crate::runtime::planted(crate::runtime::Bug::WatchCatchUpSkip) {
+                    evs.remove(0);
+                }
                 if evs.is_empty() {
                     // A watcher that starts later than this window stays where it is.
                     let w = self.watchers.get_mut(&key).expect("watcher exists");

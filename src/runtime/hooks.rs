@@ -17,6 +17,9 @@ pub enum Bug {
     /// The Lock service answers at once, without waiting for earlier contenders' keys to go,
     /// so two clients hold a lock together.
     LockNoWait,
+    /// A watcher that fell behind (created at a past revision, or resumed) loses the first
+    /// event of its catch-up from the store's history.
+    WatchCatchUpSkip,
 }
 
 impl Bug {
@@ -26,6 +29,7 @@ impl Bug {
             Bug::StaleRead => "stale-read",
             Bug::AckBeforeFsync => "ack-before-fsync",
             Bug::LockNoWait => "lock-no-wait",
+            Bug::WatchCatchUpSkip => "watch-catch-up-skip",
         }
     }
 }
