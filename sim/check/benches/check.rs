@@ -8,6 +8,8 @@
 //! `DETCD_CHECK_TIME_LIMIT` (seconds, default 60) and `DETCD_CHECK_MEMORY_LIMIT` (MB, default
 //! 1024) bound each check. Columns: wall and CPU time of the check; peak memory, the most
 //! heap the process held during parse and check (counted by the allocator below).
+//! `DETCD_CHECK_WRITE_DIR=DIR` also writes each history to `DIR/<line>.jsonl` (e.g.
+//! `kv-1-key-20-p-10000-StaleRead.jsonl`), for other checkers (`sim/check/porcupine`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
@@ -105,6 +107,11 @@ fn run(label: &str, model: Model, base: GenConfig, anomalies: &[Option<Anomaly>]
             .iter()
             .map(|e| serde_json::to_string(e).expect("events serialize") + "\n")
             .collect();
+        if let Ok(dir) = std::env::var("DETCD_CHECK_WRITE_DIR") {
+            let name = format!("{label} {} {name}", cfg.ops).replace([' ', ','], "-");
+            let path = std::path::Path::new(&dir).join(name.replace("--", "-") + ".jsonl");
+            std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
         reset_peak();
         let started = Instant::now();
         let h = parse_str(&text).expect("generated histories parse");
@@ -189,12 +196,14 @@ fn main() -> ExitCode {
             },
             all,
         );
-        unknown += run(
-            "100 keys, 20 p",
-            Model::Etcd,
-            shape(10_000, 100, 20, 10),
-            all,
-        );
+        for (label, cfg) in [
+            ("100 keys, 20 p", shape(10_000, 100, 20, 10)),
+            ("1 key, 20 p", shape(10_000, 1, 20, 10)),
+            ("1 key, 20 p, 5% crashes", shape(1_000, 1, 20, 50)),
+            ("100 keys, 5 p", shape(100_000, 100, 5, 10)),
+        ] {
+            unknown += run(label, Model::Etcd, cfg, all);
+        }
     }
     if unknown > 0 {
         println!("{unknown} checks answered \"unknown\"");

@@ -48,7 +48,11 @@ pub struct Failure<S> {
 
 #[derive(Clone, Debug)]
 pub enum Outcome<S> {
-    Linearizable,
+    /// `order`: the operations (history indices) in the order found; `info` operations
+    /// left out never took effect (or did after the last operation in it).
+    Linearizable {
+        order: Vec<usize>,
+    },
     NotLinearizable(Failure<S>),
     /// The budget ran out; `window` holds the operations (history indices) the search was
     /// stuck on furthest in, or those before the first completion it had not passed.
@@ -178,6 +182,20 @@ pub fn search<M: SeqModel>(
     ops: &[usize],
     meter: &mut Meter,
 ) -> Outcome<M::State> {
+    search_after(h, model, ops, &vec![None; ops.len()], meter)
+}
+
+/// [`search`] where operation `j` may be linearized only after `after[j]` (both
+/// partition-local), for constraints the model alone does not know. Each chain of
+/// interchangeable `info` operations ([`info::gates`]) must have its `after` operations in
+/// revision order along it, or the search is no longer complete.
+pub fn search_after<M: SeqModel>(
+    h: &History,
+    model: &M,
+    ops: &[usize],
+    after: &[Option<usize>],
+    meter: &mut Meter,
+) -> Outcome<M::State> {
     let deadline = info::deadlines(h, ops);
     let mut list = Entries::new(h, ops, &deadline);
     let required = |j: usize| deadline[j].is_some();
@@ -211,7 +229,9 @@ pub fn search<M: SeqModel>(
             "{remaining} ok operations left but the list is exhausted"
         );
         let (j, is_call) = list.node[node];
-        let open = optional_pass != required(j) && gate[j].is_none_or(|g| applied[g]);
+        let open = optional_pass != required(j)
+            && gate[j].is_none_or(|g| applied[g])
+            && after[j].is_none_or(|g| applied[g]);
         // Whether this configuration is known to lead nowhere.
         let mut dead = false;
         if is_call && open {
@@ -255,7 +275,9 @@ pub fn search<M: SeqModel>(
             }
         }
     }
-    Outcome::Linearizable
+    Outcome::Linearizable {
+        order: stack.iter().map(|&(j, _)| ops[j]).collect(),
+    }
 }
 
 /// Chains the puts and cas of `ops` that report a revision in revision order: each
@@ -378,7 +400,7 @@ mod tests {
     #[test]
     fn concurrent_operations_may_take_effect_in_either_order() {
         let out = run("1 invoke put k v1\n2 invoke put k v2\n3 invoke get k\n1 ok put k\n2 ok put k\n3 ok get k v1");
-        assert!(matches!(out, Outcome::Linearizable), "{out:?}");
+        assert!(matches!(out, Outcome::Linearizable { .. }), "{out:?}");
     }
 
     #[test]
@@ -400,12 +422,12 @@ mod tests {
     #[test]
     fn an_info_write_may_happen_late_or_never() {
         let late = "1 invoke put k v1\n1 info put k\n2 invoke get k\n2 ok get k nil\n2 invoke get k\n2 ok get k v1";
-        assert!(matches!(run(late), Outcome::Linearizable));
+        assert!(matches!(run(late), Outcome::Linearizable { .. }));
         let never = "1 invoke put k v1\n1 info put k\n2 invoke get k\n2 ok get k nil";
-        assert!(matches!(run(never), Outcome::Linearizable));
+        assert!(matches!(run(never), Outcome::Linearizable { .. }));
         let missing = "1 invoke put k v1\n2 invoke get k\n2 ok get k v1";
         assert!(
-            matches!(run(missing), Outcome::Linearizable),
+            matches!(run(missing), Outcome::Linearizable { .. }),
             "a missing completion is info"
         );
     }
