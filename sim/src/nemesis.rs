@@ -10,7 +10,8 @@ use std::time::Duration;
 use detcd::proto::etcdserverpb::cluster_client::ClusterClient;
 use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use detcd::proto::etcdserverpb::{
-    MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, StatusRequest,
+    DefragmentRequest, MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MoveLeaderRequest, StatusRequest,
 };
 use detcd::runtime::{seeded_rng, Clock, CrashPoint, Fault as DiskFault, IoOp};
 use detcd_check::fault::Fault;
@@ -467,6 +468,24 @@ impl<'a> Nemesis<'a> {
                 }
             }
             Action::MoveLeader { to } => self.move_leader(to).await,
+            Action::Defragment { member } => {
+                for i in self.resolve(member).await {
+                    let r = self
+                        .on_ctl(async move {
+                            let mut m = MaintenanceClient::connect(client_url(i))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            let call = m.defragment(DefragmentRequest {});
+                            match tokio::time::timeout(Duration::from_secs(10), call).await {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err(s)) => Err(s.message().to_string()),
+                                Err(_) => Err("timeout".to_string()),
+                            }
+                        })
+                        .await;
+                    self.note(format!("defragment m{i}: {r:?}"));
+                }
+            }
             Action::MemberAdd {
                 learner,
                 start,

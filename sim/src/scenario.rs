@@ -186,6 +186,11 @@ pub enum Action {
     CrashRecover {
         member: Target,
     },
+    /// Maintenance Defragment of the member's backend; its answer is only noted (a crash
+    /// point may cut it short).
+    Defragment {
+        member: Target,
+    },
     /// Maintenance MoveLeader, asked of the current leader.
     MoveLeader {
         to: Target,

@@ -87,6 +87,7 @@ scenarios! {
     lock_safety => "lock-safety",
     split_2_1_while_adding => "split-2-1-while-adding",
     crash_points => "crash-points",
+    crash_points_snapshot => "crash-points-snapshot",
 }
 
 /// Runs `detcd-sim --scenario scenarios/rolling-restart.toml --seed N` and returns its one line. A
