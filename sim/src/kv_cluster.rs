@@ -114,6 +114,28 @@ fn boot(
     }
 }
 
+/// Runs `call` until it answers, every 100 ms for up to 30 simulated seconds; panics
+/// naming `what` with the last error after that.
+pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = detcd::runtime::Clock.now();
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what} kept failing: {e}"
+            ),
+        }
+        detcd::runtime::Clock
+            .sleep(Duration::from_millis(100))
+            .await;
+    }
+}
+
 /// Every member's HashKV at the one revision all of `members` report, once they do. Run it
 /// on a client node: the simulation's main task has no network address.
 pub async fn converged_hashes(members: &[usize], deadline: Duration) -> Result<Converged, String> {

@@ -5,7 +5,6 @@
 
 #![cfg(madsim)]
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,31 +18,12 @@ use detcd::proto::etcdserverpb::{
     AuthenticateRequest, PutRequest, RangeRequest, StatusRequest,
 };
 use detcd::runtime::Clock;
-use detcd_sim::kv_cluster::{client_url, KvCluster};
+use detcd_sim::kv_cluster::{client_url, retry, KvCluster};
 use madsim::runtime::{Handle, Runtime};
 use madsim::Config;
 use tokio::time::Instant;
 
 const MEMBERS: usize = 3;
-
-/// Runs `call` until it succeeds, for up to 30 simulated seconds.
-async fn retry<T, F, Fut>(what: &str, mut call: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Clock.now();
-    loop {
-        match call().await {
-            Ok(v) => return v,
-            Err(e) => assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{what} kept failing: {e}"
-            ),
-        }
-        Clock.sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn auth(i: usize) -> Result<AuthClient<tonic::transport::Channel>, String> {
     AuthClient::connect(client_url(i))

@@ -6,7 +6,6 @@
 
 #![cfg(madsim)]
 
-use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,31 +15,13 @@ use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use detcd::proto::etcdserverpb::{AlarmMember, AlarmRequest, AlarmType, PutRequest, StatusRequest};
 use detcd::runtime::Clock;
-use detcd_sim::kv_cluster::{client_url, KvCluster};
+use detcd_sim::kv_cluster::{client_url, retry, KvCluster};
 use madsim::runtime::{Handle, Runtime};
 use madsim::Config;
 use redb::ReadableTable;
 
 const MEMBERS: usize = 3;
 const INTERVAL: Duration = Duration::from_secs(1);
-
-async fn retry<T, F, Fut>(what: &str, mut call: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Clock.now();
-    loop {
-        match call().await {
-            Ok(v) => return v,
-            Err(e) => assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{what} kept failing: {e}"
-            ),
-        }
-        Clock.sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn put(key: &str) -> PutRequest {
     PutRequest {

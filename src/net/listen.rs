@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::tls::{ConnInfo, Tls};
 use super::{Bind, Listen, ListenError};
-use crate::runtime::Clock;
+use crate::runtime::{Clock, Disk, RealDisk};
 
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,7 +39,7 @@ pub(super) async fn incoming(
             }
             Bind::Unix(path) => {
                 // A socket file left by an earlier run is replaced, as etcd replaces it.
-                match std::fs::remove_file(path) {
+                match RealDisk.remove(path) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(failed(e)),
                     _ => {}
                 }

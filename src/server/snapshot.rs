@@ -446,8 +446,11 @@ async fn write_chunks(
         drop(file);
         // Checked under its partial name: the caller removes it if it fails, and a crash
         // before the rename leaves nothing boot would swap in.
-        snapshot_rows::check(disk.as_ref(), &partial)
-            .map_err(|e| Status::data_loss(format!("received snapshot database refused: {e}")))?;
+        snapshot_rows::check(disk.as_ref(), &partial).map_err(|e| {
+            Status::data_loss(format!(
+                "received snapshot database fails its integrity check: {e}"
+            ))
+        })?;
         disk.rename(&partial, &done)
             .map_err(|e| internal("renaming the snapshot file", &e))?;
         disk.sync_dir(&dir)
