@@ -38,6 +38,10 @@ pub struct Config {
     pub disable_proposal_forwarding: bool,
     /// Seed of the randomized election timeout.
     pub seed: u64,
+    /// A planted bug, for the simulator to show it is caught: votes are granted without
+    /// checking that the candidate's log is at least as up to date (Raft's election
+    /// restriction), so a leader may lack committed entries and overwrite them.
+    pub vote_ignores_log: bool,
 }
 
 impl Config {
@@ -59,6 +63,7 @@ impl Config {
             read_only_option: ReadOnlyOption::Safe,
             disable_proposal_forwarding: false,
             seed: id,
+            vote_ignores_log: false,
         }
     }
 

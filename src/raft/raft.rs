@@ -484,7 +484,8 @@ impl<S: Storage> Raft<S> {
         let can_vote = self.vote == m.from
             || (self.vote == 0 && self.lead == 0)
             || (t == MessageType::MsgPreVote && m.term > self.term);
-        let grant = can_vote && self.raft_log.is_up_to_date(m.index, m.log_term);
+        let grant = can_vote
+            && (self.cfg.vote_ignores_log || self.raft_log.is_up_to_date(m.index, m.log_term));
         let committed = self.raft_log.committed;
         let mut r = Message {
             to: m.from,

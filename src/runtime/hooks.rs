@@ -17,6 +17,8 @@ pub enum Bug {
     /// The Lock service answers at once, without waiting for earlier contenders' keys to go,
     /// so two clients hold a lock together.
     LockNoWait,
+    /// Votes are granted without Raft's check that the candidate's log is up to date.
+    VoteIgnoresLog,
     /// A watcher that fell behind (created at a past revision, or resumed) loses the first
     /// event of its catch-up from the store's history.
     WatchCatchUpSkip,
@@ -30,6 +32,7 @@ impl Bug {
             Bug::AckBeforeFsync => "ack-before-fsync",
             Bug::LockNoWait => "lock-no-wait",
             Bug::WatchCatchUpSkip => "watch-catch-up-skip",
+            Bug::VoteIgnoresLog => "vote-ignores-log",
         }
     }
 }

@@ -67,6 +67,7 @@ pub fn start<S: StateMachine>(
     raft_cfg.election_tick = cfg.election_ticks;
     raft_cfg.heartbeat_tick = cfg.heartbeat_ticks;
     raft_cfg.seed = cfg.seed;
+    raft_cfg.vote_ignores_log = runtime::planted(Bug::VoteIgnoresLog);
     let node = RawNode::new(raft_cfg, storage)?;
     let (status_tx, status_rx) = watch::channel(MemberStatus::default());
     let (proposals_tx, proposals) = mpsc::channel(QUEUE_LEN);
