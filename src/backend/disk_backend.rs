@@ -16,24 +16,41 @@ impl DiskBackend {
     }
 }
 
+impl DiskBackend {
+    /// `e` with the operation and the database file named, so a member that stops on it
+    /// says which file failed and how (the errno stays in the message).
+    fn named(&self, op: &str, e: io::Error) -> io::Error {
+        io::Error::new(
+            e.kind(),
+            format!("{op} {}: {e}", self.file.path().display()),
+        )
+    }
+}
+
 impl redb::StorageBackend for DiskBackend {
     fn len(&self) -> io::Result<u64> {
-        self.file.len()
+        self.file.len().map_err(|e| self.named("stat", e))
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        self.file.read_at(offset, out)
+        self.file
+            .read_at(offset, out)
+            .map_err(|e| self.named("read", e))
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        self.file
+            .set_len(len)
+            .map_err(|e| self.named("truncate", e))
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.file.sync()
+        self.file.sync().map_err(|e| self.named("fsync", e))
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.file.write_at(offset, data)
+        self.file
+            .write_at(offset, data)
+            .map_err(|e| self.named("write", e))
     }
 }

@@ -122,8 +122,10 @@ impl Backend {
         if let Some(h) = &self.commit_latency {
             h.observe((Clock.now() - start).as_secs_f64());
         }
+        // A new transaction even after a failed commit: readers still find one open.
+        let begun = self.begin();
         committed.map_err(be)?;
-        self.begin()?;
+        begun?;
         self.crash_point(CrashPoint::BackendAfterCommit)
     }
 
@@ -217,13 +219,39 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{CrashMode, SimDisk};
+    use crate::runtime::{CrashMode, Fault, IoOp, SimDisk};
 
     fn committed(b: &Backend) -> Option<u64> {
         let rt = b.begin_read().unwrap();
         let t = rt.open_table(META).unwrap();
         let v = t.get(b"x".as_slice()).unwrap()?;
         Some(u64::from_be_bytes(v.value().try_into().unwrap()))
+    }
+
+    /// A failing disk is an error that names the file and the errno, for the member to
+    /// stop on; and a crash point armed on the disk fails the commit it precedes.
+    #[test]
+    fn disk_failures_name_the_file() {
+        let disk = SimDisk::new(1);
+        let path = Path::new("/d/db");
+        let mut b = Backend::open(&disk, path).unwrap();
+        put_u64(b.tx(), META, b"x", 1).unwrap();
+        disk.inject(Fault::Eio {
+            op: IoOp::Sync,
+            path: path.into(),
+            count: 1,
+        });
+        let e = b.commit().unwrap_err().to_string();
+        assert!(e.contains("fsync /d/db") && e.contains("os error 5"), "{e}");
+        disk.heal();
+        let mut b = Backend::open(&disk, Path::new("/d/db2")).unwrap();
+        disk.inject(Fault::CrashAt {
+            point: CrashPoint::BackendBeforeCommit,
+            nth: 1,
+        });
+        let e = b.commit().unwrap_err().to_string();
+        assert!(e.contains("backend-before-commit"), "{e}");
+        assert_eq!(disk.lost_power_at(), Some(CrashPoint::BackendBeforeCommit));
     }
 
     /// Readers of [`Backend::begin_read`] see commits only, and a crash keeps exactly the
