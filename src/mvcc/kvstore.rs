@@ -10,6 +10,7 @@ use redb::ReadableTable;
 use super::error::{Error, Result};
 use super::key_range::KeyRange;
 use super::kvstore_compact::Compaction;
+use super::request_check::RequestLimits;
 use super::revision::Revision;
 use super::tree_index::TreeIndex;
 use crate::backend::{be, get_u64, put_u64, Backend, KEY, META};
@@ -37,6 +38,15 @@ pub struct Config {
     pub quota_bytes: u64,
     /// Revisions removed per backend commit by compaction, so writes interleave.
     pub compaction_batch_limit: usize,
+}
+
+impl Config {
+    pub fn limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+        }
+    }
 }
 
 impl Default for Config {

@@ -114,6 +114,10 @@ pub async fn start(
             path: snap_dir.clone(),
             source,
         })?;
+    let limits = mvcc::RequestLimits {
+        max_request_bytes: cfg.max_request_bytes as usize,
+        max_txn_ops: cfg.max_txn_ops,
+    };
     let store_cfg = mvcc::Config {
         max_request_bytes: cfg.max_request_bytes as usize,
         max_txn_ops: cfg.max_txn_ops,
@@ -233,6 +237,7 @@ pub async fn start(
         snapshots,
         compaction_hashes,
         strict_reconfig_check: cfg.strict_reconfig_check,
+        limits,
         token: cfg.initial_cluster_token.clone(),
         cluster_id,
         member_id,

@@ -21,7 +21,6 @@ use super::store::{lock, LeaseClock, SharedAuth, SharedLessor, SharedStore};
 use super::transport::Transport;
 use super::{alarm, quota, SERVER_VERSION};
 use crate::auth::{AuthInfo, JwtTokens};
-use crate::lease;
 use crate::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
     DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, HashResponse, LeaseGrantRequest,
@@ -37,6 +36,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::internalpb::internal_raft_request::Request;
 use crate::proto::internalpb::{InternalRaftRequest, RequestHeader};
+use crate::{lease, mvcc};
 
 /// How long a leader move may take before the caller is told so.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +63,8 @@ pub struct Server {
     /// `--strict-reconfig-check`: membership changes that could cost the cluster its
     /// quorum are refused.
     pub(super) strict_reconfig_check: bool,
+    /// What a write may be: it is checked against these before it is proposed.
+    pub(super) limits: mvcc::RequestLimits,
     /// The initial cluster token: new member IDs derive from it, as etcd's do.
     pub(super) token: String,
     pub(super) cluster_id: u64,
@@ -127,6 +129,7 @@ impl Server {
         request: Request,
     ) -> Result<R> {
         quota::check(self, &request).await?;
+        self.check_request(&request)?;
         let entry = InternalRaftRequest {
             request: Some(request),
             header: caller.map(|c| RequestHeader {
@@ -136,6 +139,19 @@ impl Server {
         };
         let applied = self.member.propose(entry).await??;
         Ok(R::from_applied(applied).expect("a request applies to the response of its own kind"))
+    }
+
+    /// etcd's request checks, made before proposing so that a bad request never reaches
+    /// the log; the apply makes them again on what the log holds.
+    fn check_request(&self, request: &Request) -> Result<()> {
+        let limits = &self.limits;
+        match request {
+            Request::Put(r) => mvcc::check_put_request(r, limits)?,
+            Request::DeleteRange(r) => mvcc::check_delete_request(r, limits)?,
+            Request::Txn(r) => mvcc::check_txn_request(r, limits)?,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Proposes a write (for `caller`, if any) and completes the header of its response.
