@@ -175,7 +175,10 @@ impl Server {
         if !req.serializable {
             self.read_index().await?;
         }
-        let mut resp = lock(&self.store).kv().range(&req)?;
+        // The index under the store's lock; committed values after it is released, so
+        // that a large range and the applies do not wait for each other.
+        let read = lock(&self.store).kv().begin_range(&req)?;
+        let mut resp = read.finish()?;
         resp.header = self.complete(resp.header);
         Ok(resp)
     }
@@ -298,21 +301,25 @@ impl Server {
         Ok(self.header(Some(revision)))
     }
 
+    /// Hash of the whole backend; the scan reads a view of the last commit, so applies go
+    /// on while it runs.
     pub fn hash(&self) -> Result<HashResponse> {
-        let store = lock(&self.store);
-        let hash = store.kv().hash()?;
+        let (view, revision) = {
+            let mut store = lock(&self.store);
+            (store.kv_mut().committed_view()?, store.kv().rev())
+        };
         Ok(HashResponse {
-            header: self.header(Some(store.kv().rev())),
-            hash,
+            header: self.header(Some(revision)),
+            hash: view.hash()?,
         })
     }
 
     /// HashKV at `revision` (0: the current one). A compacted revision is refused, as
-    /// etcd 3.5.1 refuses it.
+    /// etcd 3.5.1 refuses it. The scan runs without the store's lock.
     pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
-        let store = lock(&self.store);
-        let mut resp = store.kv().hash_kv(revision)?;
-        resp.header = self.header(Some(store.kv().rev()));
+        let read = lock(&self.store).kv_mut().begin_hash_kv(revision)?;
+        let mut resp = read.finish()?;
+        resp.header = self.complete(resp.header);
         Ok(resp)
     }
 
