@@ -26,13 +26,14 @@ use crate::scenario::{Action, Expect, RandomFaults, Scenario, Step, Target};
 /// The WAL directory of every member: where injected EIO lands.
 const WAL_DIR: &str = "/data/member/wal";
 /// Crash points a busy member passes many times a second.
-const PER_READY: [CrashPoint; 6] = [
+const PER_READY: [CrashPoint; 7] = [
     CrashPoint::RaftBeforeSave,
     CrashPoint::RaftAfterSave,
     CrashPoint::BackendBeforeCommit,
     CrashPoint::BackendAfterCommit,
     CrashPoint::BeforeLeaderSend,
     CrashPoint::BeforeFollowerSend,
+    CrashPoint::BeforeSendWatchResponse,
 ];
 /// How long one status call may take before the member counts as unresponsive.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);

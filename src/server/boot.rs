@@ -207,7 +207,7 @@ pub async fn start(
     .map_err(MemberError::from)?;
     let (handle, member_task) = member::start(
         member_cfg,
-        disk,
+        disk.clone(),
         transport.clone(),
         inbound_rx,
         events,
@@ -238,6 +238,7 @@ pub async fn start(
         compaction_hashes,
         strict_reconfig_check: cfg.strict_reconfig_check,
         limits,
+        disk,
         token: cfg.initial_cluster_token.clone(),
         cluster_id,
         member_id,

@@ -36,6 +36,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::internalpb::internal_raft_request::Request;
 use crate::proto::internalpb::{InternalRaftRequest, RequestHeader};
+use crate::runtime::{CrashPoint, Disk};
 use crate::{lease, mvcc};
 
 /// How long a leader move may take before the caller is told so.
@@ -65,6 +66,8 @@ pub struct Server {
     pub(super) strict_reconfig_check: bool,
     /// What a write may be: it is checked against these before it is proposed.
     pub(super) limits: mvcc::RequestLimits,
+    /// The member's disk, for the crash points outside the write path.
+    pub(super) disk: Arc<dyn Disk>,
     /// The initial cluster token: new member IDs derive from it, as etcd's do.
     pub(super) token: String,
     pub(super) cluster_id: u64,
@@ -139,6 +142,12 @@ impl Server {
         };
         let applied = self.member.propose(entry).await??;
         Ok(R::from_applied(applied).expect("a request applies to the response of its own kind"))
+    }
+
+    /// Marks that this member reached `point` outside its write path; an error means its
+    /// (simulated) power failed there, and the caller must stop what it was doing.
+    pub fn crash_point(&self, point: CrashPoint) -> std::io::Result<()> {
+        self.disk.crash_point(point)
     }
 
     /// etcd's request checks, made before proposing so that a bad request never reaches
