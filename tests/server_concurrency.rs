@@ -191,7 +191,8 @@ async fn election_leads_in_creation_order_and_observe_sees_every_change() {
     assert_eq!(seen, [b"a1".to_vec(), b"a2".to_vec(), b"b1".to_vec()]);
 }
 
-/// etcdctl's `lock` runs a command while it holds the lock (through the Lock service).
+/// etcdctl's `lock` runs a command while it holds the lock (etcdctl 3.4 takes it with the
+/// client-side recipe over KV, Watch and Lease, not through the Lock service).
 #[tokio::test]
 async fn etcdctl_lock_runs_a_command_under_the_lock() {
     if !on_path("etcdctl") {
