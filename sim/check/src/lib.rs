@@ -50,6 +50,7 @@ pub mod jepsen;
 pub mod lock;
 pub mod memo;
 pub mod model;
+pub mod order;
 pub mod partition;
 pub mod report;
 pub mod watch;
@@ -185,18 +186,23 @@ fn verdict<M: SeqModel>(
         Outcome::NotLinearizable(f) => Some(Verdict::NotLinearizable(Box::new(Report::new(
             h, kind, model, key, &f,
         )))),
-        Outcome::Unknown { window } => Some(Verdict::Unknown {
-            key,
-            steps: meter.steps(),
-            limit: meter.spent().expect("a search stops early only at a limit"),
-            ops: p.ops.len(),
-            info: p
-                .ops
-                .iter()
-                .filter(|&&i| h.ops[i].status == history::Status::Info)
-                .count(),
-            window,
-        }),
+        Outcome::Unknown { window } => Some(stuck(h, p, meter, window)),
+    }
+}
+
+/// The verdict on partition `p` when the meter ran out with the search stuck on `window`.
+fn stuck(h: &History, p: &Partition, meter: &Meter, window: Vec<usize>) -> Verdict {
+    Verdict::Unknown {
+        key: p.key.map(|k| h.keys[k as usize].clone()),
+        steps: meter.steps(),
+        limit: meter.spent().expect("a search stops early only at a limit"),
+        ops: p.ops.len(),
+        info: p
+            .ops
+            .iter()
+            .filter(|&&i| h.ops[i].status == history::Status::Info)
+            .count(),
+        window,
     }
 }
 
@@ -244,10 +250,14 @@ pub fn linearizable(h: &History, model: Model, options: Options) -> Result<Verdi
         let verdict = match model {
             Model::Register => check_part(h, model, &Register, &p, &mut meter),
             Model::Kv => check_part(h, model, &Kv::observing(h, &p.ops), &p, &mut meter),
-            Model::Etcd => match per_key(h, &p.ops, &mut meter) {
-                Some(Verdict::Linearizable) => None,
-                Some(v) => Some(v),
-                None => check_part(h, model, &Etcd, &p, &mut meter),
+            Model::Etcd => match order::find(h, &p.ops, &mut meter) {
+                order::Found::Order(_) => None,
+                order::Found::Spent { window } => Some(stuck(h, &p, &meter, window)),
+                order::Found::GaveUp => match per_key(h, &p.ops, &mut meter) {
+                    Some(Verdict::Linearizable) => None,
+                    Some(v) => Some(v),
+                    None => check_part(h, model, &Etcd, &p, &mut meter),
+                },
             },
         };
         match verdict {
