@@ -367,14 +367,14 @@ impl Scenario {
 mod tests {
     use super::*;
 
-    const HEAD: &str = "members = 3\nduration_s = 5\n[workload]\nkeys = 1\nput = 1\n";
+    const HEAD: &str = "members = 3\nduration_s = 5\n[workload]\nclients = 1\nkeys = 1\nput = 1\n";
 
     #[test]
     fn a_crash_point_armed_for_its_zeroth_pass_is_refused() {
         let step = |nth| {
             format!("{HEAD}[[step]]\nat = 1\ndo = \"crash-at\"\nmember = 0\npoint = \"raft-before-save\"\nnth = {nth}\n")
         };
-        assert!(Scenario::parse("first", &step(1)).is_ok());
+        Scenario::parse("first", &step(1)).unwrap();
         let err = Scenario::parse("zeroth", &step(0)).unwrap_err();
         assert_eq!(
             err,
