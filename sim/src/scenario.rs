@@ -344,6 +344,12 @@ impl Scenario {
             if s.at < last {
                 return Err(format!("step at {} comes before one at {last}", s.at));
             }
+            if let Action::CrashAt { point, nth: 0, .. } = &s.action {
+                return Err(format!(
+                    "step at {}: crash-at {point} with nth = 0; passes count from 1",
+                    s.at
+                ));
+            }
             last = s.at;
         }
         Ok(())
@@ -354,5 +360,25 @@ impl Scenario {
         let mut seeds = self.seeds.clone();
         seeds.extend(self.regression.iter().map(|r| r.seed));
         seeds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "members = 3\nduration_s = 5\n[workload]\nclients = 1\nkeys = 1\nput = 1\n";
+
+    #[test]
+    fn a_crash_point_armed_for_its_zeroth_pass_is_refused() {
+        let step = |nth| {
+            format!("{HEAD}[[step]]\nat = 1\ndo = \"crash-at\"\nmember = 0\npoint = \"raft-before-save\"\nnth = {nth}\n")
+        };
+        Scenario::parse("first", &step(1)).unwrap();
+        let err = Scenario::parse("zeroth", &step(0)).unwrap_err();
+        assert_eq!(
+            err,
+            "zeroth: step at 1: crash-at raft-before-save with nth = 0; passes count from 1"
+        );
     }
 }
