@@ -18,9 +18,14 @@
 //!   soonest are tried first;
 //! - (revision, state, `info` writes used) already explored is not explored again.
 //!
-//! A linearization found is replayed under the etcd model and checked against real time
-//! ([`witness`]), so a success is a proof. Giving up proves nothing: the caller then checks
-//! key by key and searches as before.
+//! Under the `kv` model the operations are one key's, and a write to another key, unseen,
+//! may make any gap too: that is one more pick, tried after the writes a read needs and
+//! before those none does. A key among many leaves most revisions to the others, so the
+//! walk runs only where gaps are no more than the key's operations.
+//!
+//! A linearization found is replayed under the model (`etcd` or `kv`) and checked against
+//! real time ([`witness`]), so a success is a proof. Giving up proves nothing: the caller
+//! then searches as before.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -29,7 +34,7 @@ use super::budget::Meter;
 use super::fingerprint;
 use super::history::{Call, History, Id, Op, Status, Val};
 use super::model::etcd::{Rec, INITIAL_REVISION};
-use super::model::{Etcd, EtcdState, SeqModel};
+use super::model::{Etcd, EtcdState, Kv, Model, SeqModel};
 use super::witness;
 
 /// The value a state holds for a write whose value no operation reads or expects.
@@ -64,6 +69,8 @@ enum Pick {
     Delete(usize),
     /// The next unused member of an `info` class.
     Info(usize),
+    /// (One key alone) a write to some other key made the gap.
+    Skip,
 }
 
 /// A gap and what is left to try there.
@@ -95,6 +102,9 @@ struct Plan<'a> {
     /// Per `info` class, its members by invocation, with the revision the store had passed
     /// when each was invoked (it cannot make that one or an earlier one).
     classes: Vec<Vec<(u64, usize)>>,
+    /// Per `info` class, its key and whether it deletes.
+    class_of: Vec<(Id, bool)>,
+    passed: witness::Passed,
     /// Per key: its `ok` reads (header revision, history index) by revision.
     reads: BTreeMap<Id, Vec<(u64, usize)>>,
     /// Per key: the revisions its fixed puts and cas made, ascending.
@@ -112,13 +122,16 @@ struct Plan<'a> {
     /// delete) -> the lowest revision such a write may make, less one.
     unplaced: BTreeMap<(Id, Id), u64>,
     last: u64,
+    /// Whether the operations are one key's alone (the `kv` model): other keys' writes,
+    /// unseen, may make any gap.
+    alone: bool,
 }
 
 impl<'a> Plan<'a> {
     /// `None` when the history is not of the shape the search needs: an `ok` operation
     /// without a revision, two writes reporting one revision, more gaps than writes that
     /// could fill them.
-    fn new(h: &'a History, ops: &[usize]) -> Option<Plan<'a>> {
+    fn new(h: &'a History, ops: &[usize], alone: bool) -> Option<Plan<'a>> {
         let mut observed: BTreeSet<(Id, Id)> = BTreeSet::new();
         for &i in ops {
             let op = &h.ops[i];
@@ -128,13 +141,14 @@ impl<'a> Plan<'a> {
                 _ => {}
             }
         }
-        let passed = witness::Passed::new(h, ops);
         let mut plan = Plan {
             h,
             steps: BTreeMap::new(),
             makers: BTreeMap::new(),
             at: BTreeMap::new(),
             classes: Vec::new(),
+            class_of: Vec::new(),
+            passed: witness::Passed::new(h, ops),
             reads: BTreeMap::new(),
             puts: BTreeMap::new(),
             cas: BTreeMap::new(),
@@ -143,6 +157,7 @@ impl<'a> Plan<'a> {
             noops: BTreeMap::new(),
             unplaced: BTreeMap::new(),
             last: INITIAL_REVISION,
+            alone,
         };
         let mut class_of: BTreeMap<Class, usize> = BTreeMap::new();
         let mut writers = 0u64;
@@ -185,11 +200,13 @@ impl<'a> Plan<'a> {
                     let c = *class_of.entry(class).or_insert(next);
                     if c == plan.classes.len() {
                         plan.classes.push(Vec::new());
+                        plan.class_of.push((op.key, kind == 2));
                     }
-                    plan.classes[c].push((passed.at(op.invoke), i));
+                    let passed = plan.passed.at(op.invoke);
+                    plan.classes[c].push((passed, i));
                     let v = written(op.call).flatten().unwrap_or(HIDDEN);
                     let earliest = plan.unplaced.entry((op.key, v)).or_insert(u64::MAX);
-                    *earliest = (*earliest).min(passed.at(op.invoke));
+                    *earliest = (*earliest).min(passed);
                     writers += 1;
                 }
                 (Status::Info, _) => {}
@@ -229,7 +246,10 @@ impl<'a> Plan<'a> {
             plan.noops.insert(key, noops.copied().collect());
         }
         let gaps = (plan.last - INITIAL_REVISION).checked_sub(plan.makers.len() as u64)?;
-        if gaps > writers {
+        // One key among many leaves most revisions to the others: a walk over all of them
+        // would cost more than the search it spares.
+        let most = if alone { ops.len() as u64 } else { writers };
+        if gaps > most {
             return None;
         }
         for same in plan.at.values_mut() {
@@ -309,10 +329,11 @@ impl<'a> Plan<'a> {
 
     /// The operation (history index) `pick` applies, with `cursor` at each class's next
     /// member.
-    fn op(&self, pick: Pick, cursor: &[usize]) -> usize {
+    fn op(&self, pick: Pick, cursor: &[usize]) -> Option<usize> {
         match pick {
-            Pick::Delete(i) => i,
-            Pick::Info(c) => self.classes[c][cursor[c]].1,
+            Pick::Delete(i) => Some(i),
+            Pick::Info(c) => Some(self.classes[c][cursor[c]].1),
+            Pick::Skip => None,
         }
     }
 
@@ -355,20 +376,24 @@ impl<'a> Plan<'a> {
     /// The writes that may make gap `g` from `state`, most urgent first; `cursor` says
     /// which member of each class is next.
     fn picks(&self, g: u64, state: &EtcdState, cursor: &[usize]) -> Vec<Pick> {
-        // A delete reporting `g` whose key is there made `g`: nothing else may.
+        // A delete reporting `g` whose key is there made `g`, unless a delete of that key
+        // whose outcome is unknown came first: nothing else may.
         let deletes = self.at.get(&g).map_or(&[][..], Vec::as_slice);
-        let forced = deletes.iter().find(|&&i| {
+        let deleted = deletes.iter().find(|&&i| {
             self.h.ops[i].call == Call::Delete && state.keys.contains_key(&self.h.ops[i].key)
         });
-        if let Some(&i) = forced {
-            return vec![Pick::Delete(i)];
-        }
         let mut picks: Vec<(u64, Reverse<u64>, usize, Pick)> = Vec::new();
+        if let Some(&i) = deleted {
+            if self.passed.at(self.h.ops[i].invoke) < g {
+                picks.push((0, Reverse(0), 0, Pick::Delete(i)));
+            }
+        }
+        let only = deleted.map(|&i| (self.h.ops[i].key, true));
         for (c, members) in self.classes.iter().enumerate() {
             let Some(&(passed, i)) = members.get(cursor[c]) else {
                 continue;
             };
-            if passed >= g {
+            if passed >= g || only.is_some_and(|o| o != self.class_of[c]) {
                 continue;
             }
             let op = &self.steps[&i];
@@ -378,6 +403,10 @@ impl<'a> Plan<'a> {
             if let Some(u) = self.urgency(op.key, g, rec.as_ref()) {
                 picks.push((u, Reverse(passed), c, Pick::Info(c)));
             }
+        }
+        if self.alone && deleted.is_none() {
+            // After the picks a read needs, before those it does not.
+            picks.push((UNNEEDED - 1, Reverse(0), 0, Pick::Skip));
         }
         picks.sort_unstable_by_key(|&(u, p, c, _)| (u, p, c));
         picks.into_iter().map(|(_, _, _, p)| p).collect()
@@ -447,7 +476,7 @@ impl Walk<'_, '_> {
         let picks = self.plan.picks(g, &self.state, &self.cursor);
         let mut keys: Vec<Id> = picks
             .iter()
-            .map(|&p| self.plan.h.ops[self.plan.op(p, &self.cursor)].key)
+            .filter_map(|&p| Some(self.plan.h.ops[self.plan.op(p, &self.cursor)?].key))
             .collect();
         keys.sort_unstable();
         keys.dedup();
@@ -477,7 +506,13 @@ impl Walk<'_, '_> {
         self.used = top.used;
         while let Some(&pick) = top.picks.get(top.next) {
             top.next += 1;
-            let i = self.plan.op(pick, &self.cursor);
+            let Some(i) = self.plan.op(pick, &self.cursor) else {
+                self.state = EtcdState {
+                    revision: top.state.revision + 1,
+                    ..top.state.clone()
+                };
+                return true;
+            };
             if let Ok(next) = Etcd.step(&top.state, &self.plan.steps[&i]) {
                 self.state = next;
                 self.order.push(i);
@@ -522,10 +557,15 @@ impl Walk<'_, '_> {
     }
 }
 
-/// Searches for a linearization of `ops` (all relevant operations of an etcd history) as
-/// described above.
-pub fn find(h: &History, ops: &[usize], meter: &mut Meter) -> Found {
-    let Some(plan) = Plan::new(h, ops) else {
+/// Searches for a linearization of `ops` under `model` as described above: under `etcd`,
+/// `ops` are all relevant operations of the history; under `kv`, those of one key.
+pub fn find(h: &History, ops: &[usize], model: Model, meter: &mut Meter) -> Found {
+    let alone = match model {
+        Model::Etcd => false,
+        Model::Kv => true,
+        Model::Register => return Found::GaveUp,
+    };
+    let Some(plan) = Plan::new(h, ops, alone) else {
         return Found::GaveUp;
     };
     let bound = STEPS_PER_OP * (plan.last + ops.len() as u64) + 10_000;
@@ -598,10 +638,17 @@ pub fn find(h: &History, ops: &[usize], meter: &mut Meter) -> Found {
         .iter()
         .filter(|&&i| h.ops[i].status == Status::Ok)
         .count();
-    if placed_ok == all_ok
-        && witness::replays(h, &mut order)
-        && witness::respects_real_time(h, &order)
-    {
+    let replays = if alone {
+        let kv = Kv::observing(h, ops);
+        let mut state = Some(kv.init());
+        for &i in &order {
+            state = state.and_then(|s| kv.step(&s, &h.ops[i]).ok());
+        }
+        state.is_some()
+    } else {
+        witness::replays(h, &mut order)
+    };
+    if placed_ok == all_ok && replays && witness::respects_real_time(h, &order) {
         Found::Order(order)
     } else {
         Found::GaveUp
@@ -636,11 +683,8 @@ mod tests {
         let ops: Vec<usize> = (0..h.ops.len())
             .filter(|&i| crate::wgl::relevant(&h, i))
             .collect();
-        find(
-            &h,
-            &ops,
-            &mut Meter::new(Budget::Unlimited, DEFAULT_MEMORY_BYTES),
-        )
+        let mut meter = Meter::new(Budget::Unlimited, DEFAULT_MEMORY_BYTES);
+        find(&h, &ops, Model::Etcd, &mut meter)
     }
 
     #[test]
