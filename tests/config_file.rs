@@ -119,6 +119,10 @@ fn bad_config_files_stop_the_member_at_start() {
             "did not find expected node content".into(),
         ),
         (
+            "this is not yaml at all\n".to_string(),
+            "the file is not a mapping of keys to values".into(),
+        ),
+        (
             good.replace(
                 "  auto-tls: false\npeer",
                 "  auto-tls: false\n  client-cert-file: /c.crt\npeer",

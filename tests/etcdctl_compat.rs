@@ -47,14 +47,19 @@ fn wait_ready(endpoint: &str) {
     }
 }
 
-/// Replaces the digits after each `pattern` with `N`.
+/// Replaces the decimal digits after each `pattern` with `N`.
 fn mask_number(text: &str, pattern: &str) -> String {
+    mask_after(text, pattern, |c| c.is_ascii_digit(), "N")
+}
+
+/// Replaces the run of characters `in_run` after each `pattern` with `mask`.
+fn mask_after(text: &str, pattern: &str, in_run: fn(char) -> bool, mask: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find(pattern) {
         out.push_str(&rest[..at + pattern.len()]);
-        rest = rest[at + pattern.len()..].trim_start_matches(|c: char| c.is_ascii_digit());
-        out.push('N');
+        rest = rest[at + pattern.len()..].trim_start_matches(in_run);
+        out.push_str(mask);
     }
     out.push_str(rest);
     out
@@ -643,5 +648,202 @@ fn etcdctl_auth_output_matches_etcd() {
         &theirs,
         &ours,
     );
+    assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n\n"));
+}
+
+/// An etcdctl that runs until it is stopped (`elect`, `lock`): the lines it prints arrive
+/// on a channel as it prints them; killed (kill -9) when dropped, however the test ends.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(endpoint: &str, args: &[&str]) -> Running {
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", endpoint])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcdctl runs");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The next `n` lines it prints, waiting for each up to 20 s.
+    fn next(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let line = self.lines.recv_timeout(Duration::from_secs(20));
+                line.unwrap_or_else(|e| panic!("etcdctl printed no line: {e}"))
+            })
+            .collect()
+    }
+
+    /// Whether it has printed nothing more so far.
+    fn quiet(&self) -> bool {
+        self.lines.try_recv().is_err()
+    }
+
+    /// Sends `signal` (`INT`, `KILL`), or none, then waits for the end: its exit code,
+    /// what it printed since, and its stderr as [`normalize`] shows it.
+    fn stop(&mut self, signal: Option<&str>) -> String {
+        if let Some(signal) = signal {
+            let pid = self.child.id().to_string();
+            let sent = Command::new("kill")
+                .args([&format!("-{signal}"), &pid])
+                .status();
+            assert!(sent.unwrap().success(), "kill -{signal} {pid}");
+        }
+        let status = self.child.wait().unwrap();
+        let mut stderr = Vec::new();
+        std::io::Read::read_to_end(self.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        let printed: Vec<String> = self.lines.iter().collect();
+        let output = Output {
+            status,
+            stdout: printed
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                .into(),
+            stderr,
+        };
+        normalize(&output)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls until `count` keys live under `prefix`.
+fn wait_keys(endpoint: &str, prefix: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = etcdctl(endpoint, &["get", prefix, "--prefix", "--keys-only"], None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.lines().filter(|l| !l.is_empty()).count() == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {count} keys under {prefix}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The lease ID in a key `name/<lease hex>` as etcdctl prints it.
+fn lease_of(key: &str) -> &str {
+    key.rsplit_once('/').expect("name/lease").1
+}
+
+/// What a campaigner prints once elected (its key and proposal), which the listener must
+/// print too.
+fn elected(campaigner: &Running, listener: &Running) -> Vec<String> {
+    let lines = campaigner.next(2);
+    assert_eq!(listener.next(2), lines, "the listener names the new leader");
+    lines
+}
+
+/// etcdctl 3.4's `elect` and `lock` (the client-side recipes of etcd's `concurrency`
+/// package: sessions, creation-revision order, watches on the previous key) on one
+/// server: campaigners and lock holders interrupted, killed and outlived by their leases,
+/// a listener following each leader. Returns the transcript, lease IDs masked.
+fn elect_and_lock(endpoint: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    // Lease IDs differ by design (etcd's carry the member ID and a timestamp).
+    let mask = |text: String| {
+        ["svc/", "job/", "lease "].iter().fold(text, |t, p| {
+            mask_after(&t, p, |c| c.is_ascii_hexdigit(), "LEASE")
+        })
+    };
+    let mut say = |what: &str, text: String| out.push(format!("{what}\n{}", mask(text)));
+    let mut listener = Running::start(endpoint, &["elect", "--listen", "svc"]);
+    let mut p1 = Running::start(endpoint, &["elect", "svc", "p1"]);
+    say("p1 elected", elected(&p1, &listener).join("\n"));
+    let mut p2 = Running::start(endpoint, &["elect", "svc", "p2"]);
+    wait_keys(endpoint, "svc/", 2);
+    assert!(p2.quiet(), "p2 elected while p1 leads");
+    say("p1 interrupted", p1.stop(Some("INT")));
+    let p2_key = elected(&p2, &listener);
+    say("p2 elected", p2_key.join("\n"));
+    let mut p3 = Running::start(endpoint, &["elect", "svc", "p3"]);
+    wait_keys(endpoint, "svc/", 2);
+    say("p2 killed", p2.stop(Some("KILL")));
+    assert!(p3.quiet() && listener.quiet(), "p2's lease still lives");
+    let revoke = etcdctl(endpoint, &["lease", "revoke", lease_of(&p2_key[0])], None);
+    say("p2's lease revoked", normalize(&revoke));
+    say("p3 elected", elected(&p3, &listener).join("\n"));
+    say("p3 interrupted", p3.stop(Some("INT")));
+    say("listener interrupted", listener.stop(Some("INT")));
+    say(
+        "leaders left",
+        normalize(&etcdctl(endpoint, &["get", "svc/", "--prefix"], None)),
+    );
+
+    let mut holder = Running::start(endpoint, &["lock", "job"]);
+    say("holder", holder.next(1).join("\n"));
+    let mut waiter = Running::start(endpoint, &["lock", "--ttl", "3", "job"]);
+    wait_keys(endpoint, "job/", 2);
+    assert!(waiter.quiet(), "two holders");
+    say("holder interrupted", holder.stop(Some("INT")));
+    say("waiter", waiter.next(1).join("\n"));
+    let echo = r#"echo "$ETCD_LOCK_KEY" "$ETCD_LOCK_REV""#;
+    let mut exec = Running::start(endpoint, &["lock", "job", "--", "sh", "-c", echo]);
+    wait_keys(endpoint, "job/", 2);
+    // Killed, the waiter holds the lock until its lease (3 s, kept alive every second)
+    // expires.
+    let killed = Instant::now();
+    say("waiter killed", waiter.stop(Some("KILL")));
+    let line = exec.next(1);
+    let waited = killed.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "granted {waited:?} after the kill"
+    );
+    say("exec", line.join("\n"));
+    say("exec ends", exec.stop(None));
+    say(
+        "locks left",
+        normalize(&etcdctl(endpoint, &["get", "job/", "--prefix"], None)),
+    );
+    out
+}
+
+/// `etcdctl elect`, `elect --listen` and `lock` print against detcd what they print
+/// against etcd, revisions included.
+#[test]
+fn etcdctl_elect_and_lock_match_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Member::new("etcd", dir.path());
+    let detcd = Member::new("detcd", dir.path());
+    let _etcd = etcd.spawn("etcd", None);
+    let _detcd = detcd.start(None);
+    wait_ready(&etcd.client_url());
+    wait_ready(&detcd.client_url());
+    let theirs = elect_and_lock(&etcd.client_url());
+    let ours = elect_and_lock(&detcd.client_url());
+    let mismatches: Vec<String> = theirs
+        .iter()
+        .zip(&ours)
+        .filter(|(t, o)| t != o)
+        .map(|(t, o)| format!("--- etcd\n{t}\n--- detcd\n{o}"))
+        .collect();
     assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n\n"));
 }

@@ -2,7 +2,8 @@
 //! crate's election and lock clients and etcdctl's `lock`: mutual exclusion, waiting on
 //! the previous holder's deletion (unlock, resign, lease expiry), a cancelled waiter
 //! leaving no key behind, observe seeing every leader and proclamation in order, and
-//! etcd's errors.
+//! etcd's errors; on a 3-member cluster, a lock holder or election leader whose member is
+//! killed loses out only once its lease has expired, and its fenced writes then fail.
 
 #![cfg(not(madsim))]
 
@@ -11,8 +12,14 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use common::cluster::Cluster;
 use common::{grpc_message as message, on_path, ready_client, Member};
-use etcd_client::{Client, GetOptions, LeaderKey, LockOptions, ProclaimOptions, ResignOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, LeaderKey, LockOptions, ObserveStream, ProclaimOptions,
+    ResignOptions, Txn, TxnOp,
+};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -181,17 +188,21 @@ async fn election_leads_in_creation_order_and_observe_sees_every_change() {
 
     let mut seen = Vec::new();
     while seen.len() < 3 {
-        let next = tokio::time::timeout(DEADLINE, observed.message())
-            .await
-            .expect("observe delivers each change")
-            .unwrap()
-            .unwrap();
-        seen.push(next.kv().unwrap().value().to_vec());
+        seen.push(next_observed(&mut observed).await);
     }
     assert_eq!(seen, [b"a1".to_vec(), b"a2".to_vec(), b"b1".to_vec()]);
 }
 
-/// etcdctl's `lock` runs a command while it holds the lock (through the Lock service).
+/// The value of the next leader `observed` reports, waiting up to [`DEADLINE`].
+async fn next_observed(observed: &mut ObserveStream) -> Vec<u8> {
+    let next = tokio::time::timeout(DEADLINE, observed.message())
+        .await
+        .expect("observe delivers each change");
+    next.unwrap().unwrap().kv().unwrap().value().to_vec()
+}
+
+/// etcdctl's `lock` runs a command while it holds the lock (etcdctl 3.4 takes it with the
+/// client-side recipe over KV, Watch and Lease, not through the Lock service).
 #[tokio::test]
 async fn etcdctl_lock_runs_a_command_under_the_lock() {
     if !on_path("etcdctl") {
@@ -223,4 +234,166 @@ async fn etcdctl_lock_runs_a_command_under_the_lock() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("under-lock"), "{stdout}");
+}
+
+/// The short lease of a holder whose member is killed.
+const TTL: i64 = 3;
+
+/// Keeps lease `id` alive through `c` every half second (as a client library does) and
+/// returns when the last keep-alive was acknowledged.
+async fn keep_alive(c: &mut Client, id: i64) -> Arc<Mutex<Instant>> {
+    let (mut keeper, mut acks) = c.lease_keep_alive(id).await.unwrap();
+    let last = Arc::new(Mutex::new(Instant::now()));
+    let acked = last.clone();
+    tokio::spawn(async move {
+        while keeper.keep_alive().await.is_ok() {
+            match tokio::time::timeout(Duration::from_secs(1), acks.message()).await {
+                Ok(Ok(Some(ack))) if ack.ttl() > 0 => *acked.lock().unwrap() = Instant::now(),
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    last
+}
+
+/// kill -9 member `i` while `last_ack` shows its client's lease being kept alive.
+fn kill_kept_alive(cluster: &mut Cluster, i: usize, last_ack: &Mutex<Instant>) {
+    let since = last_ack.lock().unwrap().elapsed();
+    assert!(
+        since < Duration::from_millis(1500),
+        "no keep-alive for {since:?}"
+    );
+    cluster.kill(i);
+}
+
+/// A client of member `i` alone, and a lease of `ttl` seconds granted through it.
+async fn client_of(cluster: &Cluster, i: usize, ttl: i64) -> (Client, i64) {
+    let mut c = ready_client(cluster.members[i].client_port).await;
+    let lease = c.lease_grant(ttl, None).await.unwrap().id();
+    (c, lease)
+}
+
+/// Asserts that what waited on the holder, done at `granted`, came no earlier than the
+/// holder's lease TTL after its last acknowledged keep-alive (less 250 ms for the
+/// acknowledgement's trip back).
+fn after_expiry(what: &str, last_ack: &Mutex<Instant>, granted: Instant) {
+    let waited = granted - *last_ack.lock().unwrap();
+    let ttl = Duration::from_secs(TTL as u64);
+    assert!(
+        waited + Duration::from_millis(250) >= ttl,
+        "{what} {waited:?} after the holder's last keep-alive, its TTL is {ttl:?}"
+    );
+}
+
+/// A write fenced by `key`'s creation revision (the lock's or leadership's token):
+/// whether it was applied.
+async fn fenced_put(c: &mut Client, key: &[u8], rev: i64, value: &str) -> bool {
+    let txn = Txn::new()
+        .when([Compare::create_revision(key, CompareOp::Equal, rev)])
+        .and_then([TxnOp::put("fenced", value, None)]);
+    c.txn(txn).await.unwrap().succeeded()
+}
+
+/// The lock holder, connected to the Raft leader only, loses its member: a waiter on a
+/// follower gets the lock once the holder's lease has expired, not before, and the stale
+/// holder's fenced write fails wherever it reconnects.
+#[tokio::test]
+async fn lock_passes_on_when_the_holders_member_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), &["a", "b", "c"]).await;
+    let a = cluster.leader().await;
+    let (b, c) = ((a + 1) % 3, (a + 2) % 3);
+    let (mut holder, short) = client_of(&cluster, a, TTL).await;
+    let last_ack = keep_alive(&mut holder, short).await;
+    let held = holder
+        .lock("job", Some(LockOptions::new().with_lease(short)))
+        .await
+        .unwrap();
+    let key = held.key().to_vec();
+    let rev = holder.get(key.clone(), None).await.unwrap().kvs()[0].create_revision();
+    assert!(fenced_put(&mut holder, &key, rev, "holder").await);
+
+    let (waiter, long) = client_of(&cluster, b, 60).await;
+    let mut w = waiter.clone();
+    let waiting = tokio::spawn(async move {
+        let got = w
+            .lock("job", Some(LockOptions::new().with_lease(long)))
+            .await;
+        (got.map(|r| r.key().to_vec()), Instant::now())
+    });
+    eventually("the waiter's key", || {
+        let mut c = waiter.clone();
+        async move { count(&mut c, "job/").await == 2 }
+    })
+    .await;
+    assert!(!waiting.is_finished(), "a lock was granted while held");
+
+    kill_kept_alive(&mut cluster, a, &last_ack);
+    let (got, granted) = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiter got the lock once the holder's lease expired")
+        .unwrap();
+    let got = got.unwrap();
+    after_expiry("the lock was granted", &last_ack, granted);
+    let mut waiter = waiter;
+    let rev_w = waiter.get(got.clone(), None).await.unwrap().kvs()[0].create_revision();
+
+    let (mut stale, _) = client_of(&cluster, c, 60).await;
+    assert!(!fenced_put(&mut stale, &key, rev, "stale holder").await);
+    assert!(fenced_put(&mut waiter, &got, rev_w, "waiter").await);
+    let fenced = stale.get("fenced", None).await.unwrap();
+    assert_eq!(fenced.kvs()[0].value(), b"waiter");
+}
+
+/// The election leader, connected to a Raft follower only, loses its member: the next
+/// candidate (on the other follower) leads once the leader's lease has expired, not
+/// before; observe on the surviving Raft leader reports it, and the deposed leader can no
+/// longer proclaim.
+#[tokio::test]
+async fn election_passes_on_when_the_leaders_member_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), &["a", "b", "c"]).await;
+    let c = cluster.leader().await;
+    let (a, b) = ((c + 1) % 3, (c + 2) % 3);
+    let (mut first, short) = client_of(&cluster, a, TTL).await;
+    let last_ack = keep_alive(&mut first, short).await;
+    let leader = first.campaign("svc", "a", short).await.unwrap();
+    let leader: LeaderKey = leader.leader().unwrap().clone();
+
+    let (mut watcher, _) = client_of(&cluster, c, 60).await;
+    let mut observed = watcher.observe("svc").await.unwrap();
+    assert_eq!(next_observed(&mut observed).await, b"a");
+
+    let (second, long) = client_of(&cluster, b, 60).await;
+    let mut s = second.clone();
+    let campaigning = tokio::spawn(async move {
+        let won = s.campaign("svc", "b", long).await;
+        (won.map(|r| r.leader().unwrap().clone()), Instant::now())
+    });
+    eventually("the second candidate's key", || {
+        let mut c = second.clone();
+        async move { count(&mut c, "svc/").await == 2 }
+    })
+    .await;
+    assert!(!campaigning.is_finished(), "two leaders at once");
+    let now = watcher.leader("svc").await.unwrap();
+    assert_eq!(now.kv().unwrap().value(), b"a");
+
+    kill_kept_alive(&mut cluster, a, &last_ack);
+    let (won, elected) = tokio::time::timeout(Duration::from_secs(30), campaigning)
+        .await
+        .expect("the candidate leads once the leader's lease expired")
+        .unwrap();
+    let won = won.unwrap();
+    after_expiry("the candidate was elected", &last_ack, elected);
+    assert_eq!(next_observed(&mut observed).await, b"b");
+    let now = watcher.leader("svc").await.unwrap();
+    assert_eq!(now.kv().unwrap().key(), won.key());
+
+    let (mut stale, _) = client_of(&cluster, c, 60).await;
+    let deposed = ProclaimOptions::new().with_leader(leader.clone());
+    let err = stale.proclaim("a2", Some(deposed)).await.unwrap_err();
+    assert_eq!(message(err), "election: not leader");
+    assert!(!fenced_put(&mut stale, leader.key(), leader.rev(), "a").await);
 }

@@ -65,7 +65,13 @@ fn subscriber(filter: tracing_subscriber::EnvFilter) -> impl tracing::Subscriber
 fn load() -> Result<(Flags, ServerConfig), ExitCode> {
     let mut flags = match Flags::parse_from(std::env::args_os()) {
         Ok(flags) => flags,
-        Err(e) => e.exit(),
+        // --help and --version print and end with 0; a refused flag ends with 1, as the
+        // issue asks of every startup error (etcd 3.5's flag parser would say 2).
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            return Err(ExitCode::FAILURE);
+        }
     };
     if let Some(path) = flags.config_file.clone() {
         let loaded = std::fs::read_to_string(&path)
