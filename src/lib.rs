@@ -21,3 +21,6 @@ pub mod server;
 pub mod snap;
 pub mod start;
 pub mod wal;
+
+#[cfg(all(test, not(madsim)))]
+mod fuzz;

@@ -34,6 +34,7 @@ use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::runtime::{read_file, Clock, Disk};
 use crate::server::boot::{self, bind_addr, BootError, Started};
 use crate::server::config::ServerConfig;
+use crate::server::member::MemberError;
 use crate::server::transport::PeerServer;
 use crate::server::url::Url;
 use crate::server::Server;
@@ -62,6 +63,7 @@ pub async fn run(
         server,
         raft_peers,
         mut member_task,
+        mut watch_sync,
     } = boot::start(&cfg, disk, dialer).await?;
     let peers = tonic::transport::Server::builder()
         .add_service(PeerServer::new(raft_peers))
@@ -121,6 +123,13 @@ pub async fn run(
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(BootError::Stopped(e.to_string())),
         },
+        r = &mut watch_sync => {
+            member_task.abort();
+            return Err(match r {
+                Ok(fatal) => MemberError::from(fatal).into(),
+                Err(e) => BootError::Stopped(e.to_string()),
+            });
+        }
     }
     // Shutting down: the member loop stops between Readies (whatever it applied is in the
     // WAL), then the backend commits its open batch so a restart replays nothing.

@@ -133,7 +133,7 @@ fn stream_error(status: &Status) -> Vec<u8> {
 
 /// The method `name` of `service`, named in full (`v3lockpb.Lock`) or, in etcdserverpb, by
 /// itself (`KV`).
-fn method(service: &str, name: &str) -> MethodDescriptor {
+pub(crate) fn method(service: &str, name: &str) -> MethodDescriptor {
     let full = match service.contains('.') {
         true => service.to_string(),
         false => format!("etcdserverpb.{service}"),
@@ -181,7 +181,7 @@ fn message<Req: prost::Message + Default>(
 
 /// The one request message of a unary or server-streaming call: the body's first JSON
 /// value, as grpc-gateway's decoder reads it; an empty body is the empty message.
-fn decode_one<Req: prost::Message + Default>(
+pub(crate) fn decode_one<Req: prost::Message + Default>(
     method: &MethodDescriptor,
     body: &[u8],
 ) -> Result<Req, Status> {
@@ -196,7 +196,7 @@ fn decode_one<Req: prost::Message + Default>(
 /// The request messages of a streamed body as they come: JSON values one after another.
 /// It ends with the body, or with an error at a value that does not decode or outgrows
 /// `max` bytes.
-fn decode_stream<Req: prost::Message + Default>(
+pub(crate) fn decode_stream<Req: prost::Message + Default>(
     method: MethodDescriptor,
     chunks: BoxStream<'static, Bytes>,
     max: usize,

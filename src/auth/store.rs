@@ -10,7 +10,7 @@ use redb::ReadableTable;
 use super::perms::{check_delete, check_put, check_range, check_txn, perm_range, permitted};
 use super::token::SimpleTokens;
 use super::{covers, AuthInfo, Error, PermType, Result};
-use crate::backend::{be, get_u64, put_u64, Backend, Table, AUTH, AUTH_ROLES, AUTH_USERS};
+use crate::backend::{be, corrupt, get_u64, put_u64, Backend, Table, AUTH, AUTH_ROLES, AUTH_USERS};
 use crate::mvcc::KeyRange;
 use crate::proto::authpb::{Permission, Role, User, UserAddOptions};
 use crate::proto::etcdserverpb::{
@@ -49,7 +49,8 @@ fn load<M: Message + Default>(
     let mut out = BTreeMap::new();
     for entry in t.iter().map_err(be)? {
         let (k, v) = entry.map_err(be)?;
-        let m = M::decode(v.value()).unwrap_or_else(|e| panic!("undecodable {what}: {e}"));
+        let m = M::decode(v.value())
+            .map_err(|e| corrupt(table, k.value(), format!("undecodable {what}: {e}")))?;
         out.insert(String::from_utf8_lossy(k.value()).into_owned(), m);
     }
     Ok(out)

@@ -62,13 +62,13 @@ pub fn get_u64(tx: &WriteTransaction, table: Table, key: &[u8]) -> Result<u64> {
     let v = t.get(key).map_err(be)?;
     Ok(match v {
         Some(v) => {
-            let bytes: [u8; 8] = v.value().try_into().unwrap_or_else(|_| {
-                panic!(
-                    "{}: value of {} bytes, want 8",
-                    String::from_utf8_lossy(key),
-                    v.value().len()
+            let bytes: [u8; 8] = v.value().try_into().map_err(|_| {
+                super::corrupt(
+                    table,
+                    key,
+                    format!("value of {} bytes, want 8", v.value().len()),
                 )
-            });
+            })?;
             u64::from_be_bytes(bytes)
         }
         None => 0,

@@ -36,6 +36,23 @@ pub enum BackendError {
     Redb(#[from] redb::Error),
     #[error("backend io: {0}")]
     Io(#[from] std::io::Error),
+    /// A row no version of detcd writes: damage that redb's checksums did not catch, or a
+    /// file from elsewhere. Reading on would act on garbage, so it is an error, not a panic.
+    #[error("backend: table {table}, key {key}: {what}")]
+    Corrupt {
+        table: String,
+        key: String,
+        what: String,
+    },
+}
+
+/// The error for a row of `table` under `key` that does not decode; `what` says how.
+pub fn corrupt(table: Table, key: &[u8], what: impl Into<String>) -> BackendError {
+    BackendError::Corrupt {
+        table: table.name().to_string(),
+        key: format!("\"{}\"", key.escape_ascii()),
+        what: what.into(),
+    }
 }
 
 /// Converts any redb error kind.

@@ -4,7 +4,7 @@ use std::time::Duration;
 use redb::ReadableTable;
 
 use super::{Error, Lease, Result};
-use crate::backend::{be, get_u64, put_u64, LEASE, META};
+use crate::backend::{be, corrupt, get_u64, put_u64, LEASE, META};
 use crate::mvcc::kvstore::header;
 use crate::mvcc::{Events, LeaseLookup, WatchableStore};
 use crate::proto::etcdserverpb::{
@@ -70,8 +70,8 @@ impl Lessor {
         {
             let table = store.backend().tx().open_table(LEASE).map_err(be)?;
             for entry in table.iter().map_err(be)? {
-                let (_, v) = entry.map_err(be)?;
-                let lease = Lease::decode(v.value());
+                let (k, v) = entry.map_err(be)?;
+                let lease = Lease::decode(v.value()).map_err(|e| corrupt(LEASE, k.value(), e))?;
                 leases.insert(lease.id, lease);
             }
         }

@@ -1,6 +1,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use super::lessor::MAX_LEASE_TTL;
+
 /// Bytes of a lease record in the backend: id, granted TTL, remaining TTL (big-endian).
 pub const RECORD_BYTES: usize = 24;
 
@@ -53,12 +55,27 @@ impl Lease {
         b
     }
 
-    pub fn decode(b: &[u8]) -> Self {
-        assert_eq!(b.len(), RECORD_BYTES, "lease record of {} bytes", b.len());
-        let int = |r: std::ops::Range<usize>| i64::from_be_bytes(b[r].try_into().expect("8 bytes"));
-        Lease {
-            remaining_ttl: int(16..24),
-            ..Lease::new(int(0..8), int(8..16))
+    /// The lease a backend record holds, or what is wrong with it: a record of another
+    /// size, or a TTL no grant gives (one would overflow the expiry arithmetic).
+    pub fn decode(b: &[u8]) -> Result<Self, String> {
+        let Ok(b) = <&[u8; RECORD_BYTES]>::try_from(b) else {
+            return Err(format!(
+                "lease record of {} bytes, want {RECORD_BYTES}",
+                b.len()
+            ));
+        };
+        let int = |at: usize| i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let (id, ttl, remaining_ttl) = (int(0), int(8), int(16));
+        for (what, v) in [("TTL", ttl), ("remaining TTL", remaining_ttl)] {
+            if !(0..=MAX_LEASE_TTL).contains(&v) {
+                return Err(format!(
+                    "lease {id:x}: {what} {v} outside [0, {MAX_LEASE_TTL}]"
+                ));
+            }
         }
+        Ok(Lease {
+            remaining_ttl,
+            ..Lease::new(id, ttl)
+        })
     }
 }

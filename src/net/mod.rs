@@ -4,7 +4,7 @@
 //! wire; they know nothing of the member.
 
 #[cfg(not(madsim))]
-mod authority;
+pub(crate) mod authority;
 mod dial;
 mod http;
 #[cfg(not(madsim))]

@@ -44,6 +44,15 @@ pub fn entropy_seed() -> u64 {
 #[cfg(test)]
 mod disk_tests;
 
+/// The message a caught panic carried.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// Runs blocking work (large file copies) off the async workers, so that the member loop
 /// and the transport keep going. Under madsim the work runs in place: the simulated disk
 /// is memory and threads are not allowed.

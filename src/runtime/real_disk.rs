@@ -85,12 +85,20 @@ impl DiskFile for RealFile {
 
     /// Growing allocates the blocks (fallocate) rather than leaving a hole, so that later
     /// writes into the range do not allocate, and their fdatasync has no metadata to flush.
+    /// Only where fallocate is unsupported (or interrupted) does the file grow sparse, as
+    /// etcd's `fileutil.Preallocate` does; any other failure, ENOSPC first, is returned:
+    /// a hole would only defer running out of space to a write the caller thought safe.
     fn set_len(&self, len: u64) -> io::Result<()> {
         let old = self.len()?;
-        if len > old && allocate(&self.file, old, len - old).is_ok() {
-            return Ok(());
+        if len <= old {
+            return self.file.set_len(len);
         }
-        self.file.set_len(len)
+        match allocate(&self.file, old, len - old) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINTR)) => {
+                self.file.set_len(len)
+            }
+            allocated => allocated,
+        }
     }
 
     fn sync(&self) -> io::Result<()> {

@@ -9,7 +9,7 @@
 
 use redb::{ReadableTable, TableDefinition};
 
-use crate::backend::be;
+use crate::backend::{be, corrupt, BackendError};
 use crate::mvcc::error::Result;
 use crate::mvcc::WatchableStore;
 use crate::proto::etcdserverpb::alarm_request::AlarmAction;
@@ -19,7 +19,7 @@ use crate::proto::internalpb::internal_raft_request::Request;
 
 /// Active alarms: big-endian member ID then big-endian alarm type, to nothing (etcd's
 /// `alarm` bucket, keyed by the member and alarm).
-const ALARM: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alarm");
+pub(crate) const ALARM: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alarm");
 
 /// etcd's estimate of what storing a key's metadata costs the backend.
 const KV_OVERHEAD: u64 = 256;
@@ -33,13 +33,19 @@ fn key(m: &AlarmMember) -> [u8; 12] {
     k
 }
 
-fn member_of(k: &[u8]) -> AlarmMember {
-    let id: [u8; 8] = k[..8].try_into().expect("alarm key of 12 bytes");
-    let alarm: [u8; 4] = k[8..12].try_into().expect("alarm key of 12 bytes");
-    AlarmMember {
+/// The alarm a key names; a key of another length is a damaged row.
+pub(crate) fn member_of(k: &[u8]) -> std::result::Result<AlarmMember, BackendError> {
+    let parts = k
+        .split_first_chunk::<8>()
+        .and_then(|(id, rest)| Some((*id, <[u8; 4]>::try_from(rest).ok()?)));
+    let Some((id, alarm)) = parts else {
+        let what = format!("alarm key of {} bytes, want 12", k.len());
+        return Err(corrupt(ALARM, k, what));
+    };
+    Ok(AlarmMember {
         member_id: u64::from_be_bytes(id),
         alarm: u32::from_be_bytes(alarm) as i32,
-    }
+    })
 }
 
 /// Active alarms of type `of` (every type for NONE), by member ID: for Status, `/health`
@@ -48,7 +54,7 @@ pub fn active(store: &mut WatchableStore, of: AlarmType) -> Result<Vec<AlarmMemb
     let table = store.backend().tx().open_table(ALARM).map_err(be)?;
     let mut out = Vec::new();
     for entry in table.iter().map_err(be)? {
-        let m = member_of(entry.map_err(be)?.0.value());
+        let m = member_of(entry.map_err(be)?.0.value())?;
         if of == AlarmType::None || m.alarm == of as i32 {
             out.push(m);
         }

@@ -200,17 +200,16 @@ fn refused_when_corrupt(request: &Request) -> bool {
 
 /// Records the hash at the revision `r` compacts to, as it is before the compaction (etcd
 /// 3.5.7 hashes as it compacts), for the compaction hash check.
-fn record_compaction_hash(kv: &KvStore, r: &CompactionRequest, hashes: &CompactionHashes) {
+fn record_compaction_hash(
+    kv: &KvStore,
+    r: &CompactionRequest,
+    hashes: &CompactionHashes,
+) -> mvcc::error::Result<()> {
     if r.revision <= kv.compact_rev() || r.revision > kv.rev() {
-        return;
+        return Ok(());
     }
-    match kv.hash_kv(r.revision) {
-        Ok(h) => hashes.store(KeyValueHash::from(&h)),
-        Err(e) => panic!(
-            "backend failed hashing for compaction to {}: {e}",
-            r.revision
-        ),
-    }
+    hashes.store(KeyValueHash::from(&kv.hash_kv(r.revision)?));
+    Ok(())
 }
 
 /// Whether an error fails only the request (answered to the client) or the member: after
@@ -257,7 +256,7 @@ fn run(
             Applied::Txn(resp)
         }
         Request::Compaction(r) => {
-            record_compaction_hash(store.kv(), &r, hashes);
+            record_compaction_hash(store.kv(), &r, hashes)?;
             Applied::Compaction(on_kv(store, |kv| kv.compact(&r))?)
         }
         Request::LeaseGrant(r) => Applied::LeaseGrant(lessor.grant(store, &r, now)?),
@@ -427,9 +426,15 @@ impl StateMachine for Applier {
             .map_err(|e| Fatal::new("saving Raft's configuration", e))
     }
 
-    fn conf_state(&self) -> Option<ConfState> {
+    fn conf_state(&self) -> Result<Option<ConfState>, Fatal> {
         let mut store = lock(&self.store);
-        membership::load_conf_state(store.backend())
-            .unwrap_or_else(|e| panic!("backend failed reading Raft's configuration: {e}"))
+        let backend = store.backend();
+        membership::load_conf_state(backend).map_err(|e| {
+            let what = format!(
+                "reading Raft's configuration from {}",
+                backend.path().display()
+            );
+            Fatal::new(what, e)
+        })
     }
 }

@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::apply::Applier;
 use super::config::{AuthToken, ServerConfig};
 use super::corrupt::{self, CompactionHashes};
 use super::lease_forward::LeaseForwarder;
-use super::member::{self, MemberConfig, MemberError, MemberTask};
+use super::member::{self, Fatal, MemberConfig, MemberError, MemberTask};
 use super::metrics::ServerMetrics;
 use super::snapshot::{self, Inbox, SnapshotOptions};
 use super::snapshot_stream::SnapshotDir;
@@ -66,6 +67,9 @@ pub enum BootError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("detcd: member stopped: {0}")]
     Stopped(String),
+    /// The backend file holds what the member cannot read (a damaged row, an I/O error).
+    #[error("detcd: {}: {reason}", path.display())]
+    Backend { path: PathBuf, reason: String },
     /// The initial corruption check found this member's data differs from a peer's.
     #[error("detcd: {0}")]
     Corrupt(String),
@@ -95,6 +99,9 @@ pub struct Started {
     pub raft_peers: PeerService,
     /// Ends when the member stops: removed, or its durable state failed.
     pub member_task: MemberTask,
+    /// Ends only when moving watchers forward failed to read the backend: the member
+    /// then cannot keep its watch guarantees and must stop.
+    pub watch_sync: JoinHandle<Fatal>,
 }
 
 /// Opens the data directory, store and WAL, finds the member's identity, and starts the
@@ -121,17 +128,22 @@ pub async fn start(
         ..mvcc::Config::default()
     };
     snapshot::recover_backend(&disk, &member_dir.join("wal"), &snap_dir)?;
-    let kv = KvStore::open(disk.as_ref(), &snap_dir.join(snapshot::DB), store_cfg)?;
+    let db = snap_dir.join(snapshot::DB);
+    let unreadable = |reason: &dyn std::fmt::Display| BootError::Backend {
+        path: db.clone(),
+        reason: reason.to_string(),
+    };
+    let kv = KvStore::open(disk.as_ref(), &db, store_cfg).map_err(|e| unreadable(&e))?;
     let mut watchable = WatchableStore::new(kv, WatchConfig::default());
     let lessor_cfg = LessorConfig {
         min_ttl: min_lease_ttl(cfg.election_timeout),
         ..LessorConfig::default()
     };
     let lessor = Arc::new(Mutex::new(
-        Lessor::open(&mut watchable, lessor_cfg).map_err(|e| BootError::Stopped(e.to_string()))?,
+        Lessor::open(&mut watchable, lessor_cfg).map_err(|e| unreadable(&e))?,
     ));
-    let auth = AuthStore::open(watchable.backend(), cfg.auth_token_ttl)
-        .map_err(|e| BootError::Stopped(e.to_string()))?;
+    let auth =
+        AuthStore::open(watchable.backend(), cfg.auth_token_ttl).map_err(|e| unreadable(&e))?;
     let auth = Arc::new(Mutex::new(auth));
     let jwt = jwt_tokens(&cfg.auth_token, disk.as_ref())?;
     let store = Arc::new(Mutex::new(watchable));
@@ -200,7 +212,7 @@ pub async fn start(
         cluster.clone(),
         compaction_hashes.clone(),
     )
-    .map_err(MemberError::from)?;
+    .map_err(|e| unreadable(&e))?;
     let (handle, member_task) = member::start(
         member_cfg,
         disk,
@@ -237,7 +249,7 @@ pub async fn start(
         cluster_id,
         member_id,
     };
-    tokio::spawn(sync_watchers(
+    let watch_sync = tokio::spawn(sync_watchers(
         server.store.clone(),
         cfg.watch_progress_notify_interval,
     ));
@@ -269,6 +281,7 @@ pub async fn start(
         server,
         raft_peers,
         member_task,
+        watch_sync,
     })
 }
 
@@ -302,17 +315,20 @@ impl Server {
     }
 }
 
-/// Moves lagging watchers forward, and sends progress notifications every `progress`.
-async fn sync_watchers(store: SharedStore, progress: Duration) {
+/// Moves lagging watchers forward, and sends progress notifications every `progress`;
+/// returns only when reading the backend failed.
+async fn sync_watchers(store: SharedStore, progress: Duration) -> Fatal {
     let per_progress = (progress.as_millis() / WATCH_SYNC_INTERVAL.as_millis()).max(1) as u64;
     let mut ticker = tokio::time::interval(WATCH_SYNC_INTERVAL);
-    for round in 1u64.. {
+    let mut round = 0u64;
+    loop {
         ticker.tick().await;
+        round += 1;
         let mut st = lock(&store);
         if let Err(e) = st.sync_watchers() {
-            panic!("watch sync failed reading the backend: {e}");
+            return Fatal::new("syncing watchers", e);
         }
-        if round % per_progress == 0 {
+        if round.is_multiple_of(per_progress) {
             st.progress_notify();
         }
     }

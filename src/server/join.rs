@@ -17,7 +17,7 @@ use super::config::{ClusterState, ServerConfig};
 use super::membership::{save_conf_state, RaftCluster};
 use super::store::{lock, SharedStore};
 use super::v3::Server;
-use crate::backend::{get_u64, put_u64, META};
+use crate::backend::{get_u64, put_u64, BackendError, META};
 use crate::net::Dialer;
 use crate::proto::etcdserverpb::{Member, MemberListRequest, MemberListResponse};
 use crate::proto::internalpb::internal_raft_request::Request as Internal;
@@ -60,7 +60,11 @@ pub async fn cluster_at_start(
     {
         let mut st = lock(store);
         let backend = st.backend();
-        let cluster = RaftCluster::load(backend).map_err(stopped)?;
+        let unreadable = |e: BackendError| BootError::Backend {
+            path: backend.path().to_path_buf(),
+            reason: e.to_string(),
+        };
+        let cluster = RaftCluster::load(backend).map_err(unreadable)?;
         if !cluster.is_empty() {
             // A snapshot from the leader replaces the backend, the leader's own ID in it
             // included: the WAL, created with this member's IDs, names this member.
@@ -70,8 +74,8 @@ pub async fn cluster_at_start(
             } else {
                 let tx = backend.tx();
                 (
-                    get_u64(tx, META, MEMBER_ID_KEY).map_err(stopped)?,
-                    get_u64(tx, META, CLUSTER_ID_KEY).map_err(stopped)?,
+                    get_u64(tx, META, MEMBER_ID_KEY).map_err(unreadable)?,
+                    get_u64(tx, META, CLUSTER_ID_KEY).map_err(unreadable)?,
                 )
             };
             return Ok(Identity {

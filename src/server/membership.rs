@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use prost::Message;
 use redb::ReadableTable;
 
-use crate::backend::{be, Backend, BackendError, MEMBERS, MEMBERS_REMOVED, META};
+use crate::backend::{be, corrupt, Backend, BackendError, MEMBERS, MEMBERS_REMOVED, META};
 use crate::proto::etcdserverpb::Member;
 use crate::proto::raftpb::{ConfChange, ConfChangeType, ConfState};
 
@@ -314,10 +314,8 @@ impl RaftCluster {
         let tx = backend.tx();
         let mut cluster = RaftCluster::default();
         for entry in tx.open_table(MEMBERS).map_err(be)?.iter().map_err(be)? {
-            let (_, v) = entry.map_err(be)?;
-            let m = Member::decode(v.value()).unwrap_or_else(|e| {
-                panic!("backend: undecodable member record: {e}");
-            });
+            let (k, v) = entry.map_err(be)?;
+            let m = decode_member(k.value(), v.value())?;
             cluster.members.insert(m.id, m);
         }
         for entry in tx
@@ -327,20 +325,46 @@ impl RaftCluster {
             .map_err(be)?
         {
             let (k, _) = entry.map_err(be)?;
-            let id: [u8; 8] = k.value().try_into().expect("member IDs are 8 bytes");
-            cluster.removed.insert(u64::from_be_bytes(id));
+            cluster.removed.insert(decode_removed(k.value())?);
         }
         Ok(cluster)
     }
+}
+
+/// A row of the members table: a member under its ID, with a peer URL to dial.
+pub(crate) fn decode_member(k: &[u8], v: &[u8]) -> Result<Member, BackendError> {
+    let m = Member::decode(v).map_err(|e| corrupt(MEMBERS, k, format!("undecodable: {e}")))?;
+    if k != m.id.to_be_bytes() {
+        return Err(corrupt(MEMBERS, k, format!("holds member {:x}", m.id)));
+    }
+    if m.peer_ur_ls.is_empty() {
+        return Err(corrupt(MEMBERS, k, "a member without peer URLs"));
+    }
+    Ok(m)
+}
+
+/// A key of the removed members table: a member ID.
+pub(crate) fn decode_removed(k: &[u8]) -> Result<u64, BackendError> {
+    let id = k.try_into().map_err(|_| {
+        corrupt(
+            MEMBERS_REMOVED,
+            k,
+            format!("member ID of {} bytes, want 8", k.len()),
+        )
+    })?;
+    Ok(u64::from_be_bytes(id))
 }
 
 /// Raft's configuration after the last applied change, if one was saved.
 pub fn load_conf_state(backend: &Backend) -> Result<Option<ConfState>, BackendError> {
     let table = backend.tx().open_table(META).map_err(be)?;
     let value = table.get(CONF_STATE_KEY).map_err(be)?;
-    Ok(value.map(|v| {
-        ConfState::decode(v.value()).unwrap_or_else(|e| panic!("backend: bad confState: {e}"))
-    }))
+    value
+        .map(|v| {
+            ConfState::decode(v.value())
+                .map_err(|e| corrupt(META, CONF_STATE_KEY, format!("undecodable: {e}")))
+        })
+        .transpose()
 }
 
 /// Saves Raft's configuration; with the consistent index in the same batch, a restart

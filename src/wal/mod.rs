@@ -16,7 +16,7 @@
 //! After an I/O error the WAL refuses further writes: whether a failed fsync persisted
 //! anything is unknown, so the only safe continuation is to reopen and replay.
 
-mod record;
+pub(crate) mod record;
 mod replay;
 mod segment;
 mod writer;

@@ -67,7 +67,7 @@ fn mask(offset: u64, data: &mut [u8]) {
     }
 }
 
-fn checksum(prev: u32, typ: u8, masked_payload: &[u8]) -> u32 {
+pub(crate) fn checksum(prev: u32, typ: u8, masked_payload: &[u8]) -> u32 {
     let mut h = Hasher::new_with_initial(prev);
     h.update(&[typ]);
     h.update(masked_payload);

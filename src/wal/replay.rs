@@ -104,9 +104,9 @@ impl<'a> Replayer<'a> {
                     self.replay.entries.push(entry);
                 } else {
                     // An overwrite at or before the snapshot removes everything after it,
-                    // including entries already collected.
+                    // including entries already collected: the log ends at the snapshot.
                     self.replay.entries.clear();
-                    self.last_index = self.last_index.max(entry.index);
+                    self.last_index = self.from.index;
                 }
             }
         }

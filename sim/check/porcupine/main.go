@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"time"
 
@@ -30,8 +31,11 @@ type event struct {
 	Key     string  `json:"key"`
 	Value   *string `json:"value"`
 	// Present and null means "the key must be absent".
-	Expect  json.RawMessage `json:"expect"`
-	Version *uint64         `json:"version"`
+	Expect         json.RawMessage `json:"expect"`
+	Version        *uint64         `json:"version"`
+	Revision       *uint64         `json:"revision"`
+	ModRevision    *uint64         `json:"mod_revision"`
+	CreateRevision *uint64         `json:"create_revision"`
 }
 
 type input struct {
@@ -45,6 +49,8 @@ type output struct {
 	// For reads: what was read.
 	value   *string
 	version *uint64
+	// Under -state etcd: the header revision, and for reads the key's revisions.
+	revision, modRevision, createRevision *uint64
 	// The outcome is unknown: any result fits.
 	unknown bool
 }
@@ -120,8 +126,120 @@ func model(versions bool) porcupine.Model {
 	}
 }
 
+// One live key under the etcd model.
+type rec struct {
+	value                                string
+	createRevision, modRevision, version uint64
+}
+
+// All keys under one revision counter, as etcd's robustness tests model etcd for
+// porcupine; keys is never changed in place, hash is the XOR of the keys' hashes.
+type etcdState struct {
+	revision uint64
+	keys     map[string]rec
+	hash     uint64
+}
+
+func recHash(k string, r rec) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d\x00%d", k, r.value, r.createRevision, r.modRevision, r.version)
+	return h.Sum64()
+}
+
+// The state with key k set to r (or removed), one revision later.
+func (s etcdState) write(k string, r *rec) etcdState {
+	keys := make(map[string]rec, len(s.keys)+1)
+	hash := s.hash
+	for key, v := range s.keys {
+		keys[key] = v
+	}
+	if old, ok := keys[k]; ok {
+		hash ^= recHash(k, old)
+		delete(keys, k)
+	}
+	if r != nil {
+		keys[k] = *r
+		hash ^= recHash(k, *r)
+	}
+	return etcdState{revision: s.revision + 1, keys: keys, hash: hash}
+}
+
+func fits(reported *uint64, actual uint64) bool {
+	return reported == nil || *reported == actual
+}
+
+// The etcd model (detcd-check's -model etcd): one partition, the store revision checked
+// against each response's header revision.
+func etcdModel() porcupine.Model {
+	return porcupine.Model{
+		Init: func() interface{} { return etcdState{revision: 1, keys: map[string]rec{}} },
+		Step: func(st, in, out interface{}) (bool, interface{}) {
+			s := st.(etcdState)
+			i := in.(input)
+			o := out.(output)
+			old, present := s.keys[i.key]
+			put := func() etcdState {
+				r := rec{value: i.value, createRevision: s.revision + 1, modRevision: s.revision + 1, version: 1}
+				if present {
+					r.createRevision, r.version = old.createRevision, old.version+1
+				}
+				return s.write(i.key, &r)
+			}
+			var next etcdState
+			switch i.f {
+			case "get":
+				if o.unknown {
+					return true, s
+				}
+				var value *string
+				var r rec
+				if present {
+					value, r = &old.value, old
+				}
+				ok := same(o.value, value) && fits(o.modRevision, r.modRevision) &&
+					fits(o.createRevision, r.createRevision) && fits(o.version, r.version) &&
+					fits(o.revision, s.revision)
+				return ok, s
+			case "put":
+				next = put()
+			case "delete":
+				next = s
+				if present {
+					next = s.write(i.key, nil)
+				}
+			default:
+				var value *string
+				if present {
+					value = &old.value
+				}
+				if !same(i.expect, value) {
+					return o.unknown, s
+				}
+				next = put()
+			}
+			return o.unknown || fits(o.revision, next.revision), next
+		},
+		Hash: func(st interface{}) uint64 {
+			s := st.(etcdState)
+			return s.hash ^ s.revision*0x9e3779b97f4a7c15
+		},
+		Equal: func(a, b interface{}) bool {
+			x, y := a.(etcdState), b.(etcdState)
+			if x.revision != y.revision || x.hash != y.hash || len(x.keys) != len(y.keys) {
+				return false
+			}
+			for k, v := range x.keys {
+				if w, ok := y.keys[k]; !ok || w != v {
+					return false
+				}
+			}
+			return true
+		},
+	}
+}
+
 func main() {
-	stateFlag := flag.String("state", "value", "value or version")
+	stateFlag := flag.String("state", "value", "value, version, or etcd (the etcd model)")
 	timeout := flag.Duration("timeout", 60*time.Second, "porcupine's time limit")
 	flag.Parse()
 	f, err := os.Open(flag.Arg(0))
@@ -163,7 +281,7 @@ func main() {
 		delete(pending, e.Process)
 		switch e.Type {
 		case "ok":
-			events = append(events, porcupine.Event{ClientId: e.Process, Kind: porcupine.ReturnEvent, Value: output{value: e.Value, version: e.Version}, Id: id})
+			events = append(events, porcupine.Event{ClientId: e.Process, Kind: porcupine.ReturnEvent, Value: output{value: e.Value, version: e.Version, revision: e.Revision, modRevision: e.ModRevision, createRevision: e.CreateRevision}, Id: id})
 		case "fail":
 			dropped[id] = true
 		default: // info: returns at the end
@@ -187,6 +305,10 @@ func main() {
 		}
 	}
 	parsed := time.Since(started)
-	result := porcupine.CheckEventsTimeout(model(*stateFlag == "version"), kept, *timeout)
+	m := model(*stateFlag == "version")
+	if *stateFlag == "etcd" {
+		m = etcdModel()
+	}
+	result := porcupine.CheckEventsTimeout(m, kept, *timeout)
 	fmt.Printf("%s parse_ms=%d total_ms=%d result=%s\n", flag.Arg(0), parsed.Milliseconds(), time.Since(started).Milliseconds(), result)
 }

@@ -21,19 +21,19 @@
 //! match detcd_check::linearizable(&h, Model::Kv, options)? { .. }
 //! ```
 //!
-//! What makes it fast on etcd histories: revisions never go back, so an operation invoked
-//! after another returned must not report a revision that one had passed; [`infer`] finds
-//! such pairs (the stale read) in one sweep before any search. The kv model keeps versions
-//! and revisions only when the history reports them ([`model::Kv::observing`]); writes
-//! that report a revision are linearized in revision order, and `info` writes read back
-//! with a mod_revision get that revision ([`info`], rule 4); a read that fits the current
-//! state is never delayed ([`wgl`]). The etcd model is first checked key by key with the
-//! kv model, whose orders usually yield a linearization of the whole history
-//! ([`witness`]), so its own search over all keys runs only when they do not. Known limit:
-//! that search is still exponential in the worst case, and the witness misses when an
-//! `info` write no per-key order needed made a revision its key's reads show (one key with
-//! many `info` writes); such a check ends in "unknown" at the time or memory bound, naming
-//! the window.
+//! What makes it fast on etcd histories: every `ok` operation reports a revision and each
+//! revision is made by one write, so [`order`] walks the revisions upwards and only picks
+//! which `info` write made each revision no `ok` write reports (under `etcd` over all keys;
+//! under `kv` per key, where other keys' writes may make any revision), proving what it
+//! finds by replay. Only when it gives up does the search run: revisions never go back, so
+//! [`infer`] first finds stale reads without search; the kv model keeps versions and
+//! revisions only when the history reports them ([`model::Kv::observing`]); writes that
+//! report a revision are linearized in revision order; a read that fits the current state
+//! is never delayed ([`wgl`]); the etcd model is checked key by key with the kv model,
+//! whose orders usually yield a linearization of the whole history ([`witness`]), before
+//! its own search over all keys. Known limit: those searches are exponential in the worst
+//! case (many `info` writes, histories without revisions); such a check ends in "unknown"
+//! at the time or memory bound, naming the window.
 
 pub mod brute;
 pub mod budget;
@@ -50,6 +50,7 @@ pub mod jepsen;
 pub mod lock;
 pub mod memo;
 pub mod model;
+pub mod order;
 pub mod partition;
 pub mod report;
 pub mod watch;
@@ -185,18 +186,23 @@ fn verdict<M: SeqModel>(
         Outcome::NotLinearizable(f) => Some(Verdict::NotLinearizable(Box::new(Report::new(
             h, kind, model, key, &f,
         )))),
-        Outcome::Unknown { window } => Some(Verdict::Unknown {
-            key,
-            steps: meter.steps(),
-            limit: meter.spent().expect("a search stops early only at a limit"),
-            ops: p.ops.len(),
-            info: p
-                .ops
-                .iter()
-                .filter(|&&i| h.ops[i].status == history::Status::Info)
-                .count(),
-            window,
-        }),
+        Outcome::Unknown { window } => Some(stuck(h, p, meter, window)),
+    }
+}
+
+/// The verdict on partition `p` when the meter ran out with the search stuck on `window`.
+fn stuck(h: &History, p: &Partition, meter: &Meter, window: Vec<usize>) -> Verdict {
+    Verdict::Unknown {
+        key: p.key.map(|k| h.keys[k as usize].clone()),
+        steps: meter.steps(),
+        limit: meter.spent().expect("a search stops early only at a limit"),
+        ops: p.ops.len(),
+        info: p
+            .ops
+            .iter()
+            .filter(|&&i| h.ops[i].status == history::Status::Info)
+            .count(),
+        window,
     }
 }
 
@@ -243,11 +249,21 @@ pub fn linearizable(h: &History, model: Model, options: Options) -> Result<Verdi
     for p in parts {
         let verdict = match model {
             Model::Register => check_part(h, model, &Register, &p, &mut meter),
-            Model::Kv => check_part(h, model, &Kv::observing(h, &p.ops), &p, &mut meter),
-            Model::Etcd => match per_key(h, &p.ops, &mut meter) {
-                Some(Verdict::Linearizable) => None,
-                Some(v) => Some(v),
-                None => check_part(h, model, &Etcd, &p, &mut meter),
+            Model::Kv => match order::find(h, &p.ops, model, &mut meter) {
+                order::Found::Order(_) => None,
+                order::Found::Spent { window } => Some(stuck(h, &p, &meter, window)),
+                order::Found::GaveUp => {
+                    check_part(h, model, &Kv::observing(h, &p.ops), &p, &mut meter)
+                }
+            },
+            Model::Etcd => match order::find(h, &p.ops, model, &mut meter) {
+                order::Found::Order(_) => None,
+                order::Found::Spent { window } => Some(stuck(h, &p, &meter, window)),
+                order::Found::GaveUp => match per_key(h, &p.ops, &mut meter) {
+                    Some(Verdict::Linearizable) => None,
+                    Some(v) => Some(v),
+                    None => check_part(h, model, &Etcd, &p, &mut meter),
+                },
             },
         };
         match verdict {

@@ -357,7 +357,7 @@ pub fn build(h: &History, ops: &[usize], orders: &[Vec<usize>]) -> bool {
 /// Whether `order` is legal under the etcd model, once deletes that report the same
 /// revision are put in the order that works (the one that made it first; the others found
 /// the key missing).
-fn replays(h: &History, order: &mut [usize]) -> bool {
+pub(crate) fn replays(h: &History, order: &mut [usize]) -> bool {
     let mut state = Etcd.init();
     for p in 0..order.len() {
         let same_delete = |i: usize| {
@@ -378,7 +378,7 @@ fn replays(h: &History, order: &mut [usize]) -> bool {
 
 /// Whether every operation of `order` comes after each `ok` one that returned before it
 /// was invoked.
-fn respects_real_time(h: &History, order: &[usize]) -> bool {
+pub(crate) fn respects_real_time(h: &History, order: &[usize]) -> bool {
     let mut at: Vec<(usize, usize)> = order
         .iter()
         .enumerate()

@@ -135,8 +135,8 @@ pub trait StateMachine: Send + 'static {
 
     /// Raft's configuration as of [`StateMachine::applied_index`], if it keeps one; the
     /// initial voters otherwise.
-    fn conf_state(&self) -> Option<ConfState> {
-        None
+    fn conf_state(&self) -> Result<Option<ConfState>, Fatal> {
+        Ok(None)
     }
 }
 
@@ -206,10 +206,15 @@ pub enum MemberError {
     #[error("cannot force a new cluster: this member is not in its own configuration")]
     NotAMember,
     #[error(
-        "the backend has applied entry {applied}, but the WAL ends at entry {last}: \
-         the WAL directory does not belong to this backend, or lost synced data"
+        "the backend has applied entry {applied}, but the WAL in {} ends at entry {last}: \
+         the WAL directory does not belong to this backend, or lost synced data",
+         wal.display()
     )]
-    BackendAhead { applied: u64, last: u64 },
+    BackendAhead {
+        applied: u64,
+        wal: std::path::PathBuf,
+        last: u64,
+    },
 }
 
 /// Request IDs as etcd makes them: the low 16 bits of the member ID, then a counter that

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use super::force;
 use super::handle::{MemberHandle, MemberStatus};
 use super::reads::Reads;
-use super::{Member, MemberConfig, MemberError, RequestIds, StateMachine};
+use super::{Fatal, Member, MemberConfig, MemberError, RequestIds, StateMachine};
 use crate::proto::raftpb::{ConfState, Message, Snapshot};
 use crate::raft::{self, MemStorage, RawNode};
 use crate::runtime::{self, Bug, Disk};
@@ -52,7 +52,7 @@ pub fn start<S: StateMachine>(
         };
         let mut wal = Wal::create(disk.clone(), &cfg.wal_dir, metadata, cfg.wal.clone())?;
         wal.save_snapshot(&BOOTSTRAP)?;
-        let storage = MemStorage::new_with_conf_state(initial_conf_state(&cfg, &sm));
+        let storage = MemStorage::new_with_conf_state(initial_conf_state(&cfg, &sm)?);
         (wal, storage, BOOTSTRAP.index)
     };
     wal.observe_fsyncs(cfg.metrics.wal_fsync.clone());
@@ -106,11 +106,11 @@ pub fn start<S: StateMachine>(
 }
 
 /// The configuration the state machine saved, or the initial voters.
-fn initial_conf_state<S: StateMachine>(cfg: &MemberConfig, sm: &S) -> ConfState {
-    sm.conf_state().unwrap_or(ConfState {
+fn initial_conf_state<S: StateMachine>(cfg: &MemberConfig, sm: &S) -> Result<ConfState, Fatal> {
+    Ok(sm.conf_state()?.unwrap_or(ConfState {
         voters: cfg.voters.clone(),
         ..ConfState::default()
-    })
+    }))
 }
 
 /// Opens the WAL at the newest snapshot it marks that has its file, and rebuilds Raft's
@@ -136,14 +136,18 @@ fn reopen<S: StateMachine>(
     let applied = sm.applied_index();
     let last = replay.entries.last().map_or(from.index, |e| e.index);
     if applied > last {
-        return Err(MemberError::BackendAhead { applied, last });
+        return Err(MemberError::BackendAhead {
+            applied,
+            wal: cfg.wal_dir.clone(),
+            last,
+        });
     }
     replay.hard_state.commit = replay.hard_state.commit.max(applied);
     let Some(mut meta) = meta else {
         // The bootstrap entry is committed by construction, but a member stopped before it
         // first heard from a leader has only a hard state with commit 0 in its WAL.
         replay.hard_state.commit = replay.hard_state.commit.max(BOOTSTRAP.index);
-        let conf_state = initial_conf_state(cfg, sm);
+        let conf_state = initial_conf_state(cfg, sm)?;
         if cfg.force_new_cluster {
             force::standalone(cfg.id, &conf_state, &mut wal, &mut replay)?;
         }
@@ -155,7 +159,7 @@ fn reopen<S: StateMachine>(
     let snapshot_index = meta.index;
     // Raft resumes at the backend's applied index, which may be past the snapshot: its
     // configuration is the one saved with that state.
-    if let Some(cs) = sm.conf_state() {
+    if let Some(cs) = sm.conf_state()? {
         meta.conf_state = Some(cs);
     }
     // The mark is written before the hard state that commits it; a crash between leaves

@@ -1,0 +1,175 @@
+//! A member whose backend holds a row it cannot read stops at boot with a message that
+//! names the file and what is wrong, and exits non-zero, without a panic: one damaged row
+//! per kind of record decoded at start (alarm, lease, membership, Raft's configuration,
+//! the meta integers, auth), and a backend that has applied past the end of its WAL.
+//! The rows are written with the library's own backend, as a damaged disk or a stray
+//! tool would leave them.
+
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::maint::{terminate, wait_exit};
+use common::{ready_client, Member, Process};
+use detcd::backend::{Backend, Table, AUTH_USERS, LEASE, MEMBERS, MEMBERS_REMOVED, META};
+use detcd::runtime::RealDisk;
+use etcd_client::PutOptions;
+use redb::TableDefinition;
+
+const ALARM: Table = TableDefinition::new("alarm");
+
+/// A damaged row: the case's name, the table, key and value, and what the message says.
+type Case<'a> = (&'a str, Table, &'a [u8], &'a [u8], &'a str);
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The member on `data_dir`, on `m`'s ports.
+fn member_at(m: &Member, data_dir: PathBuf) -> Member {
+    Member {
+        name: m.name.clone(),
+        data_dir,
+        client_port: m.client_port,
+        peer_port: m.peer_port,
+        client_scheme: m.client_scheme,
+        peer_scheme: m.peer_scheme,
+    }
+}
+
+/// Starts `m` and returns its exit code and stderr once it exits (within a deadline).
+fn boot(m: &Member, log: &Path) -> (Option<i32>, String) {
+    let child = m
+        .command(env!("CARGO_BIN_EXE_detcd"), None, &[])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut p = Process(child);
+    let status = wait_exit(&mut p, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{} still runs with a damaged backend", m.name));
+    (status.code(), std::fs::read_to_string(log).unwrap())
+}
+
+#[tokio::test]
+async fn a_damaged_backend_row_stops_the_member_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Member::new("m1", dir.path());
+    let mut p = m.start(None);
+    let mut c = ready_client(m.client_port).await;
+    let lease = c.lease_grant(60, None).await.unwrap().id();
+    c.put("k", "v", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    assert!(terminate(&mut p, Duration::from_secs(20)).is_some_and(|s| s.success()));
+
+    let member_key = 7u64.to_be_bytes();
+    let negative_ttl = [&7i64.to_be_bytes()[..], &(-1i64).to_be_bytes(), &[0; 8]].concat();
+    let cases: [Case; 9] = [
+        (
+            "alarm",
+            ALARM,
+            b"\x01\x02",
+            b"",
+            "alarm key of 2 bytes, want 12",
+        ),
+        (
+            "lease",
+            LEASE,
+            &member_key,
+            b"short",
+            "lease record of 5 bytes, want 24",
+        ),
+        (
+            "lease-ttl",
+            LEASE,
+            &member_key,
+            &negative_ttl,
+            "lease 7: TTL -1 outside",
+        ),
+        (
+            "member",
+            MEMBERS,
+            &member_key,
+            b"\xff\xff\xff",
+            "table members, key",
+        ),
+        (
+            "removed",
+            MEMBERS_REMOVED,
+            b"x",
+            b"",
+            "member ID of 1 bytes, want 8",
+        ),
+        (
+            "conf-state",
+            META,
+            b"confState",
+            b"\xff\xff\xff",
+            "reading Raft's configuration",
+        ),
+        (
+            "meta-u64",
+            META,
+            b"consistent_index",
+            b"abc",
+            "value of 3 bytes, want 8",
+        ),
+        (
+            "auth",
+            AUTH_USERS,
+            b"alice",
+            b"\xff\xff\xff",
+            "undecodable user",
+        ),
+        (
+            "applied-past-wal",
+            META,
+            b"consistent_index",
+            &1_000_000u64.to_be_bytes(),
+            "the backend has applied entry 1000000, but the WAL in",
+        ),
+    ];
+    for (name, table, key, value, expected) in cases {
+        let copy = member_at(&m, dir.path().join(name));
+        copy_dir(&m.data_dir, &copy.data_dir);
+        let db = copy.data_dir.join("member/snap/db");
+        let mut backend = Backend::open(&RealDisk, &db).unwrap();
+        backend
+            .tx()
+            .open_table(table)
+            .unwrap()
+            .insert(key, value)
+            .unwrap();
+        backend.commit().unwrap();
+        drop(backend);
+
+        let (code, stderr) = boot(&copy, &dir.path().join(format!("{name}.log")));
+        assert_eq!(code, Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        let named = match name {
+            "applied-past-wal" => copy.data_dir.join("member/wal"),
+            _ => db,
+        };
+        assert!(
+            stderr.contains(named.to_str().unwrap()),
+            "{name}: {} not named: {stderr}",
+            named.display()
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+}
