@@ -362,11 +362,26 @@ async fn unary_script(m: &Member) -> Vec<String> {
     out.extend(call(port, "/v3/cluster/member/update", None, &update).await);
     out.into_iter()
         .map(|line| {
-            names.iter().fold(line, |line, (value, name)| {
+            let line = names.iter().fold(line, |line, (value, name)| {
                 line.replace(value.as_str(), name)
-            })
+            });
+            sort_members(line)
         })
         .collect()
+}
+
+/// `line` with its `members` sorted: etcd lists them by ID, which differ between servers.
+fn sort_members(line: String) -> String {
+    let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
+        return line;
+    };
+    match v.get_mut("members").and_then(Value::as_array_mut) {
+        Some(members) => {
+            members.sort_by_key(|m| m.to_string());
+            v.to_string()
+        }
+        None => line,
+    }
 }
 
 async fn ready(port: u16) {
