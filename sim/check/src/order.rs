@@ -28,7 +28,7 @@
 //! then searches as before.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::budget::Meter;
 use super::fingerprint;
@@ -94,7 +94,7 @@ type Class = (Id, u8, Option<Val>, Id);
 struct Plan<'a> {
     h: &'a History,
     /// Operations as the search steps them: written values nobody observes hidden.
-    steps: BTreeMap<usize, Op>,
+    steps: HashMap<usize, Op>,
     /// Revision -> the put or cas that reports it.
     makers: BTreeMap<u64, usize>,
     /// Revision -> the other `ok` operations reporting it (reads, deletes), by invocation.
@@ -132,6 +132,9 @@ impl<'a> Plan<'a> {
     /// without a revision, two writes reporting one revision, more gaps than writes that
     /// could fill them.
     fn new(h: &'a History, ops: &[usize], alone: bool) -> Option<Plan<'a>> {
+        if alone && few_own_revisions(h, ops) {
+            return None;
+        }
         let mut observed: BTreeSet<(Id, Id)> = BTreeSet::new();
         for &i in ops {
             let op = &h.ops[i];
@@ -143,7 +146,7 @@ impl<'a> Plan<'a> {
         }
         let mut plan = Plan {
             h,
-            steps: BTreeMap::new(),
+            steps: HashMap::new(),
             makers: BTreeMap::new(),
             at: BTreeMap::new(),
             classes: Vec::new(),
@@ -246,10 +249,7 @@ impl<'a> Plan<'a> {
             plan.noops.insert(key, noops.copied().collect());
         }
         let gaps = (plan.last - INITIAL_REVISION).checked_sub(plan.makers.len() as u64)?;
-        // One key among many leaves most revisions to the others: a walk over all of them
-        // would cost more than the search it spares.
-        let most = if alone { ops.len() as u64 } else { writers };
-        if gaps > most {
+        if !alone && gaps > writers {
             return None;
         }
         for same in plan.at.values_mut() {
@@ -411,6 +411,21 @@ impl<'a> Plan<'a> {
         picks.sort_unstable_by_key(|&(u, p, c, _)| (u, p, c));
         picks.into_iter().map(|(_, _, _, p)| p).collect()
     }
+}
+
+/// Whether most revisions up to the last one `ops` report were made by writes not among
+/// them: more than one per operation (then a walk over them would cost more than the
+/// search it spares).
+fn few_own_revisions(h: &History, ops: &[usize]) -> bool {
+    let (mut last, mut own) = (INITIAL_REVISION, 0u64);
+    for &i in ops {
+        let op = &h.ops[i];
+        if let Some(r) = op.out.revision {
+            last = last.max(r);
+            own += u64::from(matches!(op.call, Call::Put { .. } | Call::Cas { .. }));
+        }
+    }
+    last - INITIAL_REVISION > own + ops.len() as u64
 }
 
 /// The value a write leaves (`None` for a delete); `None` for a read.
