@@ -27,13 +27,14 @@ use crate::scenario::{Action, DiskArea, Expect, RandomFaults, Scenario, Step, Ta
 const WAL_DIR: &str = "/data/member/wal";
 const BACKEND_DB: &str = "/data/member/snap/db";
 /// Crash points a busy member passes many times a second.
-const PER_READY: [CrashPoint; 6] = [
+const PER_READY: [CrashPoint; 7] = [
     CrashPoint::RaftBeforeSave,
     CrashPoint::RaftAfterSave,
     CrashPoint::BackendBeforeCommit,
     CrashPoint::BackendAfterCommit,
     CrashPoint::BeforeLeaderSend,
     CrashPoint::BeforeFollowerSend,
+    CrashPoint::BeforeSendWatchResponse,
 ];
 /// How long one status call may take before the member counts as unresponsive.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
