@@ -207,7 +207,7 @@ fn state(m: &mut Member) -> State {
         kv.rev(),
         crc32fast::hash(&range.encode_to_vec()),
         kv.hash_kv(0).unwrap().hash,
-        kv.hash().unwrap(),
+        kv.committed_view().unwrap().hash().unwrap(),
         leases,
         m.auth.revision(),
         m.auth.role_list(),

@@ -72,6 +72,9 @@ async fn kv_api_and_kill_9_recovery() {
         "stale compare succeeded"
     );
 
+    // Requests refused by their shape or size are refused before they are proposed, as
+    // etcd's gRPC layer refuses them: the log does not grow.
+    let index_before = c.status().await.unwrap().raft_index();
     let dup = Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]);
     let err = c.txn(dup).await.unwrap_err();
     assert_eq!(
@@ -91,6 +94,11 @@ async fn kv_api_and_kill_9_recovery() {
     );
     let err = c.put("", "v", None).await.unwrap_err();
     assert_eq!(error_message(err), "etcdserver: key is not provided");
+    assert_eq!(
+        c.status().await.unwrap().raft_index(),
+        index_before,
+        "a refused request reached the log"
+    );
     let backwards = c
         .get("z", Some(GetOptions::new().with_range("a")))
         .await

@@ -21,23 +21,36 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::kv_cluster::{client_url, peer_url, KvCluster};
-use crate::scenario::{Action, Expect, RandomFaults, Scenario, Step, Target};
+use crate::scenario::{Action, DiskArea, Expect, RandomFaults, Scenario, Step, Target};
 
 /// The WAL directory of every member: where injected EIO lands.
 const WAL_DIR: &str = "/data/member/wal";
+const BACKEND_DB: &str = "/data/member/snap/db";
 /// Crash points a busy member passes many times a second.
-const PER_READY: [CrashPoint; 6] = [
+const PER_READY: [CrashPoint; 7] = [
     CrashPoint::RaftBeforeSave,
     CrashPoint::RaftAfterSave,
     CrashPoint::BackendBeforeCommit,
     CrashPoint::BackendAfterCommit,
     CrashPoint::BeforeLeaderSend,
     CrashPoint::BeforeFollowerSend,
+    CrashPoint::BeforeSendWatchResponse,
 ];
 /// How long one status call may take before the member counts as unresponsive.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 /// After a partition, operations already in flight may still complete for this long.
 pub const SPLIT_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a nemesis call to a member's gRPC service may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A call's answer within [`CALL_TIMEOUT`], its error as the status message.
+async fn answer<T>(call: impl Future<Output = Result<T, tonic::Status>>) -> Result<T, String> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|s| s.message().to_string())
+}
 
 /// What one member reports about itself.
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +128,7 @@ fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> V
                     member: m.clone(),
                     op: ["write", "sync"][rng.random_range(0..2)].to_string(),
                     count: rng.random_range(1..4),
+                    file: DiskArea::Wal,
                 },
                 // The member stopped on the error, as etcd exits: heal and boot it.
                 Action::DiskHeal { member: m },
@@ -405,16 +419,25 @@ impl<'a> Nemesis<'a> {
                     self.paused.remove(&i);
                 }
             }
-            Action::DiskEio { member, op, count } => {
+            Action::DiskEio {
+                member,
+                op,
+                count,
+                file,
+            } => {
                 let op = match op.as_str() {
                     "read" => IoOp::Read,
                     "write" => IoOp::Write,
                     _ => IoOp::Sync,
                 };
+                let path = match file {
+                    DiskArea::Wal => WAL_DIR,
+                    DiskArea::Backend => BACKEND_DB,
+                };
                 for i in self.resolve(member).await {
                     self.cluster.nodes.disk(i).inject(DiskFault::Eio {
                         op,
-                        path: WAL_DIR.into(),
+                        path: path.into(),
                         count: *count,
                     });
                 }
@@ -471,16 +494,8 @@ impl<'a> Nemesis<'a> {
             Action::Defragment { member } => {
                 for i in self.resolve(member).await {
                     let r = self
-                        .on_ctl(async move {
-                            let mut m = MaintenanceClient::connect(client_url(i))
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            let call = m.defragment(DefragmentRequest {});
-                            match tokio::time::timeout(Duration::from_secs(10), call).await {
-                                Ok(Ok(_)) => Ok(()),
-                                Ok(Err(s)) => Err(s.message().to_string()),
-                                Err(_) => Err("timeout".to_string()),
-                            }
+                        .maintenance_call(i, |mut m| async move {
+                            m.defragment(DefragmentRequest {}).await.map(|_| ())
                         })
                         .await;
                     self.note(format!("defragment m{i}: {r:?}"));
@@ -529,6 +544,7 @@ impl<'a> Nemesis<'a> {
             mine
         };
         for e in stopped {
+            self.violations.extend(self.expect.unexplained_exit(&e));
             self.note(format!("had stopped: {e}"));
         }
         self.cluster.nodes.restart(i);
@@ -624,14 +640,10 @@ impl<'a> Nemesis<'a> {
         self.statuses().await;
         for target_id in self.resolve_ids(to).await {
             let r = self
-                .on_ctl(async move {
-                    let mut m = MaintenanceClient::connect(client_url(leader))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                .maintenance_call(leader, move |mut m| async move {
                     m.move_leader(MoveLeaderRequest { target_id })
                         .await
                         .map(|_| ())
-                        .map_err(|s| s.message().to_string())
                 })
                 .await;
             self.answered("move leader", r, None);
@@ -682,10 +694,23 @@ impl<'a> Nemesis<'a> {
             let c = ClusterClient::connect(client_url(member))
                 .await
                 .map_err(|e| e.to_string())?;
-            tokio::time::timeout(Duration::from_secs(10), call(c))
+            answer(call(c)).await
+        })
+        .await
+    }
+
+    /// Calls the Maintenance service on member `member`.
+    async fn maintenance_call<F, Fut, T>(&mut self, member: usize, call: F) -> Result<T, String>
+    where
+        F: FnOnce(MaintenanceClient<tonic::transport::Channel>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, tonic::Status>> + Send,
+        T: Send + 'static,
+    {
+        self.on_ctl(async move {
+            let m = MaintenanceClient::connect(client_url(member))
                 .await
-                .map_err(|_| "timeout".to_string())?
-                .map_err(|s| s.message().to_string())
+                .map_err(|e| e.to_string())?;
+            answer(call(m)).await
         })
         .await
     }

@@ -193,6 +193,7 @@ async fn simulate(scenario: Scenario, seed: u64, sidecar: Option<Sidecar>) -> Ou
         } else {
             failures.push(format!("member stopped: {e}"));
         }
+        failures.extend(scenario.expect.unexplained_exit(e));
     }
     for disk in cluster.nodes.disk_trace() {
         trace(b'D', &[disk]);

@@ -103,6 +103,17 @@ pub enum Target {
     Role(String),
 }
 
+/// Which of a member's files a disk fault hits.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskArea {
+    /// The WAL directory.
+    #[default]
+    Wal,
+    /// The backend database file.
+    Backend,
+}
+
 /// What a step does.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
@@ -151,11 +162,14 @@ pub enum Action {
     Resume {
         member: Target,
     },
-    /// The next `count` WAL operations of kind `op` (`read`, `write`, `sync`) fail with EIO.
+    /// The next `count` operations of kind `op` (`read`, `write`, `sync`) on the member's
+    /// `file` (`wal`, the default, or `backend`) fail with EIO.
     DiskEio {
         member: Target,
         op: String,
         count: u32,
+        #[serde(default)]
+        file: DiskArea,
     },
     /// The disk fills: writes past `headroom` more bytes fail with ENOSPC.
     DiskFull {
@@ -273,8 +287,8 @@ pub struct Expect {
     /// The term does not change across a heal (PreVote: a rejoining member disrupts no one).
     #[serde(default)]
     pub term_unchanged_after_heal: bool,
-    /// Members may stop on disk errors (etcd exits on a failed WAL write); otherwise a
-    /// member that stops fails the run.
+    /// Members may stop on disk errors (etcd exits on a failed WAL write or backend commit);
+    /// otherwise a member that stops fails the run.
     #[serde(default)]
     pub members_may_exit: bool,
     /// At least this many operations complete `ok`: the cluster made progress.
@@ -303,6 +317,19 @@ pub struct Expect {
     /// seconds of its invocation: the voters' commit latency was not disturbed.
     #[serde(default)]
     pub write_latency_max_s: Option<f64>,
+    /// Every member that stops says why with the file under its data directory and the
+    /// OS error (`… /data/member/snap/db: Input/output error (os error 5)`).
+    #[serde(default)]
+    pub exits_name_the_file: bool,
+}
+
+impl Expect {
+    /// The failure a member's exit message makes under `exits_name_the_file`, if any.
+    pub fn unexplained_exit(&self, exit: &str) -> Option<String> {
+        let named = exit.contains("/data/") && exit.contains("(os error ");
+        (self.exits_name_the_file && !named)
+            .then(|| format!("member stopped without naming the file and the OS error: {exit}"))
+    }
 }
 
 impl Scenario {
@@ -380,5 +407,20 @@ mod tests {
             err,
             "zeroth: step at 1: crash-at raft-before-save with nth = 0; passes count from 1"
         );
+    }
+
+    #[test]
+    fn an_exit_must_name_the_file_and_the_os_error_when_expected() {
+        let expect = Expect {
+            exits_name_the_file: true,
+            ..Expect::default()
+        };
+        let named = "m0: detcd: the backend failed committing: backend: I/O error: \
+                     write /data/member/snap/db: Input/output error (os error 5)";
+        assert_eq!(expect.unexplained_exit(named), None);
+        assert!(expect
+            .unexplained_exit("m1: detcd: member loop ended")
+            .is_some());
+        assert_eq!(Expect::default().unexplained_exit("m1: anything"), None);
     }
 }

@@ -39,6 +39,13 @@ fn planted_bugs_are_caught_within_100_seeds() {
         // A candidate missing committed entries wins an election and overwrites them on
         // the others: members' logs and stores part ways.
         (Bug::VoteIgnoresLog, "random-faults", ""),
+        // A key last written before an auto-compaction vanishes from the index while its
+        // lease still holds it: the lessor's invariant trips when the lease is revoked.
+        (
+            Bug::CompactDropsLatest,
+            "crash-points",
+            "kept 1 keys after revoke",
+        ),
     ] {
         let (seed, failures) = first_failure(bug, scenario)
             .unwrap_or_else(|| panic!("{} survived 100 seeds of {scenario}", bug.name()));

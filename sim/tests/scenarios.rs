@@ -76,6 +76,7 @@ scenarios! {
     rolling_restart => "rolling-restart",
     power_loss_all => "power-loss-all",
     disk_faults => "disk-faults",
+    backend_disk_faults => "backend-disk-faults",
     pause_leader => "pause-leader",
     pause_leases => "pause-leases",
     slow_fsync => "slow-fsync",

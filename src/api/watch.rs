@@ -13,6 +13,7 @@ use crate::auth::AuthInfo;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{WatchRequest, WatchResponse};
+use crate::runtime::CrashPoint;
 use crate::server::auth::Access;
 use crate::server::watch::WatchStream;
 use crate::server::Server;
@@ -94,6 +95,10 @@ impl WatchService {
                     Some(r) = events.recv() => r,
                     else => return None,
                 };
+                // A member whose power fails here drops its streams; clients resume elsewhere.
+                server
+                    .crash_point(CrashPoint::BeforeSendWatchResponse)
+                    .ok()?;
                 // Never the store's revision: taking its lock here could wait on a write.
                 resp.header = server.header(Some(resp.header.map_or(0, |h| h.revision)));
                 Some((Ok(resp), (replies, events, server)))

@@ -65,6 +65,53 @@ pub type Result<T> = std::result::Result<T, BackendError>;
 /// redb's page cache; bounded so that memory per member stays predictable.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
+/// The read views open outside the store's lock ([`Backend::view`]).
+#[derive(Debug, Default)]
+struct Views {
+    open: std::sync::Mutex<usize>,
+    closed: std::sync::Condvar,
+}
+
+/// A read-only snapshot of the last commit, taken under the store's lock and read after
+/// it is released, so that long reads and applies do not wait for each other.
+/// Defragmentation waits until every view is dropped: redb cannot compact under one.
+pub struct ReadView {
+    tx: redb::ReadTransaction,
+    views: std::sync::Arc<Views>,
+}
+
+impl ReadView {
+    pub fn tx(&self) -> &redb::ReadTransaction {
+        &self.tx
+    }
+
+    /// A crc32 of every table but `meta` (whose consistent index differs between members
+    /// that applied the same entries in different batches).
+    pub fn hash(&self) -> Result<u32> {
+        let mut h = crc32fast::Hasher::new();
+        for def in HASHED {
+            h.update(def.name().as_bytes());
+            let table = self.tx.open_table(def).map_err(be)?;
+            for entry in table.iter().map_err(be)? {
+                let (k, v) = entry.map_err(be)?;
+                h.update(k.value());
+                h.update(v.value());
+            }
+        }
+        Ok(h.finalize())
+    }
+}
+
+impl Drop for ReadView {
+    fn drop(&mut self) {
+        let mut open = self.views.open.lock().unwrap_or_else(|e| e.into_inner());
+        *open -= 1;
+        if *open == 0 {
+            self.views.closed.notify_all();
+        }
+    }
+}
+
 /// The redb database and its open write transaction.
 pub struct Backend {
     /// Invariant: `Some` except inside [`Backend::commit`]. Declared before `db` so that
@@ -75,6 +122,7 @@ pub struct Backend {
     /// Where commits report their latency (etcd's
     /// `etcd_disk_backend_commit_duration_seconds`), if anywhere.
     commit_latency: Option<Histogram>,
+    views: std::sync::Arc<Views>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -108,6 +156,7 @@ impl Backend {
             tx: None,
             file,
             commit_latency: None,
+            views: Default::default(),
         };
         backend.begin()?;
         create_tables(backend.tx())?;
@@ -167,29 +216,13 @@ impl Backend {
         Ok(self.file.len()?)
     }
 
-    /// A crc32 of every table but `meta` (whose consistent index differs between members
-    /// that applied the same entries in different batches).
-    pub fn hash(&self) -> Result<u32> {
-        let tx = self.tx();
-        let mut h = crc32fast::Hasher::new();
-        for def in HASHED {
-            h.update(def.name().as_bytes());
-            let table = tx.open_table(def).map_err(be)?;
-            for entry in table.iter().map_err(be)? {
-                let (k, v) = entry.map_err(be)?;
-                h.update(k.value());
-                h.update(v.value());
-            }
-        }
-        Ok(h.finalize())
-    }
-
     /// Commits, then rewrites the file without its free pages and shrinks it (etcd's
     /// defragment). Fails while a reader holds a [`Backend::begin_read`] snapshot. redb
     /// compacts in place: etcd's crash points around its copy and its rename fall before
     /// and after the rewrite.
     pub fn defragment(&mut self) -> Result<()> {
         self.crash_point(CrashPoint::DefragBeforeCopy)?;
+        self.wait_for_views();
         let tx = self.tx.take().expect("a write transaction is always open");
         let compacted = tx
             .commit()
@@ -224,6 +257,30 @@ impl Backend {
         let ok = self.db.check_integrity().map_err(be)?;
         self.begin()?;
         Ok(ok)
+    }
+
+    /// A [`ReadView`] of the last commit. Taken while the caller holds `&self` (the store's
+    /// lock), so that [`Backend::defragment`], which waits for views under the same lock,
+    /// never sees a new one appear.
+    pub fn view(&self) -> Result<ReadView> {
+        let tx = self.db.begin_read().map_err(be)?;
+        *self.views.open.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Ok(ReadView {
+            tx,
+            views: self.views.clone(),
+        })
+    }
+
+    /// Blocks until every [`ReadView`] is dropped; views are short reads that need no lock
+    /// to finish.
+    fn wait_for_views(&self) {
+        let open = self.views.open.lock().unwrap_or_else(|e| e.into_inner());
+        drop(
+            self.views
+                .closed
+                .wait_while(open, |open| *open > 0)
+                .unwrap_or_else(|e| e.into_inner()),
+        );
     }
 
     /// A read-only snapshot of the last commit, for readers that must not see a batch in

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use redb::ReadableTable;
 
+use super::expiry::ExpiryQueue;
 use super::{Error, Lease, Result};
 use crate::backend::{be, corrupt, get_u64, put_u64, LEASE, META};
 use crate::mvcc::kvstore::header;
@@ -51,8 +52,9 @@ pub struct Lessor {
     key_lease: BTreeMap<Vec<u8>, i64>,
     /// Whether this member is the leader, which alone tracks expiry.
     primary: bool,
-    /// Revokes proposed and when, so that one is not proposed again before `revoke_retry`.
-    revoking: BTreeMap<i64, Duration>,
+    /// On the primary, every lease by when it next needs a look: its expiry, or when a
+    /// proposed revoke is proposed again (`revoke_retry` later).
+    queue: ExpiryQueue,
     /// The last lease checkpointed; the next batch starts after it.
     checkpoint_cursor: i64,
 }
@@ -80,7 +82,7 @@ impl Lessor {
             leases,
             key_lease: BTreeMap::new(),
             primary: false,
-            revoking: BTreeMap::new(),
+            queue: ExpiryQueue::default(),
             checkpoint_cursor: 0,
         };
         let all = RangeRequest {
@@ -176,6 +178,7 @@ impl Lessor {
         let mut lease = Lease::new(id, req.ttl.max(self.cfg.min_ttl));
         if self.primary {
             lease.refresh(now, Duration::ZERO);
+            self.queue.set(id, lease.expiry.expect("refreshed"));
         }
         self.persist(store, &lease)?;
         let resp = LeaseGrantResponse {
@@ -206,7 +209,7 @@ impl Lessor {
             "lease {id} kept {} keys after revoke",
             lease.keys.len()
         );
-        self.revoking.remove(&id);
+        self.queue.remove(id);
         {
             let mut table = store.backend().tx().open_table(LEASE).map_err(be)?;
             table.remove(id.to_be_bytes().as_slice()).map_err(be)?;
@@ -235,7 +238,9 @@ impl Lessor {
             id,
             remaining_ttl: 0,
         });
-        lease.expiry = Some(now + Duration::from_secs(lease.ttl as u64));
+        let expiry = now + Duration::from_secs(lease.ttl as u64);
+        lease.expiry = Some(expiry);
+        self.queue.set(id, expiry);
         Ok((
             LeaseKeepAliveResponse {
                 header: None,
@@ -291,13 +296,16 @@ impl Lessor {
         self.primary = true;
         for lease in self.leases.values_mut() {
             lease.refresh(now, extend);
+            if let Some(expiry) = lease.expiry {
+                self.queue.set(lease.id, expiry);
+            }
         }
     }
 
     /// Losing leadership: expiry is someone else's business now.
     pub fn demote(&mut self) {
         self.primary = false;
-        self.revoking.clear();
+        self.queue.clear();
         for lease in self.leases.values_mut() {
             lease.expiry = None;
         }
@@ -307,22 +315,12 @@ impl Lessor {
         self.primary
     }
 
-    /// The leader's expired leases to propose revokes for: at most `max_revokes`, none
-    /// proposed within `revoke_retry`.
+    /// The leader's expired leases to propose revokes for, earliest first: at most
+    /// `max_revokes`, none proposed within `revoke_retry`. Costs what expired, not what
+    /// exists.
     pub fn expired(&mut self, now: Duration) -> Vec<i64> {
-        let retry = self.cfg.revoke_retry;
-        let due: Vec<i64> = self
-            .leases
-            .values()
-            .filter(|l| l.expiry.is_some_and(|e| e <= now))
-            .filter(|l| self.revoking.get(&l.id).is_none_or(|&at| at + retry <= now))
-            .map(|l| l.id)
-            .take(self.cfg.max_revokes)
-            .collect();
-        for &id in &due {
-            self.revoking.insert(id, now);
-        }
-        due
+        self.queue
+            .take_due(now, self.cfg.revoke_retry, self.cfg.max_revokes)
     }
 
     /// The leader's checkpoints to propose: the remaining TTL of up to `max_checkpoints`

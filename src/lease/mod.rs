@@ -8,6 +8,7 @@
 //! log so that a new leader does not hand every lease a fresh TTL. Followers keep leases
 //! forever until a revoke arrives.
 
+mod expiry;
 mod lessor;
 mod record;
 

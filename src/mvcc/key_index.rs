@@ -184,7 +184,12 @@ impl KeyIndex {
     pub fn compact(&mut self, at: i64, keep: &mut BTreeSet<Revision>) {
         let (gi, idx) = self.keep_at(at, keep);
         if let Some(i) = idx {
-            self.generations[gi].revs.drain(..i);
+            let latest = gi + 1 == self.generations.len()
+                && crate::runtime::planted(crate::runtime::Bug::CompactDropsLatest);
+            if latest {
+                keep.remove(&self.generations[gi].revs[i]);
+            }
+            self.generations[gi].revs.drain(..i + latest as usize);
         }
         self.generations.drain(..gi);
         self.check();

@@ -10,9 +10,10 @@ use redb::ReadableTable;
 use super::error::{Error, Result};
 use super::key_range::KeyRange;
 use super::kvstore_compact::Compaction;
+use super::request_check::RequestLimits;
 use super::revision::Revision;
 use super::tree_index::TreeIndex;
-use crate::backend::{be, get_u64, put_u64, Backend, KEY, META};
+use crate::backend::{be, get_u64, put_u64, Backend, ReadView, KEY, META};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use crate::proto::mvccpb::event::EventType;
@@ -37,6 +38,15 @@ pub struct Config {
     pub quota_bytes: u64,
     /// Revisions removed per backend commit by compaction, so writes interleave.
     pub compaction_batch_limit: usize,
+}
+
+impl Config {
+    pub fn limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+        }
+    }
 }
 
 impl Default for Config {
@@ -67,6 +77,9 @@ pub struct KvStore {
     consistent_index: u64,
     /// Invariant: `committed_index <= consistent_index`.
     committed_index: u64,
+    /// Writes of revisions up to this one are committed: a [`ReadView`] taken now holds
+    /// them. Invariant: `committed_rev <= current_rev`.
+    committed_rev: i64,
     uncommitted: usize,
     nospace: bool,
     pub(super) cfg: Config,
@@ -114,6 +127,7 @@ impl KvStore {
             compaction: None,
             consistent_index,
             committed_index: consistent_index,
+            committed_rev: last_main.max(scheduled),
             uncommitted: 0,
             nospace,
             cfg,
@@ -168,6 +182,7 @@ impl KvStore {
         self.backend.commit()?;
         self.uncommitted = 0;
         self.committed_index = self.consistent_index;
+        self.committed_rev = self.current_rev;
         Ok(())
     }
 
@@ -211,66 +226,74 @@ impl KvStore {
 
     /// A read at the current revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.begin_range(req)?.finish()
+    }
+
+    /// A read at the current revision in two parts: what needs the store now (the index,
+    /// values not yet committed), and [`RangeRead::finish`], which reads the committed
+    /// values from a view after the store's lock is released.
+    pub fn begin_range(&self, req: &RangeRequest) -> Result<RangeRead> {
         // etcd's gRPC layer refuses a range without a key before it reads anything.
         if req.key.is_empty() {
             return Err(Error::EmptyKey);
         }
         self.check_size(req.encoded_len())?;
-        self.range_at(req, self.current_rev)
+        self.begin_range_at(req, self.current_rev)
     }
 
     /// Range as etcd's applier runs it, with `cur` the revision the reader sees.
     pub(super) fn range_at(&self, req: &RangeRequest, cur: i64) -> Result<RangeResponse> {
+        self.begin_range_at(req, cur)?.finish()
+    }
+
+    fn begin_range_at(&self, req: &RangeRequest, cur: i64) -> Result<RangeRead> {
         let at = self.read_rev(req.revision, cur)?;
         let range = KeyRange::new(&req.key, &req.range_end);
-        let header = Some(header(cur));
-        if req.count_only {
-            let (_, count) = self.index.range(&range, at, 1);
-            return Ok(RangeResponse {
-                header,
-                count: count as i64,
+        let mut read = RangeRead {
+            resp: RangeResponse {
+                header: Some(header(cur)),
                 ..Default::default()
-            });
-        }
-        let sort_order = match SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None) {
-            SortOrder::None if req.sort_target != SortTarget::Key as i32 => SortOrder::Ascend,
-            order => order,
+            },
+            slots: Vec::new(),
+            view: None,
+            req: RangeRequest {
+                key: Vec::new(),
+                range_end: Vec::new(),
+                ..req.clone()
+            },
         };
+        if req.count_only {
+            read.resp.count = self.index.range(&range, at, 1).1 as i64;
+            return Ok(read);
+        }
         let filtered = req.min_mod_revision != 0
             || req.max_mod_revision != 0
             || req.min_create_revision != 0
             || req.max_create_revision != 0;
         // An explicit sort order or a filter needs every key; otherwise one extra shows
-        // `more`. As in etcd, a sort target without an order sorts only what the limit
-        // fetched (in key order).
+        // `more`.
         let fetch = if req.sort_order != SortOrder::None as i32 || filtered || req.limit <= 0 {
             0
         } else {
             req.limit as usize + 1
         };
         let (found, count) = self.index.range(&range, at, fetch);
-        let mut kvs = self.read_kvs(found.iter().map(|(_, state)| state.modified))?;
-        kvs.retain(|kv| {
-            (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
-                && kv.mod_revision >= req.min_mod_revision
-                && kv.create_revision >= req.min_create_revision
-                && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
-        });
-        sort_kvs(&mut kvs, sort_order, req.sort_target);
-        let mut more = false;
-        if req.limit > 0 && kvs.len() > req.limit as usize {
-            kvs.truncate(req.limit as usize);
-            more = true;
+        read.resp.count = count as i64;
+        let revs = found.iter().map(|(_, state)| state.modified);
+        if found
+            .iter()
+            .any(|(_, s)| s.modified.main <= self.committed_rev)
+        {
+            read.view = Some(self.backend.view()?);
         }
-        if req.keys_only {
-            kvs.iter_mut().for_each(|kv| kv.value.clear());
-        }
-        Ok(RangeResponse {
-            header,
-            kvs,
-            more,
-            count: count as i64,
-        })
+        let table = self.backend.tx().open_table(KEY).map_err(be)?;
+        read.slots = revs
+            .map(|rev| match rev.main <= self.committed_rev {
+                true => Ok(Slot::Committed(rev)),
+                false => read_value(&table, rev).map(Slot::Read),
+            })
+            .collect::<Result<_>>()?;
+        Ok(read)
     }
 
     /// The revision a read of `requested` (0: current) sees, or why it cannot.
@@ -287,25 +310,14 @@ impl KvStore {
 
     /// The value stored at `rev`, which the index says is a put.
     pub(super) fn read_kv(&self, rev: Revision) -> Result<KeyValue> {
-        Ok(self.read_kvs([rev])?.pop().expect("one revision read"))
+        read_value(&self.backend.tx().open_table(KEY).map_err(be)?, rev)
     }
 
-    /// The values stored at `revs`, which the index says are puts; one table open for all.
-    fn read_kvs(&self, revs: impl IntoIterator<Item = Revision>) -> Result<Vec<KeyValue>> {
-        let table = self.backend.tx().open_table(KEY).map_err(be)?;
-        let mut out = Vec::new();
-        for rev in revs {
-            let v = table.get(rev.to_key(false).as_slice()).map_err(be)?;
-            let v =
-                v.unwrap_or_else(|| panic!("index names revision {rev} that the backend lacks"));
-            out.push(decode(v.value()));
-        }
-        Ok(out)
-    }
-
-    /// A hash of the whole backend but the per-member metadata (etcd's Hash).
-    pub fn hash(&self) -> Result<u32> {
-        Ok(self.backend.hash()?)
+    /// Commits, then returns a view of everything applied: for long reads (Hash, HashKV)
+    /// that run after the store's lock is released.
+    pub fn committed_view(&mut self) -> Result<ReadView> {
+        self.commit()?;
+        Ok(self.backend.view()?)
     }
 
     /// The changes of main revisions `from..=to` in revision order, as watch events (from
@@ -355,6 +367,84 @@ pub fn header(revision: i64) -> ResponseHeader {
     ResponseHeader {
         revision,
         ..Default::default()
+    }
+}
+
+/// The value stored at `rev`, which the index says is a put.
+fn read_value(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    rev: Revision,
+) -> Result<KeyValue> {
+    let v = table.get(rev.to_key(false).as_slice()).map_err(be)?;
+    let v = v.unwrap_or_else(|| panic!("index names revision {rev} that the backend lacks"));
+    Ok(decode(v.value()))
+}
+
+/// A value of a [`RangeRead`]: read under the store's lock, or committed and read later.
+enum Slot {
+    Read(KeyValue),
+    Committed(Revision),
+}
+
+/// A range whose index lookup is done; [`RangeRead::finish`] reads the committed values
+/// and shapes the response (filters, sort, limit), without the store.
+pub struct RangeRead {
+    resp: RangeResponse,
+    slots: Vec<Slot>,
+    /// A view of the last commit, when a slot needs one.
+    view: Option<ReadView>,
+    /// The request's options (its key and range end are not needed any more).
+    req: RangeRequest,
+}
+
+impl RangeRead {
+    pub fn finish(self) -> Result<RangeResponse> {
+        let RangeRead {
+            mut resp,
+            slots,
+            view,
+            req,
+        } = self;
+        if req.count_only {
+            return Ok(resp);
+        }
+        let table = match &view {
+            Some(v) => Some(v.tx().open_table(KEY).map_err(be)?),
+            None => None,
+        };
+        let mut kvs = Vec::with_capacity(slots.len());
+        for slot in slots {
+            kvs.push(match slot {
+                Slot::Read(kv) => kv,
+                Slot::Committed(rev) => {
+                    read_value(table.as_ref().expect("a view for committed values"), rev)?
+                }
+            });
+        }
+        drop(table);
+        drop(view);
+        kvs.retain(|kv| {
+            (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+                && kv.mod_revision >= req.min_mod_revision
+                && kv.create_revision >= req.min_create_revision
+                && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+        });
+        // As in etcd, a sort target without an order sorts only what the limit fetched
+        // (in key order).
+        let sort_order = match SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None) {
+            SortOrder::None if req.sort_target != SortTarget::Key as i32 => SortOrder::Ascend,
+            order => order,
+        };
+        sort_kvs(&mut kvs, sort_order, req.sort_target);
+        if req.limit > 0 && kvs.len() > req.limit as usize {
+            kvs.truncate(req.limit as usize);
+            resp.more = true;
+        }
+        if req.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
+        resp.kvs = kvs;
+        Ok(resp)
     }
 }
 

@@ -7,12 +7,14 @@
 //! whole compacted backend). The answer therefore does not depend on how far the physical
 //! compaction has gone, on this member or on etcd.
 
+use std::collections::BTreeSet;
+
 use redb::{ReadableTable, TableHandle};
 
 use super::error::{Error, Result};
 use super::kvstore::{header, KvStore};
 use super::revision::Revision;
-use crate::backend::{be, KEY};
+use crate::backend::{be, ReadView, KEY};
 use crate::proto::etcdserverpb::HashKvResponse;
 
 /// crc32 with the Castagnoli polynomial (Go's `crc32.MakeTable(crc32.Castagnoli)`), which
@@ -59,10 +61,73 @@ impl Castagnoli {
     }
 }
 
+/// What HashKV at a revision reads, fixed when it was asked: the revision, the
+/// compaction, and the revisions kept below it.
+struct HashPlan {
+    at: i64,
+    current_rev: i64,
+    compact_rev: i64,
+    keep: BTreeSet<Revision>,
+}
+
+impl HashPlan {
+    fn hash(
+        &self,
+        table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    ) -> Result<HashKvResponse> {
+        let mut h = Castagnoli::default();
+        h.update(KEY.name().as_bytes());
+        let upper = Revision::start_key(self.at + 1);
+        for entry in table.range(..upper.as_slice()).map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let (r, _) = Revision::from_key(k.value());
+            if r.main <= self.compact_rev && !self.keep.contains(&r) {
+                continue;
+            }
+            h.update(k.value());
+            h.update(v.value());
+        }
+        Ok(HashKvResponse {
+            header: Some(header(self.current_rev)),
+            hash: h.finalize(),
+            compact_revision: self.compact_rev,
+            hash_revision: self.at,
+        })
+    }
+}
+
+/// A HashKV whose backend scan runs after the store's lock is released
+/// ([`KvStore::begin_hash_kv`]).
+pub struct HashKvRead {
+    plan: HashPlan,
+    view: ReadView,
+}
+
+impl HashKvRead {
+    pub fn finish(self) -> Result<HashKvResponse> {
+        self.plan.hash(&self.view.tx().open_table(KEY).map_err(be)?)
+    }
+}
+
 impl KvStore {
     /// etcd's HashKV at `rev` (0: the current revision). As etcd, a revision at or below
     /// the compaction revision is compacted, although a range may still read it.
     pub fn hash_kv(&self, rev: i64) -> Result<HashKvResponse> {
+        self.hash_plan(rev)?
+            .hash(&self.backend.tx().open_table(KEY).map_err(be)?)
+    }
+
+    /// [`KvStore::hash_kv`], committing first so that the scan can read a view of the last
+    /// commit without the store.
+    pub fn begin_hash_kv(&mut self, rev: i64) -> Result<HashKvRead> {
+        let plan = self.hash_plan(rev)?;
+        Ok(HashKvRead {
+            view: self.committed_view()?,
+            plan,
+        })
+    }
+
+    fn hash_plan(&self, rev: i64) -> Result<HashPlan> {
         if rev > self.current_rev {
             return Err(Error::FutureRev);
         }
@@ -74,24 +139,11 @@ impl KvStore {
         if keep.is_empty() {
             keep = self.index.keep(self.compact_rev);
         }
-        let mut h = Castagnoli::default();
-        h.update(KEY.name().as_bytes());
-        let table = self.backend.tx().open_table(KEY).map_err(be)?;
-        let upper = Revision::start_key(at + 1);
-        for entry in table.range(..upper.as_slice()).map_err(be)? {
-            let (k, v) = entry.map_err(be)?;
-            let (r, _) = Revision::from_key(k.value());
-            if r.main <= self.compact_rev && !keep.contains(&r) {
-                continue;
-            }
-            h.update(k.value());
-            h.update(v.value());
-        }
-        Ok(HashKvResponse {
-            header: Some(header(self.current_rev)),
-            hash: h.finalize(),
-            compact_revision: self.compact_rev,
-            hash_revision: at,
+        Ok(HashPlan {
+            at,
+            current_rev: self.current_rev,
+            compact_rev: self.compact_rev,
+            keep,
         })
     }
 }

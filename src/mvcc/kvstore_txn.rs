@@ -6,7 +6,7 @@ use prost::Message;
 use super::error::{Error, Result};
 use super::key_range::KeyRange;
 use super::kvstore::{header, KvStore};
-use super::request_check::{check_intervals, check_put, check_txn, has_put};
+use super::request_check::{check_delete_request, check_put_request, check_txn_request, has_put};
 use super::revision::Revision;
 use super::LeaseLookup;
 use crate::backend::{be, KEY};
@@ -230,8 +230,7 @@ impl KvStore {
         req: &PutRequest,
         leases: &dyn LeaseLookup,
     ) -> Result<(PutResponse, Events)> {
-        self.check_size(req.encoded_len())?;
-        check_put(req)?;
+        check_put_request(req, &self.cfg.limits())?;
         self.check_space()?;
         self.check_put_state(req, leases)?;
         let mut txn = TxnWrite::begin(self);
@@ -244,10 +243,7 @@ impl KvStore {
         &mut self,
         req: &DeleteRangeRequest,
     ) -> Result<(DeleteRangeResponse, Events)> {
-        self.check_size(req.encoded_len())?;
-        if req.key.is_empty() {
-            return Err(Error::EmptyKey);
-        }
+        check_delete_request(req, &self.cfg.limits())?;
         let mut txn = TxnWrite::begin(self);
         let resp = txn.apply_delete(req)?;
         Ok((resp, txn.end()))
@@ -270,15 +266,12 @@ impl KvStore {
         req: &TxnRequest,
         leases: &dyn LeaseLookup,
     ) -> Result<(TxnResponse, Events)> {
-        self.check_size(req.encoded_len())?;
-        check_txn(req, self.cfg.max_txn_ops)?;
+        check_txn_request(req, &self.cfg.limits())?;
         // Under the NOSPACE alarm etcd refuses a txn with a put anywhere in it, whichever
         // branch would run.
         if has_put(req) {
             self.check_space()?;
         }
-        check_intervals(&req.success)?;
-        check_intervals(&req.failure)?;
         let mut path = Vec::new();
         self.compare_path(req, &mut path)?;
         self.check_txn_state(req, &path, leases)?;

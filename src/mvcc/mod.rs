@@ -35,9 +35,12 @@ mod watcher_group;
 
 pub use error::Error;
 pub use key_range::KeyRange;
-pub use kvstore::{Config, KvStore};
-pub use kvstore_hash::Castagnoli;
+pub use kvstore::{Config, KvStore, RangeRead};
+pub use kvstore_hash::{Castagnoli, HashKvRead};
 pub use kvstore_txn::Events;
+pub use request_check::{
+    check_delete_request, check_put_request, check_txn_request, RequestLimits,
+};
 pub use revision::Revision;
 pub use watchable_store::{WatchConfig, WatchableStore, NO_WATCH_ID};
 

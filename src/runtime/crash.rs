@@ -48,6 +48,7 @@ crash_points!(
     BeforeApplyOneConfChange = "before-apply-one-conf-change": "Before a committed configuration change applies.",
     BeforeLeaderSend = "before-leader-send": "Before the messages Raft sends ahead of the WAL save (a leader's appends).",
     BeforeFollowerSend = "before-follower-send": "Before the messages that wait for the WAL save (acknowledgements, votes).",
+    BeforeSendWatchResponse = "before-send-watch-response": "Before a watch response goes to the client.",
 );
 
 impl std::str::FromStr for CrashPoint {

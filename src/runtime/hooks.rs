@@ -22,6 +22,9 @@ pub enum Bug {
     /// A watcher that fell behind (created at a past revision, or resumed) loses the first
     /// event of its catch-up from the store's history.
     WatchCatchUpSkip,
+    /// Compaction drops the revision that shows a key's value at the compaction revision
+    /// as well as the superseded ones, so a key last written before it vanishes.
+    CompactDropsLatest,
 }
 
 impl Bug {
@@ -33,6 +36,7 @@ impl Bug {
             Bug::LockNoWait => "lock-no-wait",
             Bug::WatchCatchUpSkip => "watch-catch-up-skip",
             Bug::VoteIgnoresLog => "vote-ignores-log",
+            Bug::CompactDropsLatest => "compact-drops-latest",
         }
     }
 }

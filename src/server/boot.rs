@@ -121,6 +121,10 @@ pub async fn start(
             path: snap_dir.clone(),
             source,
         })?;
+    let limits = mvcc::RequestLimits {
+        max_request_bytes: cfg.max_request_bytes as usize,
+        max_txn_ops: cfg.max_txn_ops,
+    };
     let store_cfg = mvcc::Config {
         max_request_bytes: cfg.max_request_bytes as usize,
         max_txn_ops: cfg.max_txn_ops,
@@ -215,7 +219,7 @@ pub async fn start(
     .map_err(|e| unreadable(&e))?;
     let (handle, member_task) = member::start(
         member_cfg,
-        disk,
+        disk.clone(),
         transport.clone(),
         inbound_rx,
         events,
@@ -245,6 +249,8 @@ pub async fn start(
         snapshots,
         compaction_hashes,
         strict_reconfig_check: cfg.strict_reconfig_check,
+        limits,
+        disk,
         token: cfg.initial_cluster_token.clone(),
         cluster_id,
         member_id,

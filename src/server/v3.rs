@@ -21,7 +21,6 @@ use super::store::{lock, LeaseClock, SharedAuth, SharedLessor, SharedStore};
 use super::transport::Transport;
 use super::{alarm, quota, SERVER_VERSION};
 use crate::auth::{AuthInfo, JwtTokens};
-use crate::lease;
 use crate::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
     DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, HashResponse, LeaseGrantRequest,
@@ -37,6 +36,8 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::internalpb::internal_raft_request::Request;
 use crate::proto::internalpb::{InternalRaftRequest, RequestHeader};
+use crate::runtime::{CrashPoint, Disk};
+use crate::{lease, mvcc};
 
 /// How long a leader move may take before the caller is told so.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +64,10 @@ pub struct Server {
     /// `--strict-reconfig-check`: membership changes that could cost the cluster its
     /// quorum are refused.
     pub(super) strict_reconfig_check: bool,
+    /// What a write may be: it is checked against these before it is proposed.
+    pub(super) limits: mvcc::RequestLimits,
+    /// The member's disk, for the crash points outside the write path.
+    pub(super) disk: Arc<dyn Disk>,
     /// The initial cluster token: new member IDs derive from it, as etcd's do.
     pub(super) token: String,
     pub(super) cluster_id: u64,
@@ -127,6 +132,7 @@ impl Server {
         request: Request,
     ) -> Result<R> {
         quota::check(self, &request).await?;
+        self.check_request(&request)?;
         let entry = InternalRaftRequest {
             request: Some(request),
             header: caller.map(|c| RequestHeader {
@@ -136,6 +142,25 @@ impl Server {
         };
         let applied = self.member.propose(entry).await??;
         Ok(R::from_applied(applied).expect("a request applies to the response of its own kind"))
+    }
+
+    /// Marks that this member reached `point` outside its write path; an error means its
+    /// (simulated) power failed there, and the caller must stop what it was doing.
+    pub fn crash_point(&self, point: CrashPoint) -> std::io::Result<()> {
+        self.disk.crash_point(point)
+    }
+
+    /// etcd's request checks, made before proposing so that a bad request never reaches
+    /// the log; the apply makes them again on what the log holds.
+    fn check_request(&self, request: &Request) -> Result<()> {
+        let limits = &self.limits;
+        match request {
+            Request::Put(r) => mvcc::check_put_request(r, limits)?,
+            Request::DeleteRange(r) => mvcc::check_delete_request(r, limits)?,
+            Request::Txn(r) => mvcc::check_txn_request(r, limits)?,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Proposes a write (for `caller`, if any) and completes the header of its response.
@@ -159,7 +184,10 @@ impl Server {
         if !req.serializable {
             self.read_index().await?;
         }
-        let mut resp = lock(&self.store).kv().range(&req)?;
+        // The index under the store's lock; committed values after it is released, so
+        // that a large range and the applies do not wait for each other.
+        let read = lock(&self.store).kv().begin_range(&req)?;
+        let mut resp = read.finish()?;
         resp.header = self.complete(resp.header);
         Ok(resp)
     }
@@ -282,21 +310,25 @@ impl Server {
         Ok(self.header(Some(revision)))
     }
 
+    /// Hash of the whole backend; the scan reads a view of the last commit, so applies go
+    /// on while it runs.
     pub fn hash(&self) -> Result<HashResponse> {
-        let store = lock(&self.store);
-        let hash = store.kv().hash()?;
+        let (view, revision) = {
+            let mut store = lock(&self.store);
+            (store.kv_mut().committed_view()?, store.kv().rev())
+        };
         Ok(HashResponse {
-            header: self.header(Some(store.kv().rev())),
-            hash,
+            header: self.header(Some(revision)),
+            hash: view.hash()?,
         })
     }
 
     /// HashKV at `revision` (0: the current one). A compacted revision is refused, as
-    /// etcd 3.5.1 refuses it.
+    /// etcd 3.5.1 refuses it. The scan runs without the store's lock.
     pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
-        let store = lock(&self.store);
-        let mut resp = store.kv().hash_kv(revision)?;
-        resp.header = self.header(Some(store.kv().rev()));
+        let read = lock(&self.store).kv_mut().begin_hash_kv(revision)?;
+        let mut resp = read.finish()?;
+        resp.header = self.complete(resp.header);
         Ok(resp)
     }
 
