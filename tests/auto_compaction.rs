@@ -1,6 +1,7 @@
 //! `--auto-compaction-mode` and `--auto-compaction-retention`, with real processes: a
-//! member told to keep one second of history compacts it away over time, as
-//! `etcdctl get --rev` of an old revision shows; retentions etcd would refuse stop the
+//! member told to keep one second of history compacts it away over time, as a client's
+//! and `etcdctl get --rev`'s reads of an old revision show (etcdctl printing what it
+//! prints against etcd 3.4 under the same flags); retentions etcd would refuse stop the
 //! member at start with exit code 1, naming the flag, before it writes anything.
 //! (Revision mode checks every five minutes: sim/tests/auto_compaction.rs runs it.)
 
@@ -9,10 +10,10 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::cluster::poll;
-use common::{grpc_message, ready_client, Member};
+use common::{grpc_message, on_path, ready_client, Member};
 use etcd_client::GetOptions;
 
 const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
@@ -85,6 +86,84 @@ async fn periodic_compaction_drops_old_revisions_over_time() {
         },
     )
     .await;
+}
+
+/// `etcdctl <args>` against `endpoint`: its exit code, stdout and `Error:` line (not the
+/// client's retry logs).
+fn etcdctl(endpoint: &str, args: &[&str]) -> String {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .output()
+        .expect("etcdctl runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("Error:")).collect();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    format!(
+        "exit {:?}\n{stdout}{}",
+        out.status.code(),
+        errors.join("\n")
+    )
+}
+
+/// What `etcdctl get --rev=2` shows on a member keeping one second of history: right
+/// after revision 3 replaced it, then once it is gone (polled, writing, for up to 20 s).
+fn old_revision_over_time(program: &str, dir: &std::path::Path) -> Vec<String> {
+    let member = Member::new("ac", dir);
+    let _proc = member.spawn_with(
+        program,
+        None,
+        &[
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=1s",
+        ],
+    );
+    let url = member.client_url();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !etcdctl(&url, &["get", "k"]).starts_with("exit Some(0)") {
+        assert!(Instant::now() < deadline, "{program} never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut seen = vec![
+        etcdctl(&url, &["put", "k", "v1"]),
+        etcdctl(&url, &["put", "k", "v2"]),
+        etcdctl(&url, &["get", "k", "--rev=2"]),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        etcdctl(&url, &["put", "tick", ""]);
+        let old = etcdctl(&url, &["get", "k", "--rev=2"]);
+        if !old.starts_with("exit Some(0)") {
+            seen.push(old);
+            seen.push(etcdctl(&url, &["get", "k"]));
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{program} kept revision 2: {old}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn etcdctl_sees_old_revisions_compacted_as_with_etcd() {
+    for program in ["etcd", "etcdctl"] {
+        assert!(
+            on_path(program),
+            "{program} is not installed: run ci/install-etcd"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = old_revision_over_time("etcd", &dir.path().join("etcd"));
+    let ours = old_revision_over_time(env!("CARGO_BIN_EXE_detcd"), &dir.path().join("detcd"));
+    assert_eq!(ours, theirs, "detcd, then etcd 3.4");
+    assert_eq!(theirs[2], "exit Some(0)\nk\nv1\n");
+    assert_eq!(
+        theirs[3],
+        "exit Some(1)\nError: etcdserver: mvcc: required revision has been compacted"
+    );
 }
 
 #[test]

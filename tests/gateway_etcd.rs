@@ -44,8 +44,9 @@ fn normalize(line: &str) -> String {
 }
 
 async fn open(port: u16, path: &str, token: Option<&str>, body: &str) -> Lines {
-    post_stream(port, path, token, body)
+    tokio::time::timeout(LINE_WAIT, post_stream(port, path, token, body))
         .await
+        .unwrap_or_else(|_| panic!("POST {path} {body}: no answer within {LINE_WAIT:?}"))
         .unwrap_or_else(|e| panic!("POST {path}: {e}"))
 }
 
@@ -236,12 +237,191 @@ async fn script(port: u16) -> Vec<String> {
     out
 }
 
+/// The examples of etcd's gRPC gateway documentation (dev-guide/api_grpc_gateway.md, as
+/// curl sends them: camelCase names in a txn, the deprecated `/v3beta` prefix), then each
+/// unary call the main script leaves out, with its errors. Member IDs and this member's
+/// URLs, which differ between the servers, are named.
+async fn unary_script(m: &Member) -> Vec<String> {
+    let port = m.client_port;
+    let list = request(port, "POST", "/v3/cluster/member/list", "{}").await;
+    let own = field(&list.unwrap().body, "members")[0]["ID"].clone();
+    let mut names = vec![
+        (own.as_str().unwrap().to_string(), "SELF"),
+        (m.client_url(), "CLIENT"),
+        (m.peer_url(), "PEER"),
+    ];
+    let mut out = Vec::new();
+    let put = r#"{"key": "Zm9v", "value": "YmFy"}"#;
+    let create = r#"{"compare":[{"target":"CREATE","key":"Zm9v","createRevision":"2"}],"success":[{"requestPut":{"key":"Zm9v","value":"YmFy"}}]}"#;
+    let version = r#"{"compare":[{"version":"4","result":"EQUAL","target":"VERSION","key":"Zm9v"}],"success":[{"requestRange":{"key":"Zm9v"}}]}"#;
+    let lease = r#"{"ID":"7587"}"#;
+    let script = [
+        ("/v3/kv/put", put),
+        ("/v3/kv/range", r#"{"key": "Zm9v"}"#),
+        ("/v3/kv/range", r#"{"key": "Zm9v", "range_end": "Zm9w"}"#),
+        ("/v3/kv/txn", create),
+        ("/v3/kv/txn", version),
+        ("/v3beta/kv/range", r#"{"key": "Zm9v"}"#),
+        ("/v3alpha/kv/range", r#"{"key": "Zm9v"}"#),
+        (
+            "/v3/kv/put",
+            r#"{"key": "YS8x", "value": "eA==", "prev_kv": true}"#,
+        ),
+        ("/v3/kv/deleterange", r#"{"key": "YS8x", "prev_kv": true}"#),
+        ("/v3/kv/compaction", r#"{"revision": "3"}"#),
+        ("/v3/kv/compaction", r#"{"revision": "3"}"#),
+        ("/v3/kv/compaction", r#"{"revision": "100"}"#),
+        ("/v3/lease/grant", r#"{"TTL": "60", "ID": "7587"}"#),
+        ("/v3/lease/timetolive", r#"{"ID": "1", "keys": true}"#),
+        ("/v3/lease/leases", "{}"),
+        ("/v3/kv/lease/leases", "{}"),
+        (
+            "/v3/election/campaign",
+            r#"{"name":"ZWw=","lease":"7587","value":"djE="}"#,
+        ),
+        ("/v3/election/leader", r#"{"name":"ZWw="}"#),
+        ("/v3/election/leader", r#"{"name":"bm9uZQ=="}"#),
+        (
+            "/v3/election/resign",
+            r#"{"leader":{"name":"ZWw=","key":"ZWwvMWRhMw==","rev":"6","lease":"7587"}}"#,
+        ),
+        ("/v3/election/leader", r#"{"name":"ZWw="}"#),
+        ("/v3/lock/lock", r#"{"name":"bG9jaw==","lease":"7587"}"#),
+        ("/v3/lock/unlock", r#"{"key":"bG9jay8xZGEz"}"#),
+        ("/v3/lock/lock", r#"{"name":"bG9jaw==","lease":"1"}"#),
+        ("/v3/lease/revoke", lease),
+        ("/v3/lease/revoke", lease),
+        ("/v3/kv/lease/revoke", lease),
+        ("/v3/cluster/member/list", "{}"),
+        (
+            "/v3/cluster/member/add",
+            r#"{"peerURLs":["http://127.0.0.1:9"],"isLearner":true}"#,
+        ),
+    ];
+    for (path, body) in script {
+        out.extend(call(port, path, None, body).await);
+    }
+    let added = field(out.last().unwrap(), "member")["ID"].clone();
+    let added = added.as_str().expect("the added member's ID").to_string();
+    let id = |body: &str| body.replace("ADDED", &added);
+    let script = [
+        ("/v3/cluster/member/promote", id(r#"{"ID":"ADDED"}"#)),
+        (
+            "/v3/maintenance/transfer-leadership",
+            r#"{"targetID":"12345"}"#.into(),
+        ),
+        ("/v3/cluster/member/remove", r#"{"ID":"12345"}"#.into()),
+        ("/v3/maintenance/defragment", "{}".into()),
+        (
+            "/v3/maintenance/alarm",
+            r#"{"action":"DEACTIVATE","alarm":"NOSPACE"}"#.into(),
+        ),
+        ("/v3/auth/role/add", r#"{"name":"r1"}"#.into()),
+        ("/v3/auth/role/list", "{}".into()),
+        (
+            "/v3/auth/role/revoke",
+            r#"{"role":"r1","key":"YQ==","range_end":"Yg=="}"#.into(),
+        ),
+        ("/v3/auth/role/delete", r#"{"role":"r1"}"#.into()),
+        ("/v3/auth/role/delete", r#"{"role":"r1"}"#.into()),
+        ("/v3/auth/user/add", r#"{"name":"u","password":"p"}"#.into()),
+        (
+            "/v3/auth/user/changepw",
+            r#"{"name":"u","password":"q"}"#.into(),
+        ),
+        ("/v3/auth/user/revoke", r#"{"name":"u","role":"r1"}"#.into()),
+        ("/v3/auth/user/delete", r#"{"name":"u"}"#.into()),
+        ("/v3/auth/user/delete", r#"{"name":"u"}"#.into()),
+        // The documentation's authentication example.
+        (
+            "/v3/auth/user/add",
+            r#"{"name": "root", "password": "pass"}"#.into(),
+        ),
+        ("/v3/auth/role/add", r#"{"name": "root"}"#.into()),
+        (
+            "/v3/auth/user/grant",
+            r#"{"user": "root", "role": "root"}"#.into(),
+        ),
+        ("/v3/auth/enable", "{}".into()),
+        ("/v3/kv/put", put.into()),
+    ];
+    names.push((added, "ADDED"));
+    for (path, body) in script {
+        out.extend(call(port, path, None, &body).await);
+    }
+    let auth = r#"{"name": "root", "password": "pass"}"#;
+    let authenticated = request(port, "POST", "/v3/auth/authenticate", auth).await;
+    let token = field(&authenticated.unwrap().body, "token");
+    let token = token.as_str().expect("a token");
+    out.extend(call(port, "/v3/kv/put", Some(token), put).await);
+    out.extend(call(port, "/v3/auth/disable", Some(token), "{}").await);
+    // Last, and not the learner's: etcd 3.5.1's update makes a learner a voter (an etcd bug;
+    // detcd keeps it a learner), and after an update etcd 3.5.1 leaves the next membership
+    // change (removing the learner, or an unknown member) unanswered.
+    let update = format!(r#"{{"ID":{own},"peerURLs":["{}"]}}"#, m.peer_url());
+    out.extend(call(port, "/v3/cluster/member/update", None, &update).await);
+    out.into_iter()
+        .map(|line| {
+            let line = names.iter().fold(line, |line, (value, name)| {
+                line.replace(value.as_str(), name)
+            });
+            sort_members(line)
+        })
+        .collect()
+}
+
+/// `line` with its `members` sorted: etcd lists them by ID, which differ between servers.
+fn sort_members(line: String) -> String {
+    let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
+        return line;
+    };
+    match v.get_mut("members").and_then(Value::as_array_mut) {
+        Some(members) => {
+            members.sort_by_key(|m| m.to_string());
+            v.to_string()
+        }
+        None => line,
+    }
+}
+
 async fn ready(port: u16) {
     poll("the gateway serving", Duration::from_secs(30), || async {
         let r = request(port, "POST", "/v3/kv/range", r#"{"key":"eA=="}"#).await;
         (r.ok()?.status == 200).then_some(())
     })
     .await;
+}
+
+/// The first answer where `detcd` and `etcd` differ, with the rest of detcd's.
+fn assert_same(detcd: &[String], etcd: &[String]) {
+    for (i, (e, d)) in etcd.iter().zip(detcd).enumerate() {
+        assert_eq!(
+            d,
+            e,
+            "answer {i} differs (detcd, then etcd 3.5.1)\n{:#?}",
+            &detcd[i..]
+        );
+    }
+    assert_eq!(detcd.len(), etcd.len(), "{detcd:#?}\n{etcd:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_documentation_and_unary_calls_answer_as_etcd_3_5_does() {
+    let Some(etcd) = etcd35(
+        "etcd",
+        "gateway_documentation_and_unary_calls_answer_as_etcd_3_5_does",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut answers = Vec::new();
+    for program in [etcd.to_str().unwrap(), env!("CARGO_BIN_EXE_detcd")] {
+        let member = Member::new("gw", &dir.path().join(answers.len().to_string()));
+        let _proc: Process = member.spawn(program, None);
+        ready(member.client_port).await;
+        answers.push(unary_script(&member).await);
+    }
+    assert_same(&answers[1], &answers[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,14 +437,5 @@ async fn gateway_answers_as_etcd_3_5_does() {
         ready(member.client_port).await;
         answers.push(script(member.client_port).await);
     }
-    let (etcd, detcd) = (&answers[0], &answers[1]);
-    for (i, (e, d)) in etcd.iter().zip(detcd).enumerate() {
-        assert_eq!(
-            d,
-            e,
-            "answer {i} differs (detcd, then etcd 3.5.1)\n{:#?}",
-            &detcd[i..]
-        );
-    }
-    assert_eq!(detcd.len(), etcd.len(), "{detcd:#?}\n{etcd:#?}");
+    assert_same(&answers[1], &answers[0]);
 }

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 
 use super::auth::{contend, may};
+use super::errors::through_own_client;
 use crate::auth::PermType;
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -32,8 +33,8 @@ impl Election for ElectionService {
     ) -> Result<Response<CampaignResponse>, Status> {
         contend(&self.0, &request, &request.get_ref().name)?;
         let req = request.into_inner();
-        let resp = self.0.campaign(&req.name, req.lease, &req.value).await?;
-        Ok(Response::new(resp))
+        let resp = self.0.campaign(&req.name, req.lease, &req.value).await;
+        Ok(Response::new(resp.map_err(through_own_client)?))
     }
 
     async fn proclaim(
@@ -44,7 +45,8 @@ impl Election for ElectionService {
         contend(&self.0, &request, &name.unwrap_or_default())?;
         let req = request.into_inner();
         let leader = leader_key(req.leader)?;
-        Ok(Response::new(self.0.proclaim(&leader, &req.value).await?))
+        let resp = self.0.proclaim(&leader, &req.value).await;
+        Ok(Response::new(resp.map_err(through_own_client)?))
     }
 
     async fn leader(
@@ -53,7 +55,8 @@ impl Election for ElectionService {
     ) -> Result<Response<LeaderResponse>, Status> {
         contend(&self.0, &request, &request.get_ref().name)?;
         let name = request.into_inner().name;
-        Ok(Response::new(self.0.election_leader(&name).await?))
+        let resp = self.0.election_leader(&name).await;
+        Ok(Response::new(resp.map_err(through_own_client)?))
     }
 
     type ObserveStream = ObserveStream;
@@ -77,7 +80,7 @@ impl Election for ElectionService {
         let changes = self.0.observe(&request.into_inner().name);
         let out = futures::stream::unfold(changes, |mut changes| async move {
             let next = changes.recv().await?;
-            Some((next.map_err(Status::from), changes))
+            Some((next.map_err(through_own_client), changes))
         });
         Ok(Response::new(Box::pin(out)))
     }
@@ -89,6 +92,7 @@ impl Election for ElectionService {
         let name = request.get_ref().leader.as_ref().map(|l| l.name.clone());
         contend(&self.0, &request, &name.unwrap_or_default())?;
         let leader = leader_key(request.into_inner().leader)?;
-        Ok(Response::new(self.0.resign(&leader).await?))
+        let resp = self.0.resign(&leader).await;
+        Ok(Response::new(resp.map_err(through_own_client)?))
     }
 }

@@ -100,6 +100,14 @@ impl From<Error> for Status {
     }
 }
 
+/// An error of the election and lock services. etcd's servers for them call KV and Lease
+/// through etcd's own client, which hands errors back as plain Go errors: gRPC's Unknown,
+/// with the message kept (a lock on a missing lease: Unknown, "etcdserver: requested
+/// lease not found").
+pub fn through_own_client(e: Error) -> Status {
+    Status::unknown(Status::from(e).message())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! What the client URL serves over plain HTTP, with etcd 3.5's paths, bodies and status
-//! codes: `/health`, `/version`, `/metrics`, and the JSON gateway under `/v3/`.
+//! codes: `/health`, `/version`, `/metrics`, the JSON gateway under `/v3/` (and under the
+//! deprecated `/v3beta/`, which etcd 3.4 and 3.5 still serve), Go's 404 for other paths.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,7 +30,7 @@ impl HttpHandler for MetricsHttp {
             match request.path.as_str() {
                 "/health" => health(&server, &request.method, &request.query).await,
                 "/metrics" => metrics(&server),
-                _ => response(404, TEXT, b"404 page not found\n".to_vec()),
+                _ => not_found(),
             }
         })
     }
@@ -48,11 +49,11 @@ pub struct HttpApi {
 
 impl HttpHandler for HttpApi {
     fn serves(&self, path: &str) -> bool {
-        matches!(path, "/health" | "/version" | "/metrics") || gateway::serves(path)
+        matches!(path, "/health" | "/version" | "/metrics") || gateway_path(path).is_some()
     }
 
     fn streams_body(&self, path: &str) -> bool {
-        gateway::streams_body(path)
+        gateway_path(path).is_some_and(|path| gateway::streams_body(&path))
     }
 
     fn handle(&self, request: HttpRequest) -> Pin<Box<dyn Future<Output = HttpResponse> + Send>> {
@@ -65,10 +66,26 @@ impl HttpHandler for HttpApi {
                 "/health" => health(&server, &request.method, &request.query).await,
                 "/version" => version(&request),
                 "/metrics" => metrics(&server),
-                _ => gateway.handle(request).await,
+                path => match gateway_path(path) {
+                    Some(path) => gateway.handle(HttpRequest { path, ..request }).await,
+                    None => not_found(),
+                },
             }
         })
     }
+}
+
+/// The gateway path a request for `path` calls, if any: `/v3beta/<call>` is `/v3/<call>`.
+fn gateway_path(path: &str) -> Option<String> {
+    match path.strip_prefix("/v3beta/") {
+        Some(call) => Some(format!("/v3/{call}")),
+        None => gateway::serves(path).then(|| path.to_string()),
+    }
+}
+
+/// Go's `http.NotFound`, which etcd's HTTP mux answers for a path it does not serve.
+fn not_found() -> HttpResponse {
+    response(404, TEXT, b"404 page not found\n".to_vec())
 }
 
 pub(super) fn response(status: u16, content_type: &'static str, body: Vec<u8>) -> HttpResponse {

@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::auth::contend;
+use super::errors::through_own_client;
 use crate::proto::v3lockpb::lock_server::Lock;
 use crate::proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use crate::server::Server;
@@ -15,7 +16,8 @@ impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         contend(&self.0, &request, &request.get_ref().name)?;
         let req = request.into_inner();
-        Ok(Response::new(self.0.lock(&req.name, req.lease).await?))
+        let resp = self.0.lock(&req.name, req.lease).await;
+        Ok(Response::new(resp.map_err(through_own_client)?))
     }
 
     async fn unlock(
@@ -27,8 +29,7 @@ impl Lock for LockService {
         let slash = key.iter().rposition(|&b| b == b'/').unwrap_or(key.len());
         let name = key[..slash].to_vec();
         contend(&self.0, &request, &name)?;
-        Ok(Response::new(
-            self.0.unlock(request.into_inner().key).await?,
-        ))
+        let resp = self.0.unlock(request.into_inner().key).await;
+        Ok(Response::new(resp.map_err(through_own_client)?))
     }
 }

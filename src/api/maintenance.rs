@@ -41,8 +41,9 @@ impl Maintenance for MaintenanceService {
         request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         admin(&self.0, &request)?;
-        let header = self.0.defragment()?;
-        Ok(Response::new(DefragmentResponse { header }))
+        self.0.defragment()?;
+        // etcd's answer carries no header (`&pb.DefragmentResponse{}`).
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

@@ -65,7 +65,9 @@ pub enum HttpBody {
 
 /// What the client listener serves besides gRPC.
 pub trait HttpHandler: Send + Sync + 'static {
-    /// Whether requests for `path` go to this handler rather than to gRPC.
+    /// Whether gRPC requests for `path` go to this handler rather than to gRPC. Every other
+    /// request (HTTP/1.x, or HTTP/2 without a gRPC content type) goes to the handler, as
+    /// etcd sends each request that is not gRPC to its HTTP mux.
     fn serves(&self, path: &str) -> bool;
 
     /// Whether the body of a request for `path` is handed over as it comes rather than
@@ -176,7 +178,16 @@ mod real {
         }
     }
 
-    /// Sends the handler's paths to the handler and everything else to `inner` (gRPC).
+    /// Whether `request` is gRPC, as etcd tells: HTTP/2 with a `application/grpc…` content
+    /// type.
+    fn is_grpc(request: &http::Request<Body>) -> bool {
+        let content_type = request.headers().get(http::header::CONTENT_TYPE);
+        request.version() == http::Version::HTTP_2
+            && content_type.is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"))
+    }
+
+    /// Sends gRPC requests to `inner`, but those for the handler's paths, and everything
+    /// else to the handler.
     #[derive(Clone)]
     pub struct HttpService<S> {
         inner: S,
@@ -204,7 +215,7 @@ mod real {
         }
 
         fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-            if !self.handler.serves(request.uri().path()) {
+            if is_grpc(&request) && !self.handler.serves(request.uri().path()) {
                 return Either::Left(self.inner.call(request));
             }
             let handler = self.handler.clone();

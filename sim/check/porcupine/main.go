@@ -6,7 +6,9 @@
 //	cd sim/check/porcupine && go run . -state value /tmp/h/kv-1-key-20-p-10000-StaleRead.jsonl
 //
 // The model is porcupine's usual kv model partitioned by key, with the state either the
-// value alone or the value and etcd's per-key version (checked where a read reports one).
+// value alone or the value and etcd's per-key version (checked where a read reports one);
+// or, with -state etcd, the etcd model as etcd's robustness tests give it to porcupine:
+// one partition, the store revision and every key's value, revisions and version.
 // As detcd-check does, failed operations are left out and reads with an unknown outcome
 // observe nothing; writes with an unknown outcome return at the end of the history, which
 // porcupine reads as "at any time after the invocation, or never".

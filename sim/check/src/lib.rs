@@ -70,7 +70,7 @@ use wgl::Outcome;
 #[derive(Debug)]
 pub struct Options {
     pub budget: Budget,
-    /// Bytes the search's memo may hold ([`budget`]).
+    /// Bytes the search's memo (and its stack of open choices) may hold ([`budget`]).
     pub memory: usize,
 }
 

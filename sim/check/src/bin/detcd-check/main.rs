@@ -70,7 +70,7 @@ struct Args {
     /// Seconds from start (reading and parsing included) before answering "unknown".
     #[arg(long, default_value_t = 60.0)]
     time_limit: f64,
-    /// Megabytes the search's memo may hold before answering "unknown".
+    /// Megabytes the search's memo and open choices may hold before answering "unknown".
     #[arg(long, default_value_t = DEFAULT_MEMORY_BYTES >> 20)]
     memory_limit: usize,
     /// Write a page drawing the operations and the failing window here.
