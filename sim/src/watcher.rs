@@ -64,6 +64,12 @@ pub async fn watch(members: usize, until: Duration, out: Responses) {
             let Ok(Ok(Some(resp))) = tokio::time::timeout(SILENCE, stream.message()).await else {
                 break;
             };
+            if resp.compact_revision > 0 {
+                // Its start was compacted away, and etcd cancels such a watch: resume at
+                // the oldest revision kept.
+                next_rev = next_rev.max(resp.compact_revision);
+                break;
+            }
             if resp.events.is_empty() {
                 continue;
             }

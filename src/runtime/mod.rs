@@ -53,6 +53,19 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// Runs `wait` (for a lock that another task holds for long) so that the async worker's
+/// other tasks go on meanwhile: tokio hands the worker to another thread. In place where
+/// that cannot be done (madsim, where nothing waits; a current-thread runtime).
+pub fn wait_in_place<T>(wait: impl FnOnce() -> T) -> T {
+    #[cfg(not(madsim))]
+    if tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    {
+        return tokio::task::block_in_place(wait);
+    }
+    wait()
+}
+
 /// Runs blocking work (large file copies) off the async workers, so that the member loop
 /// and the transport keep going. Under madsim the work runs in place: the simulated disk
 /// is memory and threads are not allowed.

@@ -11,7 +11,7 @@ use super::corrupt::{CompactionHashes, KeyValueHash};
 use super::error::Error;
 use super::member::{Fatal, LogRequest, StateMachine};
 use super::membership::{self, MembershipError, RaftCluster, SharedCluster};
-use super::store::{lock, LeaseClock, SharedAuth, SharedLessor, SharedStore};
+use super::store::{lock, LeaseClock, LongHold, SharedAuth, SharedLessor, SharedStore};
 use crate::lease::{self, Lessor};
 use crate::mvcc::{self, KvStore, WatchableStore};
 use crate::proto::etcdserverpb::{
@@ -380,6 +380,7 @@ impl StateMachine for Applier {
         disk: &dyn crate::runtime::Disk,
         db: &std::path::Path,
     ) -> Result<(), Fatal> {
+        let _long = LongHold::begin();
         let mut store = lock(&self.store);
         let mut lessor = lock(&self.lessor);
         super::snapshot::restore_store(disk, db, &mut store, &mut lessor)?;

@@ -17,7 +17,7 @@ use super::member::{MemberHandle, MemberStatus};
 use super::membership::SharedCluster;
 use super::metrics::ServerMetrics;
 use super::snapshot_stream::SnapshotDir;
-use super::store::{lock, LeaseClock, SharedAuth, SharedLessor, SharedStore};
+use super::store::{lock, LeaseClock, LongHold, SharedAuth, SharedLessor, SharedStore};
 use super::transport::Transport;
 use super::{alarm, quota, SERVER_VERSION};
 use crate::auth::{AuthInfo, JwtTokens};
@@ -300,13 +300,16 @@ impl Server {
 
     /// Commits, then compacts this member's backend file (members defragment one by one,
     /// as in etcd: the call is not replicated). Returns the revision it was done at.
+    /// The store stays locked throughout, as etcd's defragment blocks reads and writes, but
+    /// the member keeps answering what needs no store ([`LongHold`]).
     pub fn defragment(&self) -> Result<Option<ResponseHeader>> {
-        let revision = {
+        let _long = LongHold::begin();
+        let revision = crate::runtime::wait_in_place(|| -> Result<i64> {
             let mut store = lock(&self.store);
             store.kv_mut().commit()?;
             store.backend().defragment().map_err(Error::Defragment)?;
-            store.kv().rev()
-        };
+            Ok(store.kv().rev())
+        })?;
         Ok(self.header(Some(revision)))
     }
 
