@@ -278,6 +278,7 @@ fuzz_tests!(
     gateway_body,
     http2_headers,
     bolt_file,
+    etcd_snapshot,
 );
 
 #[test]
