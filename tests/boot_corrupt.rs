@@ -1,7 +1,8 @@
 //! A member whose backend holds a row it cannot read stops at boot with a message that
 //! names the file and what is wrong, and exits non-zero, without a panic: one damaged row
 //! per kind of record decoded at start (alarm, lease, membership, Raft's configuration,
-//! the meta integers, auth), and a backend that has applied past the end of its WAL.
+//! the meta integers, auth), a backend that has applied past the end of its WAL, and a WAL
+//! whose hard state commits past its last entry.
 //! The rows are written with the library's own backend, as a damaged disk or a stray
 //! tool would leave them.
 
@@ -11,12 +12,15 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::maint::{terminate, wait_exit};
 use common::{ready_client, Member, Process};
 use detcd::backend::{Backend, Table, AUTH_USERS, LEASE, MEMBERS, MEMBERS_REMOVED, META};
-use detcd::runtime::RealDisk;
+use detcd::proto::raftpb::HardState;
+use detcd::runtime::{Disk, RealDisk};
+use detcd::wal::{Wal, WalOptions};
 use etcd_client::PutOptions;
 use redb::TableDefinition;
 
@@ -172,4 +176,24 @@ async fn a_damaged_backend_row_stops_the_member_with_the_file_named() {
         );
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     }
+
+    // A WAL whose last hard state commits past its last entry (raft would panic on it).
+    let copy = member_at(&m, dir.path().join("commit-past-wal"));
+    copy_dir(&m.data_dir, &copy.data_dir);
+    let wal_dir = copy.data_dir.join("member/wal");
+    let disk: Arc<dyn Disk> = Arc::new(RealDisk);
+    let marks = Wal::snapshot_marks(disk.as_ref(), &wal_dir).unwrap();
+    let from = marks.last().unwrap();
+    let (mut wal, replay) = Wal::open(disk, &wal_dir, from, WalOptions::default()).unwrap();
+    let hs = HardState {
+        commit: 1_000_000,
+        ..replay.hard_state
+    };
+    wal.save(Some(&hs), &[]).unwrap();
+    drop(wal);
+    let (code, stderr) = boot(&copy, &dir.path().join("commit-past-wal.log"));
+    assert_eq!(code, Some(1), "{stderr}");
+    let expected = format!("the WAL in {} commits entry 1000000", wal_dir.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -39,9 +39,7 @@ impl redb::StorageBackend for DiskBackend {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file
-            .set_len(len)
-            .map_err(|e| self.named("truncate", e))
+        self.file.set_len(len).map_err(|e| self.named("resize", e))
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -278,4 +278,16 @@ fuzz_tests!(
     gateway_body,
     http2_headers,
     bolt_file,
+    etcd_snapshot,
 );
+
+#[test]
+fn crash_files_keep_the_bytes() {
+    let mut bytes = vec![0u8; 5000];
+    bytes[3] = 1;
+    bytes[20..40].fill(7);
+    bytes[4999] = 9;
+    for input in [bytes, Vec::new(), vec![0; 3], vec![1, 0, 2]] {
+        assert_eq!(from_text(&to_text(&input)), input);
+    }
+}

@@ -23,6 +23,7 @@ use prost::Message;
 
 use super::MigrateError;
 use crate::backend::bolt::Buckets;
+use crate::lease::Lease;
 use crate::mvcc::revision::{MARKED_REV_BYTES, REV_BYTES};
 use crate::mvcc::Revision;
 use crate::proto::authpb::{Role, User};
@@ -259,10 +260,12 @@ pub fn import_entry(bucket: &[u8], k: &[u8], v: &[u8]) -> Result<Option<Entry>, 
             if u64_of(k, "lease id")? != l.id as u64 || l.id <= 0 {
                 return Err(bad(format!("lease {:x}: id does not match its key", l.id)));
             }
-            let record = [l.id, l.ttl, l.remaining_ttl]
+            let record: Vec<u8> = [l.id, l.ttl, l.remaining_ttl]
                 .iter()
                 .flat_map(|x| x.to_be_bytes())
                 .collect();
+            // A TTL the member would refuse at boot is refused here, before it is stored.
+            Lease::decode(&record).map_err(bad)?;
             keep("lease", record)
         }
         b"auth" if k == b"authEnabled" => keep(

@@ -118,9 +118,11 @@ struct Plan<'a> {
     /// Per key: the revisions its `ok` deletes that found it missing report (a put or
     /// cas made that revision), ascending.
     noops: BTreeMap<Id, Vec<u64>>,
-    /// (key, value) that some `info` write without a revision may write (`HIDDEN` for a
-    /// delete) -> the lowest revision such a write may make, less one.
+    /// (key, value) that some `info` put or cas without a revision may write -> the lowest
+    /// revision such a write may make, less one.
     unplaced: BTreeMap<(Id, Id), u64>,
+    /// Per key: the class of its `info` deletes.
+    deletes_of: BTreeMap<Id, usize>,
     last: u64,
     /// Whether the operations are one key's alone (the `kv` model): other keys' writes,
     /// unseen, may make any gap.
@@ -159,6 +161,7 @@ impl<'a> Plan<'a> {
             deletes: BTreeMap::new(),
             noops: BTreeMap::new(),
             unplaced: BTreeMap::new(),
+            deletes_of: BTreeMap::new(),
             last: INITIAL_REVISION,
             alone,
         };
@@ -207,9 +210,15 @@ impl<'a> Plan<'a> {
                     }
                     let passed = plan.passed.at(op.invoke);
                     plan.classes[c].push((passed, i));
-                    let v = written(op.call).flatten().unwrap_or(HIDDEN);
-                    let earliest = plan.unplaced.entry((op.key, v)).or_insert(u64::MAX);
-                    *earliest = (*earliest).min(passed);
+                    match written(op.call).flatten() {
+                        Some(v) => {
+                            let earliest = plan.unplaced.entry((op.key, v)).or_insert(u64::MAX);
+                            *earliest = (*earliest).min(passed);
+                        }
+                        None => {
+                            plan.deletes_of.insert(op.key, c);
+                        }
+                    }
                     writers += 1;
                 }
                 (Status::Info, _) => {}
@@ -264,12 +273,12 @@ impl<'a> Plan<'a> {
     /// What the next read of `key` at or after revision `g` (and its next cas after `g`)
     /// say of a write leaving `rec` there at `g`: `None` when they rule the write out, else
     /// how soon that read needs it: the revision by which it must be made, or [`UNNEEDED`].
-    fn urgency(&self, key: Id, g: u64, rec: Option<&Rec>) -> Option<u64> {
+    fn urgency(&self, key: Id, g: u64, rec: Option<&Rec>, cursor: &[usize]) -> Option<u64> {
         let value = rec.map(|r| r.value);
         // The next cas of the key needs its expectation back by then.
         let cas = self.cas.get(&key).map_or(&[][..], Vec::as_slice);
         if let Some(&(r, expect)) = cas.get(cas.partition_point(|&(r, _)| r <= g)) {
-            if expect != value && !self.may_write(key, expect, g, r) {
+            if expect != value && !self.may_write(key, expect, g, r, cursor) {
                 return None;
             }
         }
@@ -279,7 +288,7 @@ impl<'a> Plan<'a> {
         let next_noop = noops.get(noops.partition_point(|&d| d < g)).copied();
         let noop = deletes.binary_search(&g).ok().map(|_| g).or(next_noop);
         if let Some(d) = noop {
-            if rec.is_some() && !self.may_write(key, None, g, d) {
+            if rec.is_some() && !self.may_write(key, None, g, d, cursor) {
                 return None;
             }
         }
@@ -295,7 +304,9 @@ impl<'a> Plan<'a> {
             return match rec {
                 None if !deleted => Some(r),
                 None => Some(UNNEEDED),
-                Some(_) => self.may_write(key, None, g, r + 1).then_some(UNNEEDED),
+                Some(_) => self
+                    .may_write(key, None, g, r + 1, cursor)
+                    .then_some(UNNEEDED),
             };
         };
         let (Some(m), Some(c)) = (out.mod_revision, out.create_revision) else {
@@ -316,7 +327,7 @@ impl<'a> Plan<'a> {
             // Another life of the key: whatever this write did is gone by `c`.
             return match rec {
                 None => Some(c),
-                Some(_) => self.may_write(key, None, g, c).then_some(UNNEEDED),
+                Some(_) => self.may_write(key, None, g, c, cursor).then_some(UNNEEDED),
             };
         }
         // The key lives from `c` through `m`: every write to it between is a put.
@@ -338,8 +349,8 @@ impl<'a> Plan<'a> {
     }
 
     /// Whether some write may leave `value` (`None`: delete) in `key` at a revision
-    /// strictly between `after` and `before`.
-    fn may_write(&self, key: Id, value: Val, after: u64, before: u64) -> bool {
+    /// strictly between `after` and `before`; `cursor` says which `info` deletes are used.
+    fn may_write(&self, key: Id, value: Val, after: u64, before: u64, cursor: &[usize]) -> bool {
         let within = |revisions: Option<&Vec<u64>>| {
             revisions.is_some_and(|rs| {
                 let from = rs.partition_point(|&r| r <= after);
@@ -350,8 +361,23 @@ impl<'a> Plan<'a> {
             Some(v) => within(self.writes.get(&(key, v))),
             None => within(self.deletes.get(&key)),
         };
-        let unplaced = self.unplaced.get(&(key, value.unwrap_or(HIDDEN)));
-        fixed || unplaced.is_some_and(|&passed| passed.max(after) + 1 < before)
+        let fits = |passed: u64| passed.max(after) + 1 < before;
+        if fixed {
+            return true;
+        }
+        match value {
+            // The first unused one is the one available first.
+            None => self.deletes_of.get(&key).is_some_and(|&c| {
+                let members = &self.classes[c];
+                members
+                    .get(cursor[c])
+                    .is_some_and(|&(passed, _)| fits(passed))
+            }),
+            Some(v) => self
+                .unplaced
+                .get(&(key, v))
+                .is_some_and(|&passed| fits(passed)),
+        }
     }
 
     /// The record `op` leaves for its key at revision `g` from `state`, if it writes there.
@@ -400,7 +426,7 @@ impl<'a> Plan<'a> {
             let Some(rec) = self.effect(state, op, g) else {
                 continue;
             };
-            if let Some(u) = self.urgency(op.key, g, rec.as_ref()) {
+            if let Some(u) = self.urgency(op.key, g, rec.as_ref(), cursor) {
                 picks.push((u, Reverse(passed), c, Pick::Info(c)));
             }
         }

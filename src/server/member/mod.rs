@@ -215,6 +215,16 @@ pub enum MemberError {
         wal: std::path::PathBuf,
         last: u64,
     },
+    #[error(
+        "the WAL in {} commits entry {commit} but ends at entry {last}: its hard state does \
+         not belong to its entries",
+        wal.display()
+    )]
+    CommitBeyondLog {
+        wal: std::path::PathBuf,
+        commit: u64,
+        last: u64,
+    },
 }
 
 /// Request IDs as etcd makes them: the low 16 bits of the member ID, then a counter that

@@ -135,6 +135,14 @@ fn reopen<S: StateMachine>(
     // may leave it behind what the backend applied; applied entries were committed.
     let applied = sm.applied_index();
     let last = replay.entries.last().map_or(from.index, |e| e.index);
+    if replay.hard_state.commit > last {
+        // Raft would refuse the hard state with a panic; say which directory is wrong.
+        return Err(MemberError::CommitBeyondLog {
+            wal: cfg.wal_dir.clone(),
+            commit: replay.hard_state.commit,
+            last,
+        });
+    }
     if applied > last {
         return Err(MemberError::BackendAhead {
             applied,
