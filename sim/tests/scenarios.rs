@@ -89,6 +89,7 @@ scenarios! {
     split_2_1_while_adding => "split-2-1-while-adding",
     crash_points => "crash-points",
     crash_points_snapshot => "crash-points-snapshot",
+    random_failpoints => "random-failpoints",
 }
 
 /// Runs `detcd-sim --scenario scenarios/rolling-restart.toml --seed N` and returns its one line. A
