@@ -1,8 +1,8 @@
 //! etcd's operational flags, with real processes: each changes what etcd says it changes
 //! (`--max-txn-ops`, `--listen-metrics-urls`, `--log-level` with etcd's JSON log lines,
-//! `--experimental-watch-progress-notify-interval`, `--unsafe-no-fsync`, `--max-concurrent-streams`,
-//! `--strict-reconfig-check=false`), and a flag that cannot be used stops the member at
-//! start, naming it, before anything is written.
+//! `--experimental-watch-progress-notify-interval`, `--unsafe-no-fsync`,
+//! `--max-concurrent-streams`, `--strict-reconfig-check=false`), and a flag that cannot be
+//! used stops the member at start, naming it, before anything is written.
 
 #![cfg(not(madsim))]
 
