@@ -1,8 +1,8 @@
 //! etcd's operational flags, with real processes: each changes what etcd says it changes
 //! (`--max-txn-ops`, `--listen-metrics-urls`, `--log-level` with etcd's JSON log lines,
 //! `--experimental-watch-progress-notify-interval`, `--unsafe-no-fsync`,
-//! `--strict-reconfig-check=false`), and a flag that cannot be used stops the member at
-//! start, naming it, before anything is written.
+//! `--max-concurrent-streams`, `--strict-reconfig-check=false`), and a flag that cannot be
+//! used stops the member at start, naming it, before anything is written.
 
 #![cfg(not(madsim))]
 
@@ -104,6 +104,24 @@ async fn operational_flags_do_what_etcd_says() {
         );
         assert!(v["ts"].is_f64() && v["caller"].is_string() && v["msg"].is_string());
     }
+}
+
+/// `--max-concurrent-streams`: with two streams open on a connection (two watches), a
+/// third call on it waits until one closes.
+#[tokio::test]
+async fn max_concurrent_streams_holds_a_third_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Member::new("a", dir.path());
+    let detcd = env!("CARGO_BIN_EXE_detcd");
+    let _p = m.spawn_with(detcd, None, &["--max-concurrent-streams=2"]);
+    let mut client = ready_client(m.client_port).await;
+    let first = client.watch("w1", None).await.unwrap();
+    let _second = client.watch("w2", None).await.unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(1), client.get("k", None)).await;
+    assert!(held.is_err(), "a third stream was served beside two");
+    drop(first);
+    let served = tokio::time::timeout(DEADLINE, client.get("k", None)).await;
+    served.expect("served once a stream closed").unwrap();
 }
 
 /// Without `--strict-reconfig-check` a change etcd would refuse for quorum's sake goes

@@ -1,7 +1,8 @@
 //! `detcd-check jepsen` against real detcd processes: a short run under kills and
 //! partitions must record operations, inject both faults and be found linearizable; the
 //! same runner with a planted bug (serializable reads from random members, `--stale-reads`)
-//! must be found not linearizable, which shows the runner can fail at all.
+//! must be found not linearizable, which shows the runner can fail at all; membership
+//! changes beside the faults keep the history linearizable.
 
 #![cfg(not(madsim))]
 
@@ -92,6 +93,31 @@ fn kills_and_partitions_leave_the_history_linearizable() {
     assert!(count(&summary, "completions", "ok") >= 50, "{summary:#}");
     assert!(count(&summary, "faults", "kill") >= 1, "{summary:#}");
     assert!(count(&summary, "faults", "partition") >= 1, "{summary:#}");
+    assert!(summary["converged"]["revision"].as_i64().unwrap() > 1);
+}
+
+/// The membership nemesis beside kills and partitions on five members: a member removed,
+/// added back as a learner with its data wiped and promoted, the run still linearizable,
+/// every member a voter again and converged.
+#[test]
+fn membership_changes_under_faults_leave_the_history_linearizable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stdout, summary) = jepsen(
+        dir.path(),
+        &[
+            "--members=5",
+            "--time-limit=15",
+            "--nemesis=kill,partition",
+            "--membership",
+            "--nemesis-interval=2.5",
+            "--seed=7",
+        ],
+    );
+    assert_eq!(status.code(), Some(0), "output:\n{stdout}");
+    assert_eq!(summary["verdict"], "linearizable", "output:\n{stdout}");
+    for step in ["member-remove", "member-add-learner", "member-promote"] {
+        assert!(count(&summary, "faults", step) >= 1, "{step}: {summary:#}");
+    }
     assert!(summary["converged"]["revision"].as_i64().unwrap() > 1);
 }
 

@@ -1,7 +1,9 @@
 //! A cluster of real detcd processes on loopback, each with its own data directory and log
 //! file in the run directory, and a [`Proxy`] on every directed peer link: member `a` dials
 //! member `b` at proxy (a, b) while both advertise their real peer URLs, so member IDs are
-//! the same as without proxies.
+//! the same as without proxies. A member the membership nemesis removed and added back
+//! under a new ID is dialed by the others at its real peer URL (they learn it from the
+//! log) until they restart, so partitions reach its inbound links only after that.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -12,9 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use detcd::proto::etcdserverpb::cluster_client::ClusterClient;
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use detcd::proto::etcdserverpb::{RangeRequest, StatusRequest, StatusResponse};
+use detcd::proto::etcdserverpb::{
+    Member as Listed, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
+    MemberRemoveRequest, RangeRequest, StatusRequest, StatusResponse,
+};
 use detcd::server::config::member_id;
 use detcd::server::url::Url;
 use detcd_check::client::{channel, converged};
@@ -25,6 +31,8 @@ use crate::proxy::Proxy;
 const TOKEN: &str = "detcd-jepsen";
 /// Longest wait for one status or hash answer.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for one membership call (a change waits for its commit).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between polls of the members.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The key the readiness probe reads; the workload never touches it.
@@ -40,6 +48,13 @@ struct Member {
     peer_port: u16,
     process: Option<Child>,
     paused: bool,
+    /// Removed from the cluster by the membership nemesis: never restarted until added
+    /// back.
+    removed: bool,
+    /// Added back under a new ID: it starts with `--initial-cluster-state existing`, which
+    /// joins the running cluster while its data directory is empty (a kill may come before
+    /// it wrote anything) and is ignored once it has data.
+    joining: bool,
 }
 
 impl Member {
@@ -88,6 +103,8 @@ impl Cluster {
                 peer_port,
                 process: None,
                 paused: false,
+                removed: false,
+                joining: false,
             });
         }
         let mut proxies = BTreeMap::new();
@@ -159,6 +176,11 @@ impl Cluster {
             .args(["--initial-cluster", &initial_cluster.join(",")])
             .args(["--initial-cluster-token", TOKEN])
             .args(["--experimental-peer-dial-urls", &dial.join(",")])
+            .args(if m.joining {
+                &["--initial-cluster-state", "existing"][..]
+            } else {
+                &[]
+            })
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or("info".into()),
@@ -203,12 +225,125 @@ impl Cluster {
         true
     }
 
-    /// Restarts member `i` from its data directory, unless it runs.
+    /// Restarts member `i` from its data directory, unless it runs or was removed.
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
-        if self.members[i].process.is_some() {
+        if self.members[i].process.is_some() || self.members[i].removed {
             return Ok(());
         }
         self.spawn(i)
+    }
+
+    /// Whether member `i` runs and is not paused.
+    pub fn running(&self, i: usize) -> bool {
+        self.members[i].process.is_some() && !self.members[i].paused
+    }
+
+    /// Member `i` as the cluster lists it (asking each running member in turn), or None
+    /// if no member lists it; Err if none answered.
+    pub async fn listed(&self, i: usize) -> Result<Option<Listed>, String> {
+        let peer_url = self.members[i].peer_url();
+        let list = self
+            .membership_call(
+                |mut c| async move { c.member_list(MemberListRequest::default()).await },
+            )
+            .await?;
+        Ok(list
+            .members
+            .into_iter()
+            .find(|m| m.peer_ur_ls.contains(&peer_url)))
+    }
+
+    /// Removes member `i` from the cluster (unless the cluster no longer lists it: a call
+    /// that timed out may have been applied), kills it and wipes its data.
+    pub async fn remove(&mut self, i: usize) -> Result<(), String> {
+        if let Some(listed) = self.listed(i).await? {
+            let id = listed.id;
+            let removed = self
+                .membership_call(|mut c| async move {
+                    c.member_remove(MemberRemoveRequest { id }).await
+                })
+                .await;
+            if let Err(e) = removed {
+                if self.listed(i).await?.is_some() {
+                    return Err(e);
+                }
+            }
+        }
+        self.kill(i);
+        let m = &mut self.members[i];
+        m.removed = true;
+        std::fs::remove_dir_all(&m.data_dir).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(format!("{}: {e}", m.data_dir.display())),
+        })?;
+        note(&m.log, &format!("removed {} and wiped its data", m.name));
+        Ok(())
+    }
+
+    /// Adds removed member `i` back as a learner (unless the cluster lists it already) and
+    /// starts it, empty, joining the cluster.
+    pub async fn add_learner(&mut self, i: usize) -> Result<(), String> {
+        let id = match self.listed(i).await? {
+            Some(listed) => listed.id,
+            None => {
+                let peer_ur_ls = vec![self.members[i].peer_url()];
+                let added = self
+                    .membership_call(|mut c| {
+                        let peer_ur_ls = peer_ur_ls.clone();
+                        async move {
+                            let add = MemberAddRequest {
+                                peer_ur_ls,
+                                is_learner: true,
+                            };
+                            c.member_add(add).await
+                        }
+                    })
+                    .await?;
+                added
+                    .member
+                    .map(|m| m.id)
+                    .ok_or("member add: no member in the answer")?
+            }
+        };
+        let m = &mut self.members[i];
+        m.id = id;
+        m.removed = false;
+        m.joining = true;
+        note(&m.log, &format!("added {} back as learner {id:x}", m.name));
+        self.spawn(i)
+    }
+
+    /// Promotes learner `id`.
+    pub async fn promote(&self, id: u64) -> Result<(), String> {
+        self.membership_call(
+            |mut c| async move { c.member_promote(MemberPromoteRequest { id }).await },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Sends a Cluster call to each running member in turn until one answers; Err with the
+    /// last refusal if none does.
+    async fn membership_call<T, F, Fut>(&self, call: F) -> Result<T, String>
+    where
+        F: Fn(ClusterClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last = "no member runs".to_string();
+        for (i, m) in self.members.iter().enumerate() {
+            if !self.running(i) || m.removed {
+                continue;
+            }
+            let Ok(ch) = channel(&m.client_url()) else {
+                continue;
+            };
+            match tokio::time::timeout(MEMBERSHIP_TIMEOUT, call(ClusterClient::new(ch))).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) => last = format!("{}: {}", m.name, status.message()),
+                Err(_) => last = format!("{}: no answer in time", m.name),
+            }
+        }
+        Err(last)
     }
 
     /// SIGSTOP (`stop`) or SIGCONT member `i`; true if its state changed.

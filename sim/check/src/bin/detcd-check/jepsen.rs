@@ -51,6 +51,10 @@ pub struct JepsenArgs {
         default_value = "kill,pause,partition,isolate"
     )]
     nemesis: Vec<Fault>,
+    /// Also change membership while the faults run: remove a member, add it back as a
+    /// learner, promote it, one step every interval (see the nemesis).
+    #[arg(long)]
+    membership: bool,
     /// Seconds between faults, and how long each is held.
     #[arg(long, default_value_t = 5.0)]
     nemesis_interval: f64,
@@ -152,11 +156,16 @@ async fn run(args: &JepsenArgs) -> Result<ExitCode, String> {
     };
     let faults: Vec<&str> = args.nemesis.iter().map(|f| f.name()).collect();
     println!(
-        "detcd-check jepsen: {} members, {}s, nemesis {} every {}s, {} clients on {} keys, \
+        "detcd-check jepsen: {} members, {}s, nemesis {}{} every {}s, {} clients on {} keys, \
          seed {seed}{}",
         args.members,
         args.time_limit,
         faults.join(","),
+        if args.membership {
+            " and membership"
+        } else {
+            ""
+        },
         args.nemesis_interval,
         args.concurrency,
         args.keys,
@@ -190,7 +199,13 @@ async fn run(args: &JepsenArgs) -> Result<ExitCode, String> {
             .map_err(|e| format!("client channel: {e}"))?;
         clients.push(client(id, members, &workload, seed));
     }
-    let mut nemesis = Nemesis::new(args.nemesis.clone(), interval, seeded_rng(seed), start);
+    let mut nemesis = Nemesis::new(
+        args.nemesis.clone(),
+        args.membership,
+        interval,
+        seeded_rng(seed),
+        start,
+    );
     let (_, injected) = tokio::join!(join_all(clients), nemesis.run(&mut cluster, until));
     injected?;
     println!("healing: restarting, resuming and reconnecting every member");
@@ -231,6 +246,7 @@ async fn run(args: &JepsenArgs) -> Result<ExitCode, String> {
         "members": args.members,
         "time_limit": args.time_limit,
         "nemesis": faults,
+        "membership": args.membership,
         "nemesis_interval": args.nemesis_interval,
         "concurrency": args.concurrency,
         "keys": args.keys,

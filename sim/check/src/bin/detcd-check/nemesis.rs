@@ -9,11 +9,17 @@
 //! - partition: random halves, or (five members or more) a ring in which each member sees
 //!   a majority but no two the same one.
 //! - isolate: one random member, or the leader, cut off from all others.
+//!
+//! With `--membership`, the membership nemesis also takes a step before each fault and
+//! another while it is in force: remove a random running member (its data wiped),
+//! add it back as a learner under a new ID and start it empty, promote it once it has
+//! caught up, then the next member. A refused step (no leader, no quorum, a learner not
+//! yet in sync) is retried the next interval; the run ends with every member a voter.
 
 use std::time::Duration;
 
 use detcd_check::fault::Fault;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -47,8 +53,24 @@ pub struct Injection {
     pub what: String,
 }
 
+/// Where the membership nemesis is in its cycle.
+#[derive(Clone, Copy)]
+enum Membership {
+    /// Every member a voter: next, remove one.
+    Voters,
+    /// Member `i` was removed: next, add it back as a learner.
+    Removed(usize),
+    /// Member `i` is a learner: next, promote it.
+    Learner(usize),
+}
+
+/// How long the run's end waits for the membership cycle to leave every member a voter.
+const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
+
 pub struct Nemesis {
     faults: Vec<Fault>,
+    /// None without `--membership`.
+    membership: Option<Membership>,
     interval: Duration,
     rng: ChaCha8Rng,
     start: Instant,
@@ -68,9 +90,16 @@ fn names(members: &[usize]) -> String {
 }
 
 impl Nemesis {
-    pub fn new(faults: Vec<Fault>, interval: Duration, rng: ChaCha8Rng, start: Instant) -> Self {
+    pub fn new(
+        faults: Vec<Fault>,
+        membership: bool,
+        interval: Duration,
+        rng: ChaCha8Rng,
+        start: Instant,
+    ) -> Self {
         Nemesis {
             faults,
+            membership: membership.then_some(Membership::Voters),
             interval,
             rng,
             start,
@@ -79,10 +108,14 @@ impl Nemesis {
     }
 
     fn record(&mut self, fault: Fault, action: &'static str, what: String) {
-        println!("nemesis: {action} {} {what}", fault.name());
+        self.record_named(fault.name(), action, what);
+    }
+
+    fn record_named(&mut self, fault: &'static str, action: &'static str, what: String) {
+        println!("nemesis: {action} {fault} {what}");
         self.log.push(Injection {
             time: self.start.elapsed().as_nanos() as u64,
-            fault: fault.name(),
+            fault,
             action,
             what,
         });
@@ -97,9 +130,11 @@ impl Nemesis {
                 round.shuffle(&mut self.rng);
             }
             let Some(fault) = round.pop() else {
-                return Ok(());
+                return self.finish_membership(cluster).await;
             };
+            self.membership_step(cluster).await?;
             let active = self.inject(fault, cluster).await;
+            self.membership_step(cluster).await?;
             pause_until(self.interval, until).await;
             let what = match active {
                 Active::Killed(members) => {
@@ -121,7 +156,79 @@ impl Nemesis {
             };
             self.record(fault, "stop", what);
         }
+        self.finish_membership(cluster).await
+    }
+
+    /// One step of the membership cycle; a step the cluster refuses stays to be retried.
+    /// Each step done is logged as the start of `member-remove`, `member-add-learner` or
+    /// `member-promote` (they have no end).
+    async fn membership_step(&mut self, cluster: &mut Cluster) -> Result<(), String> {
+        let Some(state) = self.membership else {
+            return Ok(());
+        };
+        let (next, fault, what) = match state {
+            Membership::Voters => {
+                let candidates: Vec<usize> = (0..cluster.size())
+                    .filter(|&i| cluster.running(i))
+                    .collect();
+                let Some(&i) = candidates.choose(&mut self.rng) else {
+                    return Ok(());
+                };
+                if let Err(e) = cluster.remove(i).await {
+                    println!("nemesis: membership: removing m{i} refused: {e}");
+                    return Ok(());
+                }
+                (Membership::Removed(i), "member-remove", format!("m{i}"))
+            }
+            Membership::Removed(i) => {
+                if let Err(e) = cluster.add_learner(i).await {
+                    println!("nemesis: membership: adding m{i} back refused: {e}");
+                    return Ok(());
+                }
+                (
+                    Membership::Learner(i),
+                    "member-add-learner",
+                    format!("m{i}"),
+                )
+            }
+            Membership::Learner(i) => {
+                let listed = cluster.listed(i).await;
+                let step = match listed {
+                    Ok(Some(l)) if !l.is_learner => Ok(()),
+                    Ok(Some(l)) => cluster.promote(l.id).await,
+                    Ok(None) => Err(format!("m{i} is not listed")),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = step {
+                    println!("nemesis: membership: promoting m{i} refused: {e}");
+                    return Ok(());
+                }
+                (Membership::Voters, "member-promote", format!("m{i}"))
+            }
+        };
+        self.membership = Some(next);
+        self.record_named(fault, "start", what);
         Ok(())
+    }
+
+    /// Takes membership steps, the other faults undone, until every member is a voter.
+    async fn finish_membership(&mut self, cluster: &mut Cluster) -> Result<(), String> {
+        let deadline = Instant::now() + MEMBERSHIP_DEADLINE;
+        loop {
+            match self.membership {
+                None | Some(Membership::Voters) => return Ok(()),
+                Some(_) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "the membership nemesis did not leave every member a voter within {}s",
+                        MEMBERSHIP_DEADLINE.as_secs()
+                    ))
+                }
+                Some(_) => {
+                    self.membership_step(cluster).await?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     async fn inject(&mut self, fault: Fault, cluster: &mut Cluster) -> Active {
