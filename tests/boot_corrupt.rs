@@ -1,7 +1,7 @@
 //! A member whose backend holds a row it cannot read stops at boot with a message that
 //! names the file and what is wrong, and exits non-zero, without a panic: one damaged row
-//! per kind of record decoded at start (alarm, lease, membership, Raft's configuration,
-//! the meta integers, auth), a backend that has applied past the end of its WAL, and a WAL
+//! per kind of record decoded at start (keys and values, alarm, lease, membership, Raft's
+//! configuration, the meta integers, auth), a backend that has applied past the end of its WAL, and a WAL
 //! whose hard state commits past its last entry.
 //! The rows are written with the library's own backend, as a damaged disk or a stray
 //! tool would leave them.
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::maint::{terminate, wait_exit};
 use common::{ready_client, Member, Process};
-use detcd::backend::{Backend, Table, AUTH_USERS, LEASE, MEMBERS, MEMBERS_REMOVED, META};
+use detcd::backend::{Backend, Table, AUTH_USERS, KEY, LEASE, MEMBERS, MEMBERS_REMOVED, META};
 use detcd::proto::raftpb::HardState;
 use detcd::runtime::{Disk, RealDisk};
 use detcd::wal::{Wal, WalOptions};
@@ -83,7 +83,17 @@ async fn a_damaged_backend_row_stops_the_member_with_the_file_named() {
 
     let member_key = 7u64.to_be_bytes();
     let negative_ttl = [&7i64.to_be_bytes()[..], &(-1i64).to_be_bytes(), &[0; 8]].concat();
-    let cases: [Case; 9] = [
+    // Revision 1,000,000 (main, '_', sub 0), beyond anything written: a row of its own.
+    let revision_key = [&1_000_000i64.to_be_bytes()[..], b"_", &0i64.to_be_bytes()].concat();
+    let cases: [Case; 11] = [
+        (
+            "kv-value",
+            KEY,
+            &revision_key,
+            b"\xff\xff\xff",
+            "table key, key",
+        ),
+        ("kv-key", KEY, b"not a revision", b"", "not a revision"),
         (
             "alarm",
             ALARM,

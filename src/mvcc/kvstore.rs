@@ -13,7 +13,7 @@ use super::kvstore_compact::Compaction;
 use super::request_check::RequestLimits;
 use super::revision::Revision;
 use super::tree_index::TreeIndex;
-use crate::backend::{be, get_u64, put_u64, Backend, ReadView, KEY, META};
+use crate::backend::{be, corrupt, get_u64, put_u64, Backend, ReadView, KEY, META};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use crate::proto::mvccpb::event::EventType;
@@ -100,8 +100,11 @@ impl KvStore {
             let table = backend.tx().open_table(KEY).map_err(be)?;
             for entry in table.iter().map_err(be)? {
                 let (k, v) = entry.map_err(be)?;
+                if !Revision::is_key(k.value()) {
+                    return Err(corrupt(KEY, k.value(), "not a revision").into());
+                }
                 let (rev, tombstone) = Revision::from_key(k.value());
-                let kv = decode(v.value());
+                let kv = decode(k.value(), v.value())?;
                 if tombstone {
                     index.restore_tombstone(&kv.key, rev);
                 } else {
@@ -329,7 +332,7 @@ impl KvStore {
         for entry in table.range(lo.as_slice()..hi.as_slice()).map_err(be)? {
             let (k, v) = entry.map_err(be)?;
             let (rev, tombstone) = Revision::from_key(k.value());
-            let mut kv = decode(v.value());
+            let mut kv = decode(k.value(), v.value())?;
             let kind = if tombstone {
                 kv.mod_revision = rev.main;
                 EventType::Delete
@@ -375,9 +378,10 @@ fn read_value(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     rev: Revision,
 ) -> Result<KeyValue> {
-    let v = table.get(rev.to_key(false).as_slice()).map_err(be)?;
+    let key = rev.to_key(false);
+    let v = table.get(key.as_slice()).map_err(be)?;
     let v = v.unwrap_or_else(|| panic!("index names revision {rev} that the backend lacks"));
-    Ok(decode(v.value()))
+    decode(&key, v.value())
 }
 
 /// A value of a [`RangeRead`]: read under the store's lock, or committed and read later.
@@ -448,9 +452,16 @@ impl RangeRead {
     }
 }
 
-pub(super) fn decode(bytes: &[u8]) -> KeyValue {
-    KeyValue::decode(bytes)
-        .unwrap_or_else(|e| panic!("undecodable value of {} bytes: {e}", bytes.len()))
+/// The KeyValue stored under backend key `key`; bytes that are not one are damage.
+pub(super) fn decode(key: &[u8], bytes: &[u8]) -> Result<KeyValue> {
+    KeyValue::decode(bytes).map_err(|e| {
+        corrupt(
+            KEY,
+            key,
+            format!("undecodable value of {} bytes: {e}", bytes.len()),
+        )
+        .into()
+    })
 }
 
 /// etcd sorts by the target and reverses for descending order; ties keep key order here
