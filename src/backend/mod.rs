@@ -76,13 +76,14 @@ struct Views {
 /// it is released, so that long reads and applies do not wait for each other.
 /// Defragmentation waits until every view is dropped: redb cannot compact under one.
 pub struct ReadView {
-    tx: redb::ReadTransaction,
+    /// `Some` until dropped: the transaction must end before the view counts as closed.
+    tx: Option<redb::ReadTransaction>,
     views: std::sync::Arc<Views>,
 }
 
 impl ReadView {
     pub fn tx(&self) -> &redb::ReadTransaction {
-        &self.tx
+        self.tx.as_ref().expect("a view's transaction lives until it is dropped")
     }
 
     /// A crc32 of every table but `meta` (whose consistent index differs between members
@@ -91,7 +92,7 @@ impl ReadView {
         let mut h = crc32fast::Hasher::new();
         for def in HASHED {
             h.update(def.name().as_bytes());
-            let table = self.tx.open_table(def).map_err(be)?;
+            let table = self.tx().open_table(def).map_err(be)?;
             for entry in table.iter().map_err(be)? {
                 let (k, v) = entry.map_err(be)?;
                 h.update(k.value());
@@ -104,6 +105,8 @@ impl ReadView {
 
 impl Drop for ReadView {
     fn drop(&mut self) {
+        // End the transaction first: a defragment woken below compacts at once.
+        drop(self.tx.take());
         let mut open = self.views.open.lock().unwrap_or_else(|e| e.into_inner());
         *open -= 1;
         if *open == 0 {
@@ -266,7 +269,7 @@ impl Backend {
         let tx = self.db.begin_read().map_err(be)?;
         *self.views.open.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         Ok(ReadView {
-            tx,
+            tx: Some(tx),
             views: self.views.clone(),
         })
     }
