@@ -83,7 +83,9 @@ pub struct ReadView {
 
 impl ReadView {
     pub fn tx(&self) -> &redb::ReadTransaction {
-        self.tx.as_ref().expect("a view's transaction lives until it is dropped")
+        self.tx
+            .as_ref()
+            .expect("a view's transaction lives until it is dropped")
     }
 
     /// A crc32 of every table but `meta` (whose consistent index differs between members
