@@ -11,10 +11,13 @@
 
 pub mod bolt;
 mod disk_backend;
+mod guard;
 mod layout;
 mod snapshot;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
@@ -44,6 +47,10 @@ pub enum BackendError {
         key: String,
         what: String,
     },
+    /// The database file fails redb's checks, or redb panicked reading it: damage from
+    /// outside redb (a bad disk, a stray write), since a crash only tears uncommitted pages.
+    #[error("backend {}: {what}", file.display())]
+    Damaged { file: PathBuf, what: String },
 }
 
 /// The error for a row of `table` under `key` that does not decode; `what` says how.
@@ -78,7 +85,7 @@ struct Views {
 pub struct ReadView {
     /// `Some` until dropped: the transaction must end before the view counts as closed.
     tx: Option<redb::ReadTransaction>,
-    views: std::sync::Arc<Views>,
+    views: Arc<Views>,
 }
 
 impl ReadView {
@@ -123,11 +130,11 @@ pub struct Backend {
     /// it drops (aborts) first.
     tx: Option<WriteTransaction>,
     db: Database,
-    file: std::sync::Arc<dyn crate::runtime::DiskFile>,
+    file: Arc<dyn crate::runtime::DiskFile>,
     /// Where commits report their latency (etcd's
     /// `etcd_disk_backend_commit_duration_seconds`), if anywhere.
     commit_latency: Option<Histogram>,
-    views: std::sync::Arc<Views>,
+    views: Arc<Views>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -140,6 +147,13 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// Opens (or creates) the database file at `path` and makes sure every table exists.
+    ///
+    /// A file that was shut down cleanly is verified first (redb's integrity check: the
+    /// checksum of every page of the committed trees), since redb's open trusts it and would
+    /// read damage unchecked; a file a crash left is verified by redb's own recovery. Damage
+    /// is [`BackendError::Damaged`], never a panic; so is damage that redb could repair only
+    /// by going back to the commit before the last, since the entries of the lost commit may
+    /// already be gone from the WAL.
     pub fn open(disk: &dyn Disk, path: &Path) -> Result<Self> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -147,26 +161,41 @@ impl Backend {
         };
         disk.create_dir_all(dir)?;
         let existed = disk.exists(path);
-        let file: std::sync::Arc<dyn crate::runtime::DiskFile> =
-            std::sync::Arc::from(disk.open(path, OpenMode::Create)?);
+        let file: Arc<dyn crate::runtime::DiskFile> = Arc::from(disk.open(path, OpenMode::Create)?);
         if !existed {
             disk.sync_dir(dir)?;
         }
-        let db = redb::Builder::new()
-            .set_cache_size(DEFAULT_CACHE_BYTES)
-            .create_with_backend(DiskBackend::new(file.clone()))
-            .map_err(be)?;
-        let mut backend = Backend {
-            db,
-            tx: None,
-            file,
-            commit_latency: None,
-            views: Default::default(),
-        };
-        backend.begin()?;
-        create_tables(backend.tx())?;
-        backend.commit()?;
-        Ok(backend)
+        guard::guard(path, || {
+            let recovered = Arc::new(AtomicBool::new(false));
+            let mut db = redb::Builder::new()
+                .set_cache_size(DEFAULT_CACHE_BYTES)
+                .set_repair_callback({
+                    let recovered = recovered.clone();
+                    move |_| recovered.store(true, Ordering::Relaxed)
+                })
+                .create_with_backend(DiskBackend::new(file.clone()))
+                .map_err(be)?;
+            if existed && !recovered.load(Ordering::Relaxed) && !db.check_integrity().map_err(be)? {
+                return Err(BackendError::Damaged {
+                    file: path.to_path_buf(),
+                    what: "redb's integrity check found damage and repaired the file, which \
+                           may have lost its last commit: check the disk, then restore the \
+                           member from a snapshot or remove it and add it back"
+                        .into(),
+                });
+            }
+            let mut backend = Backend {
+                db,
+                tx: None,
+                file,
+                commit_latency: None,
+                views: Default::default(),
+            };
+            backend.begin()?;
+            create_tables(backend.tx())?;
+            backend.commit()?;
+            Ok(backend)
+        })
     }
 
     fn begin(&mut self) -> Result<()> {
