@@ -245,9 +245,11 @@ impl Backend {
         self.commit_latency = Some(histogram);
     }
 
-    /// Bytes of the database file, for the space quota.
+    /// Bytes the database file takes on disk, for `dbSize` and the space quota: what etcd
+    /// counts, the pages ever used (bbolt's high-water mark), not the length that redb
+    /// reserves ahead of them ([`DiskBackend`] leaves it a hole).
     pub fn size(&self) -> Result<u64> {
-        Ok(self.file.len()?)
+        Ok(self.file.allocated()?)
     }
 
     /// Commits, then rewrites the file without its free pages and shrinks it (etcd's
