@@ -1,6 +1,8 @@
 //! detcd-bench's CPU accounting: `ci/bench` compares stores by the CPU time each spends
 //! per request, so the figures must come from the named processes and the measured phase.
 
+#![cfg(not(madsim))]
+
 mod common;
 
 use std::process::Command;
