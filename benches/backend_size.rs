@@ -39,7 +39,7 @@ fn report(when: &str, store: &mut KvStore, path: &Path, put_bytes: u64) {
          (leaf {:>8.1}, branch {:>6.1})  stored {:>8.1} MiB  fragmented {:>8.1} MiB  put {:>8.1} MiB",
         meta.len() as f64 / MIB,
         (meta.blocks() * 512) as f64 / MIB,
-        store.backend().size().unwrap() as f64 / MIB,
+        store.backend().size() as f64 / MIB,
         stats.allocated_pages() as f64 * page / MIB,
         stats.leaf_pages() as f64 * page / MIB,
         stats.branch_pages() as f64 * page / MIB,

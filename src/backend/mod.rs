@@ -16,7 +16,7 @@ mod layout;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::metrics::histogram::Histogram;
@@ -135,6 +135,9 @@ pub struct Backend {
     /// `etcd_disk_backend_commit_duration_seconds`), if anywhere.
     commit_latency: Option<Histogram>,
     views: Arc<Views>,
+    /// The bytes the file takes at the last commit, as etcd's backend keeps its size: the
+    /// quota check reads it for every write, without the store's lock and without a stat.
+    size: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -190,6 +193,7 @@ impl Backend {
                 file,
                 commit_latency: None,
                 views: Default::default(),
+                size: Default::default(),
             };
             backend.begin()?;
             create_tables(backend.tx())?;
@@ -226,6 +230,7 @@ impl Backend {
         let begun = self.begin();
         committed.map_err(be)?;
         begun?;
+        self.size.store(self.file.allocated()?, Ordering::Relaxed);
         self.crash_point(CrashPoint::BackendAfterCommit)
     }
 
@@ -245,11 +250,23 @@ impl Backend {
         self.commit_latency = Some(histogram);
     }
 
-    /// Bytes the database file takes on disk, for `dbSize` and the space quota: what etcd
-    /// counts, the pages ever used (bbolt's high-water mark), not the length that redb
-    /// reserves ahead of them ([`DiskBackend`] leaves it a hole).
-    pub fn size(&self) -> Result<u64> {
-        Ok(self.file.allocated()?)
+    /// Bytes the database file takes on disk at the last commit, for `dbSize` and the space
+    /// quota: what etcd counts, the pages ever used (bbolt's high-water mark), not the length
+    /// that redb reserves ahead of them ([`DiskBackend`] leaves it a hole).
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// [`Backend::size`] as a shared value that follows every later commit.
+    pub fn size_gauge(&self) -> Arc<AtomicU64> {
+        self.size.clone()
+    }
+
+    /// Makes `gauge` follow this backend from now on: a backend that replaces another
+    /// (a restored snapshot) keeps the gauge its readers hold.
+    pub fn adopt_size_gauge(&mut self, gauge: Arc<AtomicU64>) {
+        gauge.store(self.size(), Ordering::Relaxed);
+        self.size = gauge;
     }
 
     /// Commits, then rewrites the file without its free pages and shrinks it (etcd's
@@ -266,6 +283,7 @@ impl Backend {
             .and_then(|()| self.db.compact().map_err(be));
         self.begin()?;
         compacted?;
+        self.size.store(self.file.allocated()?, Ordering::Relaxed);
         self.crash_point(CrashPoint::DefragBeforeRename)
     }
 
