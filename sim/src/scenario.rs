@@ -255,7 +255,8 @@ pub enum CrashAtMode {
 }
 
 impl CrashAtMode {
-    pub const ALL: [CrashAtMode; 3] = [CrashAtMode::PowerCut, CrashAtMode::Kill, CrashAtMode::Pause];
+    pub const ALL: [CrashAtMode; 3] =
+        [CrashAtMode::PowerCut, CrashAtMode::Kill, CrashAtMode::Pause];
 }
 
 /// How long a `pause` crash-at without `pause_ms` stalls its member.

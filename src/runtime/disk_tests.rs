@@ -415,7 +415,10 @@ fn a_power_cut_at_a_crash_point_may_tear_unsynced_writes() {
         d.crash();
         assert_eq!(d.stopped_at(), None);
         let data = read_all(&d, &file("a"));
-        assert!(data.len() >= 2 * SECTOR as usize, "seed {seed}: synced data lost");
+        assert!(
+            data.len() >= 2 * SECTOR as usize,
+            "seed {seed}: synced data lost"
+        );
         assert!(data[..2 * SECTOR as usize].iter().all(|&b| b == 1));
         let tail = &data[2 * SECTOR as usize..];
         torn |= tail.iter().any(|&b| b == 2) && tail.iter().any(|&b| b != 2);
