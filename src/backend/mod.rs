@@ -15,6 +15,7 @@ mod layout;
 mod snapshot;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
@@ -128,6 +129,9 @@ pub struct Backend {
     /// `etcd_disk_backend_commit_duration_seconds`), if anywhere.
     commit_latency: Option<Histogram>,
     views: std::sync::Arc<Views>,
+    /// The file's length at the last commit, as etcd's backend keeps its size: the quota
+    /// check reads it for every write, without the store's lock and without a stat.
+    size: std::sync::Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -162,6 +166,7 @@ impl Backend {
             file,
             commit_latency: None,
             views: Default::default(),
+            size: Default::default(),
         };
         backend.begin()?;
         create_tables(backend.tx())?;
@@ -197,6 +202,7 @@ impl Backend {
         let begun = self.begin();
         committed.map_err(be)?;
         begun?;
+        self.size.store(self.file.len()?, Ordering::Relaxed);
         self.crash_point(CrashPoint::BackendAfterCommit)
     }
 
@@ -216,9 +222,21 @@ impl Backend {
         self.commit_latency = Some(histogram);
     }
 
-    /// Bytes of the database file, for the space quota.
-    pub fn size(&self) -> Result<u64> {
-        Ok(self.file.len()?)
+    /// Bytes of the database file at the last commit (etcd's dbSize), for the space quota.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// [`Backend::size`] as a shared value that follows every later commit.
+    pub fn size_gauge(&self) -> std::sync::Arc<AtomicU64> {
+        self.size.clone()
+    }
+
+    /// Makes `gauge` follow this backend from now on: a backend that replaces another
+    /// (a restored snapshot) keeps the gauge its readers hold.
+    pub fn adopt_size_gauge(&mut self, gauge: std::sync::Arc<AtomicU64>) {
+        gauge.store(self.size(), Ordering::Relaxed);
+        self.size = gauge;
     }
 
     /// Commits, then rewrites the file without its free pages and shrinks it (etcd's
@@ -235,6 +253,7 @@ impl Backend {
             .and_then(|()| self.db.compact().map_err(be));
         self.begin()?;
         compacted?;
+        self.size.store(self.file.len()?, Ordering::Relaxed);
         self.crash_point(CrashPoint::DefragBeforeRename)
     }
 

@@ -86,6 +86,11 @@ struct Args {
     /// Value size of the --with-puts writers.
     #[arg(long, default_value_t = 256)]
     with_puts_val_size: usize,
+    /// Process IDs of the servers, when they run on this machine: the summary adds the CPU
+    /// time they used per measured request (user + system, read from /proc), beside this
+    /// client's own, so that efficiency is compared, not only rates on a shared CPU.
+    #[arg(long, value_delimiter = ',')]
+    server_pids: Vec<u32>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -899,6 +904,63 @@ async fn join_clients(tasks: Vec<JoinHandle<Outcome>>) -> Result<Outcome, String
     Ok(all)
 }
 
+/// CPU seconds (user + system) used so far by this process and by the servers together.
+struct CpuTimes {
+    client: f64,
+    servers: Option<f64>,
+}
+
+impl CpuTimes {
+    fn read(server_pids: &[u32]) -> Result<CpuTimes, String> {
+        let servers = match server_pids {
+            [] => None,
+            pids => Some(
+                pids.iter()
+                    .map(|pid| cpu_seconds(&pid.to_string()))
+                    .sum::<Result<f64, String>>()?,
+            ),
+        };
+        Ok(CpuTimes {
+            client: cpu_seconds("self")?,
+            servers,
+        })
+    }
+
+    /// `client_cpu_us_per_req` and `server_cpu_us_per_req` since `before`, over `ok`
+    /// requests, into `map`.
+    fn since(&self, before: &CpuTimes, ok: u64, map: &mut Map<String, Value>) {
+        let per_req = |secs: f64| secs * 1e6 / ok.max(1) as f64;
+        map.insert(
+            "client_cpu_us_per_req".into(),
+            json!(per_req(self.client - before.client)),
+        );
+        if let (Some(now), Some(then)) = (self.servers, before.servers) {
+            map.insert("server_cpu_us_per_req".into(), json!(per_req(now - then)));
+        }
+    }
+}
+
+/// User + system CPU seconds of process `pid` ("self" for this one), from /proc/PID/stat.
+fn cpu_seconds(pid: &str) -> Result<f64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the
+    // state is field 3, utime and stime fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("{path}: no CPU time in field {}", i + 3))
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((ticks(11)? + ticks(12)?) as f64 / per_sec)
+}
+
 /// One run's figures: the requests' and the workload's own (event latency, whole lists,
 /// the --with-puts writers), by name.
 struct Summary {
@@ -985,12 +1047,14 @@ async fn run_once(args: &Args, endpoints: &[String]) -> Result<Summary, String> 
         delivery.clone(),
     ));
     let tasks = new_clients(&shared, &channels, leases).await?;
+    let cpu_before = CpuTimes::read(&args.server_pids)?;
     let start = Instant::now();
     let progress = std::io::stderr()
         .is_terminal()
         .then(|| tokio::spawn(progress(shared.clone(), start)));
     let outcome = join_clients(tasks).await?;
     let elapsed = start.elapsed().as_secs_f64();
+    CpuTimes::read(&args.server_pids)?.since(&cpu_before, outcome.latencies.len(), &mut extra);
     if let Some(p) = progress {
         p.abort();
         eprint!("\r\x1b[K");
@@ -1049,6 +1113,9 @@ fn validate(args: &Args) -> Result<(), String> {
         }
         _ if args.compare.is_some() && args.rounds == 0 => {
             Err("--rounds must be at least 1".into())
+        }
+        _ if args.compare.is_some() && !args.server_pids.is_empty() => {
+            Err("--server-pids cannot be used with --compare: the sides are other servers".into())
         }
         _ => Ok(()),
     }

@@ -202,12 +202,6 @@ impl KvStore {
         Ok(())
     }
 
-    /// Whether a write of `cost` bytes fits the quota; the server checks before proposing
-    /// and, when it does not, proposes the NOSPACE alarm (so every member agrees on it).
-    pub fn quota_available(&self, cost: u64) -> Result<bool> {
-        Ok(self.backend.size()? + cost <= self.cfg.quota_bytes)
-    }
-
     /// Raises or clears the NOSPACE alarm, as applied from the log. While raised, puts fail
     /// with [`Error::NoSpace`]; deletes and compaction still work, to make room.
     pub fn set_nospace(&mut self, raised: bool) -> Result<()> {

@@ -16,8 +16,9 @@
 //! 3. Every 100 ms: [`WatchableStore::sync_watchers`]; every progress interval:
 //!    [`WatchableStore::progress_notify`].
 //! 4. On the leader: propose revokes for [`crate::lease::Lessor::expired`] and checkpoints
-//!    from [`crate::lease::Lessor::checkpoints`]; before proposing a write, check
-//!    [`KvStore::quota_available`] and propose the NOSPACE alarm when it fails.
+//!    from [`crate::lease::Lessor::checkpoints`]; before proposing a write, check the
+//!    backend's size at its last commit ([`crate::backend::Backend::size_gauge`]) against
+//!    the quota and propose the NOSPACE alarm when it does not fit.
 
 pub mod error;
 pub mod key_index;

@@ -122,7 +122,9 @@ impl WatchableStore {
 
     /// Replaces the store with one restored from a snapshot (etcd's watchableStore.Restore):
     /// synced watchers become unsynced and catch up from the new store's history.
-    pub fn restore(&mut self, kv: KvStore) {
+    pub fn restore(&mut self, mut kv: KvStore) {
+        kv.backend()
+            .adopt_size_gauge(self.kv.backend().size_gauge());
         self.kv = kv;
         for (key, w) in self.watchers.iter_mut() {
             if matches!(w.sync, Sync::Synced) {

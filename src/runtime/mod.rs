@@ -9,6 +9,7 @@ mod clock;
 mod crash;
 mod disk;
 mod hooks;
+mod malloc;
 mod real_disk;
 mod sched;
 mod sim_disk;

@@ -40,8 +40,10 @@ fn request_short_slice() {
 }
 
 /// A multi-threaded tokio runtime whose threads (and the calling one, which drives
-/// `block_on`) ask for a short slice.
+/// `block_on`) ask for a short slice; glibc's malloc is tuned first, before the threads
+/// that use it exist.
 pub fn threaded_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    super::malloc::tune();
     request_short_slice();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();

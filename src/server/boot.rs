@@ -150,6 +150,7 @@ pub async fn start(
         AuthStore::open(watchable.backend(), cfg.auth_token_ttl).map_err(|e| unreadable(&e))?;
     let auth = Arc::new(Mutex::new(auth));
     let jwt = jwt_tokens(&cfg.auth_token, disk.as_ref())?;
+    let backend_size = watchable.backend().size_gauge();
     let store = Arc::new(Mutex::new(watchable));
     let clock = LeaseClock::new();
     let super::join::Identity {
@@ -250,6 +251,8 @@ pub async fn start(
         compaction_hashes,
         strict_reconfig_check: cfg.strict_reconfig_check,
         limits,
+        backend_size,
+        quota_bytes: cfg.quota_backend_bytes,
         disk,
         token: cfg.initial_cluster_token.clone(),
         cluster_id,

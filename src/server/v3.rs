@@ -4,6 +4,7 @@
 //! with its header complete. The gRPC and HTTP adapters in `api` call these and nothing
 //! below them.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +67,10 @@ pub struct Server {
     pub(super) strict_reconfig_check: bool,
     /// What a write may be: it is checked against these before it is proposed.
     pub(super) limits: mvcc::RequestLimits,
+    /// The backend's size at its last commit and `--quota-backend-bytes`, which every write
+    /// is checked against before it is proposed.
+    pub(super) backend_size: Arc<AtomicU64>,
+    pub(super) quota_bytes: u64,
     /// The member's disk, for the crash points outside the write path.
     pub(super) disk: Arc<dyn Disk>,
     /// The initial cluster token: new member IDs derive from it, as etcd's do.
@@ -273,7 +278,7 @@ impl Server {
         let st = self.member.status();
         let (revision, db_size, quota, alarms) = {
             let mut store = lock(&self.store);
-            let size = store.backend().size()?;
+            let size = store.backend().size();
             let alarms = alarm::active(&mut store, AlarmType::None)?;
             let quota = store.kv().config().quota_bytes as i64;
             (store.kv().rev(), size as i64, quota, alarms)
@@ -426,9 +431,7 @@ impl Server {
             let mut store = lock(&self.store);
             let (synced, unsynced, victims) = store.watcher_counts();
             metrics.watchers.set((synced + unsynced + victims) as i64);
-            if let Ok(size) = store.backend().size() {
-                metrics.db_total_size.set(size as i64);
-            }
+            metrics.db_total_size.set(store.backend().size() as i64);
         }
         metrics.encode()
     }
