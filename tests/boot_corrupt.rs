@@ -1,8 +1,9 @@
-//! A member whose backend holds a row it cannot read stops at boot with a message that
-//! names the file and what is wrong, and exits non-zero, without a panic: one damaged row
-//! per kind of record decoded at start (keys and values, alarm, lease, membership, Raft's
-//! configuration, the meta integers, auth), a backend that has applied past the end of its WAL, and a WAL
-//! whose hard state commits past its last entry.
+//! A member whose backend it cannot read stops at boot with a message that names the file
+//! and what is wrong, and exits non-zero, without a panic: one damaged row per kind of
+//! record decoded at start (keys and values, alarm, lease, membership, Raft's
+//! configuration, the meta integers, auth), a backend that has applied past the end of its
+//! WAL, a WAL whose hard state commits past its last entry, and a database file damaged
+//! below the rows (tests/backend_damage.rs sweeps such damage without a process).
 //! The rows are written with the library's own backend, as a damaged disk or a stray
 //! tool would leave them.
 
@@ -28,6 +29,8 @@ const ALARM: Table = TableDefinition::new("alarm");
 
 /// A damaged row: the case's name, the table, key and value, and what the message says.
 type Case<'a> = (&'a str, Table, &'a [u8], &'a [u8], &'a str);
+/// Damage to the database file: the case's name and what it does to the file's bytes.
+type Damage<'a> = (&'a str, &'a dyn Fn(&mut Vec<u8>));
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -206,4 +209,45 @@ async fn a_damaged_backend_row_stops_the_member_with_the_file_named() {
     let expected = format!("the WAL in {} commits entry 1000000", wal_dir.display());
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A database file damaged outside redb (a flipped byte in a page of keys, both commit
+/// slots of the header, a file cut short) stops the member with the file named: redb's open
+/// trusts a cleanly closed file, so the member verifies it, and catches redb's panics.
+#[tokio::test]
+async fn a_damaged_database_file_stops_the_member_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Member::new("m1", dir.path());
+    let mut p = m.start(None);
+    let mut c = ready_client(m.client_port).await;
+    let marker = b"damage-marker-".repeat(100);
+    c.put("k", marker.clone(), None).await.unwrap();
+    assert!(terminate(&mut p, Duration::from_secs(20)).is_some_and(|s| s.success()));
+    let good = std::fs::read(m.data_dir.join("member/snap/db")).unwrap();
+    let at = good
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("the value is in the file");
+
+    let cases: [Damage; 3] = [
+        ("value-byte", &|b| b[at + 7] ^= 0xff),
+        ("both-slots", &|b| {
+            // Byte 8 of each 128-byte commit slot (at 64 and 192): its root page number.
+            b[64 + 8] ^= 0xff;
+            b[192 + 8] ^= 0xff;
+        }),
+        ("cut", &|b| b.truncate(at)),
+    ];
+    for (name, damage) in cases {
+        let copy = member_at(&m, dir.path().join(name));
+        copy_dir(&m.data_dir, &copy.data_dir);
+        let db = copy.data_dir.join("member/snap/db");
+        let mut bytes = good.clone();
+        damage(&mut bytes);
+        std::fs::write(&db, bytes).unwrap();
+        let (code, stderr) = boot(&copy, &dir.path().join(format!("{name}.log")));
+        assert_eq!(code, Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(db.to_str().unwrap()), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
 }

@@ -14,6 +14,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod peer;
 pub mod watch;
+mod watch_coalesce;
 
 /// A gRPC request stream's messages, up to its end or first error.
 fn messages<T: Send + 'static>(

@@ -3,6 +3,7 @@
 //! As etcd's, a stream outlives the end of its requests (a client's half-close, or the end
 //! of a gateway request body): it ends when the client stops reading.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
@@ -17,6 +18,8 @@ use crate::runtime::CrashPoint;
 use crate::server::auth::Access;
 use crate::server::watch::WatchStream;
 use crate::server::Server;
+
+use super::watch_coalesce::{coalesce, MAX_BATCH, MAX_JOINED_BYTES};
 
 /// Replies to create and cancel requests not yet sent; a client that sends this many
 /// requests without reading responses loses its stream.
@@ -86,14 +89,28 @@ impl WatchService {
             control,
         ));
         let server = self.0.clone();
+        // Events queued together leave coalesced per watcher, and under the request size
+        // limit, which a watcher asking for fragments expects responses to keep.
+        let limit = server.max_request_bytes().min(MAX_JOINED_BYTES);
         let out = futures::stream::unfold(
-            (replies, events, server),
-            |(mut replies, mut events, server)| async move {
-                let mut resp = tokio::select! {
-                    biased;
-                    Some(r) = replies.recv() => r,
-                    Some(r) = events.recv() => r,
-                    else => return None,
+            (replies, events, server, VecDeque::new()),
+            move |(mut replies, mut events, server, mut ready)| async move {
+                let mut resp = match ready.pop_front() {
+                    Some(r) => r,
+                    None => tokio::select! {
+                        biased;
+                        Some(r) = replies.recv() => r,
+                        Some(r) = events.recv() => {
+                            let mut queued = vec![r];
+                            while queued.len() < MAX_BATCH {
+                                let Ok(r) = events.try_recv() else { break };
+                                queued.push(r);
+                            }
+                            ready = coalesce(queued, limit).into();
+                            ready.pop_front().expect("coalescing keeps a response")
+                        }
+                        else => return None,
+                    },
                 };
                 // A member whose power fails here drops its streams; clients resume elsewhere.
                 server
@@ -101,7 +118,7 @@ impl WatchService {
                     .ok()?;
                 // Never the store's revision: taking its lock here could wait on a write.
                 resp.header = server.header(Some(resp.header.map_or(0, |h| h.revision)));
-                Some((Ok(resp), (replies, events, server)))
+                Some((Ok(resp), (replies, events, server, ready)))
             },
         );
         Box::pin(out)

@@ -38,8 +38,12 @@ impl redb::StorageBackend for DiskBackend {
             .map_err(|e| self.named("read", e))
     }
 
+    /// Sparse: redb doubles the file's length whenever it runs out of pages (up to 4 GiB),
+    /// so allocating that length would take up to twice the space the pages need.
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len).map_err(|e| self.named("resize", e))
+        self.file
+            .set_len_sparse(len)
+            .map_err(|e| self.named("resize", e))
     }
 
     fn sync_data(&self) -> io::Result<()> {

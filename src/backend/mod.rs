@@ -11,11 +11,13 @@
 
 pub mod bolt;
 mod disk_backend;
+mod guard;
 mod layout;
 mod snapshot;
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
@@ -45,6 +47,10 @@ pub enum BackendError {
         key: String,
         what: String,
     },
+    /// The database file fails redb's checks, or redb panicked reading it: damage from
+    /// outside redb (a bad disk, a stray write), since a crash only tears uncommitted pages.
+    #[error("backend {}: {what}", file.display())]
+    Damaged { file: PathBuf, what: String },
 }
 
 /// The error for a row of `table` under `key` that does not decode; `what` says how.
@@ -79,7 +85,7 @@ struct Views {
 pub struct ReadView {
     /// `Some` until dropped: the transaction must end before the view counts as closed.
     tx: Option<redb::ReadTransaction>,
-    views: std::sync::Arc<Views>,
+    views: Arc<Views>,
 }
 
 impl ReadView {
@@ -124,14 +130,14 @@ pub struct Backend {
     /// it drops (aborts) first.
     tx: Option<WriteTransaction>,
     db: Database,
-    file: std::sync::Arc<dyn crate::runtime::DiskFile>,
+    file: Arc<dyn crate::runtime::DiskFile>,
     /// Where commits report their latency (etcd's
     /// `etcd_disk_backend_commit_duration_seconds`), if anywhere.
     commit_latency: Option<Histogram>,
-    views: std::sync::Arc<Views>,
-    /// The file's length at the last commit, as etcd's backend keeps its size: the quota
-    /// check reads it for every write, without the store's lock and without a stat.
-    size: std::sync::Arc<AtomicU64>,
+    views: Arc<Views>,
+    /// The bytes the file takes at the last commit, as etcd's backend keeps its size: the
+    /// quota check reads it for every write, without the store's lock and without a stat.
+    size: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -144,6 +150,13 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// Opens (or creates) the database file at `path` and makes sure every table exists.
+    ///
+    /// A file that was shut down cleanly is verified first (redb's integrity check: the
+    /// checksum of every page of the committed trees), since redb's open trusts it and would
+    /// read damage unchecked; a file a crash left is verified by redb's own recovery. Damage
+    /// is [`BackendError::Damaged`], never a panic; so is damage that redb could repair only
+    /// by going back to the commit before the last, since the entries of the lost commit may
+    /// already be gone from the WAL.
     pub fn open(disk: &dyn Disk, path: &Path) -> Result<Self> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -151,27 +164,42 @@ impl Backend {
         };
         disk.create_dir_all(dir)?;
         let existed = disk.exists(path);
-        let file: std::sync::Arc<dyn crate::runtime::DiskFile> =
-            std::sync::Arc::from(disk.open(path, OpenMode::Create)?);
+        let file: Arc<dyn crate::runtime::DiskFile> = Arc::from(disk.open(path, OpenMode::Create)?);
         if !existed {
             disk.sync_dir(dir)?;
         }
-        let db = redb::Builder::new()
-            .set_cache_size(DEFAULT_CACHE_BYTES)
-            .create_with_backend(DiskBackend::new(file.clone()))
-            .map_err(be)?;
-        let mut backend = Backend {
-            db,
-            tx: None,
-            file,
-            commit_latency: None,
-            views: Default::default(),
-            size: Default::default(),
-        };
-        backend.begin()?;
-        create_tables(backend.tx())?;
-        backend.commit()?;
-        Ok(backend)
+        guard::guard(path, || {
+            let recovered = Arc::new(AtomicBool::new(false));
+            let mut db = redb::Builder::new()
+                .set_cache_size(DEFAULT_CACHE_BYTES)
+                .set_repair_callback({
+                    let recovered = recovered.clone();
+                    move |_| recovered.store(true, Ordering::Relaxed)
+                })
+                .create_with_backend(DiskBackend::new(file.clone()))
+                .map_err(be)?;
+            if existed && !recovered.load(Ordering::Relaxed) && !db.check_integrity().map_err(be)? {
+                return Err(BackendError::Damaged {
+                    file: path.to_path_buf(),
+                    what: "redb's integrity check found damage and repaired the file, which \
+                           may have lost its last commit: check the disk, then restore the \
+                           member from a snapshot or remove it and add it back"
+                        .into(),
+                });
+            }
+            let mut backend = Backend {
+                db,
+                tx: None,
+                file,
+                commit_latency: None,
+                views: Default::default(),
+                size: Default::default(),
+            };
+            backend.begin()?;
+            create_tables(backend.tx())?;
+            backend.commit()?;
+            Ok(backend)
+        })
     }
 
     fn begin(&mut self) -> Result<()> {
@@ -202,7 +230,7 @@ impl Backend {
         let begun = self.begin();
         committed.map_err(be)?;
         begun?;
-        self.size.store(self.file.len()?, Ordering::Relaxed);
+        self.size.store(self.file.allocated()?, Ordering::Relaxed);
         self.crash_point(CrashPoint::BackendAfterCommit)
     }
 
@@ -222,19 +250,21 @@ impl Backend {
         self.commit_latency = Some(histogram);
     }
 
-    /// Bytes of the database file at the last commit (etcd's dbSize), for the space quota.
+    /// Bytes the database file takes on disk at the last commit, for `dbSize` and the space
+    /// quota: what etcd counts, the pages ever used (bbolt's high-water mark), not the length
+    /// that redb reserves ahead of them ([`DiskBackend`] leaves it a hole).
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Relaxed)
     }
 
     /// [`Backend::size`] as a shared value that follows every later commit.
-    pub fn size_gauge(&self) -> std::sync::Arc<AtomicU64> {
+    pub fn size_gauge(&self) -> Arc<AtomicU64> {
         self.size.clone()
     }
 
     /// Makes `gauge` follow this backend from now on: a backend that replaces another
     /// (a restored snapshot) keeps the gauge its readers hold.
-    pub fn adopt_size_gauge(&mut self, gauge: std::sync::Arc<AtomicU64>) {
+    pub fn adopt_size_gauge(&mut self, gauge: Arc<AtomicU64>) {
         gauge.store(self.size(), Ordering::Relaxed);
         self.size = gauge;
     }
@@ -253,7 +283,7 @@ impl Backend {
             .and_then(|()| self.db.compact().map_err(be));
         self.begin()?;
         compacted?;
-        self.size.store(self.file.len()?, Ordering::Relaxed);
+        self.size.store(self.file.allocated()?, Ordering::Relaxed);
         self.crash_point(CrashPoint::DefragBeforeRename)
     }
 

@@ -275,6 +275,7 @@ fuzz_tests!(
     snap_file,
     peer_message,
     backend_snapshot,
+    backend_file,
     gateway_body,
     http2_headers,
     bolt_file,

@@ -12,6 +12,7 @@ use prost::Message as _;
 use super::Target;
 use crate::api::gateway;
 use crate::backend::{self, bolt, Backend};
+use crate::mvcc::{self, KvStore};
 use crate::net::authority::Rewriter;
 use crate::proto::etcdserverpb::{
     AuthenticateRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest,
@@ -27,7 +28,7 @@ use crate::snap::{SnapshotFile, Snapshotter};
 use crate::wal::record::{self, RecordType, HEADER};
 use crate::wal::{Metadata, SnapshotMark, Wal, WalOptions};
 
-pub const ALL: [Target; 9] = [
+pub const ALL: [Target; 10] = [
     Target {
         name: "wal_records",
         seeds: wal_record_seeds,
@@ -57,6 +58,12 @@ pub const ALL: [Target; 9] = [
         seeds: backend_seeds,
         seal: None,
         run: backend_snapshot,
+    },
+    Target {
+        name: "backend_file",
+        seeds: store_seeds,
+        seal: None,
+        run: backend_file,
     },
     Target {
         name: "gateway_body",
@@ -500,6 +507,51 @@ fn backend_seeds() -> Vec<Vec<u8>> {
 fn backend_snapshot(input: &[u8]) -> bool {
     let disk = disk_with(DB, input);
     crate::server::snapshot_rows::check(disk.as_ref(), Path::new(DB)).is_ok()
+}
+
+// ---- the member's own database file ----
+
+const STORE: &str = "/member/snap/db";
+
+/// A store of a few keys over two commits, one value beyond a page, closed cleanly.
+fn store_seeds() -> Vec<Vec<u8>> {
+    let disk = SimDisk::new(5);
+    let mut kv = KvStore::open(&disk, Path::new(STORE), mvcc::Config::default()).unwrap();
+    for (index, len) in [(1, 3), (2, 1500), (3, 5000)] {
+        kv.begin_entry(index).unwrap();
+        let req = PutRequest {
+            key: format!("/registry/pods/p{index}").into_bytes(),
+            value: vec![index as u8; len],
+            ..PutRequest::default()
+        };
+        kv.put(&req, &mvcc::no_leases).unwrap();
+        kv.commit().unwrap();
+    }
+    drop(kv);
+    vec![read_file(&disk, Path::new(STORE)).unwrap()]
+}
+
+/// The member's database as it boots on it: the store opens (rebuilding its index from every
+/// key revision), every table reads, and a put commits; or an error names the file.
+fn backend_file(input: &[u8]) -> bool {
+    let disk = disk_with(STORE, input);
+    let booted = KvStore::open(disk.as_ref(), Path::new(STORE), mvcc::Config::default()).and_then(
+        |mut kv| {
+            kv.committed_view()?.hash()?;
+            kv.begin_entry(kv.consistent_index() + 1)?;
+            let req = PutRequest {
+                key: b"k".to_vec(),
+                ..PutRequest::default()
+            };
+            kv.put(&req, &mvcc::no_leases)?;
+            kv.commit()
+        },
+    );
+    if let Err(e) = &booted {
+        let e = e.to_string();
+        assert!(e.contains(STORE), "the file is not named: {e}");
+    }
+    booted.is_ok()
 }
 
 // ---- the JSON gateway ----

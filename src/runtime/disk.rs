@@ -49,6 +49,15 @@ pub trait DiskFile: Send + Sync + std::fmt::Debug {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Truncates or extends (with zeros) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// [`DiskFile::set_len`], except that growing may leave a hole, which takes space only
+    /// where it is written: for a file whose owner reserves length far ahead of its data.
+    fn set_len_sparse(&self, len: u64) -> io::Result<()> {
+        self.set_len(len)
+    }
+    /// Bytes of storage the file occupies; less than its length where it has holes.
+    fn allocated(&self) -> io::Result<u64> {
+        self.len()
+    }
     /// Makes the file's data and length durable (fdatasync).
     fn sync(&self) -> io::Result<()>;
     /// [`Disk::crash_point`] of the disk that holds this file.

@@ -1,7 +1,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::disk::{Disk, DiskFile, OpenMode};
@@ -99,6 +99,14 @@ impl DiskFile for RealFile {
             }
             allocated => allocated,
         }
+    }
+
+    fn set_len_sparse(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn allocated(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.blocks() * 512)
     }
 
     fn sync(&self) -> io::Result<()> {

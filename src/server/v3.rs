@@ -155,6 +155,12 @@ impl Server {
         self.disk.crash_point(point)
     }
 
+    /// `--max-request-bytes`: also the size a watch response is kept under when the
+    /// watcher asked for fragments.
+    pub fn max_request_bytes(&self) -> usize {
+        self.limits.max_request_bytes
+    }
+
     /// etcd's request checks, made before proposing so that a bad request never reaches
     /// the log; the apply makes them again on what the log holds.
     fn check_request(&self, request: &Request) -> Result<()> {
