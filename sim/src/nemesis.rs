@@ -13,7 +13,7 @@ use detcd::proto::etcdserverpb::{
     DefragmentRequest, MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest,
     MoveLeaderRequest, StatusRequest,
 };
-use detcd::runtime::{seeded_rng, Clock, CrashPoint, Fault as DiskFault, IoOp};
+use detcd::runtime::{seeded_rng, Clock, CrashPoint, Fault as DiskFault, IoOp, PointFault};
 use detcd_check::fault::Fault;
 use madsim::runtime::NodeHandle;
 use rand::seq::SliceRandom;
@@ -21,7 +21,9 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::kv_cluster::{client_url, peer_url, KvCluster};
-use crate::scenario::{Action, DiskArea, Expect, RandomFaults, Scenario, Step, Target};
+use crate::scenario::{
+    Action, CrashAtMode, DiskArea, Expect, RandomFaults, Scenario, Step, Target, DEFAULT_PAUSE_MS,
+};
 
 /// The WAL directory of every member: where injected EIO lands.
 const WAL_DIR: &str = "/data/member/wal";
@@ -36,6 +38,13 @@ const PER_READY: [CrashPoint; 7] = [
     CrashPoint::BeforeFollowerSend,
     CrashPoint::BeforeSendWatchResponse,
 ];
+/// How long a drawn crash point cuts a follower off before it may catch up: long enough
+/// for a log compacted every 100 entries (crash-points-snapshot's 1.9 s once was not).
+const SNAPSHOT_ISOLATION_S: f64 = 4.5;
+/// How long after the heal a drawn snapshot crash point stays armed.
+const SNAPSHOT_CATCH_UP_S: f64 = 2.0;
+/// The shortest pause a drawn crash point makes; the longest is the fault's hold.
+const PAUSE_MIN_MS: u64 = 100;
 /// How long one status call may take before the member counts as unresponsive.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 /// After a partition, operations already in flight may still complete for this long.
@@ -83,7 +92,8 @@ fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> V
         }
         let m = Target::Index(rng.random_range(0..members));
         let fault = r.faults[rng.random_range(0..r.faults.len())];
-        let (apply, undo) = match fault {
+        let held = |apply, undo| vec![(0.0, apply), (hold, undo)];
+        let drawn = match fault {
             Fault::Partition => {
                 let mut order: Vec<usize> = (0..members).collect();
                 order.shuffle(&mut rng);
@@ -91,39 +101,39 @@ fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> V
                 let groups = [&order[..cut], &order[cut..]]
                     .map(|g| g.iter().map(|&i| Target::Index(i)).collect())
                     .to_vec();
-                (Action::Partition { groups }, Action::Heal)
+                held(Action::Partition { groups }, Action::Heal)
             }
-            Fault::Isolate => (Action::Isolate { member: m }, Action::Heal),
+            Fault::Isolate => held(Action::Isolate { member: m }, Action::Heal),
             Fault::OneWay => {
                 let to = Target::Index(rng.random_range(0..members));
-                (Action::OneWay { from: m, to }, Action::Heal)
+                held(Action::OneWay { from: m, to }, Action::Heal)
             }
-            Fault::Loss => (
+            Fault::Loss => held(
                 Action::Loss {
                     rate: rng.random_range(0.05..0.3),
                 },
                 Action::Heal,
             ),
-            Fault::Delay => (
+            Fault::Delay => held(
                 Action::Delay {
                     min_ms: 1,
                     max_ms: rng.random_range(50..500),
                 },
                 Action::Heal,
             ),
-            Fault::Kill => (
+            Fault::Kill => held(
                 Action::Kill { member: m.clone() },
                 Action::Restart { member: m },
             ),
-            Fault::PowerLoss => (
+            Fault::PowerLoss => held(
                 Action::PowerLoss { member: m.clone() },
                 Action::Restart { member: m },
             ),
-            Fault::Pause => (
+            Fault::Pause => held(
                 Action::Pause { member: m.clone() },
                 Action::Resume { member: m },
             ),
-            Fault::DiskEio => (
+            Fault::DiskEio => held(
                 Action::DiskEio {
                     member: m.clone(),
                     op: ["write", "sync"][rng.random_range(0..2)].to_string(),
@@ -133,30 +143,8 @@ fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> V
                 // The member stopped on the error, as etcd exits: heal and boot it.
                 Action::DiskHeal { member: m },
             ),
-            Fault::CrashPoint => {
-                let points = if r.crash_points.is_empty() {
-                    CrashPoint::ALL
-                } else {
-                    r.crash_points.as_slice()
-                };
-                let point = points[rng.random_range(0..points.len())];
-                // Points passed on every Ready or commit fire on a later pass too; the
-                // others (snapshots, compactions) may come once in a hold.
-                let nth = if PER_READY.contains(&point) {
-                    rng.random_range(1..=3)
-                } else {
-                    1
-                };
-                (
-                    Action::CrashAt {
-                        member: m.clone(),
-                        point,
-                        nth,
-                    },
-                    Action::CrashRecover { member: m },
-                )
-            }
-            Fault::SlowFsync => (
+            Fault::CrashPoint => crash_point_steps(r, m, hold, &mut rng),
+            Fault::SlowFsync => held(
                 Action::SlowFsync {
                     member: m.clone(),
                     probability: rng.random_range(0.1..0.5),
@@ -165,15 +153,95 @@ fn random_steps(r: &RandomFaults, members: usize, duration: f64, seed: u64) -> V
                 Action::DiskHeal { member: m },
             ),
         };
-        steps.push(Step {
-            at: t,
-            action: apply,
-        });
-        t += hold;
-        steps.push(Step {
-            at: t,
-            action: undo,
-        });
+        let end = t + drawn.last().map_or(0.0, |(after, _)| *after);
+        if end >= duration {
+            return steps;
+        }
+        steps.extend(drawn.into_iter().map(|(after, action)| Step {
+            at: t + after,
+            action,
+        }));
+        t = end;
+    }
+}
+
+/// A drawn crash point, as steps after the fault's start: the point (and the pass, and
+/// what happens there) drawn from the seed, armed on a member that passes it, with what
+/// makes it pass the rarer points (the targets and triggers of etcd's robustness
+/// failpoints), and the recovery after `hold`. `m` is the member drawn for points that
+/// every member passes.
+fn crash_point_steps(
+    r: &RandomFaults,
+    m: Target,
+    hold: f64,
+    rng: &mut impl Rng,
+) -> Vec<(f64, Action)> {
+    let points = if r.crash_points.is_empty() {
+        CrashPoint::ALL
+    } else {
+        r.crash_points.as_slice()
+    };
+    let point = points[rng.random_range(0..points.len())];
+    // Points passed on every Ready or commit fire on a later pass too; the others
+    // (snapshots, compactions) may come once in a hold.
+    let nth = if PER_READY.contains(&point) {
+        rng.random_range(1..=3)
+    } else {
+        1
+    };
+    let modes = if r.crash_modes.is_empty() {
+        &CrashAtMode::ALL[..]
+    } else {
+        r.crash_modes.as_slice()
+    };
+    let mode = modes[rng.random_range(0..modes.len())];
+    let pause_ms = (mode == CrashAtMode::Pause)
+        .then(|| rng.random_range(PAUSE_MIN_MS..=((hold * 1000.0) as u64).max(PAUSE_MIN_MS)));
+    let crash_at = |member| Action::CrashAt {
+        member,
+        point,
+        nth,
+        mode,
+        pause_ms,
+    };
+    let role = |name: &str| Target::Role(name.into());
+    let recover = Action::CrashRecover {
+        member: role("all"),
+    };
+    match point {
+        // A leader sends its appends before saving them; its acknowledgements and votes a
+        // follower sends after.
+        CrashPoint::BeforeLeaderSend => vec![(0.0, crash_at(role("leader"))), (hold, recover)],
+        CrashPoint::BeforeFollowerSend => {
+            vec![(0.0, crash_at(role("follower"))), (hold, recover)]
+        }
+        // A follower cut off while the log is compacted past it catches up through the
+        // leader's snapshot once healed.
+        CrashPoint::RaftAfterSaveSnap
+        | CrashPoint::RaftBeforeApplySnap
+        | CrashPoint::RaftAfterApplySnap
+        | CrashPoint::ApplyBeforeOpenSnapshot => {
+            let cut_off = hold.max(SNAPSHOT_ISOLATION_S);
+            vec![
+                (
+                    0.0,
+                    Action::Isolate {
+                        member: role("follower"),
+                    },
+                ),
+                (0.0, crash_at(role("last"))),
+                (cut_off, Action::Heal),
+                (cut_off + SNAPSHOT_CATCH_UP_S, recover),
+            ]
+        }
+        CrashPoint::DefragBeforeCopy | CrashPoint::DefragBeforeRename => vec![
+            (0.0, crash_at(m.clone())),
+            (0.0, Action::Defragment { member: m }),
+            (hold, recover),
+        ],
+        // A configuration change has no trigger here: adding members while others crash
+        // is refused as unhealthy (crash-points-snapshot adds one).
+        _ => vec![(0.0, crash_at(m)), (hold, recover)],
     }
 }
 
@@ -471,11 +539,25 @@ impl<'a> Nemesis<'a> {
                     }
                 }
             }
-            Action::CrashAt { member, point, nth } => {
+            Action::CrashAt {
+                member,
+                point,
+                nth,
+                mode,
+                pause_ms,
+            } => {
+                let then = match mode {
+                    CrashAtMode::PowerCut => PointFault::PowerCut,
+                    CrashAtMode::Kill => PointFault::Kill,
+                    CrashAtMode::Pause => PointFault::Pause(Duration::from_millis(
+                        pause_ms.unwrap_or(DEFAULT_PAUSE_MS),
+                    )),
+                };
                 for i in self.resolve(member).await {
                     self.cluster.nodes.disk(i).inject(DiskFault::CrashAt {
                         point: *point,
                         nth: *nth,
+                        then,
                     });
                 }
             }
@@ -483,11 +565,18 @@ impl<'a> Nemesis<'a> {
                 for i in self.resolve(member).await {
                     let disk = self.cluster.nodes.disk(i);
                     disk.heal();
-                    if let Some(point) = disk.lost_power_at() {
-                        self.note(format!("m{i} lost power at {point}"));
-                        self.cluster.nodes.power_loss(i);
-                        self.restart(i);
+                    match disk.stopped_at() {
+                        Some((point, PointFault::Kill)) => {
+                            self.note(format!("m{i} was killed at {point}"));
+                            self.cluster.nodes.kill(i);
+                        }
+                        Some((point, _)) => {
+                            self.note(format!("m{i} lost power at {point}"));
+                            self.cluster.nodes.power_loss(i);
+                        }
+                        None => continue,
                     }
+                    self.restart(i);
                 }
             }
             Action::MoveLeader { to } => self.move_leader(to).await,

@@ -1,6 +1,7 @@
 //! Simulated machines: one madsim node and one SimDisk per member, and the faults a
 //! schedule applies to them: partitions of any shape, one-way loss, kill, power loss,
-//! restart, pause, and slow fsync (a stall of the whole machine).
+//! restart, pause, and slow fsync or a pause at a crash point (a stall of the whole
+//! machine).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -167,6 +168,7 @@ impl Nodes {
     /// The process dies; its writes stay in the page cache.
     pub fn kill(&self, i: usize) {
         Handle::current().kill(self.nodes[i].id());
+        self.disks[i].process_died();
     }
 
     /// The machine loses power: the process dies and the disk loses what was not synced.

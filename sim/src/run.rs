@@ -257,13 +257,13 @@ fn check_expectations(
     if scenario.expect.snapshot_installed && reached(Milestone::SnapshotInstalled) == 0 {
         failures.push("no member installed a snapshot from the leader".into());
     }
-    let fired = reached(Milestone::CrashPointFired);
-    if fired < scenario.expect.crash_points_fired {
-        failures.push(format!(
-            "{fired} crash points cut a member's power (expected at least {})",
-            scenario.expect.crash_points_fired
-        ));
-    }
+    let fired = [
+        Milestone::CrashPointPowerCut,
+        Milestone::CrashPointKill,
+        Milestone::CrashPointPause,
+    ]
+    .map(reached);
+    failures.extend(scenario.expect.too_few_crash_points(fired));
     if let Some(max) = scenario.expect.write_latency_max_s {
         let (slowest, at) = slowest_write(events);
         if slowest.as_secs_f64() > max {

@@ -186,17 +186,24 @@ pub enum Action {
     DiskHeal {
         member: Target,
     },
-    /// The power fails the `nth` time (from 1) the member passes the named crash point of
-    /// its write path (`detcd::runtime::CrashPoint`, e.g. `raft-before-save`).
+    /// The `nth` time (from 1) the member passes the named crash point of its write path
+    /// (`detcd::runtime::CrashPoint`, e.g. `raft-before-save`), `mode` happens: its power
+    /// fails (the default), its process is killed, or it stalls for `pause_ms`.
     CrashAt {
         member: Target,
         #[serde(deserialize_with = "crash_point")]
         point: CrashPoint,
         #[serde(default = "first")]
         nth: u32,
+        #[serde(default)]
+        mode: CrashAtMode,
+        /// How long a `pause` stalls the member (default 1000).
+        #[serde(default)]
+        pause_ms: Option<u64>,
     },
     /// Ends a crash-at: a member whose power failed restarts from what its disk kept
-    /// (torn as a power cut tears it); one that never reached its point is disarmed.
+    /// (torn as a power cut tears it), a killed one from everything it wrote; one that
+    /// never reached its point is disarmed.
     CrashRecover {
         member: Target,
     },
@@ -234,6 +241,27 @@ pub enum Action {
     },
 }
 
+/// What an armed crash point does to its member (`detcd::runtime::PointFault`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrashAtMode {
+    /// The machine loses power: what was not synced may be lost or torn.
+    #[default]
+    PowerCut,
+    /// The process dies: what it wrote survives in the page cache, synced or not.
+    Kill,
+    /// The process stalls at the point, then goes on.
+    Pause,
+}
+
+impl CrashAtMode {
+    pub const ALL: [CrashAtMode; 3] =
+        [CrashAtMode::PowerCut, CrashAtMode::Kill, CrashAtMode::Pause];
+}
+
+/// How long a `pause` crash-at without `pause_ms` stalls its member.
+pub const DEFAULT_PAUSE_MS: u64 = 1000;
+
 fn yes() -> bool {
     true
 }
@@ -268,6 +296,10 @@ pub struct RandomFaults {
     /// The points a `crash-point` fault draws from; every point when empty.
     #[serde(default, deserialize_with = "crash_points")]
     pub crash_points: Vec<CrashPoint>,
+    /// What a drawn crash point does (`power-cut`, `kill`, `pause`); every mode when empty.
+    /// A pause lasts up to the fault's hold.
+    #[serde(default)]
+    pub crash_modes: Vec<CrashAtMode>,
 }
 
 /// What must hold besides linearizability and convergence, which every run checks.
@@ -298,7 +330,8 @@ pub struct Expect {
     /// compacted log.
     #[serde(default)]
     pub snapshot_installed: bool,
-    /// At least this many armed crash points cut a member's power: the run exercised them.
+    /// At least this many armed crash points fired (a power cut, a kill or a pause): the
+    /// run exercised them.
     #[serde(default)]
     pub crash_points_fired: u64,
     /// Windows of simulated seconds `[from, to]` in which no operation completes `ok`:
@@ -324,6 +357,19 @@ pub struct Expect {
 }
 
 impl Expect {
+    /// The failure `crash_points_fired` makes, given how many points fired as power cuts,
+    /// kills and pauses.
+    pub fn too_few_crash_points(&self, [cuts, kills, pauses]: [u64; 3]) -> Option<String> {
+        let fired = cuts + kills + pauses;
+        (fired < self.crash_points_fired).then(|| {
+            format!(
+                "{fired} crash points fired (power cut {cuts}, kill {kills}, pause {pauses}; \
+                 expected at least {})",
+                self.crash_points_fired
+            )
+        })
+    }
+
     /// The failure a member's exit message makes under `exits_name_the_file`, if any.
     pub fn unexplained_exit(&self, exit: &str) -> Option<String> {
         let named = exit.contains("/data/") && exit.contains("(os error ");
@@ -371,11 +417,26 @@ impl Scenario {
             if s.at < last {
                 return Err(format!("step at {} comes before one at {last}", s.at));
             }
-            if let Action::CrashAt { point, nth: 0, .. } = &s.action {
-                return Err(format!(
-                    "step at {}: crash-at {point} with nth = 0; passes count from 1",
-                    s.at
-                ));
+            if let Action::CrashAt {
+                point,
+                nth,
+                mode,
+                pause_ms,
+                ..
+            } = &s.action
+            {
+                if *nth == 0 {
+                    return Err(format!(
+                        "step at {}: crash-at {point} with nth = 0; passes count from 1",
+                        s.at
+                    ));
+                }
+                if pause_ms.is_some() && *mode != CrashAtMode::Pause {
+                    return Err(format!(
+                        "step at {}: crash-at {point} has pause_ms but is not a pause",
+                        s.at
+                    ));
+                }
             }
             last = s.at;
         }
@@ -407,6 +468,60 @@ mod tests {
             err,
             "zeroth: step at 1: crash-at raft-before-save with nth = 0; passes count from 1"
         );
+    }
+
+    fn crash_at(extra: &str) -> Result<Scenario, String> {
+        let text = format!(
+            "{HEAD}[[step]]\nat = 1\ndo = \"crash-at\"\nmember = 0\npoint = \"raft-after-save\"\n{extra}"
+        );
+        Scenario::parse("modes", &text)
+    }
+
+    #[test]
+    fn a_crash_at_mode_is_power_cut_kill_or_pause() {
+        let mode = |s: Scenario| match &s.steps[0].action {
+            Action::CrashAt { mode, pause_ms, .. } => (*mode, *pause_ms),
+            other => panic!("parsed as {other:?}"),
+        };
+        assert_eq!(mode(crash_at("").unwrap()), (CrashAtMode::PowerCut, None));
+        assert_eq!(
+            mode(crash_at("mode = \"kill\"\n").unwrap()),
+            (CrashAtMode::Kill, None)
+        );
+        assert_eq!(
+            mode(crash_at("mode = \"pause\"\npause_ms = 300\n").unwrap()),
+            (CrashAtMode::Pause, Some(300))
+        );
+        let err = crash_at("mode = \"nap\"\n").unwrap_err();
+        assert!(
+            err.contains("unknown variant `nap`") && err.contains("`power-cut`, `kill`, `pause`"),
+            "{err}"
+        );
+        let err = crash_at("mode = \"kill\"\npause_ms = 300\n").unwrap_err();
+        assert_eq!(
+            err,
+            "modes: step at 1: crash-at raft-after-save has pause_ms but is not a pause"
+        );
+        let random = format!(
+            "{HEAD}[random]\nevery = [1, 2]\nhold = [1, 2]\nfaults = [\"crash-point\"]\ncrash_modes = [\"kill\", \"freeze\"]\n"
+        );
+        let err = Scenario::parse("random", &random).unwrap_err();
+        assert!(err.contains("unknown variant `freeze`"), "{err}");
+    }
+
+    #[test]
+    fn fired_crash_points_count_every_mode() {
+        let expect = Expect {
+            crash_points_fired: 3,
+            ..Expect::default()
+        };
+        assert_eq!(expect.too_few_crash_points([1, 1, 1]), None);
+        assert_eq!(expect.too_few_crash_points([0, 0, 3]), None);
+        assert_eq!(
+            expect.too_few_crash_points([1, 0, 1]),
+            Some("2 crash points fired (power cut 1, kill 0, pause 1; expected at least 3)".into())
+        );
+        assert_eq!(Expect::default().too_few_crash_points([0; 3]), None);
     }
 
     #[test]

@@ -347,7 +347,7 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{CrashMode, Fault, IoOp, SimDisk};
+    use crate::runtime::{CrashMode, Fault, IoOp, PointFault, SimDisk};
 
     fn committed(b: &Backend) -> Option<u64> {
         let rt = b.begin_read().unwrap();
@@ -376,10 +376,14 @@ mod tests {
         disk.inject(Fault::CrashAt {
             point: CrashPoint::BackendBeforeCommit,
             nth: 1,
+            then: PointFault::PowerCut,
         });
         let e = b.commit().unwrap_err().to_string();
         assert!(e.contains("backend-before-commit"), "{e}");
-        assert_eq!(disk.lost_power_at(), Some(CrashPoint::BackendBeforeCommit));
+        assert_eq!(
+            disk.stopped_at(),
+            Some((CrashPoint::BackendBeforeCommit, PointFault::PowerCut))
+        );
     }
 
     /// Readers of [`Backend::begin_read`] see commits only, and a crash keeps exactly the

@@ -1,13 +1,14 @@
-//! Named crash points in the write path, the places where etcd's robustness suite cuts a
-//! member's power (its gofail failpoints, spelled in kebab-case). The code reaches each one
-//! through [`Disk::crash_point`](super::Disk::crash_point): a no-op on a real disk; a
+//! Named crash points in the write path, the places where etcd's robustness suite crashes
+//! or stalls a member (its gofail failpoints, spelled in kebab-case). The code reaches each
+//! one through [`Disk::crash_point`](super::Disk::crash_point): a no-op on a real disk; a
 //! [`SimDisk`](super::SimDisk) armed with [`Fault::CrashAt`](super::Fault::CrashAt) loses
-//! power there, so nothing the member does afterwards reaches the disk.
+//! power or is killed there, so nothing the member does afterwards reaches the disk, or
+//! stalls there ([`PointFault`](super::PointFault)).
 
 /// Declares [`CrashPoint`] with each point's name.
 macro_rules! crash_points {
     ($($point:ident = $name:literal: $doc:literal),* $(,)?) => {
-        /// A named point in the write path where a simulated member can lose power.
+        /// A named point in the write path where a simulated member can crash or stall.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
         pub enum CrashPoint {
             $(#[doc = $doc] $point),*

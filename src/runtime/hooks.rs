@@ -48,7 +48,11 @@ pub enum Milestone {
     /// A follower or learner replaced its state with a snapshot received from the leader.
     SnapshotInstalled,
     /// A member's power failed at an armed crash point.
-    CrashPointFired,
+    CrashPointPowerCut,
+    /// A member's process was killed at an armed crash point.
+    CrashPointKill,
+    /// A member stalled at an armed crash point.
+    CrashPointPause,
 }
 
 /// The environment variable naming planted bugs.
@@ -61,7 +65,7 @@ mod imp {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0100_0000_01b3;
     /// One counter per [`super::Milestone`].
-    const MILESTONE_KINDS: usize = 2;
+    const MILESTONE_KINDS: usize = 4;
 
     thread_local! {
         static TRACE: Cell<u64> = const { Cell::new(FNV_OFFSET) };

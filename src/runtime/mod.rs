@@ -24,7 +24,7 @@ pub use hooks::{
 };
 pub use real_disk::RealDisk;
 pub use sched::threaded_runtime;
-pub use sim_disk::{CrashMode, Fault, IoOp, SimDisk, SECTOR};
+pub use sim_disk::{CrashMode, Fault, IoOp, PointFault, SimDisk, SECTOR};
 pub use zeros::all_zero;
 
 use rand::SeedableRng;

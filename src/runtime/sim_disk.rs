@@ -18,9 +18,15 @@
 //! - Injected faults ([`Fault`]): EIO on reads, writes or syncs (a failed sync makes
 //!   nothing durable), ENOSPC past a capacity, and bit flips in durable data, which no retry
 //!   cures. Random EIO can also be drawn from the RNG at a given rate.
-//! - Crash points ([`Fault::CrashAt`]): the power fails the N-th time the member reaches a
-//!   named point of its write path ([`CrashPoint`]): from that call on every operation
-//!   fails, as [`Fault::DieAfter`] with no operations left, until the next crash.
+//! - Crash points ([`Fault::CrashAt`]): something happens the N-th time the member reaches
+//!   a named point of its write path ([`CrashPoint`]), as [`PointFault`] says. The power
+//!   fails, or the process is killed: from that call on every operation fails, as
+//!   [`Fault::DieAfter`] with no operations left, until the power cut's crash or the kill's
+//!   [`SimDisk::process_died`]. Or the process stalls at the point and then goes on,
+//!   through the stall hook.
+//! - A killed process ([`SimDisk::process_died`]) loses nothing: what it wrote stays in the
+//!   page cache, synced or not (and unsynced, so a later power cut may still lose it); only
+//!   its handles die.
 //! - Slow fsync ([`Fault::SlowSync`]): a sync drawn slow stalls its caller. Disk calls do
 //!   not yield, so the disk cannot sleep itself; it calls the stall hook
 //!   ([`SimDisk::on_stall`]), which the simulation implements by pausing the member's
@@ -83,8 +89,37 @@ pub enum Fault {
     DieAfter { ops: u64 },
     /// Each file sync takes `delay` longer with this probability (0.0 turns it off).
     SlowSync { probability: f64, delay: Duration },
-    /// The power fails the `nth` time (from 1) the member reaches `point` from now.
-    CrashAt { point: CrashPoint, nth: u32 },
+    /// `then` happens the `nth` time (from 1) the member reaches `point` from now.
+    CrashAt {
+        point: CrashPoint,
+        nth: u32,
+        then: PointFault,
+    },
+}
+
+/// What an armed crash point does to the member that reaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PointFault {
+    /// The machine loses power: nothing after the point reaches the disk, and what was not
+    /// synced before it may be lost or torn.
+    PowerCut,
+    /// The process is killed: nothing after the point reaches the disk, and everything
+    /// written before it survives, synced or not.
+    Kill,
+    /// The process stalls at the point for this long (the stall hook), then goes on.
+    Pause(Duration),
+}
+
+impl PointFault {
+    /// The milestone a fired point counts under.
+    fn milestone(self) -> crate::runtime::Milestone {
+        use crate::runtime::Milestone;
+        match self {
+            PointFault::PowerCut => Milestone::CrashPointPowerCut,
+            PointFault::Kill => Milestone::CrashPointKill,
+            PointFault::Pause(_) => Milestone::CrashPointPause,
+        }
+    }
 }
 
 /// What a slow sync calls to stall its caller for the given time.
@@ -118,10 +153,11 @@ struct State {
     capacity: Option<u64>,
     die_after: Option<u64>,
     slow_sync: Option<(f64, Duration)>,
-    /// An armed crash point and how many more times it is passed before the power fails.
-    crash_at: Option<(CrashPoint, u32)>,
-    /// Where the power failed, until the next crash.
-    lost_power_at: Option<CrashPoint>,
+    /// An armed crash point, how many more times it is passed before it fires, and what
+    /// it does then.
+    crash_at: Option<(CrashPoint, u32, PointFault)>,
+    /// Where the member stopped (lost power or was killed), until the next crash.
+    stopped_at: Option<(CrashPoint, PointFault)>,
     stall: Option<StallHook>,
     /// The planted ack-before-fsync bug: WAL syncs succeed without making anything durable.
     lying_wal_sync: bool,
@@ -166,7 +202,7 @@ impl SimDisk {
                 die_after: None,
                 slow_sync: None,
                 crash_at: None,
-                lost_power_at: None,
+                stopped_at: None,
                 stall: None,
                 lying_wal_sync: crate::runtime::planted(crate::runtime::Bug::AckBeforeFsync),
                 trace: 0xcbf2_9ce4_8422_2325,
@@ -185,6 +221,17 @@ impl SimDisk {
         let mut st = self.lock();
         st.record(&[b'C', mode as u8]);
         st.crash(mode);
+    }
+
+    /// The process using the disk was killed: its handles die and so does a failure that
+    /// stood for its death ([`Fault::DieAfter`], a fired crash point); every byte stays as
+    /// it was.
+    pub fn process_died(&self) {
+        let mut st = self.lock();
+        st.record(b"K");
+        st.generation += 1;
+        st.die_after = None;
+        st.stopped_at = None;
     }
 
     /// Power loss with the mode drawn from the RNG (tearing half of the time).
@@ -213,9 +260,9 @@ impl SimDisk {
             }
             Fault::NoSpace { capacity } => st.capacity = capacity,
             Fault::DieAfter { ops } => st.die_after = Some(ops),
-            Fault::CrashAt { point, nth } => {
+            Fault::CrashAt { point, nth, then } => {
                 assert!(nth >= 1, "crash point {point} armed for its {nth}th pass");
-                st.crash_at = Some((point, nth - 1));
+                st.crash_at = Some((point, nth - 1, then));
             }
             Fault::SlowSync { probability, delay } => {
                 assert!(
@@ -245,9 +292,53 @@ impl SimDisk {
         st.crash_at = None;
     }
 
-    /// The crash point where the power failed, if it did since the last crash.
-    pub fn lost_power_at(&self) -> Option<CrashPoint> {
-        self.lock().lost_power_at
+    /// The crash point where the member lost power or was killed, and which of the two, if
+    /// that happened since the last crash. A pause leaves nothing here: the member went on.
+    pub fn stopped_at(&self) -> Option<(CrashPoint, PointFault)> {
+        self.lock().stopped_at
+    }
+
+    /// Passes `point`: an armed point whose count is used up fires here. A pause stalls the
+    /// caller once the lock is released, as a slow sync does.
+    fn pass(&self, point: CrashPoint) -> io::Result<()> {
+        let mut st = self.lock();
+        st.record(&[b'P', point as u8]);
+        let fired = match &mut st.crash_at {
+            Some((p, 0, then)) if *p == point => Some(*then),
+            Some((p, left, _)) if *p == point => {
+                *left -= 1;
+                None
+            }
+            _ => None,
+        };
+        let Some(then) = fired else {
+            return match st.die_after {
+                Some(0) => Err(io::Error::from_raw_os_error(EIO)),
+                _ => Ok(()),
+            };
+        };
+        st.crash_at = None;
+        crate::runtime::reach(then.milestone());
+        match then {
+            PointFault::Pause(delay) => {
+                st.record_op(b'z', Path::new(point.name()), delay.as_millis() as u64, 0);
+                let stall = st.stall.clone();
+                drop(st);
+                if let Some(StallHook(hook)) = stall {
+                    hook(delay);
+                }
+                Ok(())
+            }
+            PointFault::PowerCut | PointFault::Kill => {
+                st.die_after = Some(0);
+                st.stopped_at = Some((point, then));
+                let how = match then {
+                    PointFault::Kill => "the process was killed",
+                    _ => "power failed",
+                };
+                Err(io::Error::other(format!("{how} at crash point {point}")))
+            }
+        }
     }
 
     /// Sets what a slow sync calls to stall its caller.
@@ -283,28 +374,6 @@ impl State {
 
     fn used(&self) -> u64 {
         self.inodes.values().map(|i| i.current.len()).sum()
-    }
-
-    /// Passes `point`: the power fails here if it is armed and its count is used up.
-    fn pass(&mut self, point: CrashPoint) -> io::Result<()> {
-        self.record(&[b'P', point as u8]);
-        match &mut self.crash_at {
-            Some((p, 0)) if *p == point => {
-                self.crash_at = None;
-                self.die_after = Some(0);
-                self.lost_power_at = Some(point);
-                crate::runtime::reach(crate::runtime::Milestone::CrashPointFired);
-                Err(io::Error::other(format!(
-                    "power failed at crash point {point}"
-                )))
-            }
-            Some((p, left)) if *p == point => {
-                *left -= 1;
-                Ok(())
-            }
-            _ if self.die_after == Some(0) => Err(io::Error::from_raw_os_error(EIO)),
-            _ => Ok(()),
-        }
     }
 
     /// Counts one operation that changes the disk against [`Fault::DieAfter`].
@@ -364,7 +433,7 @@ impl State {
     fn crash(&mut self, mode: CrashMode) {
         self.generation += 1;
         self.die_after = None;
-        self.lost_power_at = None;
+        self.stopped_at = None;
         let dirs: Vec<PathBuf> = self.dirs.iter().cloned().collect();
         for dir in dirs {
             let in_dir = |p: &PathBuf| parent_dir(p) == dir;
@@ -574,7 +643,7 @@ impl Disk for SimDisk {
     }
 
     fn crash_point(&self, point: CrashPoint) -> io::Result<()> {
-        self.lock().pass(point)
+        self.pass(point)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -667,7 +736,7 @@ impl DiskFile for SimFile {
     }
 
     fn crash_point(&self, point: CrashPoint) -> io::Result<()> {
-        self.disk.lock().pass(point)
+        self.disk.pass(point)
     }
 
     fn sync(&self) -> io::Result<()> {

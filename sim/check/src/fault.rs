@@ -28,8 +28,8 @@ pub enum Fault {
     DiskEio,
     /// fsync takes long.
     SlowFsync,
-    /// A member loses power at a named point of its write path (a crash point), then
-    /// restarts from what its disk kept.
+    /// A member loses power, is killed or stalls at a named point of its write path (a
+    /// crash point), then restarts from what its disk kept (or goes on, after a stall).
     CrashPoint,
 }
 
