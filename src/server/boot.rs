@@ -40,8 +40,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 /// How often unsynced and victim watchers are moved forward (etcd: 100 ms).
 const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How often, while some watcher is a victim, its held responses are retried (etcd's
-/// victim loop: 10 ms). A victim's buffer was full for a moment only, as a fan-out burst
-/// fills it; waiting the whole sync interval put 3x etcd's event p99 on 10,000 watchers.
+/// victim loop: 10 ms). A victim's buffer is often full for a moment only, as a fan-out
+/// burst fills it; retried only at the sync interval, 10,000 watchers under load saw event
+/// p99 of 694-895 ms, against 489-622 ms with this retry.
 const WATCH_VICTIM_INTERVAL: Duration = Duration::from_millis(10);
 /// How often the leader looks for expired leases (etcd: 500 ms).
 const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
