@@ -13,8 +13,8 @@
 //!    [`KvStore::consistent_index`] after a restart: they are already applied.
 //! 2. Every `batch_interval`: [`KvStore::commit`]; between entries, while
 //!    [`KvStore::compaction_pending`]: [`KvStore::compaction_step`].
-//! 3. Every 100 ms, and every 10 ms while a watcher is a victim:
-//!    [`WatchableStore::sync_watchers`]; every progress interval:
+//! 3. Every 10 ms while a watcher is a victim or unsynced, sooner while passes leave fewer
+//!    behind: [`WatchableStore::sync_watchers`]; every progress interval:
 //!    [`WatchableStore::progress_notify`].
 //! 4. On the leader: propose revokes for [`crate::lease::Lessor::expired`] and checkpoints
 //!    from [`crate::lease::Lessor::checkpoints`]; before proposing a write, check the

@@ -14,6 +14,7 @@
 //! fragments); a watcher whose start is compacted away gets the compact revision instead.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 
 use tokio::sync::mpsc::{channel, error::TrySendError, Receiver, Sender};
 
@@ -72,6 +73,8 @@ pub struct WatchableStore {
     unsynced: BTreeSet<WatcherKey>,
     /// Invariant: exactly the watchers whose `sync` is `Victim`.
     victims: BTreeSet<WatcherKey>,
+    /// The last unsynced watcher a sync pass moved; the next pass starts after it.
+    sync_cursor: Option<WatcherKey>,
 }
 
 impl WatchableStore {
@@ -89,6 +92,7 @@ impl WatchableStore {
             synced: WatcherGroup::default(),
             unsynced: BTreeSet::new(),
             victims: BTreeSet::new(),
+            sync_cursor: None,
         }
     }
 
@@ -250,13 +254,16 @@ impl WatchableStore {
         else {
             return Ok(());
         };
-        let mut targets = BTreeSet::new();
+        let mut targets = Vec::new();
         for ev in events {
             self.synced.matching(
                 &ev.kv.as_ref().expect("events carry a kv").key,
                 &mut targets,
             );
         }
+        // In key order, each once: a txn's events may reach a watcher through several keys.
+        targets.sort_unstable();
+        targets.dedup();
         for key in targets {
             // A closed stream found while sending drops its watchers, later targets too.
             let Some(w) = self.watchers.get(&key) else {
@@ -378,11 +385,19 @@ impl WatchableStore {
     /// `max_watchers_per_sync` unsynced watchers forward by at most
     /// `max_revisions_per_sync` revisions. Returns whether any watcher is still behind.
     pub fn sync_watchers(&mut self) -> Result<bool> {
-        for key in std::mem::take(&mut self.victims) {
-            let Some(w) = self.watchers.get_mut(&key) else {
+        let victims: Vec<WatcherKey> = self.victims.iter().copied().collect();
+        for key in victims {
+            // A full buffer takes nothing: its victims stay as they are (thousands wait on
+            // full buffers while a fan-out burst drains). A closed stream is found below.
+            let full = |s: &Stream| s.tx.capacity() == 0 && !s.tx.is_closed();
+            if self.streams.get(&key.0).is_some_and(full) {
                 continue;
-            }; // stream closed
-
+            }
+            // Gone if an earlier push found its stream closed.
+            if !self.victims.remove(&key) {
+                continue;
+            }
+            let w = self.watchers.get_mut(&key).expect("victims are watchers");
             let Sync::Victim(pending) = std::mem::replace(&mut w.sync, Sync::Unsynced) else {
                 unreachable!("victim set holds victims only")
             };
@@ -396,12 +411,26 @@ impl WatchableStore {
                 None => self.settle(key),
             }
         }
-        let batch: Vec<WatcherKey> = self
-            .unsynced
-            .iter()
-            .take(self.cfg.max_watchers_per_sync)
-            .copied()
-            .collect();
+        // Round robin from where the last pass stopped: watchers that fall behind at every
+        // burst (their stream's buffer fills) must not keep the others behind them waiting.
+        let batch: Vec<WatcherKey> = match self.sync_cursor {
+            Some(c) => self
+                .unsynced
+                .range((Bound::Excluded(c), Bound::Unbounded))
+                .chain(self.unsynced.range(..=c))
+                .take(self.cfg.max_watchers_per_sync)
+                .copied()
+                .collect(),
+            None => self
+                .unsynced
+                .iter()
+                .take(self.cfg.max_watchers_per_sync)
+                .copied()
+                .collect(),
+        };
+        if let Some(&last) = batch.last() {
+            self.sync_cursor = Some(last);
+        }
         let cur = self.kv.rev();
         let compact = self.kv.compact_rev();
         let mut live = Vec::new();

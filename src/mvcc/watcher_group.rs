@@ -1,5 +1,7 @@
-//! The synced watchers, indexed by what they watch: single keys in a map, ranges in a
-//! list (etcd uses an interval tree; ranges are few next to single keys in practice).
+//! The synced watchers, indexed by what they watch: single keys in a map, ranges grouped
+//! by range (etcd uses an interval tree). Distinct ranges are few in practice, while one
+//! range may have thousands of watchers (every client of a prefix): a write tests each
+//! distinct range once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,48 +11,55 @@ use super::watcher::WatcherKey;
 #[derive(Debug, Default)]
 pub(super) struct WatcherGroup {
     keys: BTreeMap<Vec<u8>, BTreeSet<WatcherKey>>,
-    ranges: BTreeMap<WatcherKey, KeyRange>,
+    ranges: BTreeMap<KeyRange, BTreeSet<WatcherKey>>,
 }
 
 impl WatcherGroup {
     pub fn add(&mut self, w: WatcherKey, range: &KeyRange) {
         match range {
-            KeyRange::Single(k) => {
-                self.keys.entry(k.clone()).or_default().insert(w);
-            }
-            r => {
-                self.ranges.insert(w, r.clone());
-            }
+            KeyRange::Single(k) => add_to(&mut self.keys, k, w),
+            r => add_to(&mut self.ranges, r, w),
         }
     }
 
     pub fn remove(&mut self, w: WatcherKey, range: &KeyRange) {
         match range {
-            KeyRange::Single(k) => {
-                if let Some(set) = self.keys.get_mut(k) {
-                    set.remove(&w);
-                    if set.is_empty() {
-                        self.keys.remove(k);
-                    }
-                }
-            }
-            _ => {
-                self.ranges.remove(&w);
-            }
+            KeyRange::Single(k) => remove_from(&mut self.keys, k, w),
+            r => remove_from(&mut self.ranges, r, w),
         }
     }
 
-    /// Adds to `out` every watcher whose range holds `key`.
-    pub fn matching(&self, key: &[u8], out: &mut BTreeSet<WatcherKey>) {
+    /// Appends to `out` every watcher whose range holds `key`, in no particular order.
+    pub fn matching(&self, key: &[u8], out: &mut Vec<WatcherKey>) {
         if let Some(set) = self.keys.get(key) {
             out.extend(set);
         }
-        out.extend(
-            self.ranges
-                .iter()
-                .filter(|(_, r)| r.contains(key))
-                .map(|(w, _)| *w),
-        );
+        for (_, set) in self.ranges.iter().filter(|(r, _)| r.contains(key)) {
+            out.extend(set);
+        }
+    }
+}
+
+/// Adds `w` under `k`, cloning `k` only for a new entry (watchers join and leave the
+/// synced group at every burst that makes victims).
+fn add_to<K: Ord + Clone>(map: &mut BTreeMap<K, BTreeSet<WatcherKey>>, k: &K, w: WatcherKey) {
+    match map.get_mut(k) {
+        Some(set) => {
+            set.insert(w);
+        }
+        None => {
+            map.insert(k.clone(), BTreeSet::from([w]));
+        }
+    }
+}
+
+/// Removes `w` from under `k`, and `k` with its last watcher.
+fn remove_from<K: Ord>(map: &mut BTreeMap<K, BTreeSet<WatcherKey>>, k: &K, w: WatcherKey) {
+    if let Some(set) = map.get_mut(k) {
+        set.remove(&w);
+        if set.is_empty() {
+            map.remove(k);
+        }
     }
 }
 
@@ -58,7 +67,8 @@ impl WatcherGroup {
 mod tests {
     use super::*;
 
-    /// The group against the naive answer: every watcher whose range contains the key.
+    /// The group against the naive answer: every watcher whose range contains the key,
+    /// once, with several watchers sharing a range and some of them removed.
     #[test]
     fn matching_agrees_with_brute_force() {
         let ranges = [
@@ -67,22 +77,35 @@ mod tests {
             KeyRange::prefix(b"a"),
             KeyRange::Between(b"b".to_vec(), b"d".to_vec()),
             KeyRange::From(b"c".to_vec()),
+            KeyRange::prefix(b"a"),
+            KeyRange::Single(b"a".to_vec()),
+            KeyRange::Between(b"b".to_vec(), b"d".to_vec()),
         ];
+        let removed = [1, 3, 6];
         let mut g = WatcherGroup::default();
         for (i, r) in ranges.iter().enumerate() {
-            g.add((0, i as i64), r);
+            g.add((i as u64 % 3, i as i64), r);
         }
-        g.remove((0, 1), &ranges[1]);
+        for i in removed {
+            g.remove((i as u64 % 3, i as i64), &ranges[i]);
+        }
         for key in [&b"a"[..], b"ab", b"b", b"c", b"d", b"z", b""] {
-            let mut got = BTreeSet::new();
+            let mut got = Vec::new();
             g.matching(key, &mut got);
-            let want: BTreeSet<WatcherKey> = ranges
+            got.sort_unstable();
+            let want: Vec<WatcherKey> = ranges
                 .iter()
                 .enumerate()
-                .filter(|(i, r)| *i != 1 && r.contains(key))
-                .map(|(i, _)| (0, i as i64))
+                .filter(|(i, r)| !removed.contains(i) && r.contains(key))
+                .map(|(i, _)| (i as u64 % 3, i as i64))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
                 .collect();
             assert_eq!(got, want, "key {key:?}");
         }
+        // Removing the last watcher of a range drops the range: it is not tested again.
+        g.remove((2, 2), &ranges[2]);
+        g.remove((2, 5), &ranges[5]);
+        assert!(!g.ranges.contains_key(&ranges[2]));
     }
 }
