@@ -338,3 +338,40 @@ fn sort_target_without_order_sorts_the_limited_keys() {
         ("c".into(), true)
     );
 }
+
+/// A compaction batch scans at most `compaction_batch_limit` revisions, as etcd's does,
+/// whether it removes them or keeps them: a compaction that supersedes nothing (every key
+/// written once) still walks the whole key table, and a batch that did all of it at once
+/// held the store, and the member loop that steps it, for seconds at a million keys.
+#[test]
+fn a_compaction_batch_scans_at_most_the_batch_limit() {
+    let mut s = store(Config {
+        compaction_batch_limit: 10,
+        ..Config::default()
+    });
+    for i in 0..95 {
+        s.put(&put(&format!("k{i:03}")), &no_leases).unwrap();
+    }
+    s.put(&put("k000"), &no_leases).unwrap();
+    s.compact(&CompactionRequest {
+        revision: s.rev(),
+        ..Default::default()
+    })
+    .unwrap();
+    // 96 revisions, 95 of them kept: ten batches, the last one short.
+    let mut batches = 1;
+    while s.compaction_step().unwrap() {
+        batches += 1;
+    }
+    assert_eq!(batches, 10);
+    assert!(!s.compaction_pending());
+    // The superseded revision is gone, the kept ones read as before.
+    let all = s
+        .range(&RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.count, 95);
+}

@@ -1,6 +1,6 @@
 //! Maintenance and lease calls operators rely on, against real detcd processes: the NOSPACE
 //! alarm under `--quota-backend-bytes` (raised through the log, caps writes, survives a
-//! restart, disarmed by the operator), defragmentation, snapshots with etcd's sha256
+//! restart, disarmed by the operator), compaction in batches, defragmentation, snapshots with etcd's sha256
 //! trailer, keepalive and time-to-live through a follower, and graceful shutdown.
 
 #![cfg(not(madsim))]
@@ -13,8 +13,8 @@ use common::cluster::{connect, poll, Cluster};
 use common::maint::terminate;
 use common::{grpc_message as message, ready_client, Member};
 use etcd_client::{
-    AlarmAction, AlarmOptions, AlarmType, Client, Compare, CompareOp, DeleteOptions, Txn, TxnOp,
-    WatchOptions,
+    AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, Compare, CompareOp,
+    DeleteOptions, GetOptions, Txn, TxnOp, WatchOptions,
 };
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -134,6 +134,51 @@ async fn nospace_alarm_caps_writes_until_disarmed() {
     assert_eq!(health.status, 200, "{}", health.body);
     c.put("small", "v", None).await.unwrap();
     c.lease_grant(60, None).await.unwrap();
+}
+
+/// A compaction removes revisions from the backend in batches between applies, as etcd's
+/// does: a put made while a long physical compaction runs is answered before it. When every
+/// batch ran inside the compaction's apply, the member loop stopped for all of them (seconds
+/// at a million keys; long enough for followers to call an election).
+#[tokio::test]
+async fn writes_go_on_while_a_physical_compaction_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Member::new("default", dir.path());
+    // One revision per batch, and each batch is a backend commit: 3,000 superseded
+    // revisions take thousands of commits.
+    let flags = ["--experimental-compaction-batch-limit", "1"];
+    let _process = node.spawn_with(env!("CARGO_BIN_EXE_detcd"), None, &flags);
+    let mut c = ready_client(node.client_port).await;
+    let mut rev = 0;
+    for i in 0..3000 {
+        let put = c.put("k", i.to_string(), None).await.unwrap();
+        rev = put.header().unwrap().revision();
+    }
+    let compaction = tokio::spawn({
+        let mut c = c.clone();
+        let physical = CompactionOptions::new().with_physical();
+        async move { c.compact(rev, Some(physical)).await }
+    });
+    poll(
+        "the compaction to be applied",
+        Duration::from_secs(20),
+        || {
+            let mut c = c.clone();
+            async move {
+                let old = GetOptions::new().with_revision(2).with_serializable();
+                c.get("k", Some(old)).await.is_err().then_some(())
+            }
+        },
+    )
+    .await;
+    c.put("other", "v", None).await.unwrap();
+    assert!(
+        !compaction.is_finished(),
+        "the put waited for the whole compaction"
+    );
+    compaction.await.unwrap().unwrap();
+    let kvs = c.get("k", None).await.unwrap();
+    assert_eq!(kvs.kvs()[0].value(), b"2999");
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ pub struct Config {
     pub max_txn_ops: usize,
     /// Backend size beyond which writes raise the NOSPACE alarm (`--quota-backend-bytes`).
     pub quota_bytes: u64,
-    /// Revisions removed per backend commit by compaction, so writes interleave.
+    /// Revisions compaction scans per batch (one backend commit), so writes interleave.
     pub compaction_batch_limit: usize,
 }
 

@@ -1,5 +1,7 @@
 //! Compaction: the index forgets superseded revisions at once; the backend loses them in
-//! batches of `compaction_batch_limit`, each its own commit, so that applies interleave.
+//! batches of `compaction_batch_limit` scanned rows, each its own commit, so that applies
+//! interleave (etcd's batches count scanned keys too: a batch costs the same whether it
+//! removes everything or nothing).
 //! Progress is in `meta`: a crash between scheduling and finishing redoes the removal on
 //! open.
 
@@ -74,8 +76,8 @@ impl KvStore {
         Ok(())
     }
 
-    /// Removes one batch of superseded revisions and commits (nothing, without a pending
-    /// compaction); returns whether more is left.
+    /// Scans one batch of `compaction_batch_limit` revisions, removes the superseded ones
+    /// and commits (nothing, without a pending compaction); returns whether more is left.
     pub fn compaction_step(&mut self) -> Result<bool> {
         let Some(job) = self.compaction.as_mut() else {
             return Ok(false);
@@ -89,12 +91,13 @@ impl KvStore {
         {
             let mut table = tx.open_table(KEY).map_err(be)?;
             let mut doomed = Vec::new();
-            for entry in table
+            for (scanned, entry) in table
                 .range(job.cursor.as_slice()..end.as_slice())
                 .map_err(be)?
+                .enumerate()
             {
                 let (k, _) = entry.map_err(be)?;
-                if doomed.len() == limit {
+                if scanned == limit {
                     job.cursor = k.value().to_vec();
                     done = false;
                     break;

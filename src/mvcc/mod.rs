@@ -11,8 +11,8 @@
 //!    [`crate::auth::AuthStore`]; hand the events of every write to
 //!    [`crate::lease::Lessor::observe`]. Skip entries at or below
 //!    [`KvStore::consistent_index`] after a restart: they are already applied.
-//! 2. Every `batch_interval`: [`KvStore::commit`]; between entries, while
-//!    [`KvStore::compaction_pending`]: [`KvStore::compaction_step`].
+//! 2. Every `batch_interval`: [`KvStore::commit`]; between Readies, while
+//!    [`KvStore::compaction_pending`]: one [`KvStore::compaction_step`] at a time.
 //! 3. Every 10 ms while a watcher is a victim or unsynced, sooner while passes leave fewer
 //!    behind: [`WatchableStore::sync_watchers`]; every progress interval:
 //!    [`WatchableStore::progress_notify`].

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use prost::Message;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::corrupt::{CompactionHashes, KeyValueHash};
@@ -118,6 +119,11 @@ pub struct Applier {
     last_commit: Instant,
     cluster: SharedCluster,
     compaction_hashes: CompactionHashes,
+    /// Whether a compaction's removals from the backend are left to do.
+    compacting: bool,
+    /// The revision up to which the backend is compacted, for physical compactions to
+    /// wait on.
+    compacted: watch::Sender<i64>,
     /// Whether a CORRUPT alarm is raised: writes are refused while it is.
     corrupt: bool,
 }
@@ -134,6 +140,7 @@ impl Applier {
         compaction_hashes: CompactionHashes,
     ) -> Result<Self, Fatal> {
         let corrupt = corrupt_alarm(&mut lock(&store))?;
+        let compacted = watch::Sender::new(lock(&store).kv().compact_rev());
         Ok(Applier {
             store,
             lessor,
@@ -142,28 +149,32 @@ impl Applier {
             last_commit: Clock.now(),
             cluster,
             compaction_hashes,
+            compacting: false,
+            compacted,
             corrupt,
         })
     }
 
-    /// Commits the backend if the batch interval has passed, and runs pending compaction.
+    /// The revision up to which the backend is compacted, as it changes.
+    pub fn compacted(&self) -> watch::Receiver<i64> {
+        self.compacted.subscribe()
+    }
+
+    /// Commits the backend if the batch interval has passed.
     fn commit_if_due(&mut self) -> Result<(), Fatal> {
         let now = Clock.now();
-        let due = now - self.last_commit >= BACKEND_BATCH_INTERVAL;
+        if now - self.last_commit < BACKEND_BATCH_INTERVAL {
+            return Ok(());
+        }
         let mut store = lock(&self.store);
         on_kv(&mut store, |kv| {
-            if due && kv.consistent_index() > kv.committed_index() {
+            if kv.consistent_index() > kv.committed_index() {
                 kv.commit()?;
-            }
-            while kv.compaction_pending() {
-                kv.compaction_step()?;
             }
             Ok(())
         })
         .map_err(|e| Fatal::new("committing", e))?;
-        if due {
-            self.last_commit = now;
-        }
+        self.last_commit = now;
         Ok(())
     }
 }
@@ -199,16 +210,25 @@ fn refused_when_corrupt(request: &Request) -> bool {
 }
 
 /// Records the hash at the revision `r` compacts to, as it is before the compaction (etcd
-/// 3.5.7 hashes as it compacts), for the compaction hash check.
+/// 3.5.7 hashes as it compacts), for the compaction hash check. The scan reads a view of
+/// the store as it is now, on a task of its own: it takes time that grows with the data,
+/// which the member loop must not wait for.
 fn record_compaction_hash(
-    kv: &KvStore,
+    kv: &mut KvStore,
     r: &CompactionRequest,
     hashes: &CompactionHashes,
 ) -> mvcc::error::Result<()> {
     if r.revision <= kv.compact_rev() || r.revision > kv.rev() {
         return Ok(());
     }
-    hashes.store(KeyValueHash::from(&kv.hash_kv(r.revision)?));
+    let read = kv.begin_hash_kv(r.revision)?;
+    let (hashes, revision) = (hashes.clone(), r.revision);
+    tokio::spawn(async move {
+        match crate::runtime::blocking(move || read.finish()).await {
+            Ok(h) => hashes.store(KeyValueHash::from(&h)),
+            Err(e) => tracing::warn!(revision, "cannot hash the store at a compaction: {e}"),
+        }
+    });
     Ok(())
 }
 
@@ -256,8 +276,15 @@ fn run(
             Applied::Txn(resp)
         }
         Request::Compaction(r) => {
-            record_compaction_hash(store.kv(), &r, hashes)?;
-            Applied::Compaction(on_kv(store, |kv| kv.compact(&r))?)
+            record_compaction_hash(store.kv_mut(), &r, hashes)?;
+            // The member loop removes the revisions in steps between Readies
+            // (`Applier::background_step`); a physical compaction's caller waits for them
+            // there, not in the log.
+            let scheduled = CompactionRequest {
+                physical: false,
+                ..r
+            };
+            Applied::Compaction(on_kv(store, |kv| kv.compact(&scheduled))?)
         }
         Request::LeaseGrant(r) => Applied::LeaseGrant(lessor.grant(store, &r, now)?),
         Request::LeaseRevoke(r) => Applied::LeaseRevoke(lessor.revoke(store, r.id)?),
@@ -336,6 +363,7 @@ impl StateMachine for Applier {
         if alarm {
             self.corrupt = corrupt_alarm(&mut store)?;
         }
+        self.compacting |= store.kv().compaction_pending();
         let applied = match applied {
             Err(e) if is_fatal(&e) => return Err(Fatal::new(format!("applying entry {index}"), e)),
             applied => applied,
@@ -354,6 +382,23 @@ impl StateMachine for Applier {
 
     fn on_tick(&mut self) -> Result<(), Fatal> {
         self.commit_if_due()
+    }
+
+    fn has_background_work(&self) -> bool {
+        self.compacting
+    }
+
+    /// One batch of the pending compaction; publishes the compaction revision once the
+    /// backend has lost every revision below it.
+    fn background_step(&mut self) -> Result<(), Fatal> {
+        let mut store = lock(&self.store);
+        let more = on_kv(&mut store, |kv| kv.compaction_step())
+            .map_err(|e| Fatal::new("compacting", e))?;
+        if !more {
+            self.compacting = false;
+            self.compacted.send_replace(store.kv().compact_rev());
+        }
+        Ok(())
     }
 
     fn applied_index(&self) -> u64 {

@@ -135,6 +135,7 @@ pub async fn start(
         max_request_bytes: cfg.max_request_bytes as usize,
         max_txn_ops: cfg.max_txn_ops,
         quota_bytes: cfg.quota_backend_bytes,
+        compaction_batch_limit: cfg.compaction_batch_limit,
         ..mvcc::Config::default()
     };
     snapshot::recover_backend(&disk, &member_dir.join("wal"), &snap_dir)?;
@@ -224,6 +225,7 @@ pub async fn start(
         compaction_hashes.clone(),
     )
     .map_err(|e| unreadable(&e))?;
+    let compacted = applier.compacted();
     let (handle, member_task) = member::start(
         member_cfg,
         disk.clone(),
@@ -255,6 +257,7 @@ pub async fn start(
         transport,
         snapshots,
         compaction_hashes,
+        compacted,
         strict_reconfig_check: cfg.strict_reconfig_check,
         limits,
         backend_size,

@@ -96,6 +96,14 @@ pub struct Flags {
         default_value_t = 5000
     )]
     pub experimental_snapshot_catchup_entries: u64,
+    /// Revisions a compaction scans per batch (one backend commit); 0 means the default,
+    /// as in etcd.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_COMPACTION_BATCH_LIMIT",
+        default_value_t = 1000
+    )]
+    pub experimental_compaction_batch_limit: usize,
     /// WAL segment size in bytes; small segments let tests see segments released.
     #[arg(long, env = "ETCD_EXPERIMENTAL_WAL_SEGMENT_BYTES", default_value_t = crate::wal::DEFAULT_SEGMENT_SIZE, hide = true)]
     pub experimental_wal_segment_bytes: u64,
@@ -355,6 +363,7 @@ pub struct ServerConfig {
     pub initial_cluster_token: String,
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
+    pub compaction_batch_limit: usize,
     pub wal_segment_bytes: u64,
     pub quota_backend_bytes: u64,
     pub heartbeat_interval: Duration,
@@ -692,6 +701,10 @@ impl ServerConfig {
             initial_cluster_token: f.initial_cluster_token.clone(),
             snapshot_count: f.snapshot_count,
             snapshot_catchup_entries: f.experimental_snapshot_catchup_entries,
+            compaction_batch_limit: match f.experimental_compaction_batch_limit {
+                0 => crate::mvcc::Config::default().compaction_batch_limit,
+                limit => limit,
+            },
             wal_segment_bytes: f.experimental_wal_segment_bytes,
             quota_backend_bytes,
             heartbeat_interval: Duration::from_millis(f.heartbeat_interval),

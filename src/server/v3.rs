@@ -62,6 +62,8 @@ pub struct Server {
     pub(super) snapshots: SnapshotDir,
     /// Hashes recorded at compactions, which HashKV answers with for their revisions.
     pub(super) compaction_hashes: CompactionHashes,
+    /// The revision up to which this member's backend is compacted.
+    pub(super) compacted: tokio::sync::watch::Receiver<i64>,
     /// `--strict-reconfig-check`: membership changes that could cost the cluster its
     /// quorum are refused.
     pub(super) strict_reconfig_check: bool,
@@ -220,8 +222,20 @@ impl Server {
         self.write(caller, Request::Txn(req)).await
     }
 
+    /// Compacts the history up to `req.revision`. With `physical`, answers once this
+    /// member's backend has lost the compacted revisions, as etcd does; the removal runs
+    /// in steps between applies, so the wait grows with the data but holds nothing up.
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
-        self.write(None, Request::Compaction(req)).await
+        let (physical, revision) = (req.physical, req.revision);
+        let resp = self.write(None, Request::Compaction(req)).await?;
+        if physical {
+            self.compacted
+                .clone()
+                .wait_for(|&compacted| compacted >= revision)
+                .await
+                .map_err(|_| super::member::ProposeError::Stopped)?;
+        }
+        Ok(resp)
     }
 
     pub async fn lease_grant(&self, req: LeaseGrantRequest) -> Result<LeaseGrantResponse> {

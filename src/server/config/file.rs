@@ -32,7 +32,6 @@ const ETCD_ONLY: &[&str] = &[
     "enable-pprof",
     "enable-v2",
     "experimental-bootstrap-defrag-threshold-megabytes",
-    "experimental-compaction-batch-limit",
     "experimental-distributed-tracing-address",
     "experimental-distributed-tracing-instance-id",
     "experimental-distributed-tracing-service-name",

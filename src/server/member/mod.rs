@@ -86,6 +86,18 @@ pub trait StateMachine: Send + 'static {
         Ok(())
     }
 
+    /// Whether applied entries left work that runs in bounded steps between Readies (a
+    /// compaction's removals from the backend), so that Raft's messages and ticks are not
+    /// held up while it lasts.
+    fn has_background_work(&self) -> bool {
+        false
+    }
+
+    /// One step of that work.
+    fn background_step(&mut self) -> Result<(), Fatal> {
+        Ok(())
+    }
+
     /// The index of the last entry whose effects are durable in the state machine; after
     /// a restart Raft hands over only the entries after it.
     fn applied_index(&self) -> u64 {
@@ -320,6 +332,12 @@ impl<S: StateMachine> Member<S> {
                     self.request_read_index();
                 }
                 Some(a) = admin.recv() => self.admin(a),
+                () = std::future::ready(()), if self.sm.has_background_work() => {
+                    self.sm.background_step()?;
+                    // The branch is always ready while work is left: let the worker's
+                    // other tasks run between steps.
+                    tokio::task::yield_now().await;
+                }
                 Some(event) = events.recv() => match event {
                     PeerEvent::Unreachable(id) => self.node.report_unreachable(id),
                     PeerEvent::Snapshot { to, status } => self.node.report_snapshot(to, status),
