@@ -5,8 +5,9 @@
 //! commits at about 5,000 puts/s). Prints the file's length, the blocks it occupies,
 //! redb's page statistics and the bytes of keys and values put, after the load and after a
 //! compaction at the last revision and a defragment (as `ci/bench --scale`), with their
-//! times; then the time to open the store again (which verifies the file and rebuilds the
-//! index) and that of the integrity check alone.
+//! times, and the size of a snapshot copy (what a follower is sent); then the time to open
+//! the store again (which verifies the file and rebuilds the index) and that of the
+//! integrity check alone.
 //!
 //! Run: `cargo bench --bench backend_size` (`DETCD_BENCH_KEYS` sets the pod count, default
 //! 100000).
@@ -95,10 +96,20 @@ fn main() {
         start.elapsed().as_secs_f64()
     );
     let start = Instant::now();
-    store.backend().defragment().unwrap();
+    store.backend().defragment(&RealDisk).unwrap();
     let secs = start.elapsed().as_secs_f64();
     report("defragmented", &mut store, &path, put_bytes);
-    println!("defragment: {secs:.1} s");
+    println!("defragment: {secs:.2} s");
+    let copy = dir.path().join("copy");
+    let start = Instant::now();
+    let source = store.backend().snapshot_source().unwrap();
+    source.write_to(&RealDisk, &copy).unwrap();
+    println!(
+        "snapshot copy: {:.2} s, on disk {:.1} MiB",
+        start.elapsed().as_secs_f64(),
+        (std::fs::metadata(&copy).unwrap().blocks() * 512) as f64 / MIB
+    );
+    drop(source);
     drop(store);
     let start = Instant::now();
     let mut store = KvStore::open(&RealDisk, &path, Config::default()).unwrap();

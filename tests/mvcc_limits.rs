@@ -163,7 +163,7 @@ fn the_size_gauge_follows_commits_defragments_and_restores() {
     })
     .unwrap();
     while s.compaction_step().unwrap() {}
-    s.backend().defragment().unwrap();
+    s.backend().defragment(&disk).unwrap();
     let defragged = gauge.load(Ordering::Relaxed);
     assert!(
         defragged < full,

@@ -5,11 +5,13 @@
 //! machine reads its own uncommitted writes (etcd's read buffer does the same job). Applies
 //! are grouped: [`Backend::commit`] ends a batch durably and opens the next. A crash loses
 //! whole uncommitted batches and nothing else: redb's commit is atomic and its header
-//! checksums reject torn writes.
+//! checksums reject torn writes. A defragment replaces the file by a copy written in key
+//! order, as etcd's does ([`Backend::defragment`]).
 //!
 //! [`runtime::Disk`]: crate::runtime::Disk
 
 pub mod bolt;
+mod defrag;
 mod disk_backend;
 mod guard;
 mod layout;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 
-use crate::runtime::{Clock, CrashPoint, Disk, OpenMode};
+use crate::runtime::{Clock, CrashPoint, Disk, DiskFile, OpenMode};
 
 pub use disk_backend::DiskBackend;
 use layout::{create_tables, HASHED};
@@ -72,27 +74,19 @@ pub type Result<T> = std::result::Result<T, BackendError>;
 /// redb's page cache; bounded so that memory per member stays predictable.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
-/// The read views open outside the store's lock ([`Backend::view`]).
-#[derive(Debug, Default)]
-struct Views {
-    open: std::sync::Mutex<usize>,
-    closed: std::sync::Condvar,
-}
-
 /// A read-only snapshot of the last commit, taken under the store's lock and read after
-/// it is released, so that long reads and applies do not wait for each other.
-/// Defragmentation waits until every view is dropped: redb cannot compact under one.
+/// it is released, so that long reads and applies do not wait for each other. It holds the
+/// database it was taken from: a defragment that replaces the file meanwhile leaves that
+/// database open, on the old file, until its last view ends.
 pub struct ReadView {
-    /// `Some` until dropped: the transaction must end before the view counts as closed.
-    tx: Option<redb::ReadTransaction>,
-    views: Arc<Views>,
+    tx: redb::ReadTransaction,
+    /// Declared after `tx`, so that the transaction ends before the database can close.
+    _db: Arc<Database>,
 }
 
 impl ReadView {
     pub fn tx(&self) -> &redb::ReadTransaction {
-        self.tx
-            .as_ref()
-            .expect("a view's transaction lives until it is dropped")
+        &self.tx
     }
 
     /// A crc32 of every table but `meta` (whose consistent index differs between members
@@ -112,32 +106,24 @@ impl ReadView {
     }
 }
 
-impl Drop for ReadView {
-    fn drop(&mut self) {
-        // End the transaction first: a defragment woken below compacts at once.
-        drop(self.tx.take());
-        let mut open = self.views.open.lock().unwrap_or_else(|e| e.into_inner());
-        *open -= 1;
-        if *open == 0 {
-            self.views.closed.notify_all();
-        }
-    }
-}
-
 /// The redb database and its open write transaction.
 pub struct Backend {
     /// Invariant: `Some` except inside [`Backend::commit`]. Declared before `db` so that
     /// it drops (aborts) first.
     tx: Option<WriteTransaction>,
-    db: Database,
-    file: Arc<dyn crate::runtime::DiskFile>,
+    /// Shared with the [`ReadView`]s taken from it: a defragment replaces it, and the
+    /// replaced database closes when the last of them ends.
+    db: Arc<Database>,
+    file: Arc<dyn DiskFile>,
     /// Where commits report their latency (etcd's
     /// `etcd_disk_backend_commit_duration_seconds`), if anywhere.
     commit_latency: Option<Histogram>,
-    views: Arc<Views>,
     /// The bytes the file takes at the last commit, as etcd's backend keeps its size: the
     /// quota check reads it for every write, without the store's lock and without a stat.
     size: Arc<AtomicU64>,
+    /// Why commits are refused: a defragment failed after its rename, so the file at the
+    /// path may not be the one this backend writes ([`Backend::defragment`]).
+    broken: Option<String>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -150,6 +136,8 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// Opens (or creates) the database file at `path` and makes sure every table exists.
+    /// A copy that a defragment left beside it unfinished is removed, as etcd's
+    /// `cleanupSnapdir` removes `db.tmp*` at boot.
     ///
     /// A file that was shut down cleanly is verified first (redb's integrity check: the
     /// checksum of every page of the committed trees), since redb's open trusts it and would
@@ -158,42 +146,22 @@ impl Backend {
     /// by going back to the commit before the last, since the entries of the lost commit may
     /// already be gone from the WAL.
     pub fn open(disk: &dyn Disk, path: &Path) -> Result<Self> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let dir = dir_of(path);
         disk.create_dir_all(dir)?;
+        defrag::remove_leftover(disk, path)?;
         let existed = disk.exists(path);
-        let file: Arc<dyn crate::runtime::DiskFile> = Arc::from(disk.open(path, OpenMode::Create)?);
+        let file: Arc<dyn DiskFile> = Arc::from(disk.open(path, OpenMode::Create)?);
         if !existed {
             disk.sync_dir(dir)?;
         }
         guard::guard(path, || {
-            let recovered = Arc::new(AtomicBool::new(false));
-            let mut db = redb::Builder::new()
-                .set_cache_size(DEFAULT_CACHE_BYTES)
-                .set_repair_callback({
-                    let recovered = recovered.clone();
-                    move |_| recovered.store(true, Ordering::Relaxed)
-                })
-                .create_with_backend(DiskBackend::new(file.clone()))
-                .map_err(be)?;
-            if existed && !recovered.load(Ordering::Relaxed) && !db.check_integrity().map_err(be)? {
-                return Err(BackendError::Damaged {
-                    file: path.to_path_buf(),
-                    what: "redb's integrity check found damage and repaired the file, which \
-                           may have lost its last commit: check the disk, then restore the \
-                           member from a snapshot or remove it and add it back"
-                        .into(),
-                });
-            }
             let mut backend = Backend {
-                db,
+                db: Arc::new(open_db(path, file.clone(), existed)?),
                 tx: None,
                 file,
                 commit_latency: None,
-                views: Default::default(),
                 size: Default::default(),
+                broken: None,
             };
             backend.begin()?;
             create_tables(backend.tx())?;
@@ -219,6 +187,7 @@ impl Backend {
 
     /// Makes everything written so far durable, atomically, and opens the next batch.
     pub fn commit(&mut self) -> Result<()> {
+        self.usable()?;
         self.crash_point(CrashPoint::BackendBeforeCommit)?;
         let tx = self.tx.take().expect("a write transaction is always open");
         let start = Clock.now();
@@ -232,6 +201,17 @@ impl Backend {
         begun?;
         self.size.store(self.file.allocated()?, Ordering::Relaxed);
         self.crash_point(CrashPoint::BackendAfterCommit)
+    }
+
+    /// Refuses to write once a defragment failed past the point of no return.
+    fn usable(&self) -> Result<()> {
+        match &self.broken {
+            Some(why) => Err(BackendError::Io(std::io::Error::other(format!(
+                "{}: {why}",
+                self.path().display()
+            )))),
+            None => Ok(()),
+        }
     }
 
     /// Marks that the write path reached `point` ([`crate::runtime::Disk::crash_point`]).
@@ -269,79 +249,78 @@ impl Backend {
         self.size = gauge;
     }
 
-    /// Commits, then rewrites the file without its free pages and shrinks it (etcd's
-    /// defragment). Fails while a reader holds a [`Backend::begin_read`] snapshot. redb
-    /// compacts in place: etcd's crash points around its copy and its rename fall before
-    /// and after the rewrite.
-    pub fn defragment(&mut self) -> Result<()> {
-        self.crash_point(CrashPoint::DefragBeforeCopy)?;
-        self.wait_for_views();
-        let tx = self.tx.take().expect("a write transaction is always open");
-        let compacted = tx
-            .commit()
-            .map_err(be)
-            .and_then(|()| self.db.compact().map_err(be));
-        self.begin()?;
-        compacted?;
-        self.size.store(self.file.allocated()?, Ordering::Relaxed);
-        self.crash_point(CrashPoint::DefragBeforeRename)
-    }
-
     /// Writes what `from` (a [`Backend::begin_read`] snapshot) sees, every table, into a
-    /// new, defragmented database file at `path`: a consistent copy made while applies go
-    /// on.
+    /// new database file at `path`, which must not exist, and makes it durable: a
+    /// consistent copy made while applies go on. Written in key order, it holds no free
+    /// pages ([`Backend::defragment`]).
     pub fn copy(from: &redb::ReadTransaction, disk: &dyn Disk, path: &Path) -> Result<()> {
-        let mut to = Backend::open(disk, path)?;
-        for handle in from.list_tables().map_err(be)? {
-            let def = redb::TableDefinition::<&[u8], &[u8]>::new(handle.name());
-            let src = from.open_table(def).map_err(be)?;
-            let mut dst = to.tx().open_table(def).map_err(be)?;
-            for entry in src.iter().map_err(be)? {
-                let (k, v) = entry.map_err(be)?;
-                dst.insert(k.value(), v.value()).map_err(be)?;
-            }
-        }
-        to.defragment()
+        let dir = dir_of(path);
+        disk.create_dir_all(dir)?;
+        defrag::write_dense(from, disk, path)?;
+        Ok(disk.sync_dir(dir)?)
     }
 
-    /// Checks redb's own invariants; for tests after a crash.
+    /// Checks redb's own invariants; for tests after a crash. Fails while a view is open.
     pub fn check_integrity(&mut self) -> Result<bool> {
         let tx = self.tx.take().expect("a write transaction is always open");
         tx.abort().map_err(be)?;
-        let ok = self.db.check_integrity().map_err(be)?;
+        let checked = match Arc::get_mut(&mut self.db) {
+            Some(db) => db.check_integrity().map_err(be),
+            None => Err(BackendError::Io(std::io::Error::other(
+                "integrity check with a read view open",
+            ))),
+        };
         self.begin()?;
-        Ok(ok)
+        checked
     }
 
-    /// A [`ReadView`] of the last commit. Taken while the caller holds `&self` (the store's
-    /// lock), so that [`Backend::defragment`], which waits for views under the same lock,
-    /// never sees a new one appear.
+    /// A [`ReadView`] of the last commit.
     pub fn view(&self) -> Result<ReadView> {
-        let tx = self.db.begin_read().map_err(be)?;
-        *self.views.open.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         Ok(ReadView {
-            tx: Some(tx),
-            views: self.views.clone(),
+            tx: self.db.begin_read().map_err(be)?,
+            _db: self.db.clone(),
         })
     }
 
-    /// Blocks until every [`ReadView`] is dropped; views are short reads that need no lock
-    /// to finish.
-    fn wait_for_views(&self) {
-        let open = self.views.open.lock().unwrap_or_else(|e| e.into_inner());
-        drop(
-            self.views
-                .closed
-                .wait_while(open, |open| *open > 0)
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-    }
-
     /// A read-only snapshot of the last commit, for readers that must not see a batch in
-    /// progress.
+    /// progress. Only while the caller holds the backend: a defragment closes the database
+    /// under it, and its reads then fail; a reader that lets go first takes a
+    /// [`Backend::view`].
     pub fn begin_read(&self) -> Result<redb::ReadTransaction> {
         self.db.begin_read().map_err(be)
     }
+}
+
+/// The directory that holds `path`.
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Opens redb on `file` (`path`), after checking its integrity if `verify` and it was shut
+/// down cleanly ([`Backend::open`]). Inside [`guard::guard`]: a damaged file can panic redb.
+fn open_db(path: &Path, file: Arc<dyn DiskFile>, verify: bool) -> Result<Database> {
+    let recovered = Arc::new(AtomicBool::new(false));
+    let mut db = redb::Builder::new()
+        .set_cache_size(DEFAULT_CACHE_BYTES)
+        .set_repair_callback({
+            let recovered = recovered.clone();
+            move |_| recovered.store(true, Ordering::Relaxed)
+        })
+        .create_with_backend(DiskBackend::new(file))
+        .map_err(be)?;
+    if verify && !recovered.load(Ordering::Relaxed) && !db.check_integrity().map_err(be)? {
+        return Err(BackendError::Damaged {
+            file: path.to_path_buf(),
+            what: "redb's integrity check found damage and repaired the file, which may have \
+                   lost its last commit: check the disk, then restore the member from a \
+                   snapshot or remove it and add it back"
+                .into(),
+        });
+    }
+    Ok(db)
 }
 
 #[cfg(test)]

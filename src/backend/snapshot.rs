@@ -1,20 +1,20 @@
 //! The backend as a snapshot: a consistent copy for a follower whose log is behind the
 //! leader's first index, and the check a received copy passes before it becomes the
 //! backend. etcd streams its bbolt file from a read transaction; redb has no such copy,
-//! so the tables of a read transaction are written into a fresh database file
-//! ([`Backend::copy`]).
+//! so the tables of a read transaction are written into a fresh database file in key
+//! order ([`Backend::copy`]), which leaves it as dense as a defragmented one.
 
 use std::path::Path;
 
 use redb::{ReadableTable, TableHandle};
 
 use super::bolt::Buckets;
-use super::{be, Backend, BackendError, Result};
+use super::{be, Backend, BackendError, ReadView, Result};
 use crate::runtime::Disk;
 
-/// The backend as of one commit, held by a redb read transaction: later commits do not
-/// change what it reads.
-pub struct SnapshotSource(redb::ReadTransaction);
+/// The backend as of one commit, held by a [`ReadView`]: later commits and defragments do
+/// not change what it reads.
+pub struct SnapshotSource(ReadView);
 
 impl std::fmt::Debug for SnapshotSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -25,7 +25,7 @@ impl std::fmt::Debug for SnapshotSource {
 impl Backend {
     /// The state of the last commit; commit first for it to hold everything applied.
     pub fn snapshot_source(&self) -> Result<SnapshotSource> {
-        Ok(SnapshotSource(self.begin_read()?))
+        Ok(SnapshotSource(self.view()?))
     }
 }
 
@@ -36,7 +36,7 @@ impl SnapshotSource {
         if disk.exists(path) {
             disk.remove(path)?;
         }
-        Backend::copy(&self.0, disk, path)
+        Backend::copy(self.0.tx(), disk, path)
     }
 }
 

@@ -211,7 +211,9 @@ fn defrag(data_dir: &Path) -> Result<(), String> {
     };
     let db = backend_path(data_dir).map_err(failed)?;
     let mut backend = Backend::open(&RealDisk, &db).map_err(|e| failed(e.to_string()))?;
-    backend.defragment().map_err(|e| failed(e.to_string()))?;
+    backend
+        .defragment(&RealDisk)
+        .map_err(|e| failed(e.to_string()))?;
     Ok(())
 }
 

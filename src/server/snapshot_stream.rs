@@ -83,11 +83,11 @@ impl SnapshotDir {
             if kv.consistent_index() > kv.committed_index() {
                 kv.commit().map_err(io_error)?;
             }
-            store.backend().begin_read().map_err(io_error)?
+            store.backend().view().map_err(io_error)?
         };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("{COPY_PREFIX}{n}{COPY_SUFFIX}"));
-        let copied = crate::migrate::write_etcd_db(&read, self.disk.as_ref(), &path);
+        let copied = crate::migrate::write_etcd_db(read.tx(), self.disk.as_ref(), &path);
         drop(read);
         if let Err(e) = copied {
             let _ = self.disk.remove(&path);

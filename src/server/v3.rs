@@ -323,8 +323,9 @@ impl Server {
         })
     }
 
-    /// Commits, then compacts this member's backend file (members defragment one by one,
-    /// as in etcd: the call is not replicated). Returns the revision it was done at.
+    /// Commits, then replaces this member's backend file by a defragmented copy (members
+    /// defragment one by one, as in etcd: the call is not replicated). Returns the revision
+    /// it was done at.
     /// The store stays locked throughout, as etcd's defragment blocks reads and writes, but
     /// the member keeps answering what needs no store ([`LongHold`]).
     pub fn defragment(&self) -> Result<Option<ResponseHeader>> {
@@ -332,7 +333,10 @@ impl Server {
         let revision = crate::runtime::wait_in_place(|| -> Result<i64> {
             let mut store = lock(&self.store);
             store.kv_mut().commit()?;
-            store.backend().defragment().map_err(Error::Defragment)?;
+            store
+                .backend()
+                .defragment(self.disk.as_ref())
+                .map_err(Error::Defragment)?;
             Ok(store.kv().rev())
         })?;
         Ok(self.header(Some(revision)))
